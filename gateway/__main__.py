@@ -1,0 +1,162 @@
+"""The ``gateway`` command line (SPEC §8)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.app import create_app
+from gateway.demo import run_demo
+from gateway.errors import ConfigError
+from gateway.registry import load_registry
+from gateway.serving import Listener, serve
+from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
+from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from gateway.store import create_engine, upgrade
+
+__all__ = ["main"]
+
+EXIT_INVALID = 2
+DEMO_CONFIG = "config/registry.example.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named in ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    try:
+        result: int = args.run(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Group Gateway for WeChat components")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway beside the WeChat simulator, with demo data")
+    demo.add_argument("--config", default=DEMO_CONFIG)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--simulator-port", type=int, default=8001)
+    demo.set_defaults(run=_demo)
+
+    check = commands.add_parser("check-config", help="validate a registry file (exit 0 valid, 2 not)")
+    check.add_argument("file")
+    check.set_defaults(run=_check_config)
+
+    database = commands.add_parser("db", help="database schema")
+    database_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    database_commands.add_parser("upgrade", help="apply migrations to $GATEWAY_DATABASE_URL").set_defaults(
+        run=_db_upgrade
+    )
+
+    key = commands.add_parser("new-client-key", help="print a new client key and its key_sha256")
+    key.set_defaults(run=_new_client_key)
+
+    simulate = commands.add_parser("simulate", help="run the WeChat simulator on its own")
+    simulate.add_argument("--config", help="push tickets to the platforms of this registry")
+    simulate.add_argument("--gateway-url", default="http://127.0.0.1:8000", help="where the gateway listens")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument(
+        "--ticket-interval", type=float, default=600.0, help="seconds between ticket pushes"
+    )
+    simulate.set_defaults(run=_simulate)
+    return parser
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_environ(config_path=args.config)
+    registry = load_registry(settings.config_path)
+    asyncio.run(serve([Listener(create_app(settings, registry), args.host, args.port)]))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+
+    asyncio.run(run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    registry = load_registry(args.file)
+    print(
+        f"{args.file}: valid: {len(registry.platforms)} platforms, {len(registry.clients)} clients, "
+        f"{len(registry.pins)} pins"
+    )
+    return 0
+
+
+def _db_upgrade(_: argparse.Namespace) -> int:
+
+    async def run() -> None:
+        engine = create_engine(os.environ.get("GATEWAY_DATABASE_URL", DEFAULT_DATABASE_URL))
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print("database schema is up to date")
+    return 0
+
+
+def _new_client_key(_: argparse.Namespace) -> int:
+    key = "gwk_" + secrets.token_urlsafe(32)
+    print(f"client key (give it to the app, store it nowhere else): {key}")
+    print(
+        f"key_sha256 (paste into the registry):                   {hashlib.sha256(key.encode()).hexdigest()}"
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+
+    components = []
+    if args.config:
+        registry = load_registry(args.config)
+        gateway_url = args.gateway_url.rstrip("/")
+        components = [
+            SimComponent(
+                appid=p.component_appid,
+                secret=p.component_appsecret.reveal(),
+                token=p.token.reveal(),
+                encoding_aes_key=p.encoding_aes_key.reveal(),
+                event_url=f"{gateway_url}/wechat/{p.id}/events",
+            )
+            for p in registry.platforms
+        ]
+    app = create_simulator_app(SimulatorConfig(components=components, ticket_interval_s=args.ticket_interval))
+    print(f"WeChat simulator on http://{args.host}:{args.port} (control API under /sim)", flush=True)
+    asyncio.run(serve([Listener(app, args.host, args.port)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The gateway's error tree. Pure: no I/O, no framework imports.
+
+    GatewayError                      base of everything the gateway raises on purpose
+    ├── ConfigError                   settings or registry refused at start-up / reload
+    │   └── RegistryError             the registry file: names the file, the path inside it and the fault
+    ├── CryptoError                   WXBizMsgCrypt failures, with the sample library's return code
+    │   ├── SignatureInvalid          -40001
+    │   ├── AesKeyInvalid             -40004
+    │   ├── AppIdMismatch             -40005
+    │   ├── DecryptFailed             -40007 (bad padding, bad block length)
+    │   ├── BufferInvalid             -40008 (short buffer, length field out of range, not UTF-8)
+    │   └── Base64Invalid             -40010
+    ├── SealedSecretError             a secret stored at rest cannot be opened (wrong key, tampered row)
+    ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
+    └── ApiError                      an answer to an HTTP caller: status, machine code, human message
+
+HTTP handlers never build error responses themselves: they raise ApiError (or let a CryptoError /
+XmlRejected reach the intake service, which turns it into one) and `gateway.http.errors` maps it.
+Messages never contain secret values; they name fields and paths instead.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises deliberately."""
+
+
+class ConfigError(GatewayError):
+    """Runtime settings or the registry cannot be used."""
+
+
+class RegistryError(ConfigError):
+    """The registry file is refused as a whole.
+
+    ``str(error)`` is the one-line message operators see: ``FILE: PATH: PROBLEM``.
+    """
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source = source
+        self.path = path
+        self.problem = problem
+        where = f"{source}: {path}" if path else source
+        super().__init__(f"{where}: {problem}")
+
+
+class CryptoError(GatewayError):
+    """A WXBizMsgCrypt operation failed; ``code`` is the official sample library's return code."""
+
+    code = -40000
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason} ({self.code})")
+
+
+class SignatureInvalid(CryptoError):
+    code = -40001
+
+
+class AesKeyInvalid(CryptoError):
+    code = -40004
+
+
+class AppIdMismatch(CryptoError):
+    code = -40005
+
+
+class DecryptFailed(CryptoError):
+    code = -40007
+
+
+class BufferInvalid(CryptoError):
+    code = -40008
+
+
+class Base64Invalid(CryptoError):
+    code = -40010
+
+
+class SealedSecretError(GatewayError):
+    """A value sealed at rest cannot be opened: wrong GATEWAY_SECRET_KEY or a tampered row."""
+
+
+class XmlRejected(GatewayError):
+    """An XML document is malformed, declares a DTD or entities, or lacks a required element."""
+
+
+class ApiError(GatewayError):
+    """An error answered to an HTTP caller as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")

@@ -1,0 +1,239 @@
+"""WeChat XML: safe parsing, push envelopes, component events as a tagged union, and XML building.
+
+Pure: no I/O. Every document is parsed by defusedxml with DTDs, entity declarations and external
+references forbidden, so XXE and entity-expansion payloads are refused before any element is read.
+"""
+
+from __future__ import annotations
+
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml
+import msgspec
+from defusedxml.ElementTree import fromstring
+
+from gateway.errors import XmlRejected
+
+__all__ = [
+    "Authorized",
+    "ComponentEvent",
+    "ComponentVerifyTicket",
+    "Envelope",
+    "FastRegister",
+    "OtherComponentEvent",
+    "Unauthorized",
+    "UpdateAuthorized",
+    "build_xml",
+    "parse_component_event",
+    "parse_envelope",
+    "parse_xml",
+]
+
+MAX_DEPTH = 8  # WeChat's documents are two levels deep; anything far deeper is hostile
+
+
+def parse_xml(document: bytes | str) -> Element:
+    """Parse an XML document safely; XmlRejected names the reason on any fault."""
+    try:
+        root = fromstring(document, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DTDForbidden as exc:
+        raise XmlRejected("XML with a DTD is refused") from exc
+    except defusedxml.EntitiesForbidden as exc:
+        raise XmlRejected("XML with entity declarations is refused") from exc
+    except defusedxml.ExternalReferenceForbidden as exc:
+        raise XmlRejected("XML with external references is refused") from exc
+    except (ParseError, ValueError) as exc:
+        raise XmlRejected(f"not well-formed XML: {exc}") from exc
+    if _depth(root) > MAX_DEPTH:
+        raise XmlRejected(f"XML nested deeper than {MAX_DEPTH} levels")
+    return root
+
+
+def _depth(element: Element) -> int:
+    stack = [(element, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def flatten(root: Element) -> dict[str, str]:
+    """The text of each direct child of ``root`` by tag; a nested block is skipped (see ``block``)."""
+    return {child.tag: (child.text or "").strip() for child in root if len(child) == 0}
+
+
+def block(root: Element, tag: str) -> dict[str, str]:
+    """The flattened children of the nested element ``tag`` (empty when absent)."""
+    node = root.find(tag)
+    return {} if node is None else flatten(node)
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """The outer, plaintext part of an encrypted push."""
+
+    encrypt: str
+    app_id: str | None = None  # component-level pushes: the component_appid
+    to_user_name: str | None = None  # message pushes: the authorizer's original id (gh_…)
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    """Parse the POSTed ``<xml><AppId/><Encrypt/></xml>`` (or ``ToUserName`` form) of a push."""
+    root = parse_xml(body)
+    if root.tag != "xml":
+        raise XmlRejected(f"root element is <{root.tag}>, expected <xml>")
+    fields = flatten(root)
+    encrypt = fields.get("Encrypt")
+    if not encrypt:
+        raise XmlRejected("the Encrypt element is missing or empty")
+    return Envelope(
+        encrypt=encrypt, app_id=fields.get("AppId") or None, to_user_name=fields.get("ToUserName")
+    )
+
+
+# --- component events (pushed to the authorization event URL) --------------------------------------
+
+
+class ComponentVerifyTicket(
+    msgspec.Struct, frozen=True, tag="component_verify_ticket", tag_field="info_type"
+):
+    """The verify ticket WeChat pushes every 10 minutes."""
+
+    app_id: str
+    create_time: int
+    ticket: str
+
+
+class Authorized(msgspec.Struct, frozen=True, tag="authorized", tag_field="info_type"):
+    """An administrator authorized the component."""
+
+    app_id: str
+    create_time: int
+    authorizer_appid: str
+    authorization_code: str
+    authorization_code_expired_time: int
+    pre_auth_code: str
+
+
+class UpdateAuthorized(msgspec.Struct, frozen=True, tag="updateauthorized", tag_field="info_type"):
+    """The granted permission sets changed."""
+
+    app_id: str
+    create_time: int
+    authorizer_appid: str
+    authorization_code: str
+    authorization_code_expired_time: int
+    pre_auth_code: str
+
+
+class Unauthorized(msgspec.Struct, frozen=True, tag="unauthorized", tag_field="info_type"):
+    """The authorization was revoked."""
+
+    app_id: str
+    create_time: int
+    authorizer_appid: str
+
+
+class FastRegister(msgspec.Struct, frozen=True, tag="notify_third_fasteregister", tag_field="info_type"):
+    """A mini program created by fast registration; ``auth_code`` is handled like an authorization."""
+
+    app_id: str
+    create_time: int
+    appid: str
+    status: int
+    auth_code: str
+    msg: str
+    info: dict[str, str]
+
+
+class OtherComponentEvent(msgspec.Struct, frozen=True, tag="other", tag_field="info_type"):
+    """A correctly signed push of a type the gateway does not act on; kept for the record."""
+
+    app_id: str
+    create_time: int
+    type: str
+    fields: dict[str, str]
+
+
+ComponentEvent = (
+    ComponentVerifyTicket | Authorized | UpdateAuthorized | Unauthorized | FastRegister | OtherComponentEvent
+)
+
+
+def parse_component_event(document: bytes) -> ComponentEvent:
+    """Parse the decrypted XML of a push to the authorization event URL into its typed event."""
+    root = parse_xml(document)
+    fields = flatten(root)
+    app_id = _required(fields, "AppId")
+    create_time = _integer(fields, "CreateTime")
+    info_type = _required(fields, "InfoType")
+    match info_type:
+        case "component_verify_ticket":
+            return ComponentVerifyTicket(app_id, create_time, _required(fields, "ComponentVerifyTicket"))
+        case "authorized" | "updateauthorized":
+            kind = Authorized if info_type == "authorized" else UpdateAuthorized
+            return kind(
+                app_id=app_id,
+                create_time=create_time,
+                authorizer_appid=_required(fields, "AuthorizerAppid"),
+                authorization_code=_required(fields, "AuthorizationCode"),
+                authorization_code_expired_time=_integer(fields, "AuthorizationCodeExpiredTime"),
+                pre_auth_code=fields.get("PreAuthCode", ""),
+            )
+        case "unauthorized":
+            return Unauthorized(app_id, create_time, _required(fields, "AuthorizerAppid"))
+        case "notify_third_fasteregister":
+            return FastRegister(
+                app_id=app_id,
+                create_time=create_time,
+                appid=fields.get("appid", ""),
+                status=_integer(fields, "status"),
+                auth_code=fields.get("auth_code", ""),
+                msg=fields.get("msg", ""),
+                info=block(root, "info"),
+            )
+        case _:
+            return OtherComponentEvent(app_id, create_time, info_type, fields)
+
+
+def _required(fields: dict[str, str], name: str) -> str:
+    value = fields.get(name)
+    if not value:
+        raise XmlRejected(f"the {name} element is missing or empty")
+    return value
+
+
+def _integer(fields: dict[str, str], name: str) -> int:
+    value = _required(fields, name)
+    try:
+        return int(value)
+    except ValueError:
+        raise XmlRejected(f"the {name} element is not an integer") from None
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def _cdata(text: str) -> str:
+    # "]]>" cannot appear inside one CDATA section: split it across two
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def build_xml(fields: dict[str, str | int | dict[str, str | int]]) -> str:
+    """Build ``<xml>…</xml>`` as WeChat writes it: strings in CDATA, integers bare, one nested level."""
+    parts = ["<xml>"]
+    for tag, value in fields.items():
+        parts.append(f"<{tag}>{_value(value)}</{tag}>")
+    parts.append("</xml>")
+    return "".join(parts)
+
+
+def _value(value: str | int | dict[str, str | int]) -> str:
+    if isinstance(value, dict):
+        return "".join(f"<{tag}>{_value(inner)}</{tag}>" for tag, inner in value.items())
+    if isinstance(value, int):
+        return str(value)
+    return _cdata(value)

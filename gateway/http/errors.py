@@ -1,0 +1,77 @@
+"""The one mapping from errors to HTTP responses: ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from gateway.errors import ApiError
+
+__all__ = ["ErrorBody", "ErrorDetail", "exception_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """A machine-readable code and a sentence for people."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """Every JSON error the gateway answers."""
+
+    error: ErrorDetail
+
+
+def _respond(status: int, code: str, message: str) -> Response[ErrorBody]:
+    return Response(ErrorBody(ErrorDetail(code, message)), status_code=status, media_type=MediaType.JSON)
+
+
+def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
+    """An ApiError as raised."""
+    return _respond(exc.status, exc.code, exc.message)
+
+
+_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    """Litestar's own refusals (routing, validation, body size) in the same shape."""
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        status = 422 if status == 400 else status
+    if status >= 500:
+        return unexpected_error_handler(_, exc)
+    return _respond(status, _CODES.get(status, "invalid_request"), str(exc.detail))
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """Anything else: logged with its type only (a message may carry data), answered without detail."""
+    log.error(
+        "unexpected error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc
+    )
+    return _respond(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the gateway failed; see its log")
+
+
+exception_handlers = {
+    ApiError: api_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: unexpected_error_handler,
+}

@@ -1,0 +1,80 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import msgspec
+from litestar import Controller, Response, get
+
+from gateway.registry import Registry
+from gateway.store import Store
+
+__all__ = ["HealthController", "PlatformReadiness", "Readiness"]
+
+log = logging.getLogger(__name__)
+
+TICKET_LIFETIME_S = 12 * 3600
+TICKET_PUSH_INTERVAL_S = 600
+
+
+class PlatformReadiness(msgspec.Struct, frozen=True):
+    """One platform's credentials as far as the gateway can tell."""
+
+    id: str
+    ticket_age_s: int | None
+    component_token_expires_in: int | None
+    problem: str | None
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """``/readyz``: ready when the database answers and the registry is loaded."""
+
+    status: str
+    platforms: list[PlatformReadiness]
+
+
+class Alive(msgspec.Struct, frozen=True):
+    """``/healthz``."""
+
+    status: str
+
+
+class HealthController(Controller):
+    """Probes for load balancers and orchestrators."""
+
+    tags = ["operations"]
+
+    @get("/healthz", cache=False)
+    async def healthz(self) -> Alive:
+        """The process is alive."""
+        return Alive("ok")
+
+    @get("/readyz", cache=False)
+    async def readyz(
+        self, store: Store, registry: Registry, clock: Callable[[], float]
+    ) -> Response[Readiness]:
+        """Ready to serve; each platform says whether it has a ticket, and how old it is."""
+        try:
+            await store.ping()
+            receipts = await store.ticket_receipts()
+        except Exception as exc:  # any database failure means "not ready", whatever its kind
+            log.warning("readiness: database unavailable: %s", type(exc).__name__)
+            down = [PlatformReadiness(p.id, None, None, "database unavailable") for p in registry.platforms]
+            return Response(Readiness("not_ready", down), status_code=503)
+        now = clock()
+        platforms = [_platform_readiness(p.id, receipts.get(p.id), now) for p in registry.platforms]
+        return Response(Readiness("ready", platforms), status_code=200)
+
+
+def _platform_readiness(platform_id: str, received_at: float | None, now: float) -> PlatformReadiness:
+    if received_at is None:
+        return PlatformReadiness(platform_id, None, None, "no component_verify_ticket received yet")
+    age = max(0, int(now - received_at))
+    problem = None
+    if age > TICKET_LIFETIME_S:
+        problem = "the newest component_verify_ticket is older than 12 h and has expired"
+    elif age > 3 * TICKET_PUSH_INTERVAL_S:
+        problem = f"no component_verify_ticket pushed for {age // 60} minutes (WeChat pushes every 10)"
+    return PlatformReadiness(platform_id, age, None, problem)

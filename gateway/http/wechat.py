@@ -1,0 +1,44 @@
+"""WeChat-facing endpoints: the authorization event URL, per platform and in its single-URL form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, MediaType, Request, post
+
+from gateway.intake import MAX_PUSH_BYTES, EventIntake
+
+__all__ = ["WeChatEventsController"]
+
+
+class WeChatEventsController(Controller):
+    """Pushes from WeChat, authenticated by their signature rather than a client key."""
+
+    path = "/wechat"
+    tags = ["wechat"]
+
+    @post(
+        "/{platform:str}/events",
+        status_code=200,
+        media_type=MediaType.TEXT,
+        request_max_body_size=MAX_PUSH_BYTES,
+        summary="Authorization event URL of one platform",
+    )
+    async def platform_events(
+        self, platform: str, request: Request[Any, Any, Any], intake: EventIntake
+    ) -> str:
+        """Verify, decrypt and record a push; answer ``success`` as WeChat expects."""
+        await intake.receive(platform, request.query_params, await request.body())
+        return "success"
+
+    @post(
+        "/events",
+        status_code=200,
+        media_type=MediaType.TEXT,
+        request_max_body_size=MAX_PUSH_BYTES,
+        summary="Authorization event URL shared by every platform",
+    )
+    async def shared_events(self, request: Request[Any, Any, Any], intake: EventIntake) -> str:
+        """As the per-platform URL, the platform found by the envelope's plain ``AppId``."""
+        await intake.receive(None, request.query_params, await request.body())
+        return "success"

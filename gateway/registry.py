@@ -1,0 +1,412 @@
+"""The registry: one YAML file, owned by group IT, naming the group, its components and its clients.
+
+Loading goes in four steps, and the first fault found stops it with one `RegistryError` naming the file,
+the path inside it (``platforms[1].encoding_aes_key``) and what is wrong:
+
+1. parse the YAML (safe loader; a key given twice in one mapping is refused, not silently dropped);
+2. replace every ``${VAR}`` in a string value with the environment variable, naming the path if unset;
+3. decode into frozen Structs, refusing unknown keys and wrong types;
+4. check what types cannot say: appid and id shapes, WeChat's key and token rules, duplicates, pins.
+
+Secret values (component secrets, message tokens, EncodingAESKeys) are held in `Secret`, whose repr is
+masked, and no error message quotes them: problems name fields, never their contents. The few problems
+that quote a value (a duplicate id, an unknown scope) show it as the file spells it, so a value read from
+the environment appears as its ``${VAR}`` reference.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import msgspec
+import yaml
+
+from gateway.errors import RegistryError
+
+__all__ = [
+    "SCOPES",
+    "Client",
+    "Group",
+    "Platform",
+    "Registry",
+    "Scope",
+    "Secret",
+    "WechatSettings",
+    "load_registry",
+    "parse_registry",
+]
+
+Scope = Literal["token", "proxy", "component", "onboard", "bind", "catalog", "admin"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+_APPID = re.compile(r"wx[A-Za-z0-9]+")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
+_ALNUM = re.compile(r"[A-Za-z0-9]*")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# msgspec ends its messages with " - at `$.a[0].b`", or " - at `key` in `$.a`" when a mapping key is wrong.
+_MSGSPEC_WHERE = re.compile(r"(?P<problem>.*) - at `(?P<where>[^`]*)`(?: in `(?P<parent>[^`]*)`)?", re.DOTALL)
+
+_AES_KEY_LENGTH = 43
+
+
+class Secret:
+    """A secret string that does not show itself: repr and str are masked, `reveal()` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; call it only where the value is used, never to log or display."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        # Encoded: compare_digest refuses non-ASCII str.
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Group(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The company group and its binding open account."""
+
+    name: str
+    open_appid: str
+
+
+class WechatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where WeChat's API is reached: production, a disaster-recovery host, a proxy or the simulator."""
+
+    api_base: str = "https://api.weixin.qq.com"
+
+
+class Platform(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One third-party platform (component) of the group's WeChat Open Platform account."""
+
+    id: str
+    name: str
+    component_appid: str
+    component_appsecret: Secret
+    token: Secret
+    encoding_aes_key: Secret
+
+
+class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An internal app or auditor: the sha-256 of its key, what it may do, and for which authorizers."""
+
+    id: str
+    key_sha256: str
+    scopes: tuple[Scope, ...]
+    authorizers: tuple[str, ...] = ("*",)
+
+
+class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole registry, validated; platforms are in order of preference."""
+
+    group: Group
+    platforms: tuple[Platform, ...]
+    clients: tuple[Client, ...]
+    wechat: WechatSettings = msgspec.field(default_factory=WechatSettings)
+    pins: Mapping[str, str] = msgspec.field(default_factory=dict)
+
+    def platform(self, id: str) -> Platform | None:
+        """The platform with this id, if any."""
+        return next((p for p in self.platforms if p.id == id), None)
+
+    def platform_by_appid(self, component_appid: str) -> Platform | None:
+        """The platform with this component appid, if any."""
+        return next((p for p in self.platforms if p.component_appid == component_appid), None)
+
+    def client(self, id: str) -> Client | None:
+        """The client with this id, if any."""
+        return next((c for c in self.clients if c.id == id), None)
+
+    def client_for_key_sha256(self, key_sha256: str) -> Client | None:
+        """The client whose key hashes to this sha-256 hex digest (either case), if any."""
+        wanted = key_sha256.lower().encode()
+        return next((c for c in self.clients if hmac.compare_digest(c.key_sha256.encode(), wanted)), None)
+
+
+def load_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
+    """Read, resolve and validate the registry file at `path`; ``${VAR}`` comes from `environ` (default
+    `os.environ`). Raises `RegistryError` whose source is `path` as given."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RegistryError(source, "", "cannot read file: not UTF-8 text") from None
+    except OSError as exc:
+        raise RegistryError(source, "", f"cannot read file: {exc.strerror or exc}") from None
+    return parse_registry(text, source=source, environ=os.environ if environ is None else environ)
+
+
+def parse_registry(text: str, *, source: str, environ: Mapping[str, str]) -> Registry:
+    """Validate registry YAML `text`; `source` names it in errors, ``${VAR}`` comes from `environ`.
+    Raises `RegistryError` for the first fault found."""
+    try:
+        data = _parse_yaml(text)
+        if not isinstance(data, dict):
+            got = "nothing" if data is None else type(data).__name__
+            raise _Fault("", f"the registry must be a mapping, got {got}")
+        spelled: dict[str, str] = {}
+        resolved = _resolve(data, "", environ, spelled, set())
+        try:
+            registry = msgspec.convert(resolved, Registry, dec_hook=_dec_hook)
+        except msgspec.ValidationError as exc:
+            raise _translate(exc, spelled) from None
+        _check(registry, spelled)
+    except _Fault as fault:
+        raise RegistryError(source, fault.path, fault.problem) from None
+    return _normalized(registry)
+
+
+class _Fault(Exception):
+    """A fault at a path inside the document; `parse_registry` adds the source."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path = path
+        self.problem = problem
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            # Merge keys (<<) may repeat and are overridden by explicit keys; that is YAML, not a mistake.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str) -> object:
+    try:
+        loader = _UniqueKeyLoader(text)  # the reader already refuses control characters here
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        # Built from parts: str(exc) quotes the offending line, which may hold a secret.
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise _Fault("", f"not valid YAML: {where}{exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        raise _Fault(
+            "", f"not valid YAML: position {exc.position}: unacceptable character #x{exc.character:04x}"
+        ) from None
+    except yaml.YAMLError:
+        raise _Fault("", "not valid YAML") from None
+    except Exception:
+        # Constructors of explicit tags (`!!int abc`) raise bare ValueError etc. quoting the value.
+        raise _Fault("", "not valid YAML: a tagged value cannot be constructed") from None
+
+
+def _resolve(
+    node: object, path: str, environ: Mapping[str, str], spelled: dict[str, str], parents: set[int]
+) -> object:
+    """A copy of `node` with ``${VAR}`` replaced in every string value, walked in document order.
+    `spelled` receives, by path, each string that had a ``${VAR}``, as the file spells it."""
+    if isinstance(node, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise _Fault(path, f"environment variable {name} is not set")
+            return environ[name]
+
+        resolved = _VAR.sub(lookup, node)
+        if resolved != node:
+            spelled[path] = node
+        return resolved
+    if isinstance(node, dict | list):
+        # A YAML alias may refer to its own ancestor (`&a [*a]`): the walk would never end.
+        if id(node) in parents:
+            raise _Fault(path, "a YAML alias refers to the value that contains it")
+        parents.add(id(node))
+        try:
+            if isinstance(node, dict):
+                return {
+                    key: _resolve(value, f"{path}.{key}" if path else str(key), environ, spelled, parents)
+                    for key, value in node.items()
+                }
+            return [_resolve(item, f"{path}[{i}]", environ, spelled, parents) for i, item in enumerate(node)]
+        finally:
+            parents.discard(id(node))
+    return node
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is not Secret:
+        raise NotImplementedError
+    try:
+        value = msgspec.convert(obj, str)
+    except msgspec.ValidationError as exc:
+        # Re-raised as TypeError so that msgspec adds the path, as it does for its own types.
+        raise TypeError(str(exc)) from None
+    return Secret(value)
+
+
+def _translate(exc: msgspec.ValidationError, spelled: Mapping[str, str]) -> _Fault:
+    """msgspec's message at its path. msgspec names types and keys, never values, except for the one
+    Literal (scopes), which is rewritten to list the valid names."""
+    message = str(exc)
+    match = _MSGSPEC_WHERE.fullmatch(message)
+    if match is None:
+        return _Fault("", message)
+    problem, where, parent = match["problem"], match["where"], match["parent"]
+    if parent is not None:
+        where, problem = parent, f"{problem} (in a key)"
+    elif where.endswith("[...]"):
+        where, problem = where.removesuffix("[...]"), f"{problem} (in a value)"
+    path = where.removeprefix("$").removeprefix(".")
+    if problem.startswith("Invalid enum value "):
+        shown = repr(spelled[path]) if path in spelled else problem.removeprefix("Invalid enum value ")
+        problem = f"unknown scope {shown} (valid: {', '.join(SCOPES)})"
+    return _Fault(path, problem)
+
+
+def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
+    """The rules types cannot express, in document order; raises at the first fault."""
+    _check_appid(registry.group.open_appid, "group.open_appid")
+    _check_api_base(registry.wechat.api_base, "wechat.api_base")
+
+    if not registry.platforms:
+        raise _Fault("platforms", "at least one platform is required")
+    platform_ids: dict[str, str] = {}
+    component_appids: dict[str, str] = {}
+    for i, platform in enumerate(registry.platforms):
+        at = f"platforms[{i}]"
+        _check_slug(platform.id, f"{at}.id")
+        _check_unique(platform.id, f"{at}.id", platform_ids, "platform id", spelled)
+        _check_appid(platform.component_appid, f"{at}.component_appid")
+        _check_unique(
+            platform.component_appid, f"{at}.component_appid", component_appids, "component_appid", spelled
+        )
+        if not platform.component_appsecret.reveal():
+            raise _Fault(f"{at}.component_appsecret", "must not be empty")
+        _check_token(platform.token.reveal(), f"{at}.token")
+        _check_aes_key(platform.encoding_aes_key.reveal(), f"{at}.encoding_aes_key")
+
+    client_ids: dict[str, str] = {}
+    key_digests: dict[str, str] = {}
+    for i, client in enumerate(registry.clients):
+        at = f"clients[{i}]"
+        _check_slug(client.id, f"{at}.id")
+        _check_unique(client.id, f"{at}.id", client_ids, "client id", spelled)
+        if not _SHA256_HEX.fullmatch(client.key_sha256):
+            raise _Fault(f"{at}.key_sha256", "must be 64 hex digits: the sha-256 of the client's key")
+        first = key_digests.setdefault(client.key_sha256.lower(), f"{at}.key_sha256")
+        if first != f"{at}.key_sha256":
+            raise _Fault(f"{at}.key_sha256", f"two clients share one key (first at {first})")
+        if not client.scopes:
+            raise _Fault(f"{at}.scopes", "a client needs at least one scope")
+        scopes: dict[str, str] = {}
+        for j, scope in enumerate(client.scopes):
+            _check_unique(scope, f"{at}.scopes[{j}]", scopes, "scope", spelled)
+        _check_authorizers(client.authorizers, f"{at}.authorizers", spelled)
+
+    for appid, platform_id in registry.pins.items():
+        _check_appid(appid, f"pins.{appid}", what="the key ")
+        if platform_id not in platform_ids:
+            raise _Fault(
+                f"pins.{appid}", f"pin to unknown platform {_quote(platform_id, f'pins.{appid}', spelled)}"
+            )
+
+
+def _check_appid(value: str, path: str, what: str = "") -> None:
+    # WeChat's own appids are 16 hex digits; the simulator and tests use readable ones, so judge no further.
+    if not _APPID.fullmatch(value):
+        raise _Fault(path, f"{what}must be an appid: 'wx' followed by letters and digits")
+
+
+def _check_api_base(url: str, path: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise _Fault(path, "must be an http or https URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Fault(path, "must be an http or https URL")
+    if parts.query or parts.fragment:
+        raise _Fault(path, "must not have a query or a fragment")
+
+
+def _check_slug(value: str, path: str) -> None:
+    if not _SLUG.fullmatch(value):
+        raise _Fault(path, "must be 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+
+
+def _check_unique(value: str, path: str, seen: dict[str, str], what: str, spelled: Mapping[str, str]) -> None:
+    """Remember `value` at `path`; of two duplicates, the later one is named."""
+    first = seen.setdefault(value, path)
+    if first != path:
+        raise _Fault(path, f"duplicate {what} {_quote(value, path, spelled)} (first at {first})")
+
+
+def _quote(value: str, path: str, spelled: Mapping[str, str]) -> str:
+    """`value` for a problem text, as the file spells it: a value read from the environment may be a
+    secret put in the wrong place, so it is shown as its ``${VAR}`` reference instead."""
+    return repr(spelled.get(path, value))
+
+
+def _check_token(token: str, path: str) -> None:
+    if not token:
+        raise _Fault(path, "must not be empty")
+    # WeChat's rule for the message token: a typo fails here rather than at every callback.
+    if not (3 <= len(token) <= 32 and _ALNUM.fullmatch(token)):
+        raise _Fault(path, "must be 3 to 32 letters and digits")
+
+
+def _check_aes_key(key: str, path: str) -> None:
+    if len(key) != _AES_KEY_LENGTH:
+        raise _Fault(path, f"must be {_AES_KEY_LENGTH} characters, got {len(key)}")
+    if not _ALNUM.fullmatch(key):
+        raise _Fault(path, "must contain only letters and digits")
+
+
+def _check_authorizers(authorizers: tuple[str, ...], path: str, spelled: Mapping[str, str]) -> None:
+    if not authorizers:
+        raise _Fault(path, 'a client needs at least one authorizer, or "*" for all')
+    if "*" in authorizers and len(authorizers) > 1:
+        raise _Fault(f"{path}[{authorizers.index('*')}]", '"*" (all authorizers) must stand alone')
+    seen: dict[str, str] = {}
+    for j, appid in enumerate(authorizers):
+        if appid != "*":
+            _check_appid(appid, f"{path}[{j}]")
+        _check_unique(appid, f"{path}[{j}]", seen, "authorizer", spelled)
+
+
+def _normalized(registry: Registry) -> Registry:
+    """The registry in canonical form: lowercase digests, no trailing slash, read-only pins."""
+    return msgspec.structs.replace(
+        registry,
+        wechat=WechatSettings(api_base=registry.wechat.api_base.rstrip("/")),
+        clients=tuple(msgspec.structs.replace(c, key_sha256=c.key_sha256.lower()) for c in registry.clients),
+        pins=MappingProxyType(dict(registry.pins)),
+    )

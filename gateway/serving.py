@@ -1,0 +1,78 @@
+"""Running ASGI apps under uvicorn, one or several in one event loop, stopped together by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import uvicorn
+from litestar import Litestar
+
+__all__ = ["Listener", "serve"]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One app on one address."""
+
+    app: Litestar
+    host: str
+    port: int
+
+
+class _Server(uvicorn.Server):
+    # Signals are handled once for all servers by `serve`, not by each server for itself.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(
+    listeners: Sequence[Listener],
+    *,
+    on_started: Callable[[], object] | None = None,
+) -> None:
+    """Serve every listener until SIGINT or SIGTERM (a second SIGINT forces the exit).
+
+    ``on_started`` runs (and is awaited if it returns an awaitable) once every listener accepts
+    connections; if it fails, everything stops.
+    """
+    servers = [
+        _Server(uvicorn.Config(x.app, host=x.host, port=x.port, log_level="warning", lifespan="on"))
+        for x in listeners
+    ]
+
+    def stop(sig: signal.Signals) -> None:
+        for server in servers:
+            if server.should_exit and sig == signal.SIGINT:
+                server.force_exit = True
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+        if on_started is not None:
+            while not all(s.started for s in servers):
+                if any(t.done() for t in tasks):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                try:
+                    result = on_started()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except BaseException:
+                    stop(signal.SIGTERM)
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
+        await asyncio.gather(*tasks)
+        if any(not s.started for s in servers):
+            raise OSError("a server could not start (is its port already in use?)")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

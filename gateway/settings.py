@@ -1,0 +1,55 @@
+"""Runtime settings, read from the environment (SPEC §3). Plain values; no settings framework."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gateway.crypto import SecretBox
+from gateway.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_DATABASE_URL", "DEFAULT_PUBLIC_URL", "Settings"]
+
+DEFAULT_CONFIG = "config/registry.yaml"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the process needs besides the registry. ``secret_box`` seals secrets at rest."""
+
+    config_path: str
+    database_url: str
+    secret_box: SecretBox
+    public_url: str
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, *, config_path: str | None = None
+    ) -> Settings:
+        """Read ``GATEWAY_*`` variables; ``config_path`` (a ``--config`` flag) wins over the environment."""
+        env = os.environ if environ is None else environ
+        secret = env.get("GATEWAY_SECRET_KEY", "")
+        if not secret:
+            raise ConfigError(
+                "GATEWAY_SECRET_KEY is not set: it must hold 32 random bytes in base64 "
+                "(python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
+            )
+        public_url = env.get("GATEWAY_PUBLIC_URL", DEFAULT_PUBLIC_URL).rstrip("/")
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError("GATEWAY_PUBLIC_URL must be an http(s) URL such as https://gateway.example.com")
+        database_url = env.get("GATEWAY_DATABASE_URL", DEFAULT_DATABASE_URL)
+        if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ConfigError(
+                "GATEWAY_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return cls(
+            config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+            database_url=database_url,
+            secret_box=SecretBox.from_base64(secret),
+            public_url=public_url,
+        )

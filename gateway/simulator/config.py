@@ -1,0 +1,32 @@
+"""The simulator's configuration: the components WeChat knows and the pace of its world."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["SimComponent", "SimulatorConfig"]
+
+
+class SimComponent(msgspec.Struct, forbid_unknown_fields=True):
+    """A third-party platform as registered on the Open Platform, with its authorization event URL."""
+
+    appid: str
+    secret: str
+    token: str
+    encoding_aes_key: str
+    event_url: str | None = None
+
+
+class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """How the simulated WeChat behaves.
+
+    ``ticket_interval_s`` is the period of ticket pushes (0: no schedule); ``token_overlap_s`` how long a
+    superseded access token keeps working; the two TTLs bound pre-auth and authorization codes.
+    """
+
+    components: list[SimComponent] = msgspec.field(default_factory=list)
+    ticket_interval_s: float = 600.0
+    push_on_start: bool = True
+    token_overlap_s: float = 300.0
+    pre_auth_code_ttl_s: int = 600
+    auth_code_ttl_s: int = 600

@@ -1,0 +1,139 @@
+"""The state store on SQLite and on the local PostgreSQL server, with the real migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from gateway.crypto import SecretBox
+from gateway.errors import SealedSecretError
+from gateway.events import Authorized, ComponentVerifyTicket, Unauthorized
+from gateway.store import Store, create_engine, upgrade
+from gateway.store.tables import metadata
+
+
+@pytest.fixture
+async def store(database_url: str, secret_box: SecretBox) -> Store:
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield Store(engine, secret_box, clock=lambda: 1_700_000_000.0)  # type: ignore[misc]
+    await engine.dispose()
+
+
+async def test_migrations_match_the_models(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        await upgrade(engine)  # idempotent: a second start-up finds nothing to do
+
+        def diff(conn: object) -> list[object]:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})  # type: ignore[arg-type]
+            return list(compare_metadata(context, metadata))
+
+        async with engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_upgrades_on_one_database(database_url: str) -> None:
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        if database_url.startswith("sqlite"):
+            for engine in engines:  # one process per SQLite file: start-ups are sequential
+                await upgrade(engine)
+        else:
+            await asyncio.gather(*(upgrade(engine) for engine in engines))
+        async with engines[0].connect() as conn:
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert version == "0001"
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_ticket_is_stored_sealed_and_reopened(store: Store) -> None:
+    event = ComponentVerifyTicket("wxc0mp000000001", 1413192605, "ticket@@@very-secret")
+    assert await store.record_push("retail", "a" * 40, "n1", event) is True
+    ticket = await store.ticket("retail")
+    assert ticket is not None
+    assert (ticket.ticket, ticket.create_time, ticket.received_at) == ("ticket@@@very-secret", 1413192605, 1_700_000_000.0)
+    async with store.engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT ticket_sealed FROM component_tickets"))).scalar_one()
+    assert "very-secret" not in raw
+    assert await store.ticket("finance") is None
+    assert await store.ticket_receipts() == {"retail": 1_700_000_000.0}
+
+
+async def test_same_signature_and_nonce_is_recorded_once(store: Store) -> None:
+    first = ComponentVerifyTicket("wxc1", 100, "ticket-1")
+    assert await store.record_push("retail", "a" * 40, "n1", first) is True
+    # A replay carrying a different ticket under the same signature and nonce changes nothing.
+    assert await store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "x")) is False
+    stored = await store.ticket("retail")
+    assert stored is not None and stored.ticket == "ticket-1"
+    # The same pair on another platform is another push.
+    assert await store.record_push("finance", "a" * 40, "n1", first) is True
+
+
+async def test_concurrent_duplicates_are_recorded_exactly_once(store: Store) -> None:
+    event = Unauthorized("wxc1", 100, "wxa1")
+    results = await asyncio.gather(*(store.record_push("retail", "b" * 40, "n", event) for _ in range(20)))
+    assert results.count(True) == 1
+    assert len(await store.pending_authorization_events()) == 1
+
+
+async def test_an_older_ticket_never_replaces_a_newer_one(store: Store) -> None:
+    await store.record_push("retail", "1" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "newer"))
+    await store.record_push("retail", "2" * 40, "n2", ComponentVerifyTicket("wxc1", 100, "older"))
+    stored = await store.ticket("retail")
+    assert stored is not None and stored.ticket == "newer"
+    await store.record_push("retail", "3" * 40, "n3", ComponentVerifyTicket("wxc1", 300, "newest"))
+    stored = await store.ticket("retail")
+    assert stored is not None and stored.ticket == "newest"
+
+
+async def test_authorization_events_wait_for_processing(store: Store) -> None:
+    authorized = Authorized("wxc1", 10, "wxa1", "queryauthcode@@@secret", 4000, "preauthcode@@@1")
+    await store.record_push("retail", "c" * 40, "n1", authorized)
+    await store.record_push("retail", "d" * 40, "n2", ComponentVerifyTicket("wxc1", 11, "t"))
+    await store.record_push("finance", "e" * 40, "n3", Unauthorized("wxc2", 12, "wxa2"))
+    pending = await store.pending_authorization_events()
+    assert [p.event for p in pending] == [authorized, Unauthorized("wxc2", 12, "wxa2")]
+    assert [p.platform_id for p in await store.pending_authorization_events("finance")] == ["finance"]
+    async with store.engine.connect() as conn:
+        payloads = (await conn.execute(text("SELECT payload_sealed FROM component_pushes"))).scalars().all()
+    assert not any("queryauthcode@@@secret" in (p or "") for p in payloads)
+    await store.mark_processed(pending[0].id)
+    assert [p.event for p in await store.pending_authorization_events()] == [Unauthorized("wxc2", 12, "wxa2")]
+
+
+async def test_a_different_secret_key_cannot_open_stored_tickets(database_url: str, secret_box: SecretBox) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        await Store(engine, secret_box).record_push("retail", "f" * 40, "n", ComponentVerifyTicket("wx", 1, "t"))
+        with pytest.raises(SealedSecretError):
+            await Store(engine, SecretBox(os.urandom(32))).ticket("retail")
+    finally:
+        await engine.dispose()
+
+
+async def test_state_survives_a_new_engine(database_url: str, secret_box: SecretBox) -> None:
+    for round_ in range(2):
+        engine = create_engine(database_url)
+        try:
+            await upgrade(engine)
+            store = Store(engine, secret_box)
+            if round_ == 0:
+                await store.record_push("retail", "9" * 40, "n", ComponentVerifyTicket("wx", 5, "kept"))
+            else:
+                stored = await store.ticket("retail")
+                assert stored is not None and stored.ticket == "kept"
+        finally:
+            await engine.dispose()
