@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import msgspec
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from gateway.registry import Registry
 from gateway.store import Store
@@ -53,7 +54,10 @@ class HealthController(Controller):
 
     @get("/readyz", cache=False)
     async def readyz(
-        self, store: Store, registry: Registry, clock: Callable[[], float]
+        self,
+        store: NamedDependency[Store],
+        registry: NamedDependency[Registry],
+        clock: NamedDependency[Callable[[], float]],
     ) -> Response[Readiness]:
         """Ready to serve; each platform says whether it has a ticket, and how old it is."""
         try:

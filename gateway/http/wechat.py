@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, MediaType, Request, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 
 from gateway.intake import MAX_PUSH_BYTES, EventIntake
 
@@ -25,7 +27,7 @@ class WeChatEventsController(Controller):
         summary="Authorization event URL of one platform",
     )
     async def platform_events(
-        self, platform: str, request: Request[Any, Any, Any], intake: EventIntake
+        self, platform: FromPath[str], request: Request[Any, Any, Any], intake: NamedDependency[EventIntake]
     ) -> str:
         """Verify, decrypt and record a push; answer ``success`` as WeChat expects."""
         await intake.receive(platform, request.query_params, await request.body())
@@ -38,7 +40,9 @@ class WeChatEventsController(Controller):
         request_max_body_size=MAX_PUSH_BYTES,
         summary="Authorization event URL shared by every platform",
     )
-    async def shared_events(self, request: Request[Any, Any, Any], intake: EventIntake) -> str:
+    async def shared_events(
+        self, request: Request[Any, Any, Any], intake: NamedDependency[EventIntake]
+    ) -> str:
         """As the per-platform URL, the platform found by the envelope's plain ``AppId``."""
         await intake.receive(None, request.query_params, await request.body())
         return "success"

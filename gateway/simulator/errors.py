@@ -1,7 +1,7 @@
 """The simulator's two kinds of refusal.
 
-    WeChatError    what WeChat itself answers: HTTP 200 with ``{"errcode", "errmsg": "... rid: ..."}``
-    ControlError   a refused /sim control call (unknown component, used pre-auth code …): HTTP 4xx
+WeChatError    what WeChat itself answers: HTTP 200 with ``{"errcode", "errmsg": "... rid: ..."}``
+ControlError   a refused /sim control call (unknown component, used pre-auth code …): HTTP 4xx
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ ERRMSG: dict[int, str] = {
     40003: "invalid openid",
     40004: "invalid media type",
     40007: "invalid media_id",
+    40008: "invalid message type",
     40013: "invalid appid",
+    40016: "invalid button size",
     40066: "invalid url",
+    40097: "invalid args",
     40125: "invalid appsecret",
     40170: "args count exceed count limit",
     41001: "access_token missing",
