@@ -24,6 +24,7 @@ __all__ = [
     "Unauthorized",
     "UpdateAuthorized",
     "build_xml",
+    "info_type",
     "parse_component_event",
     "parse_envelope",
     "parse_xml",
@@ -161,6 +162,13 @@ class OtherComponentEvent(msgspec.Struct, frozen=True, tag="other", tag_field="i
 ComponentEvent = (
     ComponentVerifyTicket | Authorized | UpdateAuthorized | Unauthorized | FastRegister | OtherComponentEvent
 )
+
+
+def info_type(event: ComponentEvent) -> str:
+    """The event's ``InfoType`` as WeChat spelled it."""
+    if isinstance(event, OtherComponentEvent):
+        return event.type
+    return str(type(event).__struct_config__.tag)
 
 
 def parse_component_event(document: bytes) -> ComponentEvent:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from gateway.crypto import MessageCrypto
 from gateway.errors import ApiError, AppIdMismatch, CryptoError, SignatureInvalid, XmlRejected
-from gateway.events import ComponentEvent, parse_component_event, parse_envelope
+from gateway.events import ComponentEvent, info_type, parse_component_event, parse_envelope
 from gateway.registry import Platform, Registry
 from gateway.store import Store
 
@@ -86,12 +86,10 @@ class EventIntake:
         recorded = await self._store.record_push(platform.id, msg_signature, nonce, event)
         outcome = PushOutcome(platform.id, event, duplicate=not recorded)
         log.info(
-            "push accepted",
-            extra={
-                "platform": platform.id,
-                "info_type": type(event).__name__,
-                "duplicate": outcome.duplicate,
-            },
+            "push accepted platform=%s info_type=%s duplicate=%s",
+            platform.id,
+            info_type(event),
+            outcome.duplicate,
         )
         return outcome
 

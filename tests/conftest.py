@@ -10,8 +10,8 @@ import asyncio
 import base64
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -139,7 +139,9 @@ def make_settings(database_url: str, box: SecretBox | None = None) -> Settings:
 
 
 @pytest.fixture
-async def gateway(registry: Registry, sqlite_url: str, secret_box: SecretBox) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def gateway(
+    registry: Registry, sqlite_url: str, secret_box: SecretBox
+) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
     """The gateway app on SQLite, lifespan running, reached in-process."""
     app = create_app(make_settings(sqlite_url, secret_box), registry)
     async with AsyncTestClient(app=app) as client:

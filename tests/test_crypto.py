@@ -41,7 +41,9 @@ APPID = "wx2c2769f8efd9abc2"
 def _crypto_for(vector: dict[str, str]) -> MessageCrypto:
     appid = vector["appid"] or vector["receiveid_in_plaintext"]
     prefix = vector["random16"].encode("latin-1")
-    return MessageCrypto(vector["token"], vector["encoding_aes_key"], appid, random_bytes=lambda n: prefix[:n])
+    return MessageCrypto(
+        vector["token"], vector["encoding_aes_key"], appid, random_bytes=lambda n: prefix[:n]
+    )
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["id"] for v in VECTORS])
@@ -66,9 +68,10 @@ def test_vectors_reencrypt_to_the_same_ciphertext(vector: dict[str, str]) -> Non
 
 def test_signature_is_sha1_of_sorted_values() -> None:
     vector = BY_ID["official"]
-    assert signature(TOKEN, vector["timestamp"], vector["nonce"], vector["encrypted_base64"]) == vector[
-        "msg_signature"
-    ]
+    assert (
+        signature(TOKEN, vector["timestamp"], vector["nonce"], vector["encrypted_base64"])
+        == vector["msg_signature"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,9 @@ def test_verify_refuses_any_other_signature(mutate: object) -> None:
     vector = BY_ID["official"]
     crypto = _crypto_for(vector)
     with pytest.raises(SignatureInvalid) as info:
-        crypto.verify(mutate(vector["msg_signature"]), vector["timestamp"], vector["nonce"], vector["encrypted_base64"])  # type: ignore[operator]
+        crypto.verify(
+            mutate(vector["msg_signature"]), vector["timestamp"], vector["nonce"], vector["encrypted_base64"]
+        )  # type: ignore[operator]
     assert info.value.code == -40001
 
 
@@ -109,7 +114,9 @@ def test_wechatpy_decrypts_what_we_encrypt(message: str) -> None:
     ours = MessageCrypto(TOKEN, AES_KEY, APPID)
     encrypt = ours.encrypt(message.encode())
     envelope = f"<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-    decrypted = _wechatpy().decrypt_message(envelope, ours.sign("1409735669", "nonce1", encrypt), "1409735669", "nonce1")
+    decrypted = _wechatpy().decrypt_message(
+        envelope, ours.sign("1409735669", "nonce1", encrypt), "1409735669", "nonce1"
+    )
     assert decrypted == message
 
 
@@ -164,7 +171,9 @@ def _raw_encrypt(plain: bytes, key: bytes = aes_key_from_encoding_key(AES_KEY)) 
     ],
     ids=["base64", "partial-block", "empty", "pad-zero", "pad-too-big", "pad-mismatch", "short", "length"],
 )
-def test_malformed_ciphertexts_raise_one_clean_error(encrypt: str, error: type[CryptoError], code: int) -> None:
+def test_malformed_ciphertexts_raise_one_clean_error(
+    encrypt: str, error: type[CryptoError], code: int
+) -> None:
     with pytest.raises(error) as info:
         MessageCrypto(TOKEN, AES_KEY, APPID).decrypt(encrypt)
     assert info.value.code == code

@@ -45,20 +45,29 @@ async def harness(registry: Registry, sqlite_url: str, secret_box: SecretBox) ->
 
 
 def ticket_xml(platform_id: str, ticket: str = "ticket@@@abc", create_time: int | None = None) -> str:
-    return build_xml({
-        "AppId": PLATFORM_SECRETS[platform_id]["appid"],
-        "CreateTime": create_time or int(time.time()),
-        "InfoType": "component_verify_ticket",
-        "ComponentVerifyTicket": ticket,
-    })
+    return build_xml(
+        {
+            "AppId": PLATFORM_SECRETS[platform_id]["appid"],
+            "CreateTime": create_time or int(time.time()),
+            "InfoType": "component_verify_ticket",
+            "ComponentVerifyTicket": ticket,
+        }
+    )
 
 
 def wechatpy_push(
-    platform_id: str, xml: str, *, nonce: str = "1320562132", timestamp: str = "1700000000", envelope_appid: str | None = None
+    platform_id: str,
+    xml: str,
+    *,
+    nonce: str = "1320562132",
+    timestamp: str = "1700000000",
+    envelope_appid: str | None = None,
 ) -> tuple[dict[str, str], bytes]:
     """Query and body of a push, encrypted and signed by wechatpy (an independent implementation)."""
     values = PLATFORM_SECRETS[platform_id]
-    reply = WeChatCrypto(values["token"], values["aes_key"], values["appid"]).encrypt_message(xml, nonce, timestamp)
+    reply = WeChatCrypto(values["token"], values["aes_key"], values["appid"]).encrypt_message(
+        xml, nonce, timestamp
+    )
     fields = {child.tag: child.text or "" for child in parse_xml(reply)}
     appid = envelope_appid if envelope_appid is not None else values["appid"]
     body = f"<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{fields['Encrypt']}]]></Encrypt></xml>"
@@ -72,12 +81,19 @@ def wechatpy_push(
     return query, body.encode()
 
 
-def signed_push(crypto: MessageCrypto, plaintext: bytes, *, appid: str, token: str | None = None) -> tuple[dict[str, str], bytes]:
+def signed_push(
+    crypto: MessageCrypto, plaintext: bytes, *, appid: str, token: str | None = None
+) -> tuple[dict[str, str], bytes]:
     """A push of arbitrary plaintext, correctly signed: for faults only the decrypted content shows."""
     encrypt = crypto.encrypt(plaintext)
     sign = crypto.sign("1700000000", "42", encrypt)
     body = f"<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-    return {"timestamp": "1700000000", "nonce": "42", "encrypt_type": "aes", "msg_signature": sign}, body.encode()
+    return {
+        "timestamp": "1700000000",
+        "nonce": "42",
+        "encrypt_type": "aes",
+        "msg_signature": sign,
+    }, body.encode()
 
 
 async def test_ticket_push_is_stored_and_answered_success(harness: Harness) -> None:
@@ -85,12 +101,14 @@ async def test_ticket_push_is_stored_and_answered_success(harness: Harness) -> N
     response = await harness.client.post("/wechat/retail/events", params=query, content=body)
     assert (response.status_code, response.text) == (200, "success")
     stored = await harness.store.ticket("retail")
-    assert stored is not None and stored.ticket == "ticket@@@first"
+    assert stored is not None
+    assert stored.ticket == "ticket@@@first"
 
     ready = (await harness.client.get("/readyz")).json()
     assert ready["status"] == "ready"
     by_id = {p["id"]: p for p in ready["platforms"]}
-    assert by_id["retail"]["ticket_age_s"] is not None and by_id["retail"]["ticket_age_s"] < 60
+    assert by_id["retail"]["ticket_age_s"] is not None
+    assert by_id["retail"]["ticket_age_s"] < 60
     assert by_id["retail"]["problem"] is None
     assert by_id["finance"] == {
         "id": "finance",
@@ -118,7 +136,8 @@ async def test_the_body_wechatpy_builds_without_appid_is_accepted(harness: Harne
     response = await harness.client.post("/wechat/finance/events", params=query, content=reply.encode())
     assert (response.status_code, response.text) == (200, "success")
     stored = await harness.store.ticket("finance")
-    assert stored is not None and stored.ticket == "ticket@@@bare"
+    assert stored is not None
+    assert stored.ticket == "ticket@@@bare"
 
 
 async def test_single_url_form_finds_the_platform_by_appid(harness: Harness) -> None:
@@ -127,20 +146,37 @@ async def test_single_url_form_finds_the_platform_by_appid(harness: Harness) -> 
     assert (response.status_code, response.text) == (200, "success")
     assert await harness.store.ticket("retail") is None
     stored = await harness.store.ticket("finance")
-    assert stored is not None and stored.ticket == "ticket@@@shared"
+    assert stored is not None
+    assert stored.ticket == "ticket@@@shared"
 
 
 async def test_authorization_events_are_recorded_for_onboarding(harness: Harness) -> None:
-    xml = build_xml({
-        "AppId": PLATFORM_SECRETS["retail"]["appid"], "CreateTime": 1700000000, "InfoType": "authorized",
-        "AuthorizerAppid": "wxa0000000000001", "AuthorizationCode": "queryauthcode@@@x",
-        "AuthorizationCodeExpiredTime": 1700003600, "PreAuthCode": "preauthcode@@@y",
-    })
+    xml = build_xml(
+        {
+            "AppId": PLATFORM_SECRETS["retail"]["appid"],
+            "CreateTime": 1700000000,
+            "InfoType": "authorized",
+            "AuthorizerAppid": "wxa0000000000001",
+            "AuthorizationCode": "queryauthcode@@@x",
+            "AuthorizationCodeExpiredTime": 1700003600,
+            "PreAuthCode": "preauthcode@@@y",
+        }
+    )
     query, body = wechatpy_push("retail", xml)
     assert (await harness.client.post("/wechat/retail/events", params=query, content=body)).text == "success"
     pending = await harness.store.pending_authorization_events()
     assert [(p.platform_id, p.event) for p in pending] == [
-        ("retail", Authorized("wxc0mp000000001", 1700000000, "wxa0000000000001", "queryauthcode@@@x", 1700003600, "preauthcode@@@y"))
+        (
+            "retail",
+            Authorized(
+                "wxc0mp000000001",
+                1700000000,
+                "wxa0000000000001",
+                "queryauthcode@@@x",
+                1700003600,
+                "preauthcode@@@y",
+            ),
+        )
     ]
 
 
@@ -150,38 +186,115 @@ def _hostile_cases() -> dict[str, tuple[str, dict[str, str], bytes, int, str]]:
     retail = wechat_crypto("retail")
     retail_appid = PLATFORM_SECRETS["retail"]["appid"]
     cases: dict[str, tuple[str, dict[str, str], bytes, int, str]] = {
-        "bad signature": ("/wechat/retail/events", {**query, "msg_signature": "0" * 40}, body, 403, "signature_invalid"),
-        "signature of another platform": (
-            "/wechat/finance/events", query, body.replace(retail_appid.encode(), PLATFORM_SECRETS["finance"]["appid"].encode()), 403, "signature_invalid"
+        "bad signature": (
+            "/wechat/retail/events",
+            {**query, "msg_signature": "0" * 40},
+            body,
+            403,
+            "signature_invalid",
         ),
-        "signature not hex": ("/wechat/retail/events", {**query, "msg_signature": "z" * 40}, body, 400, "invalid_parameter"),
-        "timestamp not digits": ("/wechat/retail/events", {**query, "timestamp": "soon"}, body, 400, "invalid_parameter"),
-        "plaintext mode": ("/wechat/retail/events", {**query, "encrypt_type": "raw"}, body, 400, "invalid_parameter"),
+        "signature of another platform": (
+            "/wechat/finance/events",
+            query,
+            body.replace(retail_appid.encode(), PLATFORM_SECRETS["finance"]["appid"].encode()),
+            403,
+            "signature_invalid",
+        ),
+        "signature not hex": (
+            "/wechat/retail/events",
+            {**query, "msg_signature": "z" * 40},
+            body,
+            400,
+            "invalid_parameter",
+        ),
+        "timestamp not digits": (
+            "/wechat/retail/events",
+            {**query, "timestamp": "soon"},
+            body,
+            400,
+            "invalid_parameter",
+        ),
+        "plaintext mode": (
+            "/wechat/retail/events",
+            {**query, "encrypt_type": "raw"},
+            body,
+            400,
+            "invalid_parameter",
+        ),
         "unknown platform": ("/wechat/nope/events", query, body, 404, "platform_unknown"),
-        "unknown appid, shared URL": ("/wechat/events", query, body.replace(retail_appid.encode(), b"wxunknown0000001"), 404, "platform_unknown"),
-        "no appid, shared URL": ("/wechat/events", query, body.replace(f"<AppId><![CDATA[{retail_appid}]]></AppId>".encode(), b""), 400, "invalid_xml"),
+        "unknown appid, shared URL": (
+            "/wechat/events",
+            query,
+            body.replace(retail_appid.encode(), b"wxunknown0000001"),
+            404,
+            "platform_unknown",
+        ),
+        "no appid, shared URL": (
+            "/wechat/events",
+            query,
+            body.replace(f"<AppId><![CDATA[{retail_appid}]]></AppId>".encode(), b""),
+            400,
+            "invalid_xml",
+        ),
         "envelope appid of another platform": (
-            "/wechat/retail/events", query, body.replace(retail_appid.encode(), PLATFORM_SECRETS["finance"]["appid"].encode()), 400, "appid_mismatch"
+            "/wechat/retail/events",
+            query,
+            body.replace(retail_appid.encode(), PLATFORM_SECRETS["finance"]["appid"].encode()),
+            400,
+            "appid_mismatch",
         ),
         "not xml": ("/wechat/retail/events", query, b"hello", 400, "invalid_xml"),
         "empty body": ("/wechat/retail/events", query, b"", 400, "invalid_xml"),
-        "xxe": ("/wechat/retail/events", query, b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>', 400, "invalid_xml"),
-        "billion laughs": (
-            "/wechat/retail/events", query,
-            b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><xml><Encrypt>&b;</Encrypt></xml>',
-            400, "invalid_xml",
+        "xxe": (
+            "/wechat/retail/events",
+            query,
+            b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><Encrypt>&e;</Encrypt></xml>',
+            400,
+            "invalid_xml",
         ),
-        "oversized": ("/wechat/retail/events", query, b"<xml><Encrypt>" + b"A" * 70_000 + b"</Encrypt></xml>", 413, "body_too_large"),
+        "billion laughs": (
+            "/wechat/retail/events",
+            query,
+            b'<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            b"<xml><Encrypt>&b;</Encrypt></xml>",
+            400,
+            "invalid_xml",
+        ),
+        "oversized": (
+            "/wechat/retail/events",
+            query,
+            b"<xml><Encrypt>" + b"A" * 70_000 + b"</Encrypt></xml>",
+            413,
+            "body_too_large",
+        ),
     }
     for name in ("msg_signature", "timestamp", "nonce"):
-        cases[f"missing {name}"] = ("/wechat/retail/events", {k: v for k, v in query.items() if k != name}, body, 400, "missing_parameter")
-    other_appid = MessageCrypto(PLATFORM_SECRETS["retail"]["token"], PLATFORM_SECRETS["retail"]["aes_key"], "wxsomeoneelse001")
+        cases[f"missing {name}"] = (
+            "/wechat/retail/events",
+            {k: v for k, v in query.items() if k != name},
+            body,
+            400,
+            "missing_parameter",
+        )
+    other_appid = MessageCrypto(
+        PLATFORM_SECRETS["retail"]["token"], PLATFORM_SECRETS["retail"]["aes_key"], "wxsomeoneelse001"
+    )
     signed = {
         "trailing appid of another account": (other_appid, ticket_xml("retail").encode(), "appid_mismatch"),
-        "decrypted xml with a dtd": (retail, b'<!DOCTYPE xml [<!ENTITY t "x">]><xml><AppId>wxc0mp000000001</AppId></xml>', "invalid_event"),
+        "decrypted xml with a dtd": (
+            retail,
+            b'<!DOCTYPE xml [<!ENTITY t "x">]><xml><AppId>wxc0mp000000001</AppId></xml>',
+            "invalid_event",
+        ),
         "decrypted text not xml": (retail, b"just text", "invalid_event"),
         "decrypted appid of another platform": (retail, ticket_xml("finance").encode(), "appid_mismatch"),
-        "decrypted event without ticket": (retail, build_xml({"AppId": retail_appid, "CreateTime": 1, "InfoType": "component_verify_ticket"}).encode(), "invalid_event"),
+        "decrypted event without ticket": (
+            retail,
+            build_xml(
+                {"AppId": retail_appid, "CreateTime": 1, "InfoType": "component_verify_ticket"}
+            ).encode(),
+            "invalid_event",
+        ),
     }
     for name, (crypto, plaintext, code) in signed.items():
         q, b = signed_push(crypto, plaintext, appid=retail_appid)
@@ -190,7 +303,9 @@ def _hostile_cases() -> dict[str, tuple[str, dict[str, str], bytes, int, str]]:
     cases["encrypt not base64"] = (
         "/wechat/retail/events",
         {"timestamp": "1", "nonce": "2", "msg_signature": retail.sign("1", "2", encrypt)},
-        f"<xml><Encrypt>{encrypt}</Encrypt></xml>".encode(), 400, "decrypt_failed",
+        f"<xml><Encrypt>{encrypt}</Encrypt></xml>".encode(),
+        400,
+        "decrypt_failed",
     )
     return cases
 

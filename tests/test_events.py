@@ -45,14 +45,16 @@ def test_hostile_documents_are_refused(document: bytes) -> None:
 
 
 def test_refusal_names_the_reason() -> None:
-    with pytest.raises(XmlRejected, match="entity declarations|DTD"):
+    with pytest.raises(XmlRejected, match=r"entity declarations|DTD"):
         parse_xml(HOSTILE["billion-laughs"])
     with pytest.raises(XmlRejected, match="deeper than"):
         parse_xml(HOSTILE["deep"])
 
 
 def test_envelope_forms() -> None:
-    component = parse_envelope(b"<xml><AppId><![CDATA[wxc1]]></AppId><Encrypt><![CDATA[abc=]]></Encrypt></xml>")
+    component = parse_envelope(
+        b"<xml><AppId><![CDATA[wxc1]]></AppId><Encrypt><![CDATA[abc=]]></Encrypt></xml>"
+    )
     assert (component.app_id, component.encrypt, component.to_user_name) == ("wxc1", "abc=", None)
     message = parse_envelope(b"<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt>abc=</Encrypt></xml>")
     assert (message.app_id, message.to_user_name) == (None, "gh_1")
@@ -68,8 +70,14 @@ def _event(fields: dict[str, str | int | dict[str, str | int]]) -> bytes:
 
 def test_component_verify_ticket() -> None:
     event = parse_component_event(
-        _event({"AppId": "wxc1", "CreateTime": 1413192605, "InfoType": "component_verify_ticket",
-                "ComponentVerifyTicket": "ticket@@@abc"})
+        _event(
+            {
+                "AppId": "wxc1",
+                "CreateTime": 1413192605,
+                "InfoType": "component_verify_ticket",
+                "ComponentVerifyTicket": "ticket@@@abc",
+            }
+        )
     )
     assert event == ComponentVerifyTicket("wxc1", 1413192605, "ticket@@@abc")
 
@@ -78,13 +86,23 @@ def test_component_verify_ticket() -> None:
 def test_authorized_and_updateauthorized(kind: type[Authorized] | type[UpdateAuthorized]) -> None:
     info_type = "authorized" if kind is Authorized else "updateauthorized"
     event = parse_component_event(
-        _event({"AppId": "wxc1", "CreateTime": 1413192760, "InfoType": info_type,
-                "AuthorizerAppid": "wxa1", "AuthorizationCode": "queryauthcode@@@x",
-                "AuthorizationCodeExpiredTime": 1413196360, "PreAuthCode": "preauthcode@@@y"})
+        _event(
+            {
+                "AppId": "wxc1",
+                "CreateTime": 1413192760,
+                "InfoType": info_type,
+                "AuthorizerAppid": "wxa1",
+                "AuthorizationCode": "queryauthcode@@@x",
+                "AuthorizationCodeExpiredTime": 1413196360,
+                "PreAuthCode": "preauthcode@@@y",
+            }
+        )
     )
     assert isinstance(event, kind)
     assert (event.authorizer_appid, event.authorization_code, event.authorization_code_expired_time) == (
-        "wxa1", "queryauthcode@@@x", 1413196360
+        "wxa1",
+        "queryauthcode@@@x",
+        1413196360,
     )
 
 
@@ -97,16 +115,27 @@ def test_unauthorized() -> None:
 
 def test_fast_register_parses_by_element_name_in_any_order() -> None:
     event = parse_component_event(
-        _event({"info": {"taskid": "t1", "name": "ACME", "code": "123"}, "status": 0, "auth_code": "code1",
-                "InfoType": "notify_third_fasteregister", "appid": "wxnew", "msg": "OK",
-                "CreateTime": 5, "AppId": "wxc1"})
+        _event(
+            {
+                "info": {"taskid": "t1", "name": "ACME", "code": "123"},
+                "status": 0,
+                "auth_code": "code1",
+                "InfoType": "notify_third_fasteregister",
+                "appid": "wxnew",
+                "msg": "OK",
+                "CreateTime": 5,
+                "AppId": "wxc1",
+            }
+        )
     )
     assert isinstance(event, FastRegister)
     assert (event.appid, event.status, event.auth_code, event.info["name"]) == ("wxnew", 0, "code1", "ACME")
 
 
 def test_unknown_info_type_is_kept_not_refused() -> None:
-    event = parse_component_event(_event({"AppId": "wxc1", "CreateTime": 1, "InfoType": "something_new", "X": "y"}))
+    event = parse_component_event(
+        _event({"AppId": "wxc1", "CreateTime": 1, "InfoType": "something_new", "X": "y"})
+    )
     assert isinstance(event, OtherComponentEvent)
     assert (event.type, event.fields["X"]) == ("something_new", "y")
 
@@ -116,7 +145,10 @@ def test_unknown_info_type_is_kept_not_refused() -> None:
     [
         ({"CreateTime": 1, "InfoType": "unauthorized", "AuthorizerAppid": "wxa1"}, "AppId"),
         ({"AppId": "wxc1", "InfoType": "unauthorized", "AuthorizerAppid": "wxa1"}, "CreateTime"),
-        ({"AppId": "wxc1", "CreateTime": "soon", "InfoType": "unauthorized", "AuthorizerAppid": "wxa1"}, "CreateTime"),
+        (
+            {"AppId": "wxc1", "CreateTime": "soon", "InfoType": "unauthorized", "AuthorizerAppid": "wxa1"},
+            "CreateTime",
+        ),
         ({"AppId": "wxc1", "CreateTime": 1, "AuthorizerAppid": "wxa1"}, "InfoType"),
         ({"AppId": "wxc1", "CreateTime": 1, "InfoType": "unauthorized"}, "AuthorizerAppid"),
         ({"AppId": "wxc1", "CreateTime": 1, "InfoType": "component_verify_ticket"}, "ComponentVerifyTicket"),
@@ -133,9 +165,18 @@ _xml_text = st.text(
 
 
 @settings(max_examples=200, deadline=None)
-@given(ticket=_xml_text.filter(bool), app_id=st.from_regex(r"wx[a-z0-9]{1,16}", fullmatch=True),
-       create_time=st.integers(0, 2**40))
+@given(
+    ticket=_xml_text.filter(bool),
+    app_id=st.from_regex(r"wx[a-z0-9]{1,16}", fullmatch=True),
+    create_time=st.integers(0, 2**40),
+)
 def test_build_then_parse_round_trips_any_text(ticket: str, app_id: str, create_time: int) -> None:
-    document = _event({"AppId": app_id, "CreateTime": create_time, "InfoType": "component_verify_ticket",
-                       "ComponentVerifyTicket": ticket})
+    document = _event(
+        {
+            "AppId": app_id,
+            "CreateTime": create_time,
+            "InfoType": "component_verify_ticket",
+            "ComponentVerifyTicket": ticket,
+        }
+    )
     assert parse_component_event(document) == ComponentVerifyTicket(app_id, create_time, ticket)

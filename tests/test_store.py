@@ -62,7 +62,11 @@ async def test_ticket_is_stored_sealed_and_reopened(store: Store) -> None:
     assert await store.record_push("retail", "a" * 40, "n1", event) is True
     ticket = await store.ticket("retail")
     assert ticket is not None
-    assert (ticket.ticket, ticket.create_time, ticket.received_at) == ("ticket@@@very-secret", 1413192605, 1_700_000_000.0)
+    assert (ticket.ticket, ticket.create_time, ticket.received_at) == (
+        "ticket@@@very-secret",
+        1413192605,
+        1_700_000_000.0,
+    )
     async with store.engine.connect() as conn:
         raw = (await conn.execute(text("SELECT ticket_sealed FROM component_tickets"))).scalar_one()
     assert "very-secret" not in raw
@@ -76,7 +80,8 @@ async def test_same_signature_and_nonce_is_recorded_once(store: Store) -> None:
     # A replay carrying a different ticket under the same signature and nonce changes nothing.
     assert await store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "x")) is False
     stored = await store.ticket("retail")
-    assert stored is not None and stored.ticket == "ticket-1"
+    assert stored is not None
+    assert stored.ticket == "ticket-1"
     # The same pair on another platform is another push.
     assert await store.record_push("finance", "a" * 40, "n1", first) is True
 
@@ -92,10 +97,12 @@ async def test_an_older_ticket_never_replaces_a_newer_one(store: Store) -> None:
     await store.record_push("retail", "1" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "newer"))
     await store.record_push("retail", "2" * 40, "n2", ComponentVerifyTicket("wxc1", 100, "older"))
     stored = await store.ticket("retail")
-    assert stored is not None and stored.ticket == "newer"
+    assert stored is not None
+    assert stored.ticket == "newer"
     await store.record_push("retail", "3" * 40, "n3", ComponentVerifyTicket("wxc1", 300, "newest"))
     stored = await store.ticket("retail")
-    assert stored is not None and stored.ticket == "newest"
+    assert stored is not None
+    assert stored.ticket == "newest"
 
 
 async def test_authorization_events_wait_for_processing(store: Store) -> None:
@@ -113,11 +120,15 @@ async def test_authorization_events_wait_for_processing(store: Store) -> None:
     assert [p.event for p in await store.pending_authorization_events()] == [Unauthorized("wxc2", 12, "wxa2")]
 
 
-async def test_a_different_secret_key_cannot_open_stored_tickets(database_url: str, secret_box: SecretBox) -> None:
+async def test_a_different_secret_key_cannot_open_stored_tickets(
+    database_url: str, secret_box: SecretBox
+) -> None:
     engine = create_engine(database_url)
     try:
         await upgrade(engine)
-        await Store(engine, secret_box).record_push("retail", "f" * 40, "n", ComponentVerifyTicket("wx", 1, "t"))
+        await Store(engine, secret_box).record_push(
+            "retail", "f" * 40, "n", ComponentVerifyTicket("wx", 1, "t")
+        )
         with pytest.raises(SealedSecretError):
             await Store(engine, SecretBox(os.urandom(32))).ticket("retail")
     finally:
@@ -134,6 +145,7 @@ async def test_state_survives_a_new_engine(database_url: str, secret_box: Secret
                 await store.record_push("retail", "9" * 40, "n", ComponentVerifyTicket("wx", 5, "kept"))
             else:
                 stored = await store.ticket("retail")
-                assert stored is not None and stored.ticket == "kept"
+                assert stored is not None
+                assert stored.ticket == "kept"
         finally:
             await engine.dispose()

@@ -27,8 +27,10 @@ from gateway.simulator.tokens import TOKEN_TTL_S, IssuedToken, TokenBook
 __all__ = [
     "AccountProfile",
     "Approval",
+    "CustomMessage",
     "Event",
     "Kind",
+    "OpenAccount",
     "Upload",
     "World",
 ]
@@ -67,7 +69,9 @@ class AccountProfile(msgspec.Struct, forbid_unknown_fields=True):
     principal_name: str
     user_name: str | None = None  # the gh_ original id; derived from the appid when left out
     verify_type: int = 0  # 0: WeChat-verified, -1: unverified
-    service_type: int | None = None  # default 2 (service account) for official accounts, 0 for mini programs
+    service_type: int | None = (
+        None  # default 2 (a service account) for official accounts, 0 for mini programs
+    )
     followers: int = 3
 
 
@@ -160,17 +164,19 @@ class Code:
     used: bool = False
 
 
-@dataclass
-class OpenAccount:
+class OpenAccount(msgspec.Struct, forbid_unknown_fields=True):
+    """An Open Platform account and the official accounts and mini programs bound to it."""
+
     open_appid: str
     principal_name: str
-    verified: bool
-    created_by_api: bool
-    members: list[str]
+    verified: bool = False
+    created_by_api: bool = False  # False: registered in the open.weixin.qq.com console
+    members: list[str] = msgspec.field(default_factory=list)
 
 
-@dataclass
-class CustomMessage:
+class CustomMessage(msgspec.Struct):
+    """A customer-service message sent through message/custom/send."""
+
     component_appid: str
     authorizer_appid: str
     sent_at: int
@@ -236,6 +242,10 @@ class World:
         event = Event(appid, "component_verify_ticket", int(now), {"ComponentVerifyTicket": ticket})
         return ticket, event
 
+    def ticket_valid(self, pushed_at: float) -> bool:
+        """Whether a ticket pushed at ``pushed_at`` still mints tokens (for 12 h)."""
+        return self.now() - pushed_at <= TICKET_VALIDITY_S
+
     # --- which accounts a call concerns (for counters and faults) -----------------------------------
 
     def call_keys(self, token: str | None, body: object) -> list[str]:
@@ -266,10 +276,9 @@ class World:
         pushed_at = component.tickets.get(body.component_verify_ticket)
         if pushed_at is None:
             raise WeChatError(61006)
-        now = self.now()
-        if now - pushed_at > TICKET_VALIDITY_S:
+        if not self.ticket_valid(pushed_at):
             raise WeChatError(61005)
-        token = self.tokens.mint((component.config.appid, None), now)
+        token = self.tokens.mint((component.config.appid, None), self.now())
         return wire.ComponentAccessToken(token.value, TOKEN_TTL_S)
 
     def create_pre_auth_code(self, token: str | None, component_appid: str) -> wire.PreAuthCode:
@@ -680,6 +689,13 @@ class World:
         return count
 
     def _put_authorizer(self, profile: AccountProfile) -> None:
+        default_user_name = "gh_" + hashlib.sha256(profile.authorizer_appid.encode()).hexdigest()[:12]
+        default_service_type = 0 if profile.kind == "mini_program" else 2  # 2: a service account
+        profile = msgspec.structs.replace(
+            profile,
+            user_name=profile.user_name or default_user_name,
+            service_type=default_service_type if profile.service_type is None else profile.service_type,
+        )
         existing = self.authorizers.get(profile.authorizer_appid)
         followers = [_openid(profile.authorizer_appid, i) for i in range(profile.followers)]
         if existing is None:
@@ -723,16 +739,12 @@ def _openid(authorizer_appid: str, index: int) -> str:
 
 def _describe(profile: AccountProfile) -> wire.AuthorizerInfo:
     mini = profile.kind == "mini_program"
-    user_name = (
-        profile.user_name or "gh_" + hashlib.sha256(profile.authorizer_appid.encode()).hexdigest()[:12]
-    )
-    service_type = profile.service_type if profile.service_type is not None else (0 if mini else 2)
     return wire.AuthorizerInfo(
         nick_name=profile.nick_name,
         head_img=f"http://wx.qlogo.cn/mmopen/{profile.authorizer_appid}/0",
-        service_type_info=wire.IdInfo(service_type),
+        service_type_info=wire.IdInfo(profile.service_type or 0),
         verify_type_info=wire.IdInfo(profile.verify_type),
-        user_name=user_name,
+        user_name=profile.user_name or "",
         alias="" if mini else profile.authorizer_appid,
         qrcode_url=f"http://mmbiz.qpic.cn/mmbiz_jpg/{profile.authorizer_appid}/0",
         principal_name=profile.principal_name,

@@ -22,9 +22,9 @@ from gateway.events import (
     ComponentEvent,
     ComponentVerifyTicket,
     FastRegister,
-    OtherComponentEvent,
     Unauthorized,
     UpdateAuthorized,
+    info_type,
 )
 from gateway.store.tables import ComponentPush, ComponentTicket
 
@@ -90,7 +90,7 @@ class Store:
                 platform_id=platform_id,
                 msg_signature=msg_signature,
                 nonce=nonce,
-                info_type=_info_type(event),
+                info_type=info_type(event),
                 authorizer_appid=authorizer,
                 create_time=event.create_time,
                 received_at=now,
@@ -139,7 +139,9 @@ class Store:
     async def ticket_receipts(self) -> dict[str, float]:
         """When each platform's stored ticket arrived, by platform id (no secrets opened)."""
         async with self._sessions() as session:
-            rows = await session.execute(select(ComponentTicket.platform_id, ComponentTicket.received_at))
+            rows = await session.execute(
+                select(col(ComponentTicket.platform_id), col(ComponentTicket.received_at))
+            )
             return {platform_id: received_at for platform_id, received_at in rows}
 
     async def pending_authorization_events(self, platform_id: str | None = None) -> list[RecordedEvent]:
@@ -150,7 +152,7 @@ class Store:
             .order_by(col(ComponentPush.received_at), col(ComponentPush.id))
         )
         if platform_id is not None:
-            query = query.where(ComponentPush.platform_id == platform_id)
+            query = query.where(col(ComponentPush.platform_id) == platform_id)
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
         return [
@@ -172,9 +174,3 @@ class Store:
             if row is not None:
                 row.processed_at = self._clock()
                 session.add(row)
-
-
-def _info_type(event: ComponentEvent) -> str:
-    if isinstance(event, OtherComponentEvent):
-        return event.type
-    return str(type(event).__struct_config__.tag)
