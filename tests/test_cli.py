@@ -86,8 +86,8 @@ def test_serve_requires_a_secret_key(tmp_path: Path) -> None:
 def test_new_client_key_prints_a_key_and_its_digest() -> None:
     result = gateway("new-client-key")
     assert result.returncode == 0
-    key = re.search(r"client key .*: (\S+)", result.stdout)
-    digest = re.search(r"key_sha256 .*: ([0-9a-f]{64})", result.stdout)
+    key = re.search(r"client key .*:\s+(\S+)", result.stdout)
+    digest = re.search(r"key_sha256 .*:\s+([0-9a-f]{64})", result.stdout)
     assert key
     assert digest
     assert hashlib.sha256(key.group(1).encode()).hexdigest() == digest.group(1)

@@ -16,6 +16,7 @@ from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from gateway.simulator.config import SimulatorConfig
 from gateway.simulator.control_routes import SimController
 from gateway.simulator.errors import ControlError, WeChatError
+from gateway.simulator.login_page import login_page_handlers
 from gateway.simulator.pushes import Pusher
 from gateway.simulator.state import World
 from gateway.simulator.wechat_routes import route_handlers, wechat_json
@@ -51,7 +52,7 @@ def create_simulator_app(
                     await ticker
 
     return Litestar(
-        route_handlers=[*route_handlers(), SimController],
+        route_handlers=[*route_handlers(), SimController, *login_page_handlers()],
         dependencies={
             "world": Provide(lambda: world, sync_to_thread=False),
             "pusher": Provide(lambda: pusher, sync_to_thread=False),
@@ -63,6 +64,7 @@ def create_simulator_app(
         },
         lifespan=[lifespan],
         openapi_config=None,
+        logging_config=None,  # the host process (gateway demo, tests) owns logging
     )
 
 

@@ -1,5 +1,21 @@
 """The control API under /sim: what an administrator, WeChat's scheduler or a test would do to the world.
 
+    POST   /components                      SimComponent fields: add, or replace keeping tickets and tokens
+    GET    /components/{appid}              its tickets (newest first) and component tokens
+    POST   /components/{appid}/push-ticket  push a new ticket now -> {ticket, status, body, delivered, error}
+    POST   /authorizers                     {authorizer_appid, kind, nick_name, principal_name, user_name?,
+                                             verify_type?, service_type?, followers?,
+                                             components: {component_appid: [func ids]}} -> {refresh_tokens}
+    POST   /pre-auth-codes/{code}/approve   {authorizer_appid, func_ids, redirect_uri?, kind?, nick_name?,
+                                             principal_name?} -> {auth_code, expires_in, redirect_url, push}
+    POST   /authorizations/revoke           {component_appid, authorizer_appid} -> {push}
+    POST   /open-accounts                   {open_appid, principal_name, verified?, created_by_api?, members?}
+    POST   /expire                          {what: component|authorizer|jsapi|all, appid?} -> {count}
+    POST   /clock/advance                   {seconds} -> {now}
+    POST   /faults                          a FaultSpec -> the fault; GET lists them, DELETE clears them
+    GET    /counters                        {endpoint: {total, by_key}}; POST /counters/reset zeroes them
+    GET    /pushes, /messages, /state
+
 Refusals are 4xx ``{"status_code", "detail"}``; WeChat's own API never answers this way.
 """
 
@@ -10,6 +26,8 @@ from urllib.parse import urlencode
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from gateway.simulator.config import SimComponent
 from gateway.simulator.errors import ControlError
@@ -116,46 +134,68 @@ class SimController(Controller):
     path = "/sim"
 
     @post("/components", status_code=201)
-    async def put_component(self, world: World, data: SimComponent) -> ComponentView:
+    async def put_component(
+        self, world: NamedDependency[World], data: JSONBody[SimComponent]
+    ) -> ComponentView:
+        """Add a component or replace its settings."""
         world.put_component(data)
         return component_view(world, data.appid)
 
     @get("/components/{appid:str}")
-    async def get_component(self, world: World, appid: str) -> ComponentView:
+    async def get_component(self, world: NamedDependency[World], appid: FromPath[str]) -> ComponentView:
+        """A component's tickets and tokens."""
         return component_view(world, appid)
 
     @post("/components/{appid:str}/push-ticket", status_code=200)
-    async def push_ticket(self, pusher: Pusher, appid: str) -> TicketPushed:
+    async def push_ticket(self, pusher: NamedDependency[Pusher], appid: FromPath[str]) -> TicketPushed:
+        """Issue a ticket and push it now, as the 10-minute schedule would."""
         ticket, record = await pusher.push_ticket(appid)
         return TicketPushed(ticket, record.status, record.body, record.delivered, record.error)
 
     @post("/authorizers", status_code=201)
-    async def seed_authorizer(self, world: World, data: SeedAuthorizer) -> Seeded:
+    async def seed_authorizer(self, world: NamedDependency[World], data: JSONBody[SeedAuthorizer]) -> Seeded:
+        """Create or update an account and its authorizations, without a push."""
         return Seeded(world.seed_authorizer(data, data.components))
 
     @post("/pre-auth-codes/{code:str}/approve", status_code=200)
-    async def approve(self, world: World, pusher: Pusher, code: str, data: ApproveBody) -> Approved:
+    async def approve(
+        self,
+        world: NamedDependency[World],
+        pusher: NamedDependency[Pusher],
+        code: FromPath[str],
+        data: JSONBody[ApproveBody],
+    ) -> Approved:
+        """An administrator approves a pre-auth code on the authorization page."""
         return await authorize(world, pusher, code, data)
 
     @post("/authorizations/revoke", status_code=200)
-    async def revoke(self, world: World, pusher: Pusher, data: Revoke) -> Revoked:
+    async def revoke(
+        self, world: NamedDependency[World], pusher: NamedDependency[Pusher], data: JSONBody[Revoke]
+    ) -> Revoked:
+        """The account cancels its authorization; pushes ``unauthorized``."""
         return Revoked(await pusher.deliver(world.revoke(data.component_appid, data.authorizer_appid)))
 
     @post("/open-accounts", status_code=201)
-    async def seed_open_account(self, world: World, data: OpenAccount) -> OpenAccount:
+    async def seed_open_account(
+        self, world: NamedDependency[World], data: JSONBody[OpenAccount]
+    ) -> OpenAccount:
+        """Create or replace an open account."""
         world.seed_open_account(data)
         return data
 
     @post("/expire", status_code=200)
-    async def expire(self, world: World, data: Expire) -> Count:
+    async def expire(self, world: NamedDependency[World], data: JSONBody[Expire]) -> Count:
+        """Make tokens expire now (42001)."""
         return Count(world.expire(data.what, data.appid))
 
     @post("/clock/advance", status_code=200)
-    async def advance(self, world: World, data: Advance) -> Clock:
+    async def advance(self, world: NamedDependency[World], data: JSONBody[Advance]) -> Clock:
+        """Move the world's clock forward."""
         return Clock(world.advance(data.seconds))
 
     @post("/faults", status_code=201)
-    async def add_fault(self, world: World, data: FaultSpec) -> FaultView:
+    async def add_fault(self, world: NamedDependency[World], data: JSONBody[FaultSpec]) -> FaultView:
+        """Inject a fault."""
         if data.endpoint != "*" and data.endpoint not in ENDPOINTS:
             raise ControlError(400, f"unknown endpoint {data.endpoint!r}; one of {sorted(ENDPOINTS)} or '*'")
         if problem := data.problem():
@@ -163,31 +203,38 @@ class SimController(Controller):
         return world.faults.add(data).view()
 
     @get("/faults")
-    async def list_faults(self, world: World) -> list[FaultView]:
+    async def list_faults(self, world: NamedDependency[World]) -> list[FaultView]:
+        """The faults in force."""
         return world.faults.views()
 
     @delete("/faults", status_code=200)
-    async def clear_faults(self, world: World) -> Count:
+    async def clear_faults(self, world: NamedDependency[World]) -> Count:
+        """Remove every fault."""
         return Count(world.faults.clear())
 
     @get("/counters")
-    async def counters(self, world: World) -> dict[str, CounterView]:
+    async def counters(self, world: NamedDependency[World]) -> dict[str, CounterView]:
+        """Calls per WeChat endpoint, in all and per account."""
         return world.counters.view()
 
     @post("/counters/reset", status_code=200)
-    async def reset_counters(self, world: World) -> Count:
+    async def reset_counters(self, world: NamedDependency[World]) -> Count:
+        """Zero the counters; returns how many calls they held."""
         count = sum(view.total for view in world.counters.view().values())
         world.counters.reset()
         return Count(count)
 
     @get("/pushes")
-    async def pushes(self, pusher: Pusher) -> Pushes:
+    async def pushes(self, pusher: NamedDependency[Pusher]) -> Pushes:
+        """Every push and how its receiver answered (the last 1000)."""
         return Pushes(pusher.log)
 
     @get("/messages")
-    async def messages(self, world: World) -> Messages:
+    async def messages(self, world: NamedDependency[World]) -> Messages:
+        """Customer-service messages sent."""
         return Messages(list(world.messages))
 
     @get("/state")
-    async def state(self, world: World) -> StateView:
+    async def state(self, world: NamedDependency[World]) -> StateView:
+        """The whole world at once."""
         return state_view(world)

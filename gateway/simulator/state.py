@@ -8,6 +8,7 @@ the pusher to deliver. Time is ``clock()`` plus an offset that tests advance.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 from collections import Counter
@@ -47,6 +48,7 @@ UNVERIFIED_OPEN_LIMIT = 5  # members of an unverified, API-created open account
 BEIJING_UTC_OFFSET_S = 8 * 3600  # quota months turn over in China Standard Time
 MEDIA_TYPES = frozenset({"image", "voice", "video", "thumb"})
 TICKET_TYPES = frozenset({"jsapi", "wx_card"})
+ENCODING_AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
 
 # Sets an account can grant to one component only (protocol §7).
 EXCLUSIVE_SETS = frozenset({4, 24, 34, 54, 18, 25, 40, 41, 45, 49, 51, 73, 76, 81})
@@ -69,9 +71,8 @@ class AccountProfile(msgspec.Struct, forbid_unknown_fields=True):
     principal_name: str
     user_name: str | None = None  # the gh_ original id; derived from the appid when left out
     verify_type: int = 0  # 0: WeChat-verified, -1: unverified
-    service_type: int | None = (
-        None  # default 2 (a service account) for official accounts, 0 for mini programs
-    )
+    # default: 2 (a service account) for official accounts, 0 for mini programs
+    service_type: int | None = None
     followers: int = 3
 
 
@@ -116,11 +117,18 @@ class Component:
 
 
 @dataclass
+class Media:
+    upload: Upload
+    media_type: str
+    created_at: float
+
+
+@dataclass
 class Authorizer:
     profile: AccountProfile
     followers: list[str]
     menu: dict[str, Any] | None = None
-    media: dict[str, tuple[Upload, str, float]] = field(default_factory=dict)  # id -> (file, type, at)
+    media: dict[str, Media] = field(default_factory=dict)  # by media_id
     tickets: dict[str, tuple[str, float]] = field(default_factory=dict)  # type -> (ticket, expires at)
 
     @property
@@ -145,23 +153,26 @@ class Authorization:
     def accepts(self, refresh_token: str, now: float) -> bool:
         if not self.live or not refresh_token:
             return False
-        if secrets.compare_digest(refresh_token, self.refresh_token):
+        if _same(refresh_token, self.refresh_token):
             return True
         replaced = self.replaced_refresh_token
-        return (
-            replaced is not None and now < replaced[1] and secrets.compare_digest(refresh_token, replaced[0])
-        )
+        return replaced is not None and now < replaced[1] and _same(refresh_token, replaced[0])
 
 
 @dataclass
 class Code:
-    """A pre-auth code or an authorization code: single use, expiring."""
+    """A pre-auth code: single use, expiring."""
 
     component_appid: str
     expires_at: float
-    authorizer_appid: str | None = None
-    pre_auth_code: str = ""
-    used: bool = False
+    used: bool = field(default=False, kw_only=True)
+
+
+@dataclass
+class AuthCode(Code):
+    """An authorization code, naming the account that approved."""
+
+    authorizer_appid: str
 
 
 class OpenAccount(msgspec.Struct, forbid_unknown_fields=True):
@@ -199,7 +210,7 @@ class World:
         self.open_accounts: dict[str, OpenAccount] = {}
         self.messages: list[CustomMessage] = []
         self._pre_auth_codes: dict[str, Code] = {}
-        self._auth_codes: dict[str, Code] = {}
+        self._auth_codes: dict[str, AuthCode] = {}
         self._quota_clears: Counter[tuple[str, str]] = Counter()
         for component in config.components:
             self.put_component(component)
@@ -207,6 +218,7 @@ class World:
     # --- time ---------------------------------------------------------------------------------------
 
     def now(self) -> float:
+        """The world's time: the clock plus every /sim/clock advance."""
         return self._clock() + self._offset
 
     def advance(self, seconds: float) -> float:
@@ -220,6 +232,8 @@ class World:
 
     def put_component(self, config: SimComponent) -> Component:
         """Add a component, or replace its settings while keeping its tickets and tokens."""
+        if not ENCODING_AES_KEY.fullmatch(config.encoding_aes_key):
+            raise ControlError(400, "encoding_aes_key must be 43 characters of [A-Za-z0-9]")
         component = self.components.get(config.appid)
         if component is None:
             component = self.components[config.appid] = Component(config)
@@ -228,6 +242,7 @@ class World:
         return component
 
     def component(self, appid: str) -> Component:
+        """The component ``appid``; 404 for the control API when unknown."""
         component = self.components.get(appid)
         if component is None:
             raise ControlError(404, f"no component {appid}")
@@ -271,7 +286,7 @@ class World:
             raise WeChatError(61011)
         if not body.component_appsecret:
             raise WeChatError(41004)
-        if not secrets.compare_digest(body.component_appsecret, component.config.secret):
+        if not _same(body.component_appsecret, component.config.secret):
             raise WeChatError(40125)
         pushed_at = component.tickets.get(body.component_verify_ticket)
         if pushed_at is None:
@@ -282,6 +297,7 @@ class World:
         return wire.ComponentAccessToken(token.value, TOKEN_TTL_S)
 
     def create_pre_auth_code(self, token: str | None, component_appid: str) -> wire.PreAuthCode:
+        """api_create_preauthcode: a single-use code for one authorization page."""
         component = self._component_caller(token, component_appid)
         code = "preauthcode@@@" + secrets.token_urlsafe(48)
         ttl = self.config.pre_auth_code_ttl_s
@@ -297,7 +313,6 @@ class World:
         if self.now() >= code.expires_at:
             raise WeChatError(61010)
         code.used = True
-        assert code.authorizer_appid is not None  # authorization codes always name their account
         authorization = self.authorizations[(code.component_appid, code.authorizer_appid)]
         if not authorization.live:
             raise WeChatError(61009)
@@ -327,6 +342,7 @@ class World:
         return wire.AuthorizerToken(access.value, TOKEN_TTL_S, authorization.refresh_token)
 
     def authorizer_info(self, token: str | None, body: wire.AuthorizerInfoBody) -> wire.AuthorizerInfoResult:
+        """api_get_authorizer_info: 61003 unless the account holds a live authorization to this component."""
         component = self._component_caller(token, body.component_appid)
         authorization = self.authorizations.get((component.config.appid, body.authorizer_appid))
         if authorization is None or not authorization.live:
@@ -392,6 +408,7 @@ class World:
         return wire.OpenAppid(open_appid)
 
     def open_bind(self, token: str | None, body: wire.OpenBindBody) -> wire.Ok:
+        """Bind the caller: same principal; an unverified open account must be API-created, holds five."""
         authorizer = self._open_caller(token, body.appid, OPEN_ACCOUNT_SET)
         account = self._open_account(body.open_appid)
         if self.open_account_of(authorizer.appid) is not None:
@@ -419,6 +436,7 @@ class World:
         return wire.Ok()
 
     def open_get(self, token: str | None, appid: str) -> wire.OpenAppid:
+        """The open account the caller is bound to; 89002 when none."""
         authorizer = self._open_caller(token, appid, OPEN_ACCOUNT_SET)
         account = self.open_account_of(authorizer.appid)
         if account is None:
@@ -426,6 +444,7 @@ class World:
         return wire.OpenAppid(account.open_appid)
 
     def open_have(self, token: str | None) -> wire.HaveOpen:
+        """Whether the caller is bound to an open account (sets 3 or 30, not 24/25)."""
         authorizer = self._open_caller(token, "", HAVE_OPEN_SET)
         return wire.HaveOpen(self.open_account_of(authorizer.appid) is not None)
 
@@ -482,6 +501,7 @@ class World:
         return wire.Ok()
 
     def create_menu(self, token: str | None, menu: object) -> wire.Ok:
+        """menu/create: the menu replaces the previous one."""
         authorization, authorizer = self._authorizer_caller(token)
         self._require(authorization, SET_MENU)
         if not isinstance(menu, dict):
@@ -492,6 +512,7 @@ class World:
         return wire.Ok()
 
     def get_menu(self, token: str | None) -> wire.MenuView:
+        """menu/get: 46003 before any menu was created."""
         authorization, authorizer = self._authorizer_caller(token)
         self._require(authorization, SET_MENU)
         if authorizer.menu is None:
@@ -528,17 +549,17 @@ class World:
             raise WeChatError(41005)
         media_id = secrets.token_urlsafe(48)
         now = self.now()
-        authorizer.media[media_id] = (upload, media_type, now)
+        authorizer.media[media_id] = Media(upload, media_type, now)
         return wire.MediaUploaded(media_type, media_id, int(now))
 
     def get_media(self, token: str | None, media_id: str) -> wire.Binary:
+        """media/get: the uploaded bytes and content type, for three days."""
         authorization, authorizer = self._authorizer_caller(token)
         self._require(authorization, SET_MEDIA)
-        stored = authorizer.media.get(media_id)
-        if stored is None or self.now() - stored[2] >= MEDIA_TTL_S:
+        media = authorizer.media.get(media_id)
+        if media is None or self.now() - media.created_at >= MEDIA_TTL_S:
             raise WeChatError(40007)
-        upload = stored[0]
-        return wire.Binary(upload.content, upload.content_type, upload.filename)
+        return wire.Binary(media.upload.content, media.upload.content_type, media.upload.filename)
 
     # --- token checks -------------------------------------------------------------------------------
 
@@ -604,14 +625,8 @@ class World:
         ``updateauthorized`` and gets a new refresh token, the old one staying valid 5 minutes; an
         unchanged one only gets the new refresh token.
         """
-        code = self._pre_auth_codes.get(pre_auth_code)
+        code = self.pending_pre_auth_code(pre_auth_code)
         now = self.now()
-        if code is None:
-            raise ControlError(404, "unknown pre-auth code")
-        if code.used:
-            raise ControlError(409, "pre-auth code already used")
-        if now >= code.expires_at:
-            raise ControlError(410, "pre-auth code expired")
         if authorizer_appid not in self.authorizers and profile is None:
             raise ControlError(
                 404, f"no authorizer {authorizer_appid}: seed it or give kind, nick_name, principal_name"
@@ -635,7 +650,7 @@ class World:
 
         auth_code = "queryauthcode@@@" + secrets.token_urlsafe(48)
         ttl = self.config.auth_code_ttl_s
-        self._auth_codes[auth_code] = Code(code.component_appid, now + ttl, authorizer_appid, pre_auth_code)
+        self._auth_codes[auth_code] = AuthCode(code.component_appid, now + ttl, authorizer_appid)
         event = None
         if info_type is not None:
             fields: dict[str, str | int] = {
@@ -646,6 +661,28 @@ class World:
             }
             event = Event(code.component_appid, info_type, int(now), fields)
         return Approval(auth_code, ttl, event)
+
+    def pending_pre_auth_code(self, value: str) -> Code:
+        """A pre-auth code an administrator can still approve: known, unused, unexpired."""
+        code = self._pre_auth_codes.get(value)
+        if code is None:
+            raise ControlError(404, "unknown pre-auth code")
+        if code.used:
+            raise ControlError(409, "pre-auth code already used")
+        if self.now() >= code.expires_at:
+            raise ControlError(410, "pre-auth code expired")
+        return code
+
+    def exclusive_elsewhere(self, authorizer_appid: str, component_appid: str) -> dict[int, str]:
+        """Exclusive sets the account granted to other components: set id -> that component."""
+        return {
+            func_id: other.component_appid
+            for other in self.authorizations.values()
+            if other.authorizer_appid == authorizer_appid
+            and other.component_appid != component_appid
+            and other.live
+            for func_id in EXCLUSIVE_SETS.intersection(other.func_ids)
+        }
 
     def revoke(self, component_appid: str, authorizer_appid: str) -> Event:
         """The account cancels the authorization: refresh and access tokens die now."""
@@ -711,16 +748,19 @@ class World:
         )
 
     def _check_exclusive(self, authorizer_appid: str, component_appid: str, func_ids: list[int]) -> None:
-        for other in self.authorizations.values():
-            if other.authorizer_appid != authorizer_appid or other.component_appid == component_appid:
-                continue
-            clash = EXCLUSIVE_SETS.intersection(func_ids, other.func_ids) if other.live else set()
-            if clash:
-                raise ControlError(
-                    409,
-                    f"permission set {min(clash)} is exclusive and already granted by {authorizer_appid}"
-                    f" to {other.component_appid}",
-                )
+        held = self.exclusive_elsewhere(authorizer_appid, component_appid)
+        clash = sorted(set(func_ids) & set(held))
+        if clash:
+            raise ControlError(
+                409,
+                f"permission set {clash[0]} is exclusive and already granted by {authorizer_appid}"
+                f" to {held[clash[0]]}",
+            )
+
+
+def _same(given: str, expected: str) -> bool:
+    # bytes, because compare_digest refuses non-ASCII str and a caller may send anything
+    return secrets.compare_digest(given.encode(), expected.encode())
 
 
 def _text(value: object) -> str | None:
@@ -750,6 +790,7 @@ def _describe(profile: AccountProfile) -> wire.AuthorizerInfo:
         principal_name=profile.principal_name,
         signature=f"{profile.nick_name}, simulated",
         business_info=wire.BusinessInfo(),
+        account_status=1,
         mini_program_info=wire.MiniProgramInfo(
             network={
                 "RequestDomain": [],

@@ -85,7 +85,7 @@ def component_view(world: World, appid: str) -> ComponentView:
     now = world.now()
     tickets = [
         TicketView(ticket, int(at), world.ticket_valid(at))
-        for ticket, at in sorted(component.tickets.items(), key=lambda item: -item[1])
+        for ticket, at in reversed(component.tickets.items())
     ]
     tokens = [
         TokenView(
@@ -107,7 +107,7 @@ def state_view(world: World) -> StateView:
         ComponentSummary(
             appid,
             c.config.event_url,
-            max(c.tickets, key=c.tickets.__getitem__) if c.tickets else None,
+            next(reversed(c.tickets), None),
             len(c.tickets),
         )
         for appid, c in world.components.items()

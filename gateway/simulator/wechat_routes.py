@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import msgspec
 from litestar import Request, Response, route
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.simulator import wire
@@ -234,7 +235,7 @@ def _disposition(filename: str) -> str:
 
 
 def _handler(spec: Route) -> HTTPRouteHandler:
-    async def handle(request: Request[Any, Any, Any], world: World) -> Response[bytes]:
+    async def handle(request: Request[Any, Any, Any], world: NamedDependency[World]) -> Response[bytes]:
         return await _answer(world, spec, await _read(request, spec))
 
     return route(spec.path, http_method=spec.method, name=spec.endpoint, status_code=200)(handle)

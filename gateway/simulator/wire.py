@@ -27,6 +27,7 @@ __all__ = [
     "ComponentAccessToken",
     "ComponentAppidBody",
     "ComponentTokenBody",
+    "FollowerIds",
     "Followers",
     "FuncInfo",
     "HaveOpen",
@@ -41,7 +42,6 @@ __all__ = [
     "PreAuthCode",
     "QueryAuthBody",
     "QueryAuthResult",
-    "Reply",
     "WxaCodeBody",
     "func_info",
 ]
@@ -168,7 +168,7 @@ class AuthorizerInfo(msgspec.Struct, omit_defaults=True):
     principal_name: str
     signature: str
     business_info: BusinessInfo
-    account_status: int = 1
+    account_status: int  # 1: normal
     # present only for mini programs: its presence is how callers tell the two kinds apart
     mini_program_info: MiniProgramInfo | None = msgspec.field(default=None, name="MiniProgramInfo")
 
@@ -211,11 +211,11 @@ class FollowerIds(msgspec.Struct):
     openid: list[str]
 
 
-class Followers(msgspec.Struct, omit_defaults=True):
+class Followers(msgspec.Struct, omit_defaults=True, kw_only=True):
     total: int
     count: int
     data: FollowerIds | None = None  # WeChat leaves it out of an empty page
-    next_openid: str = ""
+    next_openid: str
 
 
 class JsapiTicket(msgspec.Struct):
@@ -241,6 +241,3 @@ class Binary(msgspec.Struct):
     content: bytes
     media_type: str
     filename: str | None = None
-
-
-Reply = msgspec.Struct  # every success answer is one of the Structs above
