@@ -89,6 +89,9 @@ def _configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Each upstream request at INFO would drown the gateway's own lines (and carry query strings).
+    for chatty in ("httpx", "httpcore", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -63,4 +63,5 @@ def create_app(
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
+        logging_config=None,  # the process (CLI, tests) owns logging
     )

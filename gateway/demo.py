@@ -147,12 +147,12 @@ def _print_welcome(public_url: str, simulator_url: str, registry: Registry, work
 Group Gateway demo is running (Ctrl-C stops both).
 
   gateway            {public_url}
-    readiness        {public_url}/readyz        every platform should show a fresh ticket
+    readiness        {public_url}/readyz          every platform should show a fresh ticket
     API schema       {public_url}/schema
   WeChat simulator   {simulator_url}
-    its state        {simulator_url}/sim/state   components, seeded authorizers, bindings
-    pushes sent      {simulator_url}/sim/pushes  each ticket push and the gateway's answer
-    call counters    {simulator_url}/sim/counters
+    its state        {simulator_url}/sim/state     components, seeded authorizers, bindings
+    pushes sent      {simulator_url}/sim/pushes    each ticket push and the gateway's answer
+    call counters    {simulator_url}/sim/counters  calls per WeChat API
 
   platforms          {platforms}
   demo client keys   demo-crm-key, demo-payments-key, demo-onboarding-key, demo-audit-key, demo-ops-key

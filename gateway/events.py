@@ -6,6 +6,7 @@ references forbidden, so XXE and entity-expansion payloads are refused before an
 
 from __future__ import annotations
 
+import re
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 MAX_DEPTH = 8  # WeChat's documents are two levels deep; anything far deeper is hostile
+_APPID = re.compile(r"wx[A-Za-z0-9]{1,62}")
+_INFO_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_INT64 = range(-(2**63), 2**63)  # what the database columns hold
 
 
 def parse_xml(document: bytes | str) -> Element:
@@ -175,9 +179,11 @@ def parse_component_event(document: bytes) -> ComponentEvent:
     """Parse the decrypted XML of a push to the authorization event URL into its typed event."""
     root = parse_xml(document)
     fields = flatten(root)
-    app_id = _required(fields, "AppId")
+    app_id = _appid(fields, "AppId")
     create_time = _integer(fields, "CreateTime")
     info_type = _required(fields, "InfoType")
+    if not _INFO_TYPE.fullmatch(info_type):
+        raise XmlRejected("the InfoType element is not a plausible event type")
     match info_type:
         case "component_verify_ticket":
             return ComponentVerifyTicket(app_id, create_time, _required(fields, "ComponentVerifyTicket"))
@@ -186,18 +192,18 @@ def parse_component_event(document: bytes) -> ComponentEvent:
             return kind(
                 app_id=app_id,
                 create_time=create_time,
-                authorizer_appid=_required(fields, "AuthorizerAppid"),
+                authorizer_appid=_appid(fields, "AuthorizerAppid"),
                 authorization_code=_required(fields, "AuthorizationCode"),
                 authorization_code_expired_time=_integer(fields, "AuthorizationCodeExpiredTime"),
                 pre_auth_code=fields.get("PreAuthCode", ""),
             )
         case "unauthorized":
-            return Unauthorized(app_id, create_time, _required(fields, "AuthorizerAppid"))
+            return Unauthorized(app_id, create_time, _appid(fields, "AuthorizerAppid"))
         case "notify_third_fasteregister":
             return FastRegister(
                 app_id=app_id,
                 create_time=create_time,
-                appid=fields.get("appid", ""),
+                appid=_appid(fields, "appid") if fields.get("appid") else "",  # empty when it failed
                 status=_integer(fields, "status"),
                 auth_code=fields.get("auth_code", ""),
                 msg=fields.get("msg", ""),
@@ -214,12 +220,22 @@ def _required(fields: dict[str, str], name: str) -> str:
     return value
 
 
+def _appid(fields: dict[str, str], name: str) -> str:
+    value = _required(fields, name)
+    if not _APPID.fullmatch(value):
+        raise XmlRejected(f"the {name} element is not an appid")
+    return value
+
+
 def _integer(fields: dict[str, str], name: str) -> int:
     value = _required(fields, name)
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise XmlRejected(f"the {name} element is not an integer") from None
+    if number not in _INT64:
+        raise XmlRejected(f"the {name} element is out of range")
+    return number
 
 
 # --- building -----------------------------------------------------------------------------------

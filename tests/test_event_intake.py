@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from litestar.testing import AsyncTestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from litestar.testing import AsyncTestClient, TestClient
 from sqlalchemy import text
 from wechatpy.crypto import WeChatCrypto
 
@@ -36,9 +39,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(registry: Registry, sqlite_url: str, secret_box: SecretBox) -> AsyncIterator[Harness]:
-    app = create_app(make_settings(sqlite_url, secret_box), registry)
-    engine = create_engine(sqlite_url)
+async def harness(registry: Registry, database_url: str, secret_box: SecretBox) -> AsyncIterator[Harness]:
+    app = create_app(make_settings(database_url, secret_box), registry)
+    engine = create_engine(database_url)
     async with AsyncTestClient(app=app) as client:
         yield Harness(client, Store(engine, secret_box))
     await engine.dispose()
@@ -288,6 +291,29 @@ def _hostile_cases() -> dict[str, tuple[str, dict[str, str], bytes, int, str]]:
         ),
         "decrypted text not xml": (retail, b"just text", "invalid_event"),
         "decrypted appid of another platform": (retail, ticket_xml("finance").encode(), "appid_mismatch"),
+        # Values a database column cannot hold must be refused before they reach it.
+        "create time past 64 bits": (
+            retail,
+            ticket_xml("retail", create_time=10**20).encode(),
+            "invalid_event",
+        ),
+        "authorizer appid too long": (
+            retail,
+            build_xml(
+                {
+                    "AppId": retail_appid,
+                    "CreateTime": 1,
+                    "InfoType": "unauthorized",
+                    "AuthorizerAppid": "wx" + "a" * 100,
+                }
+            ).encode(),
+            "invalid_event",
+        ),
+        "info type too long": (
+            retail,
+            build_xml({"AppId": retail_appid, "CreateTime": 1, "InfoType": "x" * 100}).encode(),
+            "invalid_event",
+        ),
         "decrypted event without ticket": (
             retail,
             build_xml(
@@ -342,3 +368,55 @@ async def test_readyz_is_503_when_the_database_is_down(registry: Registry, secre
     body = msgspec.json.decode(response.content)
     assert body["status"] == "not_ready"
     assert {p["problem"] for p in body["platforms"]} == {"database unavailable"}
+
+
+def test_mutated_pushes_never_fail_the_gateway_and_store_nothing_when_refused(
+    registry: Registry, sqlite_url: str, secret_box: SecretBox
+) -> None:
+    """Random damage to a valid push: always a 2xx or 4xx, and a refusal stores nothing."""
+    database = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+
+    def counts() -> tuple[int, int]:
+        with sqlite3.connect(database) as conn:
+            return (
+                conn.execute("SELECT count(*) FROM component_pushes").fetchone()[0],
+                conn.execute("SELECT count(*) FROM component_tickets").fetchone()[0],
+            )
+
+    fields = st.sampled_from(["msg_signature", "timestamp", "nonce", "encrypt_type", "body"])
+    damage = st.one_of(
+        st.tuples(st.just("replace"), st.text(max_size=80)),
+        st.tuples(st.just("flip"), st.integers(min_value=0, max_value=10_000)),
+        st.tuples(st.just("truncate"), st.integers(min_value=0, max_value=10_000)),
+        st.tuples(st.just("bytes"), st.binary(max_size=300)),
+    )
+
+    with TestClient(app=create_app(make_settings(sqlite_url, secret_box), registry)) as client:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(field=fields, how=damage, nonce=st.integers(min_value=1, max_value=10**12))
+        def check(field: str, how: tuple[str, object], nonce: int) -> None:
+            query, body = wechatpy_push("retail", ticket_xml("retail"), nonce=str(nonce))
+            original = query.get(field, "").encode() if field != "body" else body
+            kind, arg = how
+            if kind == "replace":
+                damaged = str(arg).encode()
+            elif kind == "bytes":
+                damaged = bytes(arg)  # type: ignore[call-overload]
+            elif kind == "flip" and original:
+                i = int(arg) % len(original)  # type: ignore[call-overload]
+                damaged = original[:i] + bytes([original[i] ^ 0x01]) + original[i + 1 :]
+            else:
+                damaged = original[: int(arg) % (len(original) or 1)]  # type: ignore[call-overload]
+            if field == "body":
+                body = damaged
+            else:
+                query[field] = damaged.decode("utf-8", "replace")
+            before = counts()
+            response = client.post("/wechat/retail/events", params=query, content=body)
+            assert response.status_code < 500, response.text
+            if response.status_code != 200:
+                assert counts() == before
+                assert response.json()["error"]["code"]
+
+        check()
