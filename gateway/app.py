@@ -1,23 +1,39 @@
-"""``create_app``: the gateway's wiring. Nothing is built at import time."""
+"""``create_app``: the gateway's wiring. Nothing is built at import time.
+
+Data flows one way: registry → platform credentials (tokens) → upstream client → services → routes.
+The lifespan owns what must be opened and closed: the database schema and engine, the one pooled
+httpx client, and the background tasks (token renewer, authorization events, audit flush).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from gateway import __version__
+from gateway.access import TokenVending
+from gateway.audit import AuditTrail
+from gateway.authorizations import AuthorizationService
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
+from gateway.http.v1 import AuthorizerTokensController, provide_client
 from gateway.http.wechat import WeChatEventsController
 from gateway.intake import EventIntake
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
+from gateway.tokens import TokenService
+from gateway.wechat import WeChatClient, new_http_client
 
 __all__ = ["create_app"]
 
@@ -35,30 +51,58 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     migrate: bool = True,
+    background: bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Litestar:
-    """Build the gateway for one registry. Its lifespan migrates the database (unless ``migrate`` is
-    False) and disposes of the engine on shutdown."""
+    """Build the gateway for one registry.
+
+    ``migrate`` applies the schema on start-up; ``background`` runs the renewer, the authorization
+    event worker and the audit flush; ``transport`` replaces the network under the upstream client
+    (tests reach the simulator in-process this way).
+    """
     engine = create_engine(settings.database_url)
     store = Store(engine, settings.secret_box, clock=clock)
-    intake = EventIntake(registry, store)
+    http = new_http_client(transport=transport)
+    wechat = WeChatClient(http, registry.wechat.api_base)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    tokens = TokenService(registry, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s)
+    audit = AuditTrail(store.audit, clock=clock)
+    authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
+    intake = EventIntake(registry, store, on_authorization_event=authorizations.wake)
+    vending = TokenVending(authorizations, tokens, audit)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         if migrate:
             await upgrade(engine)
+        stop = asyncio.Event()
+        tasks = []
+        if background:
+            tasks = [
+                asyncio.create_task(tokens.run_renewer(stop), name="token-renewer"),
+                asyncio.create_task(authorizations.run_worker(stop), name="authorization-events"),
+            ]
+        tasks.append(asyncio.create_task(audit.run(stop), name="audit-flush"))
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await http.aclose()
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[HealthController, WeChatEventsController],
+        route_handlers=[HealthController, WeChatEventsController, AuthorizerTokensController],
         dependencies={
             "settings": _constant(settings),
             "registry": _constant(registry),
             "store": _constant(store),
             "intake": _constant(intake),
+            "tokens": _constant(tokens),
+            "authorizations": _constant(authorizations),
+            "vending": _constant(vending),
             "clock": _constant(clock),
+            "client": Provide(provide_client, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -12,6 +12,8 @@
     │   └── Base64Invalid             -40010
     ├── SealedSecretError             a secret stored at rest cannot be opened (wrong key, tampered row)
     ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
+    ├── UpstreamError                 WeChat answered with a non-zero errcode
+    ├── UpstreamUnavailable           WeChat unreachable, timed out, 5xx, -1 or malformed, after retries
     └── ApiError                      an answer to an HTTP caller: status, machine code, human message
 
 HTTP handlers never build error responses themselves: they raise ApiError (or let a CryptoError /
@@ -84,6 +86,25 @@ class SealedSecretError(GatewayError):
 
 class XmlRejected(GatewayError):
     """An XML document is malformed, declares a DTD or entities, or lacks a required element."""
+
+
+class UpstreamError(GatewayError):
+    """WeChat refused a call: ``errcode`` and its ``errmsg`` (the ``rid`` suffix dropped)."""
+
+    def __init__(self, api: str, errcode: int, errmsg: str) -> None:
+        self.api = api
+        self.errcode = errcode
+        self.errmsg = errmsg
+        super().__init__(f"WeChat {api} answered errcode {errcode}: {errmsg}")
+
+
+class UpstreamUnavailable(GatewayError):
+    """WeChat could not be reached or kept failing (timeouts, 5xx, ``-1``, malformed answers)."""
+
+    def __init__(self, api: str, reason: str) -> None:
+        self.api = api
+        self.reason = reason
+        super().__init__(f"WeChat {api} unavailable: {reason}")
 
 
 class ApiError(GatewayError):

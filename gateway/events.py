@@ -26,6 +26,7 @@ __all__ = [
     "UpdateAuthorized",
     "build_xml",
     "info_type",
+    "is_authorization_event",
     "parse_component_event",
     "parse_envelope",
     "parse_xml",
@@ -166,6 +167,11 @@ class OtherComponentEvent(msgspec.Struct, frozen=True, tag="other", tag_field="i
 ComponentEvent = (
     ComponentVerifyTicket | Authorized | UpdateAuthorized | Unauthorized | FastRegister | OtherComponentEvent
 )
+
+
+def is_authorization_event(event: ComponentEvent) -> bool:
+    """Whether the event changes an authorization (and so waits for the onboarding service)."""
+    return isinstance(event, Authorized | UpdateAuthorized | Unauthorized | FastRegister)
 
 
 def info_type(event: ComponentEvent) -> str:

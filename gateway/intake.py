@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gateway.crypto import MessageCrypto
 from gateway.errors import ApiError, AppIdMismatch, CryptoError, SignatureInvalid, XmlRejected
-from gateway.events import ComponentEvent, info_type, parse_component_event, parse_envelope
+from gateway.events import (
+    ComponentEvent,
+    info_type,
+    is_authorization_event,
+    parse_component_event,
+    parse_envelope,
+)
 from gateway.registry import Platform, Registry
 from gateway.store import Store
 
@@ -39,9 +45,12 @@ class PushOutcome:
 class EventIntake:
     """Receives component pushes for the platforms of one registry."""
 
-    def __init__(self, registry: Registry, store: Store) -> None:
+    def __init__(
+        self, registry: Registry, store: Store, *, on_authorization_event: Callable[[], None] | None = None
+    ) -> None:
         self._registry = registry
         self._store = store
+        self._on_authorization_event = on_authorization_event
         self._crypto = {
             p.id: MessageCrypto(p.token.reveal(), p.encoding_aes_key.reveal(), p.component_appid)
             for p in registry.platforms
@@ -85,6 +94,8 @@ class EventIntake:
             )
         recorded = await self._store.record_push(platform.id, msg_signature, nonce, event)
         outcome = PushOutcome(platform.id, event, duplicate=not recorded)
+        if recorded and self._on_authorization_event is not None and is_authorization_event(event):
+            self._on_authorization_event()
         log.info(
             "push accepted platform=%s info_type=%s duplicate=%s",
             platform.id,

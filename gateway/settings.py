@@ -25,6 +25,7 @@ class Settings:
     database_url: str
     secret_box: SecretBox
     public_url: str
+    renewal_lease_s: float = 30.0
 
     @classmethod
     def from_environ(
@@ -47,8 +48,15 @@ class Settings:
             raise ConfigError(
                 "GATEWAY_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
+        try:
+            lease = float(env.get("GATEWAY_RENEWAL_LEASE_S", "30"))
+        except ValueError:
+            raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be a number of seconds") from None
+        if not 1 <= lease <= 600:
+            raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be between 1 and 600 seconds")
         return cls(
             config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+            renewal_lease_s=lease,
             database_url=database_url,
             secret_box=SecretBox.from_base64(secret),
             public_url=public_url,

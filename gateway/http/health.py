@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 
 from gateway.registry import Registry
 from gateway.store import Store
+from gateway.store.credentials import StoredCredential
 
 __all__ = ["HealthController", "PlatformReadiness", "Readiness"]
 
@@ -63,22 +64,33 @@ class HealthController(Controller):
         try:
             await store.ping()
             receipts = await store.ticket_receipts()
+            component_tokens = {
+                c.key.removeprefix("component:"): c for c in await store.credentials.get_many("component:")
+            }
         except Exception as exc:  # any database failure means "not ready", whatever its kind
             log.warning("readiness: database unavailable: %s", type(exc).__name__)
             down = [PlatformReadiness(p.id, None, None, "database unavailable") for p in registry.platforms]
             return Response(Readiness("not_ready", down), status_code=503)
         now = clock()
-        platforms = [_platform_readiness(p.id, receipts.get(p.id), now) for p in registry.platforms]
+        platforms = [
+            _platform_readiness(p.id, receipts.get(p.id), component_tokens.get(p.id), now)
+            for p in registry.platforms
+        ]
         return Response(Readiness("ready", platforms), status_code=200)
 
 
-def _platform_readiness(platform_id: str, received_at: float | None, now: float) -> PlatformReadiness:
+def _platform_readiness(
+    platform_id: str, received_at: float | None, token: StoredCredential | None, now: float
+) -> PlatformReadiness:
+    expires_in = None
+    if token is not None and token.expires_at is not None and token.expires_at > now:
+        expires_in = int(token.expires_at - now)
     if received_at is None:
-        return PlatformReadiness(platform_id, None, None, "no component_verify_ticket received yet")
+        return PlatformReadiness(platform_id, None, expires_in, "no component_verify_ticket received yet")
     age = max(0, int(now - received_at))
-    problem = None
+    problem = token.problem if token is not None else None
     if age > TICKET_LIFETIME_S:
         problem = "the newest component_verify_ticket is older than 12 h and has expired"
     elif age > 3 * TICKET_PUSH_INTERVAL_S:
         problem = f"no component_verify_ticket pushed for {age // 60} minutes (WeChat pushes every 10)"
-    return PlatformReadiness(platform_id, age, None, problem)
+    return PlatformReadiness(platform_id, age, expires_in, problem)

@@ -11,26 +11,25 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from sqlalchemy import select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from gateway.crypto import SecretBox
 from gateway.events import (
-    Authorized,
     ComponentEvent,
     ComponentVerifyTicket,
-    FastRegister,
-    Unauthorized,
-    UpdateAuthorized,
     info_type,
+    is_authorization_event,
 )
+from gateway.store.audit import AuditLog
+from gateway.store.authorizations import AuthorizationStore
+from gateway.store.credentials import CredentialStore
+from gateway.store.database import Database
 from gateway.store.tables import ComponentPush, ComponentTicket
 
 __all__ = ["RecordedEvent", "Store", "StoredTicket"]
 
-_AUTHORIZATION_EVENTS = (Authorized, UpdateAuthorized, Unauthorized, FastRegister)
 _event_decoder = msgspec.json.Decoder(ComponentEvent)
 
 
@@ -49,18 +48,24 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     platform_id: str
     received_at: float
     event: ComponentEvent
+    attempts: int = 0
 
 
 class Store:
-    """Tickets, pushes and (in later layers) tokens, on one async engine."""
+    """Everything the gateway keeps, on one async engine: pushes and tickets here, and the
+    ``credentials``, ``authorizations`` and ``audit`` parts beside them."""
 
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, *, clock: Callable[[], float] = time.time
     ) -> None:
+        self._db = Database(engine, box, clock)
         self._engine = engine
         self._box = box
         self._clock = clock
-        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._sessions = self._db.sessions
+        self.credentials = CredentialStore(self._db)
+        self.authorizations = AuthorizationStore(self._db)
+        self.audit = AuditLog(self._db)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -83,7 +88,7 @@ class Store:
         now = self._clock()
         authorizer = getattr(event, "authorizer_appid", None) or getattr(event, "appid", None)
         payload = None
-        if isinstance(event, _AUTHORIZATION_EVENTS):
+        if is_authorization_event(event):
             payload = self._box.seal(msgspec.json.encode(event).decode(), context=f"push:{platform_id}")
         async with self._sessions.begin() as session:
             insert = self._insert(ComponentPush).values(
@@ -121,11 +126,8 @@ class Store:
             where=col(ComponentTicket.create_time) <= insert.excluded.create_time,
         )
 
-    def _insert(self, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
-        # ON CONFLICT is spelled alike on both, but SQLAlchemy builds it per dialect
-        if self._engine.dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+    def _insert(self, table: type[Any]) -> Any:
+        return self._db.insert(table)
 
     async def ticket(self, platform_id: str) -> StoredTicket | None:
         """The newest verify ticket of ``platform_id``, or None before the first push."""
@@ -145,32 +147,68 @@ class Store:
             return {platform_id: received_at for platform_id, received_at in rows}
 
     async def pending_authorization_events(self, platform_id: str | None = None) -> list[RecordedEvent]:
-        """Authorization events not yet acted upon, oldest first."""
-        query = (
-            select(ComponentPush)
-            .where(col(ComponentPush.processed_at).is_(None), col(ComponentPush.payload_sealed).is_not(None))
-            .order_by(col(ComponentPush.received_at), col(ComponentPush.id))
-        )
+        """Authorization events not yet acted upon, oldest first (claimed or not)."""
+        query = self._pending().order_by(col(ComponentPush.received_at), col(ComponentPush.id))
         if platform_id is not None:
             query = query.where(col(ComponentPush.platform_id) == platform_id)
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
-        return [
-            RecordedEvent(
-                id=row.id or 0,
-                platform_id=row.platform_id,
-                received_at=row.received_at,
-                event=_event_decoder.decode(
-                    self._box.open(row.payload_sealed or "", context=f"push:{row.platform_id}")
-                ),
-            )
-            for row in rows
-        ]
+        return [self._recorded(row) for row in rows]
 
-    async def mark_processed(self, event_id: int) -> None:
-        """Record that an authorization event has been acted upon."""
+    def _pending(self) -> Any:
+        return select(ComponentPush).where(
+            col(ComponentPush.processed_at).is_(None), col(ComponentPush.payload_sealed).is_not(None)
+        )
+
+    def _recorded(self, row: ComponentPush) -> RecordedEvent:
+        payload = self._box.open(row.payload_sealed or "", context=f"push:{row.platform_id}")
+        return RecordedEvent(
+            id=row.id or 0,
+            platform_id=row.platform_id,
+            received_at=row.received_at,
+            event=_event_decoder.decode(payload),
+            attempts=row.attempts,
+        )
+
+    async def claim_authorization_events(self, lease_s: float, limit: int = 20) -> list[RecordedEvent]:
+        """Claim pending events nobody else holds, oldest first, for ``lease_s`` seconds each.
+
+        A replica that dies holding a claim lets it lapse; another then picks the event up.
+        """
+        now = self._clock()
+        free = or_(col(ComponentPush.claimed_until).is_(None), col(ComponentPush.claimed_until) < now)
+        async with self._sessions() as session:
+            candidates = (
+                await session.scalars(
+                    self._pending().where(free).order_by(col(ComponentPush.id)).limit(limit)
+                )
+            ).all()
+        claimed = []
+        for row in candidates:
+            async with self._sessions.begin() as session:
+                taken = await session.execute(
+                    update(ComponentPush)
+                    .where(col(ComponentPush.id) == row.id, col(ComponentPush.processed_at).is_(None), free)
+                    .values(claimed_until=now + lease_s, attempts=col(ComponentPush.attempts) + 1)
+                )
+            if taken.rowcount:  # type: ignore[attr-defined]
+                claimed.append(self._recorded(row))
+        return claimed
+
+    async def defer_event(self, event_id: int, retry_at: float, outcome: str) -> None:
+        """Leave an event pending, to be tried again from ``retry_at``."""
         async with self._sessions.begin() as session:
-            row = await session.get(ComponentPush, event_id)
-            if row is not None:
-                row.processed_at = self._clock()
-                session.add(row)
+            await session.execute(
+                update(ComponentPush)
+                .where(col(ComponentPush.id) == event_id)
+                .values(claimed_until=retry_at, outcome=outcome[:200])
+            )
+
+    async def mark_processed(self, event_id: int, outcome: str = "done") -> None:
+        """Record that an authorization event has been acted upon, and how it ended."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ComponentPush)
+                .where(col(ComponentPush.id) == event_id)
+                .values(processed_at=self._clock(), claimed_until=None, outcome=outcome[:200])
+            )

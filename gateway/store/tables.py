@@ -6,10 +6,18 @@ Every change here needs a migration in ``migrations/versions``; a test compares 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ComponentPush", "ComponentTicket", "metadata"]
+__all__ = [
+    "AuditEntry",
+    "Authorization",
+    "AuthorizationCode",
+    "ComponentPush",
+    "ComponentTicket",
+    "Credential",
+    "metadata",
+]
 
 metadata = SQLModel.metadata
 
@@ -48,3 +56,70 @@ class ComponentPush(SQLModel, table=True):
     received_at: float = Field(sa_column=Column(Float, nullable=False))
     payload_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     processed_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    # A replica acting on the event holds it until then; a crashed one lets it go when this passes.
+    claimed_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    outcome: str | None = Field(default=None, max_length=200)
+
+
+class Credential(SQLModel, table=True):
+    """A token WeChat issued (component token, authorizer token, JS-SDK ticket), keyed by what it is for.
+
+    The lease columns make its renewal exactly-once across replicas: whoever holds an unexpired lease
+    fetches; everyone else waits for the new value. ``blocked_until`` is the 45009 breaker.
+    """
+
+    __tablename__ = "credentials"
+    __table_args__ = (Index("ix_credentials_renew_after", "renew_after"),)
+
+    key: str = Field(primary_key=True, max_length=160)
+    value_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    expires_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    renew_after: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    fetched_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    blocked_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    problem: str | None = Field(default=None, max_length=200)
+
+
+class Authorization(SQLModel, table=True):
+    """One authorizer's authorization of one platform (component), with its refresh token."""
+
+    __tablename__ = "authorizations"
+    __table_args__ = (Index("ix_authorizations_authorizer", "authorizer_appid"),)
+
+    platform_id: str = Field(primary_key=True, max_length=64)
+    authorizer_appid: str = Field(primary_key=True, max_length=64)
+    refresh_token_sealed: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    func_ids: str = Field(default="", sa_column=Column(String(400), nullable=False, server_default=""))
+    status: str = Field(max_length=32)
+    authorized_at: float = Field(sa_column=Column(Float, nullable=False))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False))
+    revoked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+
+
+class AuthorizationCode(SQLModel, table=True):
+    """Authorization codes already exchanged (sha-256 only): the redirect and the event carry the same."""
+
+    __tablename__ = "authorization_codes"
+
+    code_sha256: str = Field(primary_key=True, max_length=64)
+    platform_id: str = Field(max_length=64)
+    authorizer_appid: str = Field(max_length=64)
+    exchanged_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what to which authorizer: tokens handed out, links made, bindings changed. No secrets."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_authorizer", "authorizer_appid"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(sa_column=Column(Float, nullable=False))
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    platform_id: str | None = Field(default=None, max_length=64)
+    authorizer_appid: str | None = Field(default=None, max_length=64)
+    detail: str | None = Field(default=None, max_length=400)

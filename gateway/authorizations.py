@@ -1,0 +1,176 @@
+"""Authorizations: acting on authorization events, exchanging codes, and routing calls to a platform.
+
+Events recorded by the intake are claimed by one replica at a time (a claim that lapses when its holder
+dies), acted upon, and marked processed. A code is exchanged once: the redirect and the ``authorized``
+event carry the same one, and its second arrival is treated as already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.audit import AuditTrail
+from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.events import Authorized, FastRegister, Unauthorized, UpdateAuthorized
+from gateway.registry import Registry
+from gateway.routing import Grant, choose_platform
+from gateway.store import RecordedEvent, Store
+from gateway.store.authorizations import StoredAuthorization
+from gateway.tokens import TokenService
+from gateway.wechat import WeChatClient
+
+__all__ = ["AuthorizationService"]
+
+log = logging.getLogger(__name__)
+
+CODE_REFUSED = frozenset({61009, 61010})  # invalid or expired: retrying cannot help
+EVENT_CLAIM_S = 60.0
+MAX_RETRY_DELAY_S = 300.0
+
+
+class AuthorizationService:
+    """Which authorizer granted which platform what, kept current from WeChat's events."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        wechat: WeChatClient,
+        tokens: TokenService,
+        audit: AuditTrail,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_s: float = 2.0,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._wechat = wechat
+        self._tokens = tokens
+        self._audit = audit
+        self._clock = clock
+        self._cache_s = cache_s
+        self._grants: dict[str, tuple[float, list[Grant]]] = {}
+        self._wake = asyncio.Event()
+
+    # --- routing ------------------------------------------------------------------------------------
+
+    async def grants(self, appid: str) -> list[Grant]:
+        """The authorizer's grants, briefly cached (changes made here clear the cache at once)."""
+        now = self._clock()
+        cached = self._grants.get(appid)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        grants = [
+            Grant(a.platform_id, a.func_ids, a.status)
+            for a in await self._store.authorizations.for_authorizer(appid)
+        ]
+        self._grants[appid] = (now + self._cache_s, grants)
+        return grants
+
+    async def route(self, appid: str, api_path: str | None) -> str:
+        """The platform that serves ``appid`` for ``api_path`` (None: any API, as for token vending)."""
+        order = [p.id for p in self._registry.platforms]
+        return choose_platform(order, self._registry.pins, appid, await self.grants(appid), api_path)
+
+    # --- codes and events ---------------------------------------------------------------------------
+
+    async def exchange_code(self, platform_id: str, code: str, *, actor: str) -> StoredAuthorization | None:
+        """Exchange an authorization code (api_query_auth) and store the authorization.
+
+        None when the code was exchanged before. Raises UpstreamError (61009/61010 for a bad code),
+        UpstreamUnavailable or ApiError (no component token) otherwise.
+        """
+        if await self._store.authorizations.code_exchanged(code):
+            return None
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        component = await self._tokens.component_token(platform_id)
+        info = await self._wechat.query_auth(component.value, platform.component_appid, code)
+        stored = await self._store.authorizations.authorize(
+            platform_id, info.authorizer_appid, info.authorizer_refresh_token, info.func_ids
+        )
+        await self._store.authorizations.remember_code(code, platform_id, info.authorizer_appid)
+        self._grants.pop(info.authorizer_appid, None)
+        self._audit.record(
+            actor,
+            "authorization.granted",
+            platform_id=platform_id,
+            authorizer_appid=info.authorizer_appid,
+            detail="func_ids " + ",".join(str(i) for i in sorted(info.func_ids)),
+        )
+        log.info("authorization of %s by %s stored", platform_id, info.authorizer_appid)
+        return stored
+
+    async def revoke(self, platform_id: str, appid: str, *, actor: str) -> None:
+        """The authorization was revoked: keep the row for the catalog, drop its tokens."""
+        await self._store.authorizations.set_status(platform_id, appid, "revoked")
+        await self._tokens.forget_authorizer(platform_id, appid)
+        self._grants.pop(appid, None)
+        self._audit.record(actor, "authorization.revoked", platform_id=platform_id, authorizer_appid=appid)
+        log.info("authorization of %s by %s revoked", platform_id, appid)
+
+    def wake(self) -> None:
+        """Tell the worker a new event is waiting."""
+        self._wake.set()
+
+    async def handle(self, recorded: RecordedEvent) -> str:
+        """Act on one authorization event; returns a short outcome for the record."""
+        event = recorded.event
+        match event:
+            case Authorized() | UpdateAuthorized():
+                stored = await self.exchange_code(
+                    recorded.platform_id, event.authorization_code, actor="wechat"
+                )
+                return "already exchanged" if stored is None else f"{event.authorizer_appid} authorized"
+            case FastRegister() if event.status == 0 and event.auth_code:
+                stored = await self.exchange_code(recorded.platform_id, event.auth_code, actor="wechat")
+                return "already exchanged" if stored is None else f"{event.appid} registered and authorized"
+            case FastRegister():
+                return f"fast registration failed with status {event.status}: {event.msg}"[:200]
+            case Unauthorized():
+                await self.revoke(recorded.platform_id, event.authorizer_appid, actor="wechat")
+                return f"{event.authorizer_appid} revoked"
+            case _:
+                return "nothing to do"
+
+    async def process_pending(self) -> int:
+        """Claim and act on pending events; returns how many were handled or deferred."""
+        events = await self._store.claim_authorization_events(EVENT_CLAIM_S)
+        for recorded in events:
+            try:
+                outcome = await self.handle(recorded)
+            except UpstreamError as exc:
+                if exc.errcode in CODE_REFUSED:
+                    await self._store.mark_processed(recorded.id, f"code refused by WeChat ({exc.errcode})")
+                    continue
+                await self._defer(recorded, str(exc))
+            except (UpstreamUnavailable, ApiError) as exc:
+                await self._defer(recorded, str(exc))
+            else:
+                await self._store.mark_processed(recorded.id, outcome)
+        return len(events)
+
+    async def _defer(self, recorded: RecordedEvent, reason: str) -> None:
+        delay = min(MAX_RETRY_DELAY_S, 2.0 * 2 ** min(recorded.attempts, 10))
+        log.warning("authorization event %s deferred %.0fs: %s", recorded.id, delay, reason)
+        await self._store.defer_event(recorded.id, self._clock() + delay, reason)
+
+    async def run_worker(self, stop: asyncio.Event, interval_s: float = 5.0) -> None:
+        """Act on events as they arrive (woken by the intake) and every ``interval_s`` until ``stop``."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.process_pending()
+            except Exception:  # a database hiccup must not end the worker
+                log.exception("authorization event pass failed")
+            waiter = asyncio.ensure_future(self._wake.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait({waiter, stopper}, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()

@@ -1,0 +1,48 @@
+"""The audit log: who was handed what, which links were made, which bindings changed. Never secrets."""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import insert, select
+from sqlmodel import col
+
+from gateway.store.database import Database
+from gateway.store.tables import AuditEntry
+
+__all__ = ["AuditLog", "AuditRecord"]
+
+
+class AuditRecord(msgspec.Struct, frozen=True):
+    """One line of the audit log."""
+
+    at: float
+    actor: str
+    action: str
+    platform_id: str | None = None
+    authorizer_appid: str | None = None
+    detail: str | None = None
+
+
+class AuditLog:
+    """Append and read audit records."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(self, records: list[AuditRecord]) -> None:
+        """Write records in one statement."""
+        if not records:
+            return
+        async with self._db.sessions.begin() as session:
+            await session.execute(insert(AuditEntry), [msgspec.structs.asdict(r) for r in records])
+
+    async def recent(self, limit: int = 100, authorizer_appid: str | None = None) -> list[AuditRecord]:
+        """The newest records first."""
+        query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+        if authorizer_appid is not None:
+            query = query.where(col(AuditEntry.authorizer_appid) == authorizer_appid)
+        async with self._db.sessions() as session:
+            return [
+                AuditRecord(r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
+                for r in await session.scalars(query)
+            ]

@@ -1,0 +1,159 @@
+"""Authorizations: which authorizer granted which platform what, with the refresh token (sealed)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+from sqlalchemy import select, update
+from sqlmodel import col
+
+from gateway.store.database import Database
+from gateway.store.tables import Authorization, AuthorizationCode
+
+__all__ = ["AuthorizationStatus", "AuthorizationStore", "StoredAuthorization"]
+
+AuthorizationStatus = Literal["active", "revoked", "reauthorization_required"]
+
+
+class StoredAuthorization(msgspec.Struct, frozen=True):
+    """An authorization without its secret."""
+
+    platform_id: str
+    authorizer_appid: str
+    func_ids: frozenset[int]
+    status: AuthorizationStatus
+    authorized_at: float
+    updated_at: float
+    revoked_at: float | None
+
+
+def _func_ids(text: str) -> frozenset[int]:
+    return frozenset(int(part) for part in text.split(",") if part)
+
+
+def _describe(row: Authorization) -> StoredAuthorization:
+    return StoredAuthorization(
+        platform_id=row.platform_id,
+        authorizer_appid=row.authorizer_appid,
+        func_ids=_func_ids(row.func_ids),
+        status=row.status,  # type: ignore[arg-type]  # written only from AuthorizationStatus
+        authorized_at=row.authorized_at,
+        updated_at=row.updated_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _code_digest(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+class AuthorizationStore:
+    """Authorization rows and the authorization codes already exchanged."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _seal(self, platform_id: str, appid: str, refresh_token: str) -> str:
+        return self._db.box.seal(refresh_token, context=f"refresh:{platform_id}:{appid}")
+
+    async def for_authorizer(self, appid: str) -> list[StoredAuthorization]:
+        """Every authorization ``appid`` granted, whatever its status."""
+        async with self._db.sessions() as session:
+            rows = await session.scalars(
+                select(Authorization).where(col(Authorization.authorizer_appid) == appid)
+            )
+            return [_describe(row) for row in rows]
+
+    async def get(self, platform_id: str, appid: str) -> StoredAuthorization | None:
+        """One authorization, or None."""
+        async with self._db.sessions() as session:
+            row = await session.get(Authorization, (platform_id, appid))
+            return None if row is None else _describe(row)
+
+    async def active(self, platform_id: str | None = None) -> list[StoredAuthorization]:
+        """Active authorizations, of one platform or all."""
+        query = select(Authorization).where(col(Authorization.status) == "active")
+        if platform_id is not None:
+            query = query.where(col(Authorization.platform_id) == platform_id)
+        async with self._db.sessions() as session:
+            return [_describe(row) for row in await session.scalars(query)]
+
+    async def refresh_token(self, platform_id: str, appid: str) -> str | None:
+        """The stored refresh token of an authorization, opened."""
+        async with self._db.sessions() as session:
+            row = await session.get(Authorization, (platform_id, appid))
+        if row is None or row.refresh_token_sealed is None:
+            return None
+        return self._db.box.open(row.refresh_token_sealed, context=f"refresh:{platform_id}:{appid}")
+
+    async def authorize(
+        self, platform_id: str, appid: str, refresh_token: str, func_ids: frozenset[int]
+    ) -> StoredAuthorization:
+        """Record a (re-)authorization: active, with this refresh token and these permission sets."""
+        now = self._db.clock()
+        values = {
+            "refresh_token_sealed": self._seal(platform_id, appid, refresh_token),
+            "func_ids": ",".join(str(i) for i in sorted(func_ids)),
+            "status": "active",
+            "updated_at": now,
+            "revoked_at": None,
+        }
+        insert = self._db.insert(Authorization).values(
+            platform_id=platform_id, authorizer_appid=appid, authorized_at=now, **values
+        )
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                insert.on_conflict_do_update(index_elements=["platform_id", "authorizer_appid"], set_=values)
+            )
+        return StoredAuthorization(platform_id, appid, func_ids, "active", now, now, None)
+
+    async def set_refresh_token(self, platform_id: str, appid: str, refresh_token: str) -> None:
+        """Keep the refresh token WeChat returned (it may change); reactivates a lost authorization."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Authorization)
+                .where(
+                    col(Authorization.platform_id) == platform_id,
+                    col(Authorization.authorizer_appid) == appid,
+                    col(Authorization.status) != "revoked",
+                )
+                .values(
+                    refresh_token_sealed=self._seal(platform_id, appid, refresh_token),
+                    status="active",
+                    updated_at=self._db.clock(),
+                )
+            )
+
+    async def set_status(self, platform_id: str, appid: str, status: AuthorizationStatus) -> None:
+        """Mark an authorization revoked or needing re-authorization (kept for the catalog)."""
+        now = self._db.clock()
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Authorization)
+                .where(
+                    col(Authorization.platform_id) == platform_id,
+                    col(Authorization.authorizer_appid) == appid,
+                )
+                .values(status=status, updated_at=now, revoked_at=now if status == "revoked" else None)
+            )
+
+    async def code_exchanged(self, code: str) -> bool:
+        """Whether this authorization code was exchanged before."""
+        async with self._db.sessions() as session:
+            return await session.get(AuthorizationCode, _code_digest(code)) is not None
+
+    async def remember_code(self, code: str, platform_id: str, appid: str) -> bool:
+        """Record an exchanged code; False if it was already recorded."""
+        insert = self._db.insert(AuthorizationCode).values(
+            code_sha256=_code_digest(code),
+            platform_id=platform_id,
+            authorizer_appid=appid,
+            exchanged_at=self._db.clock(),
+        )
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                insert.on_conflict_do_nothing().returning(col(AuthorizationCode.code_sha256))
+            )
+            return result.scalar_one_or_none() is not None

@@ -1,0 +1,160 @@
+"""Tokens WeChat issued, with the leases that make each renewal happen once across replicas.
+
+A credential row is keyed by what the token is for (see ``gateway.tokens.CredentialKey``). To renew,
+a replica takes the row's lease with one conditional UPDATE; whoever gets it fetches from WeChat and
+writes the new value while releasing the lease, fenced by its owner id so that a replica whose lease
+was taken over after a stall cannot overwrite its successor's token. Readers never take the lease.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import delete, or_, select, update
+from sqlmodel import col
+
+from gateway.store.database import Database
+from gateway.store.tables import Credential
+
+__all__ = ["CredentialStore", "StoredCredential"]
+
+
+class StoredCredential(msgspec.Struct, frozen=True):
+    """A credential row with its value opened."""
+
+    key: str
+    value: str | None
+    expires_at: float | None
+    renew_after: float | None
+    fetched_at: float | None
+    lease_owner: str | None
+    lease_until: float | None
+    blocked_until: float | None
+    problem: str | None
+
+    def valid_at(self, now: float) -> bool:
+        """Whether the value exists and has not expired at ``now``."""
+        return self.value is not None and self.expires_at is not None and self.expires_at > now
+
+
+class CredentialStore:
+    """Credential rows: read, lease, save, release, delete."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _open(self, row: Credential) -> StoredCredential:
+        value = (
+            self._db.box.open(row.value_sealed, context=f"credential:{row.key}") if row.value_sealed else None
+        )
+        return StoredCredential(
+            key=row.key,
+            value=value,
+            expires_at=row.expires_at,
+            renew_after=row.renew_after,
+            fetched_at=row.fetched_at,
+            lease_owner=row.lease_owner,
+            lease_until=row.lease_until,
+            blocked_until=row.blocked_until,
+            problem=row.problem,
+        )
+
+    async def get(self, key: str) -> StoredCredential | None:
+        """The credential ``key``, or None if it was never fetched."""
+        async with self._db.sessions() as session:
+            row = await session.get(Credential, key)
+            return None if row is None else self._open(row)
+
+    async def get_many(self, prefix: str) -> list[StoredCredential]:
+        """Every credential whose key starts with ``prefix``."""
+        async with self._db.sessions() as session:
+            rows = await session.scalars(select(Credential).where(col(Credential.key).startswith(prefix)))
+            return [self._open(row) for row in rows]
+
+    async def try_lease(self, key: str, owner: str, lease_s: float) -> StoredCredential | None:
+        """Take the renewal lease of ``key`` if nobody holds an unexpired one; None if someone does.
+
+        Returns the row as it stands under the lease, so the caller can see whether another replica
+        renewed it meanwhile.
+        """
+        now = self._db.clock()
+        async with self._db.sessions.begin() as session:
+            await session.execute(self._db.insert(Credential).values(key=key).on_conflict_do_nothing())
+            leased = await session.scalars(
+                update(Credential)
+                .where(
+                    col(Credential.key) == key,
+                    or_(
+                        col(Credential.lease_until).is_(None),
+                        col(Credential.lease_until) < now,
+                        col(Credential.lease_owner) == owner,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=now + lease_s)
+                .returning(Credential)
+            )
+            row = leased.one_or_none()
+            return None if row is None else self._open(row)
+
+    async def save(self, key: str, owner: str, value: str, *, expires_at: float, renew_after: float) -> bool:
+        """Write a freshly fetched value and release the lease; False (nothing written) if the lease
+        is no longer ``owner``'s."""
+        now = self._db.clock()
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
+                update(Credential)
+                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
+                .values(
+                    value_sealed=self._db.box.seal(value, context=f"credential:{key}"),
+                    expires_at=expires_at,
+                    renew_after=renew_after,
+                    fetched_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    blocked_until=None,
+                    problem=None,
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def release(
+        self, key: str, owner: str, *, problem: str | None = None, blocked_until: float | None = None
+    ) -> None:
+        """Give the lease up without touching the value; record why the renewal failed, if it did."""
+        values: dict[str, object] = {"lease_owner": None, "lease_until": None, "problem": problem}
+        if blocked_until is not None:
+            values["blocked_until"] = blocked_until
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Credential)
+                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
+                .values(**values)
+            )
+
+    async def unblock(self, key_prefix: str) -> None:
+        """Lift the 45009 breaker of every credential under ``key_prefix`` (quota cleared)."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(Credential)
+                .where(col(Credential.key).startswith(key_prefix))
+                .values(blocked_until=None, problem=None)
+            )
+
+    async def due(self, now: float, limit: int = 100) -> list[str]:
+        """Keys whose renewal time has come and which no live lease or breaker holds, soonest first."""
+        async with self._db.sessions() as session:
+            keys = await session.scalars(
+                select(col(Credential.key))
+                .where(
+                    col(Credential.renew_after) <= now,
+                    or_(col(Credential.lease_until).is_(None), col(Credential.lease_until) < now),
+                    or_(col(Credential.blocked_until).is_(None), col(Credential.blocked_until) < now),
+                )
+                .order_by(col(Credential.renew_after))
+                .limit(limit)
+            )
+            return list(keys)
+
+    async def delete(self, *keys: str) -> None:
+        """Forget credentials (an authorization was revoked)."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(Credential).where(col(Credential.key).in_(keys)))

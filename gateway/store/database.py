@@ -1,0 +1,35 @@
+"""What every part of the store shares: the engine, sessions, the sealing box and the clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gateway.crypto import SecretBox
+
+__all__ = ["Database"]
+
+
+class Database:
+    """One engine with its session factory, the at-rest box and the store's clock."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.box = box
+        self.clock = clock
+        self.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @property
+    def is_postgresql(self) -> bool:
+        """Whether the engine speaks PostgreSQL (else SQLite)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def insert(self, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT for ``table`` with the dialect's ON CONFLICT support (spelled alike on both)."""
+        if self.is_postgresql:
+            return postgresql.insert(table)
+        return sqlite.insert(table)

@@ -1,0 +1,454 @@
+"""Tokens: fresh on demand, renewed ahead of expiry, fetched from WeChat once per renewal.
+
+Three kinds of credential, each keyed in the store (``CredentialKey``):
+
+    component:{platform}            component_access_token, from the stored verify ticket
+    authorizer:{platform}:{appid}   authorizer_access_token, from the stored refresh token
+    jsapi:{platform}:{appid}        JS-SDK ticket, with the authorizer token
+
+Reading a token never waits on anything while a still-valid one is stored. Renewal is single-flight per
+key inside a process, and across replicas the key's database lease decides who fetches; the others poll
+until the new value lands (or the lease lapses, when its holder died, and one of them takes over).
+A failed renewal releases the lease and leaves the stored value as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.registry import Platform, Registry
+from gateway.store import Store
+from gateway.store.credentials import StoredCredential
+from gateway.wechat import FetchedToken, WeChatClient
+
+__all__ = ["CredentialKey", "Token", "TokenService"]
+
+log = logging.getLogger(__name__)
+
+TICKET_LIFETIME_S = 12 * 3600
+STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+QUOTA_ERRCODE = 45009
+TICKET_ERRCODES = frozenset({61005, 61006})
+REFRESH_TOKEN_INVALID = 61023
+NOT_AUTHORIZED = 61003
+BEIJING_UTC_OFFSET_S = 8 * 3600
+
+
+class Token(msgspec.Struct, frozen=True):
+    """A token to hand out: its value and when it stops working."""
+
+    platform_id: str
+    value: str
+    expires_at: float
+
+
+class CredentialKey(msgspec.Struct, frozen=True):
+    """What a credential is for; ``str(key)`` is its store key."""
+
+    kind: str  # "component" | "authorizer" | "jsapi"
+    platform_id: str
+    authorizer_appid: str | None = None
+
+    def __str__(self) -> str:
+        if self.authorizer_appid is None:
+            return f"{self.kind}:{self.platform_id}"
+        return f"{self.kind}:{self.platform_id}:{self.authorizer_appid}"
+
+    @classmethod
+    def parse(cls, key: str) -> CredentialKey:
+        """The key back from its string form."""
+        kind, platform_id, *rest = key.split(":")
+        return cls(kind, platform_id, rest[0] if rest else None)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    token: Token
+    until: float
+
+
+Fetch = Callable[[], Awaitable[FetchedToken]]
+
+
+class TokenService:
+    """Component tokens, authorizer tokens and JS-SDK tickets for the platforms of one registry.
+
+    ``owner`` names this process in leases; ``lease_s`` bounds how long a dead replica can hold a
+    renewal; ``wait_s`` how long a caller waits for another replica's renewal; ``cache_s`` how long a
+    token read from the store is reused without reading it again.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        wechat: WeChatClient,
+        *,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        lease_s: float = 30.0,
+        wait_s: float = 40.0,
+        cache_s: float = 5.0,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._wechat = wechat
+        self._owner = owner
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._lease_s = lease_s
+        self._wait_s = wait_s
+        self._cache_s = cache_s
+        self._cache: dict[str, _Cached] = {}
+        self._flights: dict[str, asyncio.Future[Token]] = {}
+        self._rejected_tickets: dict[str, str] = {}  # platform -> the ticket WeChat refused (61005/61006)
+
+    # --- public -------------------------------------------------------------------------------------
+
+    async def component_token(self, platform_id: str, *, stale: str | None = None) -> Token:
+        """The platform's component_access_token; ``stale`` forces a renewal if that is still the value."""
+        platform = self._platform(platform_id)
+        key = CredentialKey("component", platform_id)
+        return await self._obtain(key, lambda: self._fetch_component(platform), stale=stale)
+
+    async def authorizer_token(self, platform_id: str, appid: str, *, stale: str | None = None) -> Token:
+        """The authorizer_access_token for ``appid`` through ``platform_id``."""
+        platform = self._platform(platform_id)
+        key = CredentialKey("authorizer", platform_id, appid)
+        return await self._obtain(key, lambda: self._fetch_authorizer(platform, appid), stale=stale)
+
+    async def jsapi_ticket(self, platform_id: str, appid: str, *, stale: str | None = None) -> Token:
+        """The JS-SDK ticket of ``appid``, cached centrally like a token."""
+        self._platform(platform_id)
+        key = CredentialKey("jsapi", platform_id, appid)
+        return await self._obtain(key, lambda: self._fetch_jsapi(platform_id, appid), stale=stale)
+
+    async def forget_authorizer(self, platform_id: str, appid: str) -> None:
+        """Drop every token of an authorization (revoked)."""
+        keys = [str(CredentialKey(kind, platform_id, appid)) for kind in ("authorizer", "jsapi")]
+        for key in keys:
+            self._cache.pop(key, None)
+        await self._store.credentials.delete(*keys)
+
+    async def renew_due(self, concurrency: int = 8) -> int:
+        """One pass of the background renewer: warm every platform's component token, renew every
+        credential whose renewal time has come. Returns how many renewals were attempted."""
+        now = self._clock()
+        keys = [CredentialKey.parse(k) for k in await self._store.credentials.due(now)]
+        receipts = await self._store.ticket_receipts()
+        for platform in self._registry.platforms:
+            component = CredentialKey("component", platform.id)
+            if platform.id in receipts and component not in keys:
+                stored = await self._store.credentials.get(str(component))
+                if stored is None or not stored.valid_at(now):
+                    keys.append(component)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def renew(key: CredentialKey) -> None:
+            async with gate:
+                try:
+                    await self._renew_in_background(key)
+                except ApiError as exc:
+                    log.warning("renewal of %s failed: %s", key, exc.message)
+
+        await asyncio.gather(*(renew(key) for key in keys))
+        return len(keys)
+
+    async def run_renewer(self, stop: asyncio.Event, interval_s: float = 15.0) -> None:
+        """Renew until ``stop`` is set, every ``interval_s`` (jittered so replicas spread out)."""
+        while not stop.is_set():
+            try:
+                await self.renew_due()
+            except Exception:  # the renewer must outlive any one failure (the database restarting, say)
+                log.exception("token renewer pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s * self._rng.uniform(0.8, 1.2))
+
+    # --- the exactly-once machinery -----------------------------------------------------------------
+
+    async def _obtain(self, key: CredentialKey, fetch: Fetch, *, stale: str | None) -> Token:
+        name = str(key)
+        now = self._clock()
+        cached = self._cache.get(name)
+        if cached is not None and stale is None and now < cached.until:
+            return cached.token
+        stored = await self._store.credentials.get(name)
+        if stored is not None and stale is None and stored.valid_at(now):
+            return self._remember(key, stored)
+        if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
+            raise _quota_error(key)
+        return await self._single_flight(name, lambda: self._renew(key, fetch, stale=stale, background=False))
+
+    async def _renew_in_background(self, key: CredentialKey) -> None:
+        match key.kind:
+            case "component":
+                platform = self._platform(key.platform_id)
+                fetch: Fetch = lambda: self._fetch_component(platform)  # noqa: E731
+            case "authorizer" if key.authorizer_appid is not None:
+                platform, appid = self._platform(key.platform_id), key.authorizer_appid
+                fetch = lambda: self._fetch_authorizer(platform, appid)  # noqa: E731
+            case "jsapi" if key.authorizer_appid is not None:
+                platform_id, appid = key.platform_id, key.authorizer_appid
+                fetch = lambda: self._fetch_jsapi(platform_id, appid)  # noqa: E731
+            case _:
+                log.warning("ignoring unknown credential %s", key)
+                return
+        name = str(key)
+        await self._single_flight(name, lambda: self._renew(key, fetch, stale=None, background=True))
+
+    async def _single_flight(self, name: str, renew: Callable[[], Awaitable[Token]]) -> Token:
+        flight = self._flights.get(name)
+        if flight is None:
+            flight = asyncio.ensure_future(renew())
+            self._flights[name] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(name, None))
+        # shield: one caller giving up (a client disconnecting) must not cancel the others' renewal
+        return await asyncio.shield(flight)
+
+    async def _renew(self, key: CredentialKey, fetch: Fetch, *, stale: str | None, background: bool) -> Token:
+        name = str(key)
+        credentials = self._store.credentials
+        deadline = self._clock() + self._wait_s
+        waited_on_another = False
+        while True:
+            leased = await credentials.try_lease(name, self._owner, self._lease_s)
+            now = self._clock()
+            if leased is not None:
+                if not _needs_renewal(leased, now, stale, background=background):
+                    await credentials.release(name, self._owner, problem=leased.problem)
+                    return self._remember(key, leased)
+                if waited_on_another and leased.problem is not None and not background:
+                    # The renewal we waited for failed: report it rather than hammer WeChat again.
+                    await credentials.release(name, self._owner, problem=leased.problem)
+                    raise ApiError(503, "wechat_unavailable", leased.problem)
+                return await self._fetch_under_lease(key, fetch)
+            current = await credentials.get(name)
+            if current is not None and not _needs_renewal(current, now, stale, background=background):
+                return self._remember(key, current)
+            if current is not None and current.blocked_until is not None and current.blocked_until > now:
+                raise _quota_error(key)
+            if now > deadline:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"the renewal of {key.kind} token by another replica did not finish",
+                )
+            waited_on_another = True
+            await asyncio.sleep(self._rng.uniform(0.03, 0.12))
+
+    async def _fetch_under_lease(self, key: CredentialKey, fetch: Fetch) -> Token:
+        name = str(key)
+        try:
+            fetched = await fetch()
+        except ApiError as exc:
+            await self._store.credentials.release(name, self._owner, problem=exc.message[:200])
+            raise
+        except UpstreamError as exc:
+            blocked = _next_beijing_midnight(self._clock()) if exc.errcode == QUOTA_ERRCODE else None
+            await self._store.credentials.release(
+                name, self._owner, problem=str(exc)[:200], blocked_until=blocked
+            )
+            raise _api_error(key, exc) from None
+        except UpstreamUnavailable as exc:
+            await self._store.credentials.release(name, self._owner, problem=str(exc)[:200])
+            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+        except BaseException:
+            await asyncio.shield(self._store.credentials.release(name, self._owner))
+            raise
+        now = self._clock()
+        lifetime = max(1, fetched.expires_in)
+        expires_at = now + lifetime
+        # Ahead of expiry by 5-10 minutes (less for short-lived tokens), jittered so replicas and
+        # platforms spread their renewals.
+        margin = min(self._rng.uniform(300, 600), lifetime * self._rng.uniform(0.1, 0.2))
+        saved = await self._store.credentials.save(
+            name, self._owner, fetched.value, expires_at=expires_at, renew_after=expires_at - margin
+        )
+        if not saved:
+            log.warning("lease on %s lapsed during the fetch; another replica's value stands", key)
+        log.info("renewed %s token for %s, valid %ss", key.kind, key, lifetime)
+        token = Token(key.platform_id, fetched.value, expires_at)
+        self._cache[name] = _Cached(token, min(now + self._cache_s, expires_at - margin))
+        return token
+
+    def _remember(self, key: CredentialKey, stored: StoredCredential) -> Token:
+        """Hand out (and cache briefly) a stored value that ``valid_at`` accepted."""
+        expires_at = stored.expires_at or 0.0
+        token = Token(key.platform_id, stored.value or "", expires_at)
+        horizon = stored.renew_after if stored.renew_after is not None else expires_at
+        self._cache[str(key)] = _Cached(token, min(self._clock() + self._cache_s, horizon))
+        return token
+
+    # --- fetching from WeChat -----------------------------------------------------------------------
+
+    async def _fetch_component(self, platform: Platform) -> FetchedToken:
+        ticket = await self._store.ticket(platform.id)
+        if ticket is None:
+            raise ApiError(
+                503, "ticket_missing", f"platform '{platform.id}' has no component_verify_ticket yet"
+            )
+        if self._clock() - ticket.received_at > TICKET_LIFETIME_S:
+            raise ApiError(
+                503, "ticket_missing", f"the verify ticket of platform '{platform.id}' is older than 12 h"
+            )
+        if self._rejected_tickets.get(platform.id) == ticket.ticket:
+            raise ApiError(
+                503,
+                "ticket_missing",
+                f"WeChat refused the verify ticket of '{platform.id}'; waiting for the next push",
+            )
+        try:
+            return await self._wechat.component_token(
+                platform.component_appid, platform.component_appsecret.reveal(), ticket.ticket
+            )
+        except UpstreamError as exc:
+            if exc.errcode in TICKET_ERRCODES:
+                self._rejected_tickets[platform.id] = ticket.ticket
+                raise ApiError(
+                    503,
+                    "ticket_missing",
+                    f"WeChat refused the verify ticket of '{platform.id}' ({exc.errcode}); "
+                    "waiting for the next push",
+                ) from None
+            raise
+
+    async def _fetch_authorizer(self, platform: Platform, appid: str) -> FetchedToken:
+        authorization = await self._store.authorizations.get(platform.id, appid)
+        if authorization is None:
+            raise ApiError(404, "authorizer_unknown", f"{appid} has not authorized platform '{platform.id}'")
+        if authorization.status == "revoked":
+            raise ApiError(
+                410, "authorization_revoked", f"{appid} revoked its authorization of '{platform.id}'"
+            )
+        refresh_token = await self._store.authorizations.refresh_token(platform.id, appid)
+        if authorization.status == "reauthorization_required" or refresh_token is None:
+            raise _reauthorization_required(platform.id, appid)
+        component = await self.component_token(platform.id)
+        try:
+            fetched = await self._authorizer_call(platform, component, appid, refresh_token)
+        except UpstreamError as exc:
+            if exc.errcode != REFRESH_TOKEN_INVALID:
+                raise
+            recovered = await self._recover_refresh_token(platform, appid, refresh_token)
+            if recovered is None:
+                await self._store.authorizations.set_status(platform.id, appid, "reauthorization_required")
+                raise _reauthorization_required(platform.id, appid) from None
+            fetched = await self._authorizer_call(platform, component, appid, recovered)
+            refresh_token = recovered
+        if fetched.refresh_token and fetched.refresh_token != refresh_token:
+            await self._store.authorizations.set_refresh_token(platform.id, appid, fetched.refresh_token)
+        return fetched
+
+    async def _authorizer_call(
+        self, platform: Platform, component: Token, appid: str, refresh_token: str
+    ) -> FetchedToken:
+        try:
+            return await self._wechat.authorizer_token(
+                component.value, platform.component_appid, appid, refresh_token
+            )
+        except UpstreamError as exc:
+            if exc.errcode == NOT_AUTHORIZED:
+                await self._store.authorizations.set_status(platform.id, appid, "revoked")
+                raise ApiError(
+                    410, "authorization_revoked", f"WeChat says {appid} no longer authorizes '{platform.id}'"
+                ) from None
+            if exc.errcode not in STALE_TOKEN_ERRCODES:
+                raise
+        # The component token went stale at WeChat before its time: renew it (once) and retry.
+        fresh = await self.component_token(platform.id, stale=component.value)
+        return await self._wechat.authorizer_token(
+            fresh.value, platform.component_appid, appid, refresh_token
+        )
+
+    async def _recover_refresh_token(self, platform: Platform, appid: str, rejected: str) -> str | None:
+        """61023: look for the current refresh token in api_get_authorizer_list."""
+        component = await self.component_token(platform.id)
+        offset, total = 0, 1
+        while offset < total:
+            total, page = await self._wechat.authorizer_list(
+                component.value, platform.component_appid, offset
+            )
+            for item in page:
+                if item.authorizer_appid == appid:
+                    if item.refresh_token and item.refresh_token != rejected:
+                        log.info(
+                            "recovered the refresh token of %s on %s from the authorizer list",
+                            appid,
+                            platform.id,
+                        )
+                        await self._store.authorizations.set_refresh_token(
+                            platform.id, appid, item.refresh_token
+                        )
+                        return item.refresh_token
+                    return None
+            if not page:
+                break
+            offset += len(page)
+        return None
+
+    async def _fetch_jsapi(self, platform_id: str, appid: str) -> FetchedToken:
+        token = await self.authorizer_token(platform_id, appid)
+        try:
+            return await self._wechat.jsapi_ticket(token.value)
+        except UpstreamError as exc:
+            if exc.errcode not in STALE_TOKEN_ERRCODES:
+                raise
+        fresh = await self.authorizer_token(platform_id, appid, stale=token.value)
+        return await self._wechat.jsapi_ticket(fresh.value)
+
+    def _platform(self, platform_id: str) -> Platform:
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        return platform
+
+
+def _needs_renewal(stored: StoredCredential, now: float, stale: str | None, *, background: bool) -> bool:
+    if not stored.valid_at(now):
+        return True
+    if stale is not None and stored.value == stale:
+        return True
+    return background and stored.renew_after is not None and stored.renew_after <= now
+
+
+def _next_beijing_midnight(now: float) -> float:
+    """WeChat's daily quotas turn over at midnight China Standard Time."""
+    local = now + BEIJING_UTC_OFFSET_S
+    return (math.floor(local / 86400) + 1) * 86400 - BEIJING_UTC_OFFSET_S
+
+
+def _quota_error(key: CredentialKey) -> ApiError:
+    return ApiError(
+        503,
+        "wechat_quota_exhausted",
+        f"WeChat's daily quota for the {key.kind} token of '{key.platform_id}' is used up (45009); "
+        "calls pause until the quota is cleared or the day turns",
+    )
+
+
+def _reauthorization_required(platform_id: str, appid: str) -> ApiError:
+    return ApiError(
+        409,
+        "reauthorization_required",
+        f"WeChat no longer accepts the refresh token of {appid} on '{platform_id}' (61023); "
+        "its administrator must authorize the platform again",
+    )
+
+
+def _api_error(key: CredentialKey, exc: UpstreamError) -> ApiError:
+    if exc.errcode == QUOTA_ERRCODE:
+        return _quota_error(key)
+    return ApiError(
+        503, "wechat_unavailable", f"WeChat refused the {key.kind} token ({exc.errcode} {exc.errmsg})"
+    )

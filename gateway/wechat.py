@@ -1,0 +1,247 @@
+"""The upstream client: WeChat's component APIs over the app's one pooled httpx client.
+
+Every answer is decoded into a Struct; a non-zero ``errcode`` raises UpstreamError. Transient faults —
+``-1``, timeouts, connection errors, HTTP 5xx, malformed JSON — are retried a bounded number of times
+with jittered exponential backoff, then raise UpstreamUnavailable. Nothing here touches stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from gateway.errors import UpstreamError, UpstreamUnavailable
+
+__all__ = [
+    "AuthorizationInfo",
+    "AuthorizerListItem",
+    "FetchedToken",
+    "WeChatClient",
+    "new_http_client",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT_ERRCODES = frozenset({-1})
+_RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
+
+
+def new_http_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The one pooled client of the app: bounded timeouts and connection limits, keep-alive."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0, connect=3.0),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30),
+        transport=transport,
+        headers={"User-Agent": "group-gateway"},
+    )
+
+
+class _Status(msgspec.Struct):
+    errcode: int = 0
+    errmsg: str = ""
+
+
+class FetchedToken(msgspec.Struct, frozen=True):
+    """A token (or ticket) as WeChat issued it."""
+
+    value: str
+    expires_in: int
+    refresh_token: str | None = None  # api_authorizer_token answers the refresh token too
+
+
+class _ComponentToken(msgspec.Struct):
+    component_access_token: str
+    expires_in: int
+
+
+class _AuthorizerToken(msgspec.Struct):
+    authorizer_access_token: str
+    expires_in: int
+    authorizer_refresh_token: str | None = None
+
+
+class _Ticket(msgspec.Struct):
+    ticket: str
+    expires_in: int
+
+
+class _FuncScope(msgspec.Struct):
+    id: int
+
+
+class _FuncInfo(msgspec.Struct):
+    funcscope_category: _FuncScope
+
+
+class AuthorizationInfo(msgspec.Struct, frozen=True):
+    """``authorization_info`` of api_query_auth."""
+
+    authorizer_appid: str
+    authorizer_refresh_token: str
+    func_info: list[_FuncInfo] = []
+    authorizer_access_token: str | None = None
+    expires_in: int | None = None
+
+    @property
+    def func_ids(self) -> frozenset[int]:
+        """The permission-set ids granted."""
+        return frozenset(f.funcscope_category.id for f in self.func_info)
+
+
+class _QueryAuth(msgspec.Struct):
+    authorization_info: AuthorizationInfo
+
+
+class AuthorizerListItem(msgspec.Struct, frozen=True):
+    """One entry of api_get_authorizer_list (the refresh token may be missing in some answers)."""
+
+    authorizer_appid: str
+    refresh_token: str | None = None
+    auth_time: int | None = None
+
+
+class _AuthorizerList(msgspec.Struct):
+    total_count: int
+    list: list[AuthorizerListItem] = []
+
+
+class WeChatClient:
+    """WeChat's APIs at ``api_base``; ``attempts`` bounds the tries for transient faults."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_base: str,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._http = http
+        self._base = api_base.rstrip("/")
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._rng = rng or random.Random()
+
+    async def component_token(self, component_appid: str, secret: str, ticket: str) -> FetchedToken:
+        """api_component_token: a component_access_token from the verify ticket."""
+        answer = await self._post(
+            "cgi-bin/component/api_component_token",
+            None,
+            {
+                "component_appid": component_appid,
+                "component_appsecret": secret,
+                "component_verify_ticket": ticket,
+            },
+            _ComponentToken,
+        )
+        return FetchedToken(answer.component_access_token, answer.expires_in)
+
+    async def authorizer_token(
+        self, component_token: str, component_appid: str, authorizer_appid: str, refresh_token: str
+    ) -> FetchedToken:
+        """api_authorizer_token: an authorizer_access_token from the refresh token."""
+        answer = await self._post(
+            "cgi-bin/component/api_authorizer_token",
+            component_token,
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": authorizer_appid,
+                "authorizer_refresh_token": refresh_token,
+            },
+            _AuthorizerToken,
+        )
+        return FetchedToken(
+            answer.authorizer_access_token, answer.expires_in, answer.authorizer_refresh_token
+        )
+
+    async def query_auth(self, component_token: str, component_appid: str, code: str) -> AuthorizationInfo:
+        """api_query_auth: exchange an authorization code."""
+        answer = await self._post(
+            "cgi-bin/component/api_query_auth",
+            component_token,
+            {"component_appid": component_appid, "authorization_code": code},
+            _QueryAuth,
+        )
+        return answer.authorization_info
+
+    async def authorizer_list(
+        self, component_token: str, component_appid: str, offset: int, count: int = 500
+    ) -> tuple[int, list[AuthorizerListItem]]:
+        """api_get_authorizer_list: one page (at most 500) and the total."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_list",
+            component_token,
+            {"component_appid": component_appid, "offset": offset, "count": count},
+            _AuthorizerList,
+        )
+        return answer.total_count, answer.list
+
+    async def jsapi_ticket(self, authorizer_token: str) -> FetchedToken:
+        """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""
+        answer = await self._call(
+            "GET",
+            "cgi-bin/ticket/getticket",
+            {"access_token": authorizer_token, "type": "jsapi"},
+            None,
+            _Ticket,
+        )
+        return FetchedToken(answer.ticket, answer.expires_in)
+
+    async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
+        params = {"component_access_token": component_token} if component_token is not None else None
+        return await self._call("POST", path, params, body, shape)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        shape: type[T],
+    ) -> T:
+        api = path.rsplit("/", 1)[-1]
+        problem = "no attempt made"
+        for attempt in range(self._attempts):
+            if attempt:
+                # Full jitter: replicas that failed together do not retry together.
+                await asyncio.sleep(self._rng.uniform(0, self._backoff_s * 2**attempt))
+            started = time.perf_counter()
+            try:
+                response = await self._http.request(method, f"{self._base}/{path}", params=params, json=body)
+            except httpx.TimeoutException:
+                problem = "timed out"
+                continue
+            except httpx.TransportError as exc:
+                problem = f"cannot connect ({type(exc).__name__})"
+                continue
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if response.status_code >= 500:
+                problem = f"HTTP {response.status_code}"
+                continue
+            try:
+                status = msgspec.json.decode(response.content, type=_Status)
+            except msgspec.DecodeError:
+                problem = f"malformed answer (HTTP {response.status_code})"
+                continue
+            log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed_ms)
+            if status.errcode in TRANSIENT_ERRCODES:
+                problem = f"errcode {status.errcode}"
+                continue
+            if status.errcode != 0:
+                raise UpstreamError(api, status.errcode, _RID.sub("", status.errmsg))
+            try:
+                return msgspec.json.decode(response.content, type=shape)
+            except msgspec.DecodeError:
+                problem = "answer without the expected fields"
+                continue
+        raise UpstreamUnavailable(api, f"{problem} after {self._attempts} attempts")
