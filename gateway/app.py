@@ -14,9 +14,11 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import httpx
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
@@ -35,7 +37,20 @@ from gateway.store import Store, create_engine, upgrade
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient, new_http_client
 
-__all__ = ["create_app"]
+__all__ = ["Services", "create_app"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The services one app is built from; also on ``app.state.services`` for operations and tests."""
+
+    registry: Registry
+    store: Store
+    tokens: TokenService
+    authorizations: AuthorizationService
+    audit: AuditTrail
+    intake: EventIntake
+    vending: TokenVending
 
 
 def _constant(value: object) -> Provide:
@@ -70,6 +85,7 @@ def create_app(
     authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
     intake = EventIntake(registry, store, on_authorization_event=authorizations.wake)
     vending = TokenVending(authorizations, tokens, audit)
+    services = Services(registry, store, tokens, authorizations, audit, intake, vending)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -108,4 +124,5 @@ def create_app(
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
         logging_config=None,  # the process (CLI, tests) owns logging
+        state=State({"services": services}),
     )

@@ -111,7 +111,7 @@ class AuthorizerListItem(msgspec.Struct, frozen=True):
 
 class _AuthorizerList(msgspec.Struct):
     total_count: int
-    list: list[AuthorizerListItem] = []
+    items: list[AuthorizerListItem] = msgspec.field(default_factory=list, name="list")
 
 
 class WeChatClient:
@@ -184,7 +184,7 @@ class WeChatClient:
             {"component_appid": component_appid, "offset": offset, "count": count},
             _AuthorizerList,
         )
-        return answer.total_count, answer.list
+        return answer.total_count, answer.items
 
     async def jsapi_ticket(self, authorizer_token: str) -> FetchedToken:
         """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""

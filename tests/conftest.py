@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,17 +42,30 @@ PLATFORM_SECRETS = {
     },
 }
 
-REGISTRY_YAML = """
-group: {name: Test Group, open_appid: wx0pen0000000001}
-wechat: {api_base: "http://127.0.0.1:9"}
+# Client keys of the test registry, by client id.
+CLIENT_KEYS = {"crm": "crm-test-key", "limited": "limited-test-key", "audit": "audit-test-key"}
+
+
+def _sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+REGISTRY_YAML = f"""
+group: {{name: Test Group, open_appid: wx0pen0000000001}}
+wechat: {{api_base: "http://wechat.test"}}
 platforms:
-  - {id: retail, name: Retail, component_appid: wxc0mp000000001,
-     component_appsecret: "${RETAIL_SECRET}", token: "${RETAIL_TOKEN}", encoding_aes_key: "${RETAIL_AES}"}
-  - {id: finance, name: Finance, component_appid: wxc0mp000000002,
-     component_appsecret: "${FINANCE_SECRET}", token: "${FINANCE_TOKEN}", encoding_aes_key: "${FINANCE_AES}"}
+  - {{id: retail, name: Retail, component_appid: wxc0mp000000001,
+     component_appsecret: "${{RETAIL_SECRET}}", token: "${{RETAIL_TOKEN}}",
+     encoding_aes_key: "${{RETAIL_AES}}"}}
+  - {{id: finance, name: Finance, component_appid: wxc0mp000000002,
+     component_appsecret: "${{FINANCE_SECRET}}", token: "${{FINANCE_TOKEN}}",
+     encoding_aes_key: "${{FINANCE_AES}}"}}
 clients:
-  - {id: crm, key_sha256: "%s", scopes: [token, proxy]}
-""" % ("0" * 64)
+  - {{id: crm, key_sha256: "{_sha(CLIENT_KEYS["crm"])}", scopes: [token, proxy]}}
+  - {{id: limited, key_sha256: "{_sha(CLIENT_KEYS["limited"])}", scopes: [token],
+     authorizers: [wxa0000000000001]}}
+  - {{id: audit, key_sha256: "{_sha(CLIENT_KEYS["audit"])}", scopes: [catalog]}}
+"""
 
 
 def registry_environ() -> dict[str, str]:

@@ -1,0 +1,335 @@
+"""Tokens through the gateway's HTTP API, WeChat played by the simulator (both in-process, over ASGI)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from gateway.app import Services, create_app
+from gateway.crypto import SecretBox
+from gateway.registry import Registry
+from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
+from tests.support.asgi import LateASGITransport, running
+from tests.support.flows import approve_authorization, push_ticket
+
+OA = "wxa0000000000001"  # an official account
+OA2 = "wxb0000000000002"
+RETAIL = PLATFORM_SECRETS["retail"]
+FINANCE = PLATFORM_SECRETS["finance"]
+
+
+class World:
+    """The gateway and the simulator wired to each other, with shortcuts for the usual steps."""
+
+    def __init__(self, gateway: httpx.AsyncClient, sim: httpx.AsyncClient, services: Services) -> None:
+        self.gateway = gateway
+        self.sim = sim
+        self.services = services
+
+    async def token(self, appid: str, client: str = "crm", kind: str = "access-token") -> httpx.Response:
+        headers = {"Authorization": f"Bearer {CLIENT_KEYS[client]}"}
+        return await self.gateway.get(f"/v1/authorizers/{appid}/{kind}", headers=headers)
+
+    async def authorize(self, platform: str, appid: str, func_ids: list[int], **kwargs: Any) -> None:
+        """Authorize through the simulator and wait until the gateway has acted on the push."""
+        values = PLATFORM_SECRETS[platform]
+        await approve_authorization(self.sim, values["appid"], values["secret"], appid, func_ids, **kwargs)
+        for _ in range(200):
+            if await self.services.store.authorizations.get(platform, appid) is not None:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the gateway never stored the authorization of {platform} by {appid}")
+
+    async def counters(self) -> dict[str, Any]:
+        counters: dict[str, Any] = (await self.sim.get("/sim/counters")).json()
+        return counters
+
+    async def calls(self, endpoint: str, key: str | None = None) -> int:
+        counter = (await self.counters()).get(endpoint, {"total": 0, "by_key": {}})
+        return int(counter["total"] if key is None else counter["by_key"].get(key, 0))
+
+    async def reset_counters(self) -> None:
+        await self.sim.post("/sim/counters/reset")
+
+    async def fault(self, **fault: Any) -> None:
+        (await self.sim.post("/sim/faults", json=fault)).raise_for_status()
+
+    async def expire_everything(self) -> None:
+        """Expire every token at WeChat and in the gateway's store, as if two hours had passed."""
+        await self.sim.post("/sim/expire", json={"what": "all"})
+        async with self.services.store.engine.begin() as conn:
+            await conn.execute(text("UPDATE credentials SET expires_at = 1, renew_after = 0"))
+        self.services.tokens._cache.clear()
+
+
+@pytest.fixture
+async def world(registry: Registry, database_url: str, secret_box: SecretBox) -> AsyncIterator[World]:
+    to_gateway, to_simulator = LateASGITransport(), LateASGITransport()
+    simulator = create_simulator_app(
+        SimulatorConfig(
+            components=[
+                SimComponent(
+                    v["appid"],
+                    v["secret"],
+                    v["token"],
+                    v["aes_key"],
+                    f"http://gateway.test/wechat/{pid}/events",
+                )
+                for pid, v in PLATFORM_SECRETS.items()
+            ],
+            push_on_start=False,
+            ticket_interval_s=0,
+        ),
+        push_transport=to_gateway,
+    )
+    app = create_app(
+        make_settings(database_url, secret_box), registry, transport=to_simulator, background=False
+    )
+    to_gateway.app, to_simulator.app = app, simulator
+    async with running(simulator) as sim, running(app) as gateway:
+        services: Services = app.state.services
+        yield World(gateway, sim, services)
+
+
+@pytest.fixture
+async def ready(world: World) -> World:
+    """Tickets on both platforms, and OA authorized on retail with sets 1, 2, 24."""
+    for values in (RETAIL, FINANCE):
+        assert (await push_ticket(world.sim, values["appid"]))["body"] == "success"
+    worker = asyncio.create_task(world.services.authorizations.run_worker(asyncio.Event(), interval_s=0.05))
+    try:
+        await world.authorize("retail", OA, [1, 2, 24])
+    finally:
+        worker.cancel()
+    await world.reset_counters()
+    return world
+
+
+async def test_an_authorizer_token_works_at_wechat_and_is_audited(ready: World) -> None:
+    response = await ready.token(OA)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"authorizer_appid", "platform", "access_token", "expires_at"}
+    assert (body["authorizer_appid"], body["platform"]) == (OA, "retail")
+    assert response.headers["cache-control"] == "no-store"
+    users = await ready.sim.get("/cgi-bin/user/get", params={"access_token": body["access_token"]})
+    assert users.json().get("errcode", 0) == 0, users.text
+    await ready.services.audit.flush()
+    records = await ready.services.store.audit.recent(authorizer_appid=OA)
+    issued = [r for r in records if r.action == "token.issued"]
+    assert [(r.actor, r.platform_id) for r in issued] == [("crm", "retail")]
+    assert body["access_token"] not in str(records)
+
+
+async def test_concurrent_callers_cause_one_fetch_of_each_token(ready: World) -> None:
+    responses = await asyncio.gather(*(ready.token(OA) for _ in range(50)))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["access_token"] for r in responses}) == 1
+    assert await ready.calls("api_authorizer_token", OA) == 1
+    assert await ready.calls("api_component_token") == 0  # held since the authorization code's exchange
+    # and once cached, no more calls at all
+    await asyncio.gather(*(ready.token(OA) for _ in range(20)))
+    assert await ready.calls("api_authorizer_token") == 1
+
+
+async def test_expired_tokens_are_fetched_again_exactly_once(ready: World) -> None:
+    first = (await ready.token(OA)).json()["access_token"]
+    await ready.expire_everything()
+    await ready.reset_counters()
+    responses = await asyncio.gather(*(ready.token(OA) for _ in range(30)))
+    assert {r.json()["access_token"] for r in responses} != {first}
+    assert await ready.calls("api_component_token") == 1
+    assert await ready.calls("api_authorizer_token") == 1
+
+
+async def test_jsapi_ticket_is_cached_centrally(ready: World) -> None:
+    responses = await asyncio.gather(*(ready.token(OA, kind="jsapi-ticket") for _ in range(20)))
+    assert {r.status_code for r in responses} == {200}
+    body = responses[0].json()
+    assert set(body) == {"authorizer_appid", "platform", "ticket", "expires_at"}
+    assert await ready.calls("ticket/getticket") == 1
+
+
+async def test_without_a_ticket_callers_get_503_and_wechat_is_not_called(world: World) -> None:
+    response = await world.token(OA)
+    # No authorization is known yet either: the ticket matters only once routing found a platform.
+    assert response.status_code == 404
+    ready = (await world.gateway.get("/readyz")).json()
+    assert {p["problem"] for p in ready["platforms"]} == {"no component_verify_ticket received yet"}
+    with pytest.raises(Exception, match="ticket_missing"):
+        await world.services.tokens.component_token("retail")
+    assert await world.calls("api_component_token") == 0
+
+
+@pytest.mark.parametrize(
+    ("client", "headers", "appid", "status", "code"),
+    [
+        (None, {}, OA, 401, "unauthenticated"),
+        (None, {"Authorization": "Bearer nope"}, OA, 401, "unauthenticated"),
+        (None, {"Authorization": "Basic abc"}, OA, 401, "unauthenticated"),
+        ("audit", None, OA, 403, "forbidden"),  # no token scope
+        ("limited", None, OA2, 403, "forbidden"),  # outside its authorizer list, whether OA2 exists or not
+        ("limited", None, "wxdoesnotexist01", 403, "forbidden"),
+        ("crm", None, "wxdoesnotexist01", 404, "authorizer_unknown"),
+        ("crm", None, "not-an-appid", 422, "invalid_request"),
+    ],
+)
+async def test_refusals(
+    ready: World, client: str | None, headers: dict[str, str] | None, appid: str, status: int, code: str
+) -> None:
+    if client is not None:
+        headers = {"Authorization": f"Bearer {CLIENT_KEYS[client]}"}
+    response = await ready.gateway.get(f"/v1/authorizers/{appid}/access-token", headers=headers)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert set(response.json()) == {"error"}
+    assert await ready.calls("api_authorizer_token") == 0
+
+
+async def test_limited_client_gets_its_own_authorizer(ready: World) -> None:
+    assert (await ready.token(OA, client="limited")).status_code == 200
+
+
+async def test_revocation_makes_token_calls_410(ready: World) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    revoke = await ready.sim.post(
+        "/sim/authorizations/revoke", json={"component_appid": RETAIL["appid"], "authorizer_appid": OA}
+    )
+    assert revoke.status_code == 200
+    await ready.services.authorizations.process_pending()
+    ready.services.authorizations._grants.clear()
+    response = await ready.token(OA)
+    assert (response.status_code, response.json()["error"]["code"]) == (410, "authorization_revoked")
+    stored = await ready.services.store.authorizations.get("retail", OA)
+    assert stored is not None and stored.status == "revoked" and stored.revoked_at is not None
+    assert await ready.services.store.credentials.get(f"authorizer:retail:{OA}") is None
+
+
+async def test_61023_recovers_the_refresh_token_from_the_authorizer_list(ready: World) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    # The administrator authorizes again: WeChat issues a new refresh token; the old one lapses in 5 min.
+    approval = await approve_authorization(ready.sim, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 24])
+    assert approval["push"] is None  # same sets: WeChat pushes nothing, so the gateway does not know
+    await ready.sim.post("/sim/clock/advance", json={"seconds": 301})
+    await ready.expire_everything()
+    await ready.reset_counters()
+    response = await ready.token(OA)
+    assert response.status_code == 200, response.text
+    assert await ready.calls("api_get_authorizer_list") == 1
+    assert await ready.calls("api_authorizer_token", OA) == 2  # refused, then with the recovered token
+    assert (await ready.services.store.authorizations.get("retail", OA)).status == "active"  # type: ignore[union-attr]
+
+
+async def test_61023_without_recovery_needs_reauthorization(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", errcode=61023, times=1)
+    response = await ready.token(OA)
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "reauthorization_required")
+    assert (await ready.services.store.authorizations.get("retail", OA)).status == "reauthorization_required"  # type: ignore[union-attr]
+    await ready.reset_counters()
+    ready.services.authorizations._grants.clear()
+    again = await ready.token(OA)
+    assert again.status_code == 409  # not retried in a loop
+    assert await ready.calls("api_authorizer_token") == 0
+
+
+async def test_45009_opens_a_breaker(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", errcode=45009)
+    await ready.reset_counters()
+    first = await ready.token(OA)
+    assert (first.status_code, first.json()["error"]["code"]) == (503, "wechat_quota_exhausted")
+    for _ in range(5):
+        again = await ready.token(OA)
+        assert again.json()["error"]["code"] == "wechat_quota_exhausted"
+    assert await ready.calls("api_authorizer_token") == 1
+
+
+async def test_transient_errors_are_retried_with_bounded_backoff(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", errcode=-1, times=2)
+    response = await ready.token(OA)
+    assert response.status_code == 200
+    assert await ready.calls("api_authorizer_token") == 3
+
+
+async def test_wechat_down_gives_503_and_leaves_stored_tokens_alone(ready: World) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    await ready.expire_everything()
+    async with ready.services.store.engine.connect() as conn:
+        before = (await conn.execute(text("SELECT key, value_sealed FROM credentials ORDER BY key"))).all()
+    await ready.fault(endpoint="*", http_status=503)
+    response = await ready.token(OA)
+    assert (response.status_code, response.json()["error"]["code"]) == (503, "wechat_unavailable")
+    async with ready.services.store.engine.connect() as conn:
+        after = (await conn.execute(text("SELECT key, value_sealed FROM credentials ORDER BY key"))).all()
+    assert after == before
+    await ready.sim.delete("/sim/faults")
+    assert (await ready.token(OA)).status_code == 200  # recovers as soon as WeChat does
+
+
+async def test_a_lease_held_by_a_dead_replica_is_taken_over(ready: World) -> None:
+    await ready.expire_everything()
+    credentials = ready.services.store.credentials
+    key = f"authorizer:retail:{OA}"
+    assert await credentials.try_lease(key, "dead-replica", lease_s=1.0) is not None
+    await ready.reset_counters()
+    response = await ready.token(OA)
+    assert response.status_code == 200
+    assert await ready.calls("api_authorizer_token") == 1
+    stored = await credentials.get(key)
+    assert stored is not None and stored.lease_owner is None
+
+
+async def test_background_renewal_happens_before_expiry(ready: World) -> None:
+    old = (await ready.token(OA)).json()["access_token"]
+    async with ready.services.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE credentials SET renew_after = 0"))
+    await ready.reset_counters()
+    renewed = await ready.services.tokens.renew_due()
+    # retail's component and authorizer tokens, and finance's component token warmed from its ticket
+    assert renewed == 3
+    stored = await ready.services.store.credentials.get(f"authorizer:retail:{OA}")
+    assert stored is not None and stored.value != old
+    assert stored.renew_after is not None and stored.expires_at is not None
+    assert 300 <= stored.expires_at - stored.renew_after <= 600  # margin of 5-10 minutes
+    assert await ready.calls("api_authorizer_token") == 1
+    assert await ready.calls("api_component_token") == 2
+    assert await ready.services.tokens.renew_due() == 0  # nothing due any more
+
+
+async def test_readyz_shows_the_component_token(ready: World) -> None:
+    await ready.token(OA)
+    platforms = {p["id"]: p for p in (await ready.gateway.get("/readyz")).json()["platforms"]}
+    assert 7000 < platforms["retail"]["component_token_expires_in"] <= 7200
+    assert platforms["retail"]["problem"] is None
+
+
+async def test_two_gateways_on_one_database_fetch_once(
+    ready: World, registry: Registry, database_url: str, secret_box: SecretBox
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("several replicas need PostgreSQL")
+    sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
+    second = create_app(
+        make_settings(database_url, secret_box),
+        registry,
+        transport=LateASGITransport(sim_app),
+        background=False,
+    )
+    await ready.expire_everything()
+    await ready.reset_counters()
+    async with running(second) as other:
+        headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+        responses = await asyncio.gather(
+            *(ready.token(OA) for _ in range(40)),
+            *(other.get(f"/v1/authorizers/{OA}/access-token", headers=headers) for _ in range(40)),
+        )
+    assert {r.status_code for r in responses} == {200}
+    assert await ready.calls("api_component_token") == 1
+    assert await ready.calls("api_authorizer_token") == 1
