@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from gateway.app import Services, create_app
 from gateway.crypto import SecretBox
+from gateway.errors import ApiError
 from gateway.registry import Registry
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
@@ -333,3 +334,21 @@ async def test_two_gateways_on_one_database_fetch_once(
     assert {r.status_code for r in responses} == {200}
     assert await ready.calls("api_component_token") == 1
     assert await ready.calls("api_authorizer_token") == 1
+
+
+async def test_a_refused_ticket_waits_for_the_next_push(world: World) -> None:
+    await push_ticket(world.sim, RETAIL["appid"])
+    await world.fault(endpoint="api_component_token", errcode=61006, times=1)
+    for _ in range(3):
+        with pytest.raises(ApiError) as refused:
+            await world.services.tokens.component_token("retail")
+        assert refused.value.code == "ticket_missing"
+    assert await world.calls("api_component_token") == 1  # the same ticket is not offered again
+    platforms = {p["id"]: p for p in (await world.gateway.get("/readyz")).json()["platforms"]}
+    assert "refused the verify ticket" in platforms["retail"]["problem"]
+    await push_ticket(world.sim, RETAIL["appid"])
+    token = await world.services.tokens.component_token("retail")
+    assert token.platform_id == "retail"
+    assert await world.calls("api_component_token") == 2
+    platforms = {p["id"]: p for p in (await world.gateway.get("/readyz")).json()["platforms"]}
+    assert platforms["retail"]["problem"] is None
