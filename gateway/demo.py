@@ -10,6 +10,7 @@ import string
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -27,7 +28,7 @@ _ALNUM = string.ascii_letters + string.digits
 
 
 class DemoAccount(msgspec.Struct, frozen=True):
-    """An account seeded into the simulator, with the permission sets it granted per platform id."""
+    """A demo account and the permission sets it grants each platform (by platform id)."""
 
     authorizer_appid: str
     kind: str
@@ -107,10 +108,10 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
 
     async def prepare() -> None:
         async with httpx.AsyncClient(base_url=simulator_url, timeout=10) as client:
-            await _seed(client, registry)
             for platform in registry.platforms:
                 response = await client.post(f"/sim/components/{platform.component_appid}/push-ticket")
                 response.raise_for_status()
+            await _authorize_demo_accounts(client, registry)
         _print_welcome(settings.public_url, simulator_url, registry, workdir)
 
     await serve(
@@ -122,22 +123,53 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
     )
 
 
-async def _seed(client: httpx.AsyncClient, registry: Registry) -> None:
+async def _authorize_demo_accounts(client: httpx.AsyncClient, registry: Registry) -> None:
+    """Each demo account authorizes its platforms as an administrator would: the simulator approves a
+    pre-auth code and pushes ``authorized`` to the gateway, which exchanges the code."""
     for account in DEMO_AUTHORIZERS:
-        components = {
-            platform.component_appid: func_ids
-            for platform_id, func_ids in account.grants.items()
-            if (platform := registry.platform(platform_id)) is not None
-        }
-        body = {
-            "authorizer_appid": account.authorizer_appid,
-            "kind": account.kind,
-            "nick_name": account.nick_name,
-            "principal_name": account.principal_name,
-            "components": components,
-        }
-        response = await client.post("/sim/authorizers", json=body)
-        response.raise_for_status()
+        for platform_id, func_ids in account.grants.items():
+            platform = registry.platform(platform_id)
+            if platform is None:
+                continue
+            component = (await client.get(f"/sim/components/{platform.component_appid}")).json()
+            token = await _wechat(
+                client,
+                "api_component_token",
+                None,
+                {
+                    "component_appid": platform.component_appid,
+                    "component_appsecret": platform.component_appsecret.reveal(),
+                    "component_verify_ticket": component["latest_ticket"],
+                },
+            )
+            pre_auth = await _wechat(
+                client,
+                "api_create_preauthcode",
+                token["component_access_token"],
+                {"component_appid": platform.component_appid},
+            )
+            response = await client.post(
+                f"/sim/pre-auth-codes/{pre_auth['pre_auth_code']}/approve",
+                json={
+                    "authorizer_appid": account.authorizer_appid,
+                    "func_ids": func_ids,
+                    "kind": account.kind,
+                    "nick_name": account.nick_name,
+                    "principal_name": account.principal_name,
+                },
+            )
+            response.raise_for_status()
+
+
+async def _wechat(
+    client: httpx.AsyncClient, api: str, component_token: str | None, body: dict[str, object]
+) -> dict[str, Any]:
+    params = {"component_access_token": component_token} if component_token else None
+    response = await client.post(f"/cgi-bin/component/{api}", params=params, json=body)
+    answer: dict[str, Any] = response.json()
+    if answer.get("errcode", 0):
+        raise RuntimeError(f"the simulator refused {api}: {answer}")
+    return answer
 
 
 def _print_welcome(public_url: str, simulator_url: str, registry: Registry, workdir: Path) -> None:
@@ -150,7 +182,7 @@ Group Gateway demo is running (Ctrl-C stops both).
     readiness        {public_url}/readyz          every platform should show a fresh ticket
     API schema       {public_url}/schema
   WeChat simulator   {simulator_url}
-    its state        {simulator_url}/sim/state     components, seeded authorizers, bindings
+    its state        {simulator_url}/sim/state     components, authorizers, bindings
     pushes sent      {simulator_url}/sim/pushes    each ticket push and the gateway's answer
     call counters    {simulator_url}/sim/counters  calls per WeChat API
 
@@ -160,6 +192,9 @@ Group Gateway demo is running (Ctrl-C stops both).
 
 Try:
   curl -s {public_url}/readyz
+  curl -s -H 'Authorization: Bearer demo-crm-key' {public_url}/v1/authorizers/wxa0000000000001/access-token
+  curl -s -H 'Authorization: Bearer demo-crm-key' {public_url}/v1/authorizers/wxc0000000000003/jsapi-ticket
+  curl -s -H 'Authorization: Bearer demo-audit-key' {public_url}/v1/authorizers/wxa0000000000001/access-token
   curl -s -X POST {simulator_url}/sim/components/{registry.platforms[0].component_appid}/push-ticket
   curl -s {simulator_url}/sim/pushes
 """,

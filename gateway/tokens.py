@@ -277,7 +277,7 @@ class TokenService:
         )
         if not saved:
             log.warning("lease on %s lapsed during the fetch; another replica's value stands", key)
-        log.info("renewed %s token for %s, valid %ss", key.kind, key, lifetime)
+        log.info("renewed %s, valid %ss", key, lifetime)
         token = Token(key.platform_id, fetched.value, expires_at)
         self._cache[name] = _Cached(token, min(now + self._cache_s, expires_at - margin))
         return token

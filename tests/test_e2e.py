@@ -162,6 +162,15 @@ def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes:
     assert "wxa0000000000001" in str(state)
     assert "wxc0000000000003" in str(state)
     wait_for(lambda: "Ctrl-C" in demo.output(), what="the welcome text")
+    token = wait_for(
+        lambda: httpx.get(
+            f"{gateway_url}/v1/authorizers/wxa0000000000001/access-token",
+            headers={"Authorization": "Bearer demo-crm-key"},
+            timeout=5,
+        ).json()["access_token"],
+        what="a token for a demo account",
+    )
+    assert token not in demo.output()
     assert gateway_url in demo.output()
     assert simulator_url in demo.output()
     assert demo.stop(signal.SIGINT) == 0, demo.output()
