@@ -158,10 +158,10 @@ def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes:
         return len(ready["platforms"]) == 3 and all(p["ticket_age_s"] is not None for p in ready["platforms"])
 
     wait_for(every_platform_has_a_ticket, timeout=60, what="tickets on every platform")
+    wait_for(lambda: "Ctrl-C" in demo.output(), what="the welcome text, printed once the demo is ready")
     state = httpx.get(f"{simulator_url}/sim/state", timeout=5).json()
     assert "wxa0000000000001" in str(state)
     assert "wxc0000000000003" in str(state)
-    wait_for(lambda: "Ctrl-C" in demo.output(), what="the welcome text")
     token = wait_for(
         lambda: httpx.get(
             f"{gateway_url}/v1/authorizers/wxa0000000000001/access-token",

@@ -1,0 +1,240 @@
+"""Benchmark: cached token vending against a bare Litestar route answering JSON of the same size.
+
+    python -m tests.bench.tokens [--rounds 5] [--duration 5] [--connections 50] [--profile FILE]
+
+Ours: ``gateway serve`` (SQLite in a temporary directory, the example registry with generated secrets,
+WeChat played by ``gateway simulate``), one authorizer authorized through the simulator, its token
+fetched once; then ``GET /v1/authorizers/{appid}/access-token`` with a client key, served from the
+gateway's cache. Baseline: a Litestar app with one route of the same path that returns a constant
+struct of the same shape and encoded size, under the same ``gateway.serving.serve`` (uvicorn, one
+worker, same config). Rounds alternate which server goes first; a warm-up round of each is discarded.
+The figure is the ratio of median requests/s, gateway over baseline; the issue's target is 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import msgspec
+from litestar import Litestar, Response, get
+
+from gateway.demo import demo_environment
+from gateway.serving import Listener, serve
+from tests.bench._harness import (
+    ROOT,
+    Load,
+    Row,
+    Server,
+    free_port,
+    load_tool,
+    machine,
+    median_load,
+    print_table,
+    run_load,
+    wait_for,
+)
+from tests.support.flows import approve_authorization, push_ticket
+
+EXAMPLE = ROOT / "config" / "registry.example.yaml"
+PLATFORM = "retail"
+COMPONENT_APPID = "wxc0mp000000001"  # retail, in the example registry
+AUTHORIZER = "wxa0000000000001"
+CLIENT_KEY = "demo-crm-key"  # the example registry's public demo key of client "crm" (scope token)
+PATH = f"/v1/authorizers/{AUTHORIZER}/access-token"
+TARGET = 0.8
+
+
+# --- the baseline ----------------------------------------------------------------------------------
+
+
+class _Body(msgspec.Struct, frozen=True):
+    """The shape of ``gateway.access.IssuedToken``."""
+
+    authorizer_appid: str
+    platform: str
+    access_token: str
+    expires_at: int
+
+
+def baseline_app(body_bytes: int) -> Litestar:
+    """One route, no dependencies, no guards, answering a constant ``_Body`` encoded to ``body_bytes``."""
+    empty = _Body(AUTHORIZER, PLATFORM, "", 1_700_000_000)
+    padding = body_bytes - len(msgspec.json.encode(empty))
+    if padding < 0:
+        raise ValueError(f"a body of {body_bytes} bytes is smaller than the empty struct")
+    body = _Body(AUTHORIZER, PLATFORM, "x" * padding, 1_700_000_000)
+
+    @get("/v1/authorizers/{appid:str}/access-token")
+    async def access_token(appid: str) -> Response[_Body]:
+        return Response(body, headers={"Cache-Control": "no-store"})
+
+    return Litestar(route_handlers=[access_token], logging_config=None)
+
+
+def _serve_baseline(port: int, body_bytes: int) -> None:
+    # As `gateway serve` does: logging configured by the process, the app under gateway.serving.serve.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    asyncio.run(serve([Listener(baseline_app(body_bytes), "127.0.0.1", port)]))
+
+
+# --- setting up ours -------------------------------------------------------------------------------
+
+
+def _environment(workdir: Path, gateway_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "RETAIL_", "FINANCE_"))}
+    env = {k: v for k, v in env.items() if not k.startswith("SERVICES_")}
+    env.update(demo_environment(EXAMPLE, {}))
+    env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
+    env["GATEWAY_PUBLIC_URL"] = gateway_url
+    return env
+
+
+async def _authorize(simulator_url: str, gateway_url: str, component_secret: str) -> httpx.Response:
+    """A ticket for retail, the authorizer's approval through the simulator, the token fetched once."""
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    async with (
+        httpx.AsyncClient(base_url=simulator_url, timeout=10) as sim,
+        httpx.AsyncClient(base_url=gateway_url, timeout=10, headers=headers) as gateway,
+    ):
+        pushed = await push_ticket(sim, COMPONENT_APPID)
+        if pushed.get("body") != "success":
+            raise RuntimeError(f"the gateway refused the ticket push: {pushed}")
+        await approve_authorization(sim, COMPONENT_APPID, component_secret, AUTHORIZER, [1, 2, 24])
+        for _ in range(200):  # until the gateway has acted on the `authorized` push
+            response = await gateway.get(PATH)
+            if response.status_code == 200:
+                return response
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"no token from the gateway: {response.status_code} {response.text}")
+
+
+def _profile(pid: int, out: Path, url: str, connections: int, duration_s: float) -> None:
+    """py-spy on ``pid`` while one more round loads ``url``; the format follows ``out``'s suffix."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    formats = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
+    command = [py_spy, "record", "--pid", str(pid), "--duration", f"{duration_s:.0f}", "--rate", "200"]
+    command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out), "--nonblocking"]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        run_load(url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, connections=connections, duration_s=duration_s)
+    finally:
+        _, errors = spy.communicate(timeout=duration_s + 30)
+    if spy.returncode != 0:
+        raise RuntimeError(f"py-spy failed ({spy.returncode}): {errors.strip()}")
+    print(f"profile of the gateway under load: {out}")
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def run(rounds: int, duration_s: float, connections: int, profile: Path | None) -> None:
+    gateway_port, simulator_port, baseline_port = free_port(), free_port(), free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    simulator_url = f"http://127.0.0.1:{simulator_port}"
+    baseline_url = f"http://127.0.0.1:{baseline_port}"
+    with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tmp:
+        workdir = Path(tmp)
+        env = _environment(workdir, gateway_url)
+        registry = workdir / "registry.yaml"
+        registry.write_text(EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url))
+        servers: list[Server] = []
+        try:
+            gateway = Server(
+                "gateway",
+                ["gateway", "serve", "--config", str(registry), "--port", str(gateway_port)],
+                env,
+                workdir,
+            )
+            servers.append(gateway)
+            wait_for(lambda: httpx.get(f"{gateway_url}/readyz").status_code == 200, what="the gateway")
+            simulate = ["simulate", "--config", str(registry), "--gateway-url", gateway_url]
+            simulate += ["--port", str(simulator_port), "--ticket-interval", "0"]
+            servers.append(Server("simulator", ["gateway", *simulate], env, workdir))
+            wait_for(lambda: httpx.get(f"{simulator_url}/sim/state").status_code == 200, what="the simulator")
+
+            token = asyncio.run(_authorize(simulator_url, gateway_url, env["RETAIL_APPSECRET"]))
+            body_bytes = len(token.content)
+            baseline_args = ["tests.bench.tokens", "--serve-baseline", str(baseline_port)]
+            baseline_args += ["--body-bytes", str(body_bytes)]
+            servers.append(Server("baseline", baseline_args, env, workdir))
+            wait_for(lambda: httpx.get(baseline_url + PATH).status_code == 200, what="the baseline")
+            same = httpx.get(baseline_url + PATH)
+            if len(same.content) != body_bytes:
+                raise RuntimeError(f"baseline body is {len(same.content)} bytes, ours {body_bytes}")
+
+            targets = {"gateway": gateway_url + PATH, "baseline": baseline_url + PATH}
+            headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+            def load(name: str) -> Load:
+                for server in servers:
+                    server.check_alive()
+                return run_load(targets[name], headers=headers, connections=connections, duration_s=duration_s)
+
+            print(f"machine: {machine()}")
+            print(
+                f"load: {load_tool()}, {connections} connections, {duration_s:g} s per round, "
+                f"{rounds} rounds after a warm-up; response body {body_bytes} bytes"
+            )
+            load("gateway"), load("baseline")  # warm-up, discarded
+            results: dict[str, list[Load]] = {"gateway": [], "baseline": []}
+            for i in range(rounds):
+                order = ("gateway", "baseline") if i % 2 == 0 else ("baseline", "gateway")
+                for name in order:
+                    results[name].append(load(name))
+                print(
+                    f"  round {i + 1}: gateway {results['gateway'][-1].rps:,.0f} req/s, "
+                    f"baseline {results['baseline'][-1].rps:,.0f} req/s",
+                    flush=True,
+                )
+            print(f"machine after: {machine()}")
+            ours, base = median_load(results["gateway"]), median_load(results["baseline"])
+            for name, loads in results.items():
+                errors = sum(r.bad_status + r.socket_errors for r in loads)
+                if errors:
+                    print(f"WARNING: {name}: {errors} failed requests; its figures are not valid")
+            print()
+            print_table(
+                [
+                    Row("requests/s (median)", ours.rps, base.rps, target=TARGET),
+                    Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms),
+                    Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms),
+                ]
+            )
+            if profile is not None:
+                print()
+                _profile(gateway.pid, profile, targets["gateway"], connections, duration_s)
+        finally:
+            for server in reversed(servers):
+                server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.tokens", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds of each server (default 5)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per round (default 5)")
+    parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the gateway during one more round: FILE.svg, .json or .txt"
+    )
+    parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--body-bytes", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline is not None:
+        _serve_baseline(args.serve_baseline, args.body_bytes)
+        return
+    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60 or not 1 <= args.connections <= 500:
+        parser.error("--rounds 1..20, --duration 1..60 s, --connections 1..500")
+    run(args.rounds, args.duration, args.connections, args.profile)
+
+
+if __name__ == "__main__":
+    main()
