@@ -30,7 +30,10 @@ from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
 from gateway.http.v1 import AuthorizerTokensController, provide_client
 from gateway.http.wechat import WeChatEventsController
+from gateway.http.wx import WxController
 from gateway.intake import EventIntake
+from gateway.metrics import Metrics
+from gateway.proxy import WxProxy
 from gateway.registry import Registry
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
@@ -51,6 +54,8 @@ class Services:
     audit: AuditTrail
     intake: EventIntake
     vending: TokenVending
+    proxy: WxProxy
+    metrics: Metrics
 
 
 def _constant(value: object) -> Provide:
@@ -85,7 +90,9 @@ def create_app(
     authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
     intake = EventIntake(registry, store, on_authorization_event=authorizations.wake)
     vending = TokenVending(authorizations, tokens, audit)
-    services = Services(registry, store, tokens, authorizations, audit, intake, vending)
+    metrics = Metrics()
+    proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, clock=clock)
+    services = Services(registry, store, tokens, authorizations, audit, intake, vending, proxy, metrics)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -108,7 +115,7 @@ def create_app(
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[HealthController, WeChatEventsController, AuthorizerTokensController],
+        route_handlers=[HealthController, WeChatEventsController, AuthorizerTokensController, WxController],
         dependencies={
             "settings": _constant(settings),
             "registry": _constant(registry),
@@ -117,6 +124,8 @@ def create_app(
             "tokens": _constant(tokens),
             "authorizations": _constant(authorizations),
             "vending": _constant(vending),
+            "proxy": _constant(proxy),
+            "metrics": _constant(metrics),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),
         },

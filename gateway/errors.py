@@ -14,7 +14,8 @@
     ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
     ├── UpstreamError                 WeChat answered with a non-zero errcode
     ├── UpstreamUnavailable           WeChat unreachable, timed out, 5xx, -1 or malformed, after retries
-    └── ApiError                      an answer to an HTTP caller: status, machine code, human message
+    ├── ApiError                      an answer to an HTTP caller: status, machine code, human message
+    └── WxError                       an answer on /wx in WeChat's own shape: errcode, errmsg
 
 HTTP handlers never build error responses themselves: they raise ApiError (or let a CryptoError /
 XmlRejected reach the intake service, which turns it into one) and `gateway.http.errors` maps it.
@@ -115,3 +116,14 @@ class ApiError(GatewayError):
         self.code = code
         self.message = message
         super().__init__(f"{status} {code}: {message}")
+
+
+class WxError(GatewayError):
+    """A refusal on the WeChat-compatible proxy, answered as ``{"errcode", "errmsg"}`` so SDKs react as
+    they do to WeChat itself."""
+
+    def __init__(self, errcode: int, errmsg: str, *, status: int = 200) -> None:
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.status = status
+        super().__init__(f"{errcode}: {errmsg}")

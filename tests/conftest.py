@@ -24,6 +24,8 @@ from gateway.crypto import MessageCrypto, SecretBox
 from gateway.registry import Registry, parse_registry
 from gateway.settings import Settings
 
+pytest_plugins = ["tests.support.world"]
+
 POSTGRES_SERVER = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 
 # Known secrets of the test registry: tests encrypt pushes with them, as WeChat would.
@@ -43,7 +45,12 @@ PLATFORM_SECRETS = {
 }
 
 # Client keys of the test registry, by client id.
-CLIENT_KEYS = {"crm": "crm-test-key", "limited": "limited-test-key", "audit": "audit-test-key"}
+CLIENT_KEYS = {
+    "crm": "crm-test-key",
+    "limited": "limited-test-key",
+    "audit": "audit-test-key",
+    "ops": "ops-test-key",
+}
 
 
 def _sha(key: str) -> str:
@@ -65,6 +72,7 @@ clients:
   - {{id: limited, key_sha256: "{_sha(CLIENT_KEYS["limited"])}", scopes: [token],
      authorizers: [wxa0000000000001]}}
   - {{id: audit, key_sha256: "{_sha(CLIENT_KEYS["audit"])}", scopes: [catalog]}}
+  - {{id: ops, key_sha256: "{_sha(CLIENT_KEYS["ops"])}", scopes: [component, admin, catalog]}}
 """
 
 

@@ -10,7 +10,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, WxError
 
 __all__ = ["ErrorBody", "ErrorDetail", "exception_handlers"]
 
@@ -34,6 +34,13 @@ def _respond(status: int, code: str, message: str) -> Response[ErrorBody]:
     return Response(ErrorBody(ErrorDetail(code, message)), status_code=status, media_type=MediaType.JSON)
 
 
+def wx_error_handler(_: Request[Any, Any, Any], exc: WxError) -> Response[dict[str, object]]:
+    """A refusal on /wx, in WeChat's own shape."""
+    return Response(
+        {"errcode": exc.errcode, "errmsg": exc.errmsg}, status_code=exc.status, media_type=MediaType.JSON
+    )
+
+
 def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
     """An ApiError as raised."""
     return _respond(exc.status, exc.code, exc.message)
@@ -52,13 +59,19 @@ _CODES = {
 }
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
-    """Litestar's own refusals (routing, validation, body size) in the same shape."""
+def http_exception_handler(
+    request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[ErrorBody] | Response[dict[str, object]]:
+    """Litestar's own refusals (routing, validation, body size) in the same shape; WeChat's on /wx."""
     status = exc.status_code
+    if request.url.path.startswith("/wx/") and status < 500:
+        return wx_error_handler(
+            request, WxError(40066 if status == 404 else 47001, str(exc.detail), status=status)
+        )
     if isinstance(exc, ValidationException):
         status = 422 if status == 400 else status
     if status >= 500:
-        return unexpected_error_handler(_, exc)
+        return unexpected_error_handler(request, exc)
     return _respond(status, _CODES.get(status, "invalid_request"), str(exc.detail))
 
 
@@ -72,6 +85,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 exception_handlers = {
     ApiError: api_error_handler,
+    WxError: wx_error_handler,
     HTTPException: http_exception_handler,
     Exception: unexpected_error_handler,
 }

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
+from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
@@ -52,6 +53,11 @@ class HealthController(Controller):
     async def healthz(self) -> Alive:
         """The process is alive."""
         return Alive("ok")
+
+    @get("/metrics", cache=False, media_type="text/plain; version=0.0.4")
+    async def metrics(self, metrics: NamedDependency[Metrics]) -> bytes:
+        """Prometheus exposition."""
+        return metrics.render()
 
     @get("/readyz", cache=False)
     async def readyz(

@@ -26,6 +26,7 @@ from gateway.store.audit import AuditLog
 from gateway.store.authorizations import AuthorizationStore
 from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
+from gateway.store.gateway_tokens import GatewayTokenStore
 from gateway.store.tables import ComponentPush, ComponentTicket
 
 __all__ = ["RecordedEvent", "Store", "StoredTicket"]
@@ -53,7 +54,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 class Store:
     """Everything the gateway keeps, on one async engine: pushes and tickets here, and the
-    ``credentials``, ``authorizations`` and ``audit`` parts beside them."""
+    ``credentials``, ``authorizations``, ``gateway_tokens`` and ``audit`` parts beside them."""
 
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, *, clock: Callable[[], float] = time.time
@@ -66,6 +67,7 @@ class Store:
         self.credentials = CredentialStore(self._db)
         self.authorizations = AuthorizationStore(self._db)
         self.audit = AuditLog(self._db)
+        self.gateway_tokens = GatewayTokenStore(self._db)
 
     @property
     def engine(self) -> AsyncEngine:

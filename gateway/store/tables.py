@@ -16,6 +16,7 @@ __all__ = [
     "ComponentPush",
     "ComponentTicket",
     "Credential",
+    "GatewayToken",
     "metadata",
 ]
 
@@ -123,3 +124,17 @@ class AuditEntry(SQLModel, table=True):
     platform_id: str | None = Field(default=None, max_length=64)
     authorizer_appid: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=400)
+
+
+class GatewayToken(SQLModel, table=True):
+    """A token the gateway issued through ``/wx/cgi-bin/token``: only its sha-256 is kept."""
+
+    __tablename__ = "gateway_tokens"
+    __table_args__ = (Index("ix_gateway_tokens_expires_at", "expires_at"),)
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(max_length=64)
+    authorizer_appid: str = Field(max_length=64)
+    issued_at: float = Field(sa_column=Column(Float, nullable=False))
+    expires_at: float = Field(sa_column=Column(Float, nullable=False))
+    revoked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))

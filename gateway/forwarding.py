@@ -1,0 +1,152 @@
+"""Forwarding one call to WeChat and its answer back, byte for byte, without holding bodies whole.
+
+The request body is spooled (in memory up to 1 MiB, then to a temporary file) so the call can be sent
+again once after a stale-token answer; the response is streamed back unless it is a small JSON answer
+that the proxy must read to see its ``errcode``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from typing import IO
+
+import httpx
+import msgspec
+
+__all__ = ["Reply", "SpooledBody", "errcode_of", "forward"]
+
+SPOOL_IN_MEMORY = 1024 * 1024
+CHUNK = 64 * 1024
+JSON_PEEK_LIMIT = 256 * 1024  # WeChat's JSON answers are small; files are never read whole
+
+# Request headers that describe the body or the client's preferences; everything else (the caller's
+# credentials, cookies, host, hop-by-hop headers) stays here.
+_FORWARDED_REQUEST = frozenset({"content-type", "accept", "accept-encoding", "accept-language", "user-agent"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "date",
+        "server",
+    }
+)
+
+
+class SpooledBody:
+    """A request body read once from the client and replayable for a retry."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file = file
+        self.size = size
+
+    @classmethod
+    async def read(cls, stream: AsyncIterator[bytes]) -> SpooledBody:
+        """Spool everything ``stream`` yields."""
+        file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by close()
+        size = 0
+        async for chunk in stream:
+            file.write(chunk)
+            size += len(chunk)
+        return cls(file, size)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body from its start, in chunks."""
+        self._file.seek(0)
+        while chunk := self._file.read(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        """Release the memory or the temporary file."""
+        self._file.close()
+
+
+class Reply(msgspec.Struct):
+    """WeChat's answer: status, headers to pass on, and either the body read whole or the open stream."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+    response: httpx.Response | None = None
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body as it comes, closing the upstream response at the end."""
+        if self.body is not None:
+            yield self.body
+            return
+        assert self.response is not None
+        try:
+            async for chunk in self.response.aiter_raw(CHUNK):
+                yield chunk
+        finally:
+            await self.response.aclose()
+
+    async def close(self) -> None:
+        """Close the upstream response if it was not consumed."""
+        if self.response is not None:
+            await self.response.aclose()
+
+
+def request_headers(headers: Mapping[str, str], body: SpooledBody | None) -> dict[str, str]:
+    """The headers sent upstream: only those that describe the body or the accepted answer."""
+    forwarded = {name: value for name, value in headers.items() if name.lower() in _FORWARDED_REQUEST}
+    if body is not None and body.size:
+        forwarded["content-length"] = str(body.size)
+    return forwarded
+
+
+async def forward(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    params: list[tuple[str, str]],
+    headers: Mapping[str, str],
+    body: SpooledBody | None,
+) -> Reply:
+    """Send one call and return WeChat's answer, reading it whole only when it is small JSON."""
+    request = http.build_request(
+        method,
+        url,
+        params=tuple(params),
+        headers=request_headers(headers, body),
+        content=body.chunks() if body is not None and body.size else None,
+    )
+    response = await http.send(request, stream=True)
+    passed = {name: value for name, value in response.headers.items() if name.lower() not in _HOP_BY_HOP}
+    if _is_small_json(response):
+        try:
+            content = await response.aread()  # decoded: its encoding and length no longer apply
+        finally:
+            await response.aclose()
+        for name in [n for n in passed if n.lower() in ("content-encoding", "content-length")]:
+            del passed[name]
+        return Reply(response.status_code, passed, content)
+    return Reply(response.status_code, passed, None, response)
+
+
+def _is_small_json(response: httpx.Response) -> bool:
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "text/plain", "text/json"):
+        return False
+    length = response.headers.get("content-length")
+    return length is None or (length.isdigit() and int(length) <= JSON_PEEK_LIMIT)
+
+
+class _Errcode(msgspec.Struct):
+    errcode: int = 0
+
+
+def errcode_of(body: bytes | None) -> int | None:
+    """The ``errcode`` of a JSON answer (0 when absent), or None when the body is not JSON."""
+    if body is None:
+        return None
+    try:
+        return msgspec.json.decode(body, type=_Errcode).errcode
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None

@@ -1,0 +1,104 @@
+"""``/wx``: the WeChat-compatible proxy. Existing SDKs point their API host here and change nothing else."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Controller, HttpMethod, Request, Response, get, route
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.response import Stream
+
+from gateway.errors import WxError
+from gateway.forwarding import Reply
+from gateway.proxy import WxProxy
+
+__all__ = ["WxController"]
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # WeChat's largest uploads (video) are 10 MB
+_METHODS: list[HttpMethod] = [
+    HttpMethod.GET,
+    HttpMethod.POST,
+    HttpMethod.PUT,
+    HttpMethod.DELETE,
+    HttpMethod.PATCH,
+]
+_API_PATH = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
+
+
+def _api_path(path: str) -> str:
+    path = path.lstrip("/")
+    if not _API_PATH.fullmatch(path) or any(part in ("", ".", "..") for part in path.split("/")):
+        raise WxError(40066, "invalid url: not a WeChat API path")
+    return path
+
+
+def _answer(reply: Reply) -> Response[bytes] | Stream:
+    if reply.body is not None:
+        return Response(reply.body, status_code=reply.status, headers=reply.headers)
+    return Stream(reply.stream(), status_code=reply.status, headers=reply.headers)
+
+
+class WxController(Controller):
+    """WeChat's API, through the gateway: gateway tokens in, real tokens substituted."""
+
+    path = "/wx"
+    tags = ["wechat-compatible proxy"]
+
+    @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape")
+    async def token(
+        self,
+        request: Request[Any, Any, Any],
+        proxy: NamedDependency[WxProxy],
+    ) -> Response[dict[str, object]]:
+        """``grant_type=client_credential&appid=<authorizer>&secret=<client key>``."""
+        query = request.query_params
+        answer = await proxy.issue_token(query.get("grant_type"), query.get("appid"), query.get("secret"))
+        return Response(answer, headers={"Cache-Control": "no-store"})
+
+    @route(
+        "/component/{platform:str}/{api:path}",
+        http_method=_METHODS,
+        request_max_body_size=MAX_UPLOAD_BYTES,
+        summary="A component API, with the component_access_token",
+    )
+    async def component(
+        self,
+        platform: FromPath[str],
+        api: FromPath[str],
+        request: Request[Any, Any, Any],
+        proxy: NamedDependency[WxProxy],
+    ) -> Response[bytes] | Stream:
+        """Forwarded with the platform's component_access_token (scope ``component``)."""
+        reply = await proxy.component_call(
+            platform,
+            request.method,
+            _api_path(api),
+            list(request.query_params.multi_items()),
+            request.headers,
+            request.stream(),
+        )
+        return _answer(reply)
+
+    @route(
+        "/{api:path}",
+        http_method=_METHODS,
+        request_max_body_size=MAX_UPLOAD_BYTES,
+        summary="Any authorizer API, with the real token substituted",
+    )
+    async def forward(
+        self,
+        api: FromPath[str],
+        request: Request[Any, Any, Any],
+        proxy: NamedDependency[WxProxy],
+    ) -> Response[bytes] | Stream:
+        """Forwarded byte for byte with the authorizer_access_token of the component serving this API."""
+        reply = await proxy.call(
+            request.method,
+            _api_path(api),
+            list(request.query_params.multi_items()),
+            request.headers,
+            request.stream(),
+        )
+        return _answer(reply)

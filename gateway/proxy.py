@@ -1,0 +1,314 @@
+"""The WeChat-compatible proxy's policy: who may call what, with which real token, and what to say when not.
+
+Existing SDKs only change their API host. They get an opaque gateway token from ``/wx/cgi-bin/token``
+(bound to one client and one authorizer, stored hashed, expiring, revocable); every other call carries it
+as ``access_token`` and is sent on to WeChat with the real token of the component routing picks. Real
+tokens never leave through ``/wx``. Refusals are answered as WeChat would: ``{"errcode", "errmsg"}``.
+The byte-for-byte forwarding itself lives in ``gateway.forwarding``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.access import authenticate
+from gateway.audit import AuditTrail
+from gateway.authorizations import AuthorizationService
+from gateway.errors import ApiError, WxError
+from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
+from gateway.metrics import Metrics
+from gateway.registry import Client, Registry
+from gateway.routing import required_sets
+from gateway.store import Store
+from gateway.tokens import Token, TokenService
+
+__all__ = ["GATEWAY_TOKEN_LIFETIME_S", "WxProxy"]
+
+log = logging.getLogger(__name__)
+
+GATEWAY_TOKEN_LIFETIME_S = 7200
+STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+# Calls WeChat wants signed by the component rather than by the authorizer's token.
+_COMPONENT_SIGNED = ("sns/component/", "sns/oauth2/component/")
+_TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
+
+# How gateway-side refusals look to an SDK (errcode, HTTP status).
+_AS_WECHAT: dict[str, tuple[int, int]] = {
+    "unauthenticated": (40001, 200),
+    "forbidden": (48001, 200),
+    "invalid_request": (40013, 200),
+    "authorizer_unknown": (40013, 200),
+    "authorization_revoked": (61003, 200),
+    "reauthorization_required": (61023, 200),
+    "permission_set_missing": (48001, 200),
+    "wechat_quota_exhausted": (45009, 200),
+    "ticket_missing": (-1, 503),
+    "wechat_unavailable": (-1, 502),
+    "platform_unknown": (40013, 200),
+}
+
+
+def as_wechat_error(exc: ApiError) -> WxError:
+    """An ApiError of the services in WeChat's shape."""
+    errcode, status = _AS_WECHAT.get(exc.code, (-1, 502))
+    return WxError(errcode, exc.message, status=status)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    client: Client
+    authorizer_appid: str
+
+
+class WxProxy:
+    """``/wx``: gateway tokens, and calls forwarded with the real token substituted."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        tokens: TokenService,
+        authorizations: AuthorizationService,
+        audit: AuditTrail,
+        http: httpx.AsyncClient,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._tokens = tokens
+        self._authorizations = authorizations
+        self._audit = audit
+        self._http = http
+        self._metrics = metrics
+        self._clock = clock
+        self._base = registry.wechat.api_base.rstrip("/")
+
+    # --- /wx/cgi-bin/token ---------------------------------------------------------------------------
+
+    async def issue_token(
+        self, grant_type: str | None, appid: str | None, secret: str | None
+    ) -> dict[str, object]:
+        """``GET /wx/cgi-bin/token``: a gateway token for (client, authorizer), in WeChat's shape."""
+        if grant_type != "client_credential":
+            raise WxError(40002, "invalid grant_type: must be client_credential")
+        if not appid:
+            raise WxError(41002, "appid missing")
+        if not secret:
+            raise WxError(41004, "appsecret missing: pass the client key as secret")
+        try:
+            client = authenticate(self._registry, f"Bearer {secret}")
+        except ApiError:
+            raise WxError(40125, "invalid appsecret: not a known client key") from None
+        await self._admit(client, appid)
+        token = "gw_" + secrets.token_urlsafe(48)
+        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
+        self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
+        return {"access_token": token, "expires_in": GATEWAY_TOKEN_LIFETIME_S}
+
+    # --- /wx/<path> ---------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+    ) -> Reply:
+        """Forward an authorizer's call, with the real token of the component serving this API."""
+        caller = await self._caller(query, headers)
+        try:
+            platform_id = await self._authorizations.route(caller.authorizer_appid, path)
+        except ApiError as exc:
+            raise as_wechat_error(exc) from None
+        component_signed = path.startswith(_COMPONENT_SIGNED)
+        spooled = await SpooledBody.read(body)
+        started = time.perf_counter()
+        try:
+            reply, errcode = await self._send_with_fresh_token(
+                caller, platform_id, method, path, query, headers, spooled, component_signed
+            )
+        finally:
+            spooled.close()
+        self._observe(
+            caller.client.id, platform_id, caller.authorizer_appid, path, errcode, reply.status, started
+        )
+        return reply
+
+    async def component_call(
+        self,
+        platform_id: str,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+    ) -> Reply:
+        """``/wx/component/{platform}/<path>``: forwarded with the component_access_token."""
+        try:
+            client = authenticate(self._registry, headers.get("authorization"))
+        except ApiError as exc:
+            raise WxError(40001, f"invalid credential: {exc.message}") from None
+        if "component" not in client.scopes:
+            raise WxError(
+                48001, f"api unauthorized: client '{client.id}' does not hold the scope 'component'"
+            )
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
+        spooled = await SpooledBody.read(body)
+        started = time.perf_counter()
+        try:
+            stale: str | None = None
+            for _ in range(2):
+                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
+                params = _with_tokens(query, {"component_access_token": token.value})
+                reply = await self._send(method, path, params, headers, spooled)
+                errcode = errcode_of(reply.body)
+                if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
+                    break
+                stale = token.value
+        finally:
+            spooled.close()
+        self._observe(client.id, platform_id, None, path, errcode, reply.status, started)
+        return reply
+
+    # --- the pieces ---------------------------------------------------------------------------------
+
+    async def _caller(self, query: list[tuple[str, str]], headers: Mapping[str, str]) -> _Caller:
+        """Who calls for which authorizer: a gateway token, or a bearer key with X-Authorizer-Appid."""
+        token = next((value for name, value in query if name == "access_token"), None)
+        if token:
+            issued = await self._store.gateway_tokens.resolve(token)
+            if issued is None or issued.revoked_at is not None:
+                raise WxError(40001, "invalid credential, access_token is invalid or not latest")
+            if issued.expires_at <= self._clock():
+                raise WxError(42001, "access_token expired")
+            client = self._registry.client(issued.client_id)
+            if client is None:
+                raise WxError(40001, "invalid credential: the client of this token is no longer registered")
+            appid = issued.authorizer_appid
+        elif headers.get("authorization"):
+            try:
+                client = authenticate(self._registry, headers.get("authorization"))
+            except ApiError as exc:
+                raise WxError(40001, f"invalid credential: {exc.message}") from None
+            appid = headers.get("x-authorizer-appid", "")
+            if not appid:
+                raise WxError(41002, "appid missing: send X-Authorizer-Appid with a bearer key")
+        else:
+            raise WxError(41001, "access_token missing")
+        await self._admit(client, appid)
+        return _Caller(client, appid)
+
+    async def _admit(self, client: Client, appid: str) -> None:
+        if "proxy" not in client.scopes:
+            raise WxError(48001, f"api unauthorized: client '{client.id}' does not hold the scope 'proxy'")
+        if "*" not in client.authorizers and appid not in client.authorizers:
+            raise WxError(48001, f"api unauthorized: client '{client.id}' may not act for this authorizer")
+        grants = await self._authorizations.grants(appid)
+        if not grants:
+            raise WxError(40013, "invalid appid: the gateway serves no authorizer with this appid")
+
+    async def _send_with_fresh_token(
+        self,
+        caller: _Caller,
+        platform_id: str,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: SpooledBody,
+        component_signed: bool,
+    ) -> tuple[Reply, int | None]:
+        """Send with the current token; on a stale-token answer renew it (once, exactly-once machinery)
+        and send again."""
+        appid = caller.authorizer_appid
+        platform = self._registry.platform(platform_id)
+        assert platform is not None  # routing only answers registry platforms
+        stale: str | None = None
+        while True:
+            if component_signed:
+                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
+                substitutes = {
+                    "component_appid": platform.component_appid,
+                    "component_access_token": token.value,
+                }
+                params = [(n, v) for n, v in _with_tokens(query, substitutes) if n != "appid"] + [
+                    ("appid", appid)
+                ]
+            else:
+                token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
+                params = _with_tokens(query, {"access_token": token.value})
+            reply = await self._send(method, path, params, headers, body)
+            errcode = errcode_of(reply.body)
+            if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
+                return reply, errcode
+            log.info(
+                "wechat says the %s token is stale (%s); renewing and retrying once", platform_id, errcode
+            )
+            stale = token.value
+
+    async def _guarded(self, pending: Awaitable[Token]) -> Token:
+        """A token, or the services' refusal in WeChat's shape."""
+        try:
+            return await pending
+        except ApiError as exc:
+            raise as_wechat_error(exc) from None
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: SpooledBody,
+    ) -> Reply:
+        try:
+            return await forward(self._http, method, f"{self._base}/{path}", params, headers, body)
+        except httpx.TimeoutException:
+            raise WxError(-1, "system error: WeChat did not answer in time", status=504) from None
+        except httpx.TransportError as exc:
+            raise WxError(
+                -1, f"system error: WeChat cannot be reached ({type(exc).__name__})", status=502
+            ) from None
+
+    def _observe(
+        self,
+        client_id: str,
+        platform_id: str,
+        appid: str | None,
+        path: str,
+        errcode: int | None,
+        status: int,
+        started: float,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        api = path if required_sets(path) is not None else "other"
+        code = str(errcode if errcode is not None else 0)
+        self._metrics.wx_calls.labels(client_id, platform_id, api, code).inc()
+        self._metrics.wx_latency.labels(api).observe(elapsed)
+        log.info(
+            "wx call client=%s authorizer=%s platform=%s path=%s status=%s errcode=%s %.1fms",
+            client_id,
+            appid or "-",
+            platform_id,
+            path,
+            status,
+            code,
+            elapsed * 1000,
+        )
+
+
+def _with_tokens(query: list[tuple[str, str]], substitutes: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The query with every token parameter removed and ``substitutes`` added."""
+    kept = [(name, value) for name, value in query if name not in _TOKEN_PARAMS and name not in substitutes]
+    return kept + list(substitutes.items())
