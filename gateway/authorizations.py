@@ -71,6 +71,10 @@ class AuthorizationService:
         self._grants[appid] = (now + self._cache_s, grants)
         return grants
 
+    def forget_grants(self, appid: str) -> None:
+        """Drop the cached grants of ``appid`` (after a change made elsewhere)."""
+        self._grants.pop(appid, None)
+
     async def route(self, appid: str, api_path: str | None) -> str:
         """The platform that serves ``appid`` for ``api_path`` (None: any API, as for token vending)."""
         order = [p.id for p in self._registry.platforms]
@@ -95,7 +99,7 @@ class AuthorizationService:
             platform_id, info.authorizer_appid, info.authorizer_refresh_token, info.func_ids
         )
         await self._store.authorizations.remember_code(code, platform_id, info.authorizer_appid)
-        self._grants.pop(info.authorizer_appid, None)
+        self.forget_grants(info.authorizer_appid)
         self._audit.record(
             actor,
             "authorization.granted",
@@ -110,7 +114,7 @@ class AuthorizationService:
         """The authorization was revoked: keep the row for the catalog, drop its tokens."""
         await self._store.authorizations.set_status(platform_id, appid, "revoked")
         await self._tokens.forget_authorizer(platform_id, appid)
-        self._grants.pop(appid, None)
+        self.forget_grants(appid)
         self._audit.record(actor, "authorization.revoked", platform_id=platform_id, authorizer_appid=appid)
         log.info("authorization of %s by %s revoked", platform_id, appid)
 

@@ -42,6 +42,7 @@ TICKET_ERRCODES = frozenset({61005, 61006})
 REFRESH_TOKEN_INVALID = 61023
 NOT_AUTHORIZED = 61003
 BEIJING_UTC_OFFSET_S = 8 * 3600
+TAKEOVER_RENEWAL_S = 120.0  # well inside WeChat's (undocumented, reportedly ~5 min) old-token overlap
 
 
 class Token(msgspec.Struct, frozen=True):
@@ -222,9 +223,10 @@ class TokenService:
         deadline = self._clock() + self._wait_s
         waited_on_another = False
         while True:
-            leased = await credentials.try_lease(name, self._owner, self._lease_s)
+            lease = await credentials.try_lease(name, self._owner, self._lease_s)
             now = self._clock()
-            if leased is not None:
+            if lease is not None:
+                leased = lease.credential
                 if not _needs_renewal(leased, now, stale, background=background):
                     await credentials.release(name, self._owner, problem=leased.problem)
                     return self._remember(key, leased)
@@ -232,7 +234,7 @@ class TokenService:
                     # The renewal we waited for failed: report it rather than hammer WeChat again.
                     await credentials.release(name, self._owner, problem=leased.problem)
                     raise ApiError(503, "wechat_unavailable", leased.problem)
-                return await self._fetch_under_lease(key, fetch)
+                return await self._fetch_under_lease(key, fetch, taken_over=lease.taken_over)
             current = await credentials.get(name)
             if current is not None and not _needs_renewal(current, now, stale, background=background):
                 return self._remember(key, current)
@@ -247,8 +249,9 @@ class TokenService:
             waited_on_another = True
             await asyncio.sleep(self._rng.uniform(0.03, 0.12))
 
-    async def _fetch_under_lease(self, key: CredentialKey, fetch: Fetch) -> Token:
+    async def _fetch_under_lease(self, key: CredentialKey, fetch: Fetch, *, taken_over: bool) -> Token:
         name = str(key)
+        heartbeat = asyncio.ensure_future(self._hold_lease(name))
         try:
             fetched = await fetch()
         except ApiError as exc:
@@ -266,21 +269,38 @@ class TokenService:
         except BaseException:
             await asyncio.shield(self._store.credentials.release(name, self._owner))
             raise
+        finally:
+            heartbeat.cancel()
         now = self._clock()
         lifetime = max(1, fetched.expires_in)
         expires_at = now + lifetime
         # Ahead of expiry by 5-10 minutes (less for short-lived tokens), jittered so replicas and
         # platforms spread their renewals.
-        margin = min(self._rng.uniform(300, 600), lifetime * self._rng.uniform(0.1, 0.2))
+        renew_after = expires_at - min(self._rng.uniform(300, 600), lifetime * self._rng.uniform(0.1, 0.2))
+        if taken_over:
+            # The dead holder's call may still have reached WeChat after ours, making our token the
+            # older one; renew again while WeChat's overlap for old tokens surely lasts.
+            renew_after = min(renew_after, now + TAKEOVER_RENEWAL_S)
         saved = await self._store.credentials.save(
-            name, self._owner, fetched.value, expires_at=expires_at, renew_after=expires_at - margin
+            name, self._owner, fetched.value, expires_at=expires_at, renew_after=renew_after
         )
         if not saved:
-            log.warning("lease on %s lapsed during the fetch; another replica's value stands", key)
+            # Our lease was lost (the database stalled past it): whoever took over decides the value.
+            log.warning("lease on %s was lost during the fetch; the stored value stands", key)
+            stored = await self._store.credentials.get(name)
+            if stored is not None and stored.valid_at(now):
+                return self._remember(key, stored)
         log.info("renewed %s, valid %ss", key, lifetime)
         token = Token(key.platform_id, fetched.value, expires_at)
-        self._cache[name] = _Cached(token, min(now + self._cache_s, expires_at - margin))
+        self._cache[name] = _Cached(token, min(now + self._cache_s, renew_after))
         return token
+
+    async def _hold_lease(self, name: str) -> None:
+        """Keep extending the lease while a fetch (with its retries) is slower than the lease."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            if not await self._store.credentials.extend(name, self._owner, self._lease_s):
+                return
 
     def _remember(self, key: CredentialKey, stored: StoredCredential) -> Token:
         """Hand out (and cache briefly) a stored value that ``valid_at`` accepted."""

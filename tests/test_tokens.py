@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from sqlalchemy import text
@@ -108,7 +109,7 @@ async def test_revocation_makes_token_calls_410(ready: World) -> None:
     )
     assert revoke.status_code == 200
     await ready.services.authorizations.process_pending()
-    ready.services.authorizations._grants.clear()
+    ready.services.authorizations.forget_grants(OA)
     response = await ready.token(OA)
     assert (response.status_code, response.json()["error"]["code"]) == (410, "authorization_revoked")
     stored = await ready.services.store.authorizations.get("retail", OA)
@@ -138,7 +139,7 @@ async def test_61023_without_recovery_needs_reauthorization(ready: World) -> Non
     assert (response.status_code, response.json()["error"]["code"]) == (409, "reauthorization_required")
     assert (await ready.services.store.authorizations.get("retail", OA)).status == "reauthorization_required"  # type: ignore[union-attr]
     await ready.reset_counters()
-    ready.services.authorizations._grants.clear()
+    ready.services.authorizations.forget_grants(OA)
     again = await ready.token(OA)
     assert again.status_code == 409  # not retried in a loop
     assert await ready.calls("api_authorizer_token") == 0
@@ -184,6 +185,7 @@ async def test_a_lease_held_by_a_dead_replica_is_taken_over(ready: World) -> Non
     credentials = ready.services.store.credentials
     key = f"authorizer:retail:{OA}"
     assert await credentials.try_lease(key, "dead-replica", lease_s=1.0) is not None
+    assert await credentials.try_lease(key, "someone-else", lease_s=1.0) is None  # held
     await ready.reset_counters()
     response = await ready.token(OA)
     assert response.status_code == 200
@@ -257,3 +259,26 @@ async def test_a_refused_ticket_waits_for_the_next_push(world: World) -> None:
     assert await world.calls("api_component_token") == 2
     platforms = {p["id"]: p for p in (await world.gateway.get("/readyz")).json()["platforms"]}
     assert platforms["retail"]["problem"] is None
+
+
+async def test_a_renewal_slower_than_its_lease_still_happens_once(
+    ready: World, registry: Registry, database_url: str, secret_box: SecretBox
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("several replicas need PostgreSQL")
+    sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
+    short_lease = dataclasses.replace(make_settings(database_url, secret_box), renewal_lease_s=1.0)
+    first = create_app(short_lease, registry, transport=LateASGITransport(sim_app), background=False)
+    second = create_app(short_lease, registry, transport=LateASGITransport(sim_app), background=False)
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", delay_s=2.5, times=1)
+    await ready.reset_counters()
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+    path = f"/v1/authorizers/{OA}/access-token"
+    async with running(first) as one, running(second) as two:
+        slow = asyncio.create_task(one.get(path, headers=headers))
+        await asyncio.sleep(0.5)  # the first holds the lease and waits on WeChat
+        responses = await asyncio.gather(slow, *(two.get(path, headers=headers) for _ in range(5)))
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["access_token"] for r in responses}) == 1
+    assert await ready.calls("api_authorizer_token") == 1

@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ SET_USERS = 2
 SET_MEDIA = 11
 SET_MENU = 15
 SET_WXA_CODE = 17
+SET_CODE_MANAGEMENT = 18
 
 
 class AccountProfile(msgspec.Struct, forbid_unknown_fields=True):
@@ -560,6 +561,28 @@ class World:
         if media is None or self.now() - media.created_at >= MEDIA_TTL_S:
             raise WeChatError(40007)
         return wire.Binary(media.upload.content, media.upload.content_type, media.upload.filename)
+
+    def jscode2session(self, token: str | None, query: Mapping[str, str]) -> wire.Session:
+        """sns/component/jscode2session: signed by the component; the mini program must have authorized it
+        with code management (18). The open account it is bound to, if any, gives the unionid."""
+        component = self._component_caller(token, query.get("component_appid", ""))
+        appid, code = query.get("appid", ""), query.get("js_code", "")
+        if not appid:
+            raise WeChatError(41002)
+        if query.get("grant_type") != "authorization_code":
+            raise WeChatError(40002)
+        if not code:
+            raise WeChatError(40029)
+        authorization = self.authorizations.get((component.config.appid, appid))
+        if authorization is None or not authorization.live:
+            raise WeChatError(61003)
+        self._require(authorization, SET_CODE_MANAGEMENT)
+        user = hashlib.sha256(f"{appid}:{code}".encode()).hexdigest()
+        bound = self.open_account_of(appid)
+        unionid = (
+            "o" + hashlib.sha256(f"{bound.open_appid}:{code}".encode()).hexdigest()[:27] if bound else None
+        )
+        return wire.Session("o" + user[:27], secrets.token_urlsafe(16), unionid)
 
     # --- token checks -------------------------------------------------------------------------------
 

@@ -165,6 +165,12 @@ ROUTES = (
     ),
     Route(
         "GET",
+        "/sns/component/jscode2session",
+        ("component_access_token",),
+        lambda w, c: w.jscode2session(c.token, c.query),
+    ),
+    Route(
+        "GET",
         "/cgi-bin/media/get",
         AUTHORIZER,
         lambda w, c: w.get_media(c.token, c.query.get("media_id", "")),

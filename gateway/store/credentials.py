@@ -15,7 +15,7 @@ from sqlmodel import col
 from gateway.store.database import Database
 from gateway.store.tables import Credential
 
-__all__ = ["CredentialStore", "StoredCredential"]
+__all__ = ["CredentialStore", "Lease", "StoredCredential"]
 
 
 class StoredCredential(msgspec.Struct, frozen=True):
@@ -34,6 +34,13 @@ class StoredCredential(msgspec.Struct, frozen=True):
     def valid_at(self, now: float) -> bool:
         """Whether the value exists and has not expired at ``now``."""
         return self.value is not None and self.expires_at is not None and self.expires_at > now
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A renewal lease just taken: the row under it, and whether a lapsed holder's lease was taken over."""
+
+    credential: StoredCredential
+    taken_over: bool
 
 
 class CredentialStore:
@@ -70,30 +77,34 @@ class CredentialStore:
             rows = await session.scalars(select(Credential).where(col(Credential.key).startswith(prefix)))
             return [self._open(row) for row in rows]
 
-    async def try_lease(self, key: str, owner: str, lease_s: float) -> StoredCredential | None:
+    async def try_lease(self, key: str, owner: str, lease_s: float) -> Lease | None:
         """Take the renewal lease of ``key`` if nobody holds an unexpired one; None if someone does.
 
-        Returns the row as it stands under the lease, so the caller can see whether another replica
-        renewed it meanwhile.
+        The lease comes with the row as it stands under it (so the caller sees whether another replica
+        renewed meanwhile) and whether it was taken over from a holder whose lease lapsed.
         """
         now = self._db.clock()
         async with self._db.sessions.begin() as session:
             await session.execute(self._db.insert(Credential).values(key=key).on_conflict_do_nothing())
-            leased = await session.scalars(
+            # FOR UPDATE on PostgreSQL; on SQLite the INSERT above already holds the write lock.
+            row = (
+                await session.scalars(select(Credential).where(col(Credential.key) == key).with_for_update())
+            ).one()
+            held_by_other = row.lease_owner is not None and row.lease_owner != owner
+            if held_by_other and row.lease_until is not None and row.lease_until >= now:
+                return None
+            row.lease_owner, row.lease_until = owner, now + lease_s
+            return Lease(self._open(row), taken_over=held_by_other)
+
+    async def extend(self, key: str, owner: str, lease_s: float) -> bool:
+        """Push ``owner``'s lease on ``key`` further while a slow fetch goes on; False if it was lost."""
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(
                 update(Credential)
-                .where(
-                    col(Credential.key) == key,
-                    or_(
-                        col(Credential.lease_until).is_(None),
-                        col(Credential.lease_until) < now,
-                        col(Credential.lease_owner) == owner,
-                    ),
-                )
-                .values(lease_owner=owner, lease_until=now + lease_s)
-                .returning(Credential)
+                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
+                .values(lease_until=self._db.clock() + lease_s)
             )
-            row = leased.one_or_none()
-            return None if row is None else self._open(row)
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def save(self, key: str, owner: str, value: str, *, expires_at: float, renew_after: float) -> bool:
         """Write a freshly fetched value and release the lease; False (nothing written) if the lease

@@ -46,8 +46,10 @@ class World:
         """Authorize through the simulator and wait until the gateway has acted on the push."""
         values = PLATFORM_SECRETS[platform]
         await approve_authorization(self.sim, values["appid"], values["secret"], appid, func_ids, **kwargs)
-        for _ in range(200):
+        for _ in range(50):
+            await self.services.authorizations.process_pending()
             if await self.services.store.authorizations.get(platform, appid) is not None:
+                self.services.authorizations.forget_grants(appid)
                 return
             await asyncio.sleep(0.02)
         raise AssertionError(f"the gateway never stored the authorization of {platform} by {appid}")
@@ -108,10 +110,6 @@ async def ready(world: World) -> World:
     """Tickets on both platforms, and OA authorized on retail with sets 1, 2, 24."""
     for values in (RETAIL, FINANCE):
         assert (await push_ticket(world.sim, values["appid"]))["body"] == "success"
-    worker = asyncio.create_task(world.services.authorizations.run_worker(asyncio.Event(), interval_s=0.05))
-    try:
-        await world.authorize("retail", OA, [1, 2, 24])
-    finally:
-        worker.cancel()
+    await world.authorize("retail", OA, [1, 2, 24])
     await world.reset_counters()
     return world
