@@ -218,11 +218,10 @@ async def test_readyz_shows_the_component_token(ready: World) -> None:
     assert platforms["retail"]["problem"] is None
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
 async def test_two_gateways_on_one_database_fetch_once(
     ready: World, registry: Registry, database_url: str, secret_box: SecretBox
 ) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several replicas need PostgreSQL")
     sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
     second = create_app(
         make_settings(database_url, secret_box),
@@ -261,11 +260,10 @@ async def test_a_refused_ticket_waits_for_the_next_push(world: World) -> None:
     assert platforms["retail"]["problem"] is None
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
 async def test_a_renewal_slower_than_its_lease_still_happens_once(
     ready: World, registry: Registry, database_url: str, secret_box: SecretBox
 ) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several replicas need PostgreSQL")
     sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
     short_lease = dataclasses.replace(make_settings(database_url, secret_box), renewal_lease_s=1.0)
     first = create_app(short_lease, registry, transport=LateASGITransport(sim_app), background=False)

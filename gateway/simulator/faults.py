@@ -119,26 +119,39 @@ class FaultBook:
 
 
 class CounterView(msgspec.Struct):
-    """Calls of one endpoint: in all, and per account (the most specific appid of each call)."""
+    """Calls of one endpoint: in all, and per account (the most specific appid of each call); ``ok``
+    counts those answered with success (a token minted, say), the rest having been refused."""
 
     total: int
     by_key: dict[str, int]
+    ok: int
+    ok_by_key: dict[str, int]
 
 
 class Counters:
-    """How many times each WeChat endpoint was called."""
+    """How many times each WeChat endpoint was called, and how many of those calls succeeded."""
 
     def __init__(self) -> None:
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._ok: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
     def hit(self, endpoint: str, key: str | None) -> None:
         self._counts[endpoint][key or "-"] += 1
 
+    def succeeded(self, endpoint: str, key: str | None) -> None:
+        self._ok[endpoint][key or "-"] += 1
+
     def reset(self) -> None:
         self._counts.clear()
+        self._ok.clear()
 
     def view(self) -> dict[str, CounterView]:
         return {
-            endpoint: CounterView(sum(counts.values()), dict(sorted(counts.items())))
+            endpoint: CounterView(
+                sum(counts.values()),
+                dict(sorted(counts.items())),
+                sum(self._ok[endpoint].values()),
+                dict(sorted(self._ok[endpoint].items())),
+            )
             for endpoint, counts in sorted(self._counts.items())
         }

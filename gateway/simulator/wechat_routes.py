@@ -229,6 +229,7 @@ async def _answer(world: World, spec: Route, call: Call) -> Response[bytes]:
         reply = spec.action(world, call)
     except WeChatError as exc:
         return wechat_json(exc.body())
+    world.counters.succeeded(spec.endpoint, keys[0] if keys else None)
     if isinstance(reply, wire.Binary):
         headers = {"Content-Disposition": _disposition(reply.filename)} if reply.filename else None
         return Response(reply.content, media_type=reply.media_type, headers=headers)

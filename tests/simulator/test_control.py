@@ -114,8 +114,14 @@ async def test_counters_by_endpoint_and_key_and_reset(sim: Sim) -> None:
     await sim.errcode(USERS, method="GET")  # no token: counted under "-"
     counters = await sim.control("GET", "/counters")
     assert counters == {
-        "api_component_token": {"total": 1, "by_key": {RETAIL.appid: 1}},
-        "user/get": {"total": 4, "by_key": {"-": 1, OA: 2, MP: 1}},
+        "api_component_token": {
+            "total": 1,
+            "by_key": {RETAIL.appid: 1},
+            "ok": 1,
+            "ok_by_key": {RETAIL.appid: 1},
+        },
+        # the call without a token was refused: counted, but not as a success
+        "user/get": {"total": 4, "by_key": {"-": 1, OA: 2, MP: 1}, "ok": 3, "ok_by_key": {OA: 2, MP: 1}},
     }
     assert (await sim.control("POST", "/counters/reset"))["count"] == 5
     assert await sim.control("GET", "/counters") == {}

@@ -1,0 +1,170 @@
+"""An unmodified SDK through the gateway: wechatpy's WeChatClient with only its API host changed.
+
+Both the gateway and the simulator listen on real loopback sockets (wechatpy speaks `requests`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from wechatpy import WeChatClient
+
+from gateway.app import create_app
+from gateway.registry import Registry, WechatSettings
+from gateway.settings import Settings
+from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
+from tests.support.servers import serve_in_thread
+
+OA = "wxa0000000000001"
+MINI = "wxc0000000000003"
+RETAIL = PLATFORM_SECRETS["retail"]
+
+
+class GatewayWeChatClient(WeChatClient):  # type: ignore[misc]
+    """wechatpy's client with its API host set to the gateway: the one change an app makes.
+
+    wechatpy spells its token URL out in full, so the host change reaches it here.
+    """
+
+    def __init__(self, host: str, appid: str, secret: str, **kwargs: Any) -> None:
+        super().__init__(appid, secret, **kwargs)
+        self.API_BASE_URL = f"{host}/wx/cgi-bin/"
+        self.wxa.API_BASE_URL = f"{host}/wx/"
+        self._host = host
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._fetch_access_token(
+            url=f"{self._host}/wx/cgi-bin/token",
+            params={"grant_type": "client_credential", "appid": self.appid, "secret": self.secret},
+        )
+        return result
+
+
+class Servers(msgspec.Struct):
+    gateway: str
+    simulator: str
+
+
+@pytest.fixture
+def servers(registry: Registry, tmp_path: Path) -> Iterator[Servers]:
+    simulator = create_simulator_app(
+        SimulatorConfig(
+            components=[
+                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
+                for v in PLATFORM_SECRETS.values()
+            ],
+            push_on_start=False,
+            ticket_interval_s=0,
+        )
+    )
+    settings = Settings(
+        config_path="unused",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        secret_box=Settings.from_environ(
+            {"GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
+        ).secret_box,
+        public_url="http://127.0.0.1",
+    )
+    with serve_in_thread(simulator) as sim_url:
+        wired = msgspec.structs.replace(registry, wechat=WechatSettings(api_base=sim_url))
+        with serve_in_thread(create_app(settings, wired)) as gateway_url:
+            for platform, values in PLATFORM_SECRETS.items():
+                component = {
+                    "appid": values["appid"],
+                    "secret": values["secret"],
+                    "token": values["token"],
+                    "encoding_aes_key": values["aes_key"],
+                    "event_url": f"{gateway_url}/wechat/{platform}/events",
+                }
+                httpx.post(f"{sim_url}/sim/components", json=component).raise_for_status()
+                assert httpx.post(f"{sim_url}/sim/components/{values['appid']}/push-ticket").json()[
+                    "delivered"
+                ]
+            _authorize(sim_url, OA, [1, 2, 11, 15, 24], "official_account")
+            _authorize(sim_url, MINI, [17, 18, 25], "mini_program")
+            for appid in (OA, MINI):
+                _wait_for_authorization(gateway_url, appid)
+            httpx.post(f"{sim_url}/sim/counters/reset")
+            yield Servers(gateway_url, sim_url)
+
+
+def _authorize(sim: str, appid: str, func_ids: list[int], kind: str) -> None:
+    component = httpx.get(f"{sim}/sim/components/{RETAIL['appid']}").json()
+    token = httpx.post(
+        f"{sim}/cgi-bin/component/api_component_token",
+        json={
+            "component_appid": RETAIL["appid"],
+            "component_appsecret": RETAIL["secret"],
+            "component_verify_ticket": component["latest_ticket"],
+        },
+    ).json()["component_access_token"]
+    code = httpx.post(
+        f"{sim}/cgi-bin/component/api_create_preauthcode",
+        params={"component_access_token": token},
+        json={"component_appid": RETAIL["appid"]},
+    ).json()["pre_auth_code"]
+    approval = httpx.post(
+        f"{sim}/sim/pre-auth-codes/{code}/approve",
+        json={
+            "authorizer_appid": appid,
+            "func_ids": func_ids,
+            "kind": kind,
+            "nick_name": appid,
+            "principal_name": "ACME",
+        },
+    )
+    approval.raise_for_status()
+
+
+def _wait_for_authorization(gateway: str, appid: str) -> None:
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+    for _ in range(300):
+        if httpx.get(f"{gateway}/v1/authorizers/{appid}/access-token", headers=headers).status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the gateway never learned of {appid}")
+
+
+def _minted(servers: Servers, endpoint: str, key: str) -> int:
+    """Successful calls: tokens WeChat minted (a call refused, e.g. for a stale component token, is not)."""
+    counter = httpx.get(f"{servers.simulator}/sim/counters").json().get(endpoint, {"ok_by_key": {}})
+    return int(counter["ok_by_key"].get(key, 0))
+
+
+def test_wechatpy_works_through_the_gateway_and_survives_expiry(servers: Servers) -> None:
+    oa = GatewayWeChatClient(servers.gateway, OA, CLIENT_KEYS["crm"])  # fetches its gateway token itself
+    mini = GatewayWeChatClient(servers.gateway, MINI, CLIENT_KEYS["crm"])
+
+    def exercise() -> None:
+        followers = oa.user.get_followers()
+        assert followers["total"] >= 1
+        openid = followers["data"]["openid"][0]
+        assert oa.message.send_text(openid, "hello from wechatpy")["errcode"] == 0
+        menu = {"button": [{"type": "click", "name": "Today", "key": "today"}]}
+        assert oa.menu.create(menu)["errcode"] == 0
+        picture = bytes(range(256)) * 64
+        uploaded = oa.media.upload("image", ("photo.jpg", picture, "image/jpeg"))
+        assert uploaded["media_id"]
+        assert oa.media.download(uploaded["media_id"]).content == picture
+        code = mini.wxa.get_wxa_code("pages/index/index")
+        assert code.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+    exercise()
+    assert oa.access_token.startswith("gw_")  # a gateway token, never WeChat's
+    for appid in (OA, MINI):
+        assert _minted(servers, "api_authorizer_token", appid) == 0  # fetched while setting up, then reused
+    httpx.post(f"{servers.simulator}/sim/expire", json={"what": "all"}).raise_for_status()
+    httpx.post(f"{servers.simulator}/sim/counters/reset")
+    exercise()
+    for appid in (OA, MINI):
+        assert _minted(servers, "api_authorizer_token", appid) == 1  # one renewal per authorizer
+    assert _minted(servers, "api_component_token", RETAIL["appid"]) == 1  # and one of the component token
