@@ -15,24 +15,34 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
 
 from gateway import __version__
 from gateway.access import TokenVending
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
+from gateway.binding import OpenBindingService
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
-from gateway.http.v1 import AuthorizerTokensController, provide_client
+from gateway.http.v1 import (
+    AuthorizerTokensController,
+    OpenBindingController,
+    PlatformsController,
+    provide_client,
+)
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.intake import EventIntake
 from gateway.metrics import Metrics
+from gateway.onboarding import Onboarding
 from gateway.proxy import WxProxy
 from gateway.registry import Registry
 from gateway.settings import Settings
@@ -56,6 +66,8 @@ class Services:
     vending: TokenVending
     proxy: WxProxy
     metrics: Metrics
+    onboarding: Onboarding
+    binding: OpenBindingService
 
 
 def _constant(value: object) -> Provide:
@@ -92,7 +104,13 @@ def create_app(
     vending = TokenVending(authorizations, tokens, audit)
     metrics = Metrics()
     proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, clock=clock)
-    services = Services(registry, store, tokens, authorizations, audit, intake, vending, proxy, metrics)
+    onboarding = Onboarding(
+        registry, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
+    )
+    binding = OpenBindingService(registry, tokens, wechat, authorizations, audit)
+    services = Services(
+        registry, store, tokens, authorizations, audit, intake, vending, proxy, metrics, onboarding, binding
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -115,7 +133,17 @@ def create_app(
             await engine.dispose()
 
     return Litestar(
-        route_handlers=[HealthController, WeChatEventsController, AuthorizerTokensController, WxController],
+        route_handlers=[
+            HealthController,
+            WeChatEventsController,
+            AuthorizerTokensController,
+            PlatformsController,
+            OpenBindingController,
+            WxController,
+        ],
+        template_config=TemplateConfig(
+            directory=Path(__file__).with_name("templates"), engine=JinjaTemplateEngine
+        ),
         dependencies={
             "settings": _constant(settings),
             "registry": _constant(registry),
@@ -126,6 +154,8 @@ def create_app(
             "vending": _constant(vending),
             "proxy": _constant(proxy),
             "metrics": _constant(metrics),
+            "onboarding": _constant(onboarding),
+            "binding": _constant(binding),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),
         },

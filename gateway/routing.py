@@ -25,6 +25,8 @@ from gateway.errors import ApiError
 
 __all__ = [
     "API_PERMISSION_SETS",
+    "MINI_PROGRAM_SETS",
+    "OFFICIAL_ACCOUNT_SETS",
     "PERMISSION_SET_NAMES",
     "Grant",
     "Status",
@@ -107,6 +109,74 @@ API_PERMISSION_SETS: Mapping[str, frozenset[int]] = MappingProxyType(
         "cgi-bin/openapi/rid/get": frozenset(),
         "cgi-bin/getcallbackip": frozenset(),
         "cgi-bin/get_api_domain_ip": frozenset(),
+    }
+)
+
+# The permission sets an official account / a mini program can grant (wechat-protocol.md §7, including
+# the legacy ids 14 and 16 and the older mini-program ids).
+OFFICIAL_ACCOUNT_SETS: frozenset[int] = frozenset(
+    {
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        22,
+        23,
+        24,
+        26,
+        27,
+        33,
+        34,
+        44,
+        46,
+        47,
+        54,
+        66,
+        89,
+        113,
+    }
+)
+MINI_PROGRAM_SETS: frozenset[int] = frozenset(
+    {
+        17,
+        18,
+        19,
+        20,
+        21,
+        25,
+        30,
+        31,
+        36,
+        37,
+        40,
+        41,
+        45,
+        48,
+        49,
+        51,
+        52,
+        57,
+        65,
+        67,
+        70,
+        71,
+        73,
+        76,
+        81,
+        84,
+        85,
     }
 )
 

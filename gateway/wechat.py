@@ -22,6 +22,7 @@ from gateway.errors import UpstreamError, UpstreamUnavailable
 __all__ = [
     "AuthorizationInfo",
     "AuthorizerListItem",
+    "AuthorizerProfile",
     "FetchedToken",
     "WeChatClient",
     "new_http_client",
@@ -114,6 +115,48 @@ class _AuthorizerList(msgspec.Struct):
     items: list[AuthorizerListItem] = msgspec.field(default_factory=list, name="list")
 
 
+class _PreAuthCode(msgspec.Struct):
+    pre_auth_code: str
+    expires_in: int
+
+
+class _Id(msgspec.Struct):
+    id: int = 0
+
+
+class AuthorizerProfile(msgspec.Struct, frozen=True):
+    """What ``api_get_authorizer_info`` says of an account (the fields the gateway keeps)."""
+
+    nick_name: str = ""
+    principal_name: str = ""
+    user_name: str = ""
+    head_img: str = ""
+    service_type_info: _Id = msgspec.field(default_factory=_Id)
+    verify_type_info: _Id = msgspec.field(default_factory=lambda: _Id(-1))
+    account_status: int = 1
+    mini_program_info: dict[str, Any] | None = msgspec.field(default=None, name="MiniProgramInfo")
+
+    @property
+    def kind(self) -> str:
+        """``mini_program`` when WeChat describes one, else ``official_account``."""
+        return "mini_program" if self.mini_program_info is not None else "official_account"
+
+
+class _AuthorizerInfo(msgspec.Struct):
+    authorizer_info: AuthorizerProfile
+
+
+class _OpenAppid(msgspec.Struct):
+    open_appid: str
+
+
+class _Ok(msgspec.Struct):
+    errcode: int = 0
+
+
+OPEN_UNBOUND = 89002  # open/get: the account is bound to no open account
+
+
 class WeChatClient:
     """WeChat's APIs at ``api_base``; ``attempts`` bounds the tries for transient faults."""
 
@@ -185,6 +228,53 @@ class WeChatClient:
             _AuthorizerList,
         )
         return answer.total_count, answer.items
+
+    async def create_pre_auth_code(self, component_token: str, component_appid: str) -> tuple[str, int]:
+        """api_create_preauthcode: a single-use pre-auth code and its lifetime."""
+        answer = await self._post(
+            "cgi-bin/component/api_create_preauthcode",
+            component_token,
+            {"component_appid": component_appid},
+            _PreAuthCode,
+        )
+        return answer.pre_auth_code, answer.expires_in
+
+    async def authorizer_info(
+        self, component_token: str, component_appid: str, authorizer_appid: str
+    ) -> AuthorizerProfile:
+        """api_get_authorizer_info: the account's name, principal, kind and status."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_info",
+            component_token,
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerInfo,
+        )
+        return answer.authorizer_info
+
+    async def open_get(self, authorizer_token: str) -> str | None:
+        """open/get: the open account the authorizer is bound to, or None when unbound."""
+        try:
+            answer = await self._call(
+                "POST", "cgi-bin/open/get", {"access_token": authorizer_token}, {}, _OpenAppid
+            )
+        except UpstreamError as exc:
+            if exc.errcode == OPEN_UNBOUND:
+                return None
+            raise
+        return answer.open_appid
+
+    async def open_bind(self, authorizer_token: str, open_appid: str) -> None:
+        """open/bind: bind the authorizer to ``open_appid``."""
+        await self._call(
+            "POST", "cgi-bin/open/bind", {"access_token": authorizer_token}, {"open_appid": open_appid}, _Ok
+        )
+
+    async def open_create(self, authorizer_token: str) -> str:
+        """open/create: a new open account with the authorizer's principal, the authorizer bound to it."""
+        answer = await self._call(
+            "POST", "cgi-bin/open/create", {"access_token": authorizer_token}, {}, _OpenAppid
+        )
+        return answer.open_appid
 
     async def jsapi_ticket(self, authorizer_token: str) -> FetchedToken:
         """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""

@@ -50,6 +50,7 @@ CLIENT_KEYS = {
     "limited": "limited-test-key",
     "audit": "audit-test-key",
     "ops": "ops-test-key",
+    "onboarding": "onboarding-test-key",
 }
 
 
@@ -73,6 +74,7 @@ clients:
      authorizers: [wxa0000000000001]}}
   - {{id: audit, key_sha256: "{_sha(CLIENT_KEYS["audit"])}", scopes: [catalog]}}
   - {{id: ops, key_sha256: "{_sha(CLIENT_KEYS["ops"])}", scopes: [component, admin, catalog]}}
+  - {{id: onboarding, key_sha256: "{_sha(CLIENT_KEYS["onboarding"])}", scopes: [onboard, bind]}}
 """
 
 

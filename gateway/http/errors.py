@@ -69,10 +69,21 @@ def http_exception_handler(
             request, WxError(40066 if status == 404 else 47001, str(exc.detail), status=status)
         )
     if isinstance(exc, ValidationException):
-        status = 422 if status == 400 else status
+        return _respond(422, "invalid_request", _validation_message(exc))
     if status >= 500:
         return unexpected_error_handler(request, exc)
     return _respond(status, _CODES.get(status, "invalid_request"), str(exc.detail))
+
+
+def _validation_message(exc: ValidationException) -> str:
+    """Litestar's validation details in one sentence: which field, what is wrong (never the value)."""
+    details = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for detail in details:
+        if isinstance(detail, dict):
+            where = detail.get("key")
+            parts.append(f"{where}: {detail.get('message')}" if where else str(detail.get("message")))
+    return "; ".join(parts) or str(exc.detail)
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
-from gateway.access import IssuedTicket, IssuedToken, TokenVending, authenticate
+from gateway.access import IssuedTicket, IssuedToken, TokenVending, authenticate, require
+from gateway.binding import OpenBinding, OpenBindingService
+from gateway.onboarding import AuthorizationLinks, LinkRequest, Onboarding
 from gateway.registry import Client, Registry
 
-__all__ = ["AuthorizerTokensController", "provide_client"]
+__all__ = [
+    "AuthorizerTokensController",
+    "OpenBindingController",
+    "PlatformsController",
+    "provide_client",
+]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -40,3 +47,40 @@ class AuthorizerTokensController(Controller):
     ) -> Response[IssuedTicket]:
         """The JS-SDK ticket, cached centrally like a token."""
         return Response(await vending.jsapi_ticket(client, appid), headers=_NO_STORE)
+
+
+class PlatformsController(Controller):
+    """Onboarding: authorization links for administrators (scope ``onboard``)."""
+
+    path = "/v1/platforms"
+    tags = ["onboarding"]
+
+    @post("/{platform:str}/authorization-links", status_code=200, summary="Authorization links")
+    async def authorization_links(
+        self,
+        platform: FromPath[str],
+        data: JSONBody[LinkRequest],
+        client: NamedDependency[Client],
+        onboarding: NamedDependency[Onboarding],
+    ) -> Response[AuthorizationLinks]:
+        """A fresh single-use pre-auth code, as PC and H5 links for the account's administrator."""
+        require(client, "onboard")
+        return Response(await onboarding.create_link(client.id, platform, data), headers=_NO_STORE)
+
+
+class OpenBindingController(Controller):
+    """The binding open account of each authorizer (scope ``bind``)."""
+
+    path = "/v1/authorizers"
+    tags = ["binding"]
+
+    @post("/{appid:str}/open-binding", status_code=200, summary="Bind to the group's open account")
+    async def open_binding(
+        self,
+        appid: FromPath[str],
+        client: NamedDependency[Client],
+        binding: NamedDependency[OpenBindingService],
+    ) -> OpenBinding:
+        """Bound, newly bound, or bound elsewhere (an audit finding: nothing is ever unbound here)."""
+        require(client, "bind", appid)
+        return await binding.ensure(appid, actor=client.id)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, MediaType, Request, post
+from litestar import Controller, MediaType, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
+from litestar.response import Template
 
 from gateway.intake import MAX_PUSH_BYTES, EventIntake
+from gateway.onboarding import Onboarding
 
 __all__ = ["WeChatEventsController"]
 
@@ -46,3 +48,26 @@ class WeChatEventsController(Controller):
         """As the per-platform URL, the platform found by the envelope's plain ``AppId``."""
         await intake.receive(None, request.query_params, await request.body())
         return "success"
+
+    @get(
+        "/{platform:str}/authorized",
+        media_type=MediaType.HTML,
+        cache=False,
+        summary="Redirect after authorizing",
+    )
+    async def authorized(
+        self,
+        platform: FromPath[str],
+        request: Request[Any, Any, Any],
+        onboarding: NamedDependency[Onboarding],
+    ) -> Template:
+        """Where WeChat sends the administrator back: the code is exchanged and the outcome shown."""
+        page = await onboarding.redirect_page(platform, request.query_params.get("auth_code"))
+        context = {
+            "title": page.title,
+            "authorized": page.authorized,
+            "problem": page.problem,
+            "link": page.link,
+            "kinds": {"official_account": "official account", "mini_program": "mini program"},
+        }
+        return Template("authorized.html", context=context, status_code=page.status)

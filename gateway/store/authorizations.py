@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlmodel import col
 
 from gateway.store.database import Database
-from gateway.store.tables import Authorization, AuthorizationCode
+from gateway.store.tables import Authorization, AuthorizationCode, AuthorizerProfileRow
 
 __all__ = ["AuthorizationStatus", "AuthorizationStore", "StoredAuthorization"]
 
@@ -27,6 +27,20 @@ class StoredAuthorization(msgspec.Struct, frozen=True):
     authorized_at: float
     updated_at: float
     revoked_at: float | None
+
+
+class Profile(msgspec.Struct, frozen=True):
+    """What WeChat last said of an account."""
+
+    authorizer_appid: str
+    kind: str
+    nick_name: str
+    principal_name: str
+    user_name: str = ""
+    verify_type: int = -1
+    service_type: int = 0
+    account_status: int = 1
+    synced_at: float = 0.0
 
 
 def _func_ids(text: str) -> frozenset[int]:
@@ -157,3 +171,41 @@ class AuthorizationStore:
                 insert.on_conflict_do_nothing().returning(col(AuthorizationCode.code_sha256))
             )
             return result.scalar_one_or_none() is not None
+
+    async def code_owner(self, code: str) -> tuple[str, str] | None:
+        """(platform, authorizer) of an exchanged code, or None."""
+        async with self._db.sessions() as session:
+            row = await session.get(AuthorizationCode, _code_digest(code))
+        return None if row is None else (row.platform_id, row.authorizer_appid)
+
+    async def save_profile(self, profile: Profile) -> Profile:
+        """Keep what WeChat said of an account, stamped with now."""
+        stamped = msgspec.structs.replace(profile, synced_at=self._db.clock())
+        values = msgspec.structs.asdict(stamped)
+        insert = self._db.insert(AuthorizerProfileRow).values(**values)
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["authorizer_appid"],
+                    set_={k: v for k, v in values.items() if k != "authorizer_appid"},
+                )
+            )
+        return stamped
+
+    async def profile(self, appid: str) -> Profile | None:
+        """What WeChat last said of ``appid``, or None before any sync."""
+        async with self._db.sessions() as session:
+            row = await session.get(AuthorizerProfileRow, appid)
+        if row is None:
+            return None
+        return Profile(
+            row.authorizer_appid,
+            row.kind,
+            row.nick_name,
+            row.principal_name,
+            row.user_name,
+            row.verify_type,
+            row.service_type,
+            row.account_status,
+            row.synced_at,
+        )

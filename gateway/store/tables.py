@@ -13,6 +13,7 @@ __all__ = [
     "AuditEntry",
     "Authorization",
     "AuthorizationCode",
+    "AuthorizerProfileRow",
     "ComponentPush",
     "ComponentTicket",
     "Credential",
@@ -138,3 +139,19 @@ class GatewayToken(SQLModel, table=True):
     issued_at: float = Field(sa_column=Column(Float, nullable=False))
     expires_at: float = Field(sa_column=Column(Float, nullable=False))
     revoked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+
+
+class AuthorizerProfileRow(SQLModel, table=True):
+    """What WeChat last said of an account (``api_get_authorizer_info``), for pages and the catalog."""
+
+    __tablename__ = "authorizer_profiles"
+
+    authorizer_appid: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=32)
+    nick_name: str = Field(default="", max_length=200)
+    principal_name: str = Field(default="", max_length=200)
+    user_name: str = Field(default="", max_length=64)
+    verify_type: int = Field(default=-1)
+    service_type: int = Field(default=0)
+    account_status: int = Field(default=1)
+    synced_at: float = Field(sa_column=Column(Float, nullable=False))

@@ -1,0 +1,129 @@
+"""The binding open account (protocol §6): every authorizer bound to the group's ONE ``open_appid``.
+
+Checking and binding go through the component holding open-account management (24 for an official
+account, 25 for a mini program) for that authorizer, with its authorizer token. An account bound to
+another open account is reported (``bound_elsewhere``, an audit finding), never unbound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Literal, TypeVar
+
+import msgspec
+
+from gateway.audit import AuditTrail
+from gateway.authorizations import AuthorizationService
+from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.registry import Registry
+from gateway.tokens import TokenService
+from gateway.wechat import WeChatClient
+
+__all__ = ["BindingState", "OpenBinding", "OpenBindingService"]
+
+BindingState = Literal["bound", "newly_bound", "bound_elsewhere", "unbound"]
+T = TypeVar("T")
+OPEN_API = "cgi-bin/open/get"  # any open/* path: they need the same sets (24 / 25)
+
+# WeChat's refusals of open/bind and open/create, in words.
+_REFUSALS: dict[int, tuple[str, str]] = {
+    89000: ("already_bound", "the account is already bound to an open account"),
+    89001: ("principal_mismatch", "the account and the open account do not have the same principal"),
+    89003: ("open_account_not_api_created", "the open account was not created through the API"),
+    89004: ("open_account_full", "the open account has reached its limit of bound accounts"),
+    89036: (
+        "open_account_not_api_created",
+        "the open account is unverified and was not created through the API, so the API cannot bind to it",
+    ),
+}
+
+
+class OpenBinding(msgspec.Struct, frozen=True):
+    """``POST /v1/authorizers/{appid}/open-binding``: the state, and the open account it is bound to."""
+
+    state: BindingState
+    open_appid: str | None
+
+
+class OpenBindingService:
+    """Checks and ensures the binding of authorizers to the group's open account."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        tokens: TokenService,
+        wechat: WeChatClient,
+        authorizations: AuthorizationService,
+        audit: AuditTrail,
+    ) -> None:
+        self._registry = registry
+        self._tokens = tokens
+        self._wechat = wechat
+        self._authorizations = authorizations
+        self._audit = audit
+
+    @property
+    def group_open_appid(self) -> str:
+        """The group's binding open account, from the registry."""
+        return self._registry.group.open_appid
+
+    async def check(self, appid: str) -> OpenBinding:
+        """Where ``appid`` is bound, changing nothing (``unbound`` when nowhere)."""
+        token = await self._token(appid)
+        bound_to = await self._guarded(self._wechat.open_get(token))
+        return self._state(bound_to, newly=False)
+
+    async def ensure(self, appid: str, *, actor: str, dry_run: bool = False) -> OpenBinding:
+        """Bind ``appid`` to the group's open account when it is bound nowhere.
+
+        With ``dry_run`` the answer says what would happen (``unbound`` stays ``unbound``).
+        """
+        token = await self._token(appid)
+        bound_to = await self._guarded(self._wechat.open_get(token))
+        if bound_to is not None or dry_run:
+            result = self._state(bound_to, newly=False)
+            if result.state == "bound_elsewhere":
+                self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound_to)
+            return result
+        await self._guarded(self._wechat.open_bind(token, self.group_open_appid))
+        self._audit.record(actor, "binding.bound", authorizer_appid=appid, detail=self.group_open_appid)
+        return OpenBinding("newly_bound", self.group_open_appid)
+
+    async def create_from(self, appid: str, *, actor: str) -> str:
+        """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
+        token = await self._token(appid)
+        open_appid = await self._guarded(self._wechat.open_create(token))
+        self._audit.record(actor, "binding.created", authorizer_appid=appid, detail=open_appid)
+        return open_appid
+
+    def _state(self, bound_to: str | None, *, newly: bool) -> OpenBinding:
+        if bound_to is None:
+            return OpenBinding("unbound", None)
+        if bound_to == self.group_open_appid:
+            return OpenBinding("newly_bound" if newly else "bound", bound_to)
+        return OpenBinding("bound_elsewhere", bound_to)
+
+    async def _token(self, appid: str) -> str:
+        try:
+            platform_id = await self._authorizations.route(appid, OPEN_API)
+        except ApiError as exc:
+            if exc.code == "permission_set_missing":
+                raise ApiError(
+                    409,
+                    "permission_set_missing",
+                    f"no platform holds permission set 24 (official account) or 25 (mini program), "
+                    f"open-platform account management, for {appid}",
+                ) from None
+            raise
+        return (await self._tokens.authorizer_token(platform_id, appid)).value
+
+    @staticmethod
+    async def _guarded(pending: Awaitable[T]) -> T:
+        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable)."""
+        try:
+            return await pending
+        except UpstreamError as exc:
+            code, words = _REFUSALS.get(exc.errcode, ("wechat_refused", exc.errmsg))
+            raise ApiError(409, code, f"WeChat refused ({exc.errcode}): {words}") from None
+        except UpstreamUnavailable as exc:
+            raise ApiError(503, "wechat_unavailable", str(exc)) from None
