@@ -9,12 +9,14 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from gateway.app import create_app
+from gateway.app import Services, create_app
+from gateway.binding import OpenBinding
 from gateway.demo import run_demo
-from gateway.errors import ConfigError
+from gateway.errors import ApiError, ConfigError
+from gateway.operations import binding_pass, services_of
 from gateway.registry import load_registry
 from gateway.serving import Listener, serve
 from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
@@ -67,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     database_commands.add_parser("upgrade", help="apply migrations to $GATEWAY_DATABASE_URL").set_defaults(
         run=_db_upgrade
     )
+
+    binding = commands.add_parser("open-binding", help="the group's binding open account")
+    binding_commands = binding.add_subparsers(dest="binding_command", required=True, metavar="ACTION")
+    check_binding = binding_commands.add_parser("check", help="where every authorizer is bound")
+    check_binding.set_defaults(run=_binding_check)
+    ensure = binding_commands.add_parser("ensure", help="bind every unbound authorizer to the group's")
+    ensure.add_argument("--dry-run", action="store_true", help="say what would be bound, bind nothing")
+    ensure.set_defaults(run=_binding_ensure)
+    create = binding_commands.add_parser("create", help="create the group's open account from one authorizer")
+    create.add_argument("--from", dest="source", required=True, metavar="APPID")
+    create.set_defaults(run=_binding_create)
+    for sub in (check_binding, ensure, create):
+        sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
 
     key = commands.add_parser("new-client-key", help="print a new client key and its key_sha256")
     key.set_defaults(run=_new_client_key)
@@ -128,6 +143,47 @@ def _db_upgrade(_: argparse.Namespace) -> int:
     asyncio.run(run())
     print("database schema is up to date")
     return 0
+
+
+def _binding_check(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        return await binding_pass(services, services.binding.check)
+
+    return 1 if _with_services(args, run) else 0
+
+
+def _binding_ensure(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        async def ensure(appid: str) -> OpenBinding:
+            return await services.binding.ensure(appid, actor="cli", dry_run=args.dry_run)
+
+        return await binding_pass(services, ensure)
+
+    return 1 if _with_services(args, run) else 0
+
+
+def _binding_create(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        open_appid = await services.binding.create_from(args.source, actor="cli")
+        print(f"created open account {open_appid}; put it in the registry as group.open_appid")
+        return 0
+
+    return _with_services(args, run)
+
+
+def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable[int]]) -> int:
+    settings = Settings.from_environ(config_path=args.config)
+    registry = load_registry(settings.config_path)
+
+    async def main() -> int:
+        async with services_of(settings, registry) as services:
+            try:
+                return await run(services)
+            except ApiError as exc:
+                print(f"gateway: {exc.message}", file=sys.stderr)
+                return 1
+
+    return asyncio.run(main())
 
 
 def _new_client_key(_: argparse.Namespace) -> int:

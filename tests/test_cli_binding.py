@@ -1,0 +1,165 @@
+"""``gateway open-binding check | ensure [--dry-run] | create --from``, as real processes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.registry import parse_registry
+from gateway.settings import Settings
+from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, registry_environ
+from tests.support.servers import serve_in_thread
+
+GROUP_OPEN = "wx0pen0000000001"
+BOUND, UNBOUND, NO_SET, LONELY = (
+    "wxa0000000000011",
+    "wxa0000000000012",
+    "wxa0000000000013",
+    "wxa0000000000014",
+)
+
+
+class Setup:
+    def __init__(self, sim: str, env: dict[str, str]) -> None:
+        self.sim = sim
+        self.env = env
+
+    def gateway(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def members(self, open_appid: str) -> list[str]:
+        accounts = httpx.get(f"{self.sim}/sim/state").json()["open_accounts"]
+        return next(a["members"] for a in accounts if a["open_appid"] == open_appid)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    simulator = create_simulator_app(
+        SimulatorConfig(
+            components=[
+                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
+                for v in PLATFORM_SECRETS.values()
+            ],
+            push_on_start=False,
+            ticket_interval_s=0,
+        )
+    )
+    key = base64.b64encode(os.urandom(32)).decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | registry_environ()
+    env |= {"GATEWAY_SECRET_KEY": key, "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"}
+    with serve_in_thread(simulator) as sim:
+        config = tmp_path / "registry.yaml"
+        config.write_text(REGISTRY_YAML.replace("http://wechat.test", sim))
+        env["GATEWAY_CONFIG"] = str(config)
+        registry = parse_registry(config.read_text(), source=str(config), environ=env)
+        with serve_in_thread(create_app(Settings.from_environ(env), registry)) as gateway:
+            for platform, v in PLATFORM_SECRETS.items():
+                component = {
+                    "appid": v["appid"],
+                    "secret": v["secret"],
+                    "token": v["token"],
+                    "encoding_aes_key": v["aes_key"],
+                    "event_url": f"{gateway}/wechat/{platform}/events",
+                }
+                httpx.post(f"{sim}/sim/components", json=component).raise_for_status()
+                httpx.post(f"{sim}/sim/components/{v['appid']}/push-ticket").raise_for_status()
+            for appid, platform, sets in (
+                (BOUND, "retail", [1, 24]),
+                (UNBOUND, "retail", [1, 24]),
+                (NO_SET, "finance", [1, 2]),
+                (LONELY, "finance", [1, 24]),
+            ):
+                _authorize(sim, gateway, platform, appid, sets)
+            httpx.post(
+                f"{sim}/sim/open-accounts",
+                json={
+                    "open_appid": GROUP_OPEN,
+                    "principal_name": "ACME",
+                    "verified": True,
+                    "members": [BOUND],
+                },
+            ).raise_for_status()
+            yield Setup(sim, env)
+
+
+def _authorize(sim: str, gateway: str, platform: str, appid: str, sets: list[int]) -> None:
+    v = PLATFORM_SECRETS[platform]
+    component = httpx.get(f"{sim}/sim/components/{v['appid']}").json()
+    token = httpx.post(
+        f"{sim}/cgi-bin/component/api_component_token",
+        json={
+            "component_appid": v["appid"],
+            "component_appsecret": v["secret"],
+            "component_verify_ticket": component["latest_ticket"],
+        },
+    ).json()["component_access_token"]
+    code = httpx.post(
+        f"{sim}/cgi-bin/component/api_create_preauthcode",
+        params={"component_access_token": token},
+        json={"component_appid": v["appid"]},
+    ).json()["pre_auth_code"]
+    httpx.post(
+        f"{sim}/sim/pre-auth-codes/{code}/approve",
+        json={
+            "authorizer_appid": appid,
+            "func_ids": sets,
+            "kind": "official_account",
+            "nick_name": appid,
+            "principal_name": "ACME",
+        },
+    ).raise_for_status()
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+    for _ in range(300):
+        if httpx.get(f"{gateway}/v1/authorizers/{appid}/access-token", headers=headers).status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{appid} never reached the gateway")
+
+
+def test_check_then_dry_run_then_ensure(setup: Setup) -> None:
+    checked = setup.gateway("open-binding", "check")
+    assert checked.returncode == 1, checked.stderr  # some accounts need attention
+    assert (
+        "bound " in checked.stdout
+        and "unbound" in checked.stdout
+        and "permission_set_missing" in checked.stdout
+    )
+    assert f"{NO_SET}  permission_set_missing" in checked.stdout
+
+    dry = setup.gateway("open-binding", "ensure", "--dry-run")
+    assert dry.returncode == 1
+    assert setup.members(GROUP_OPEN) == [BOUND]  # nothing changed
+
+    ensured = setup.gateway("open-binding", "ensure")
+    assert "newly_bound" in ensured.stdout
+    assert sorted(setup.members(GROUP_OPEN)) == sorted([BOUND, UNBOUND, LONELY])
+    again = setup.gateway("open-binding", "check")
+    assert f"{NO_SET}  permission_set_missing" in again.stdout
+    assert "unbound" not in again.stdout
+
+
+def test_create_from_prints_the_new_open_appid(setup: Setup) -> None:
+    created = setup.gateway("open-binding", "create", "--from", LONELY)
+    assert created.returncode == 0, created.stderr
+    open_appid = created.stdout.split("created open account ")[1].split(";")[0]
+    assert setup.members(open_appid) == [LONELY]
+    refused = setup.gateway("open-binding", "create", "--from", LONELY)  # already bound: 89000
+    assert refused.returncode == 1
+    assert "already bound" in refused.stderr
