@@ -44,7 +44,8 @@ _WRK_REPORT = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    '{"requests": %d, "duration_s": %f, "bad_status": %d, "socket_errors": %d, "p50_ms": %f, "p99_ms": %f}\\n',
+    '{"requests": %d, "duration_s": %f, "bad_status": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %f, "p99_ms": %f}\\n',
     summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
 end
@@ -81,7 +82,11 @@ class Server:
         self.log = logdir / f"{name}.log"
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *module_args], env=env, cwd=ROOT, stdout=self._out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", *module_args],
+            env=env,
+            cwd=ROOT,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -119,16 +124,20 @@ class Load:
         return self.requests / self.duration_s
 
 
-def load_tool() -> str:
-    """``wrk`` when installed, else ``python``."""
-    return "wrk" if shutil.which("wrk") else "python"
+def load_tool(choice: str = "auto") -> str:
+    """``wrk`` or ``python``; ``auto`` is wrk when it is installed."""
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    return choice
 
 
-def run_load(url: str, *, headers: dict[str, str], connections: int, duration_s: float) -> Load:
+def run_load(
+    url: str, *, headers: dict[str, str], connections: int, duration_s: float, tool: str = "auto"
+) -> Load:
     """Load ``url`` with ``connections`` keep-alive connections for ``duration_s`` from another process."""
     header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     with tempfile.TemporaryDirectory() as tmp:
-        if load_tool() == "wrk":
+        if load_tool(tool) == "wrk":
             script = Path(tmp) / "report.lua"
             script.write_text(_WRK_REPORT)
             command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s"]
@@ -201,6 +210,11 @@ def print_table(rows: Sequence[Row]) -> None:
     ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
     for i, line in enumerate([header, *lines]):
-        print("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(line, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.ljust(w) if j == 0 else cell.rjust(w)
+                for j, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
         if i == 0:
             print("  ".join("-" * w for w in widths))

@@ -72,7 +72,11 @@ async def _run(url: str, connections: int, duration_s: float, headers: list[str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench._load", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench._load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("url")
     parser.add_argument("-c", "--connections", type=int, default=50)
     parser.add_argument("-d", "--duration", type=float, default=5.0, help="seconds")

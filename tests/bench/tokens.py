@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,8 +91,9 @@ def _serve_baseline(port: int, body_bytes: int) -> None:
 
 
 def _environment(workdir: Path, gateway_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "RETAIL_", "FINANCE_"))}
-    env = {k: v for k, v in env.items() if not k.startswith("SERVICES_")}
+    """The caller's environment without gateway settings or registry secrets, then generated ones."""
+    ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(demo_environment(EXAMPLE, {}))
     env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
     env["GATEWAY_PUBLIC_URL"] = gateway_url
@@ -117,15 +119,22 @@ async def _authorize(simulator_url: str, gateway_url: str, component_secret: str
     raise RuntimeError(f"no token from the gateway: {response.status_code} {response.text}")
 
 
-def _profile(pid: int, out: Path, url: str, connections: int, duration_s: float) -> None:
+def _profile(pid: int, out: Path, url: str, connections: int, duration_s: float, tool: str) -> None:
     """py-spy on ``pid`` while one more round loads ``url``; the format follows ``out``'s suffix."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     formats = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
-    command = [py_spy, "record", "--pid", str(pid), "--duration", f"{duration_s:.0f}", "--rate", "200"]
-    command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out), "--nonblocking"]
+    # Blocking sampling (py-spy pauses the process for each sample): slower, but stacks are not torn.
+    command = [py_spy, "record", "--pid", str(pid), "--duration", f"{duration_s:.0f}", "--rate", "250"]
+    command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        run_load(url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, connections=connections, duration_s=duration_s)
+        run_load(
+            url,
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+            connections=connections,
+            duration_s=duration_s,
+            tool=tool,
+        )
     finally:
         _, errors = spy.communicate(timeout=duration_s + 30)
     if spy.returncode != 0:
@@ -136,7 +145,7 @@ def _profile(pid: int, out: Path, url: str, connections: int, duration_s: float)
 # --- the run ---------------------------------------------------------------------------------------
 
 
-def run(rounds: int, duration_s: float, connections: int, profile: Path | None) -> None:
+def run(rounds: int, duration_s: float, connections: int, tool: str, profile: Path | None) -> None:
     gateway_port, simulator_port, baseline_port = free_port(), free_port(), free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     simulator_url = f"http://127.0.0.1:{simulator_port}"
@@ -177,14 +186,17 @@ def run(rounds: int, duration_s: float, connections: int, profile: Path | None) 
             def load(name: str) -> Load:
                 for server in servers:
                     server.check_alive()
-                return run_load(targets[name], headers=headers, connections=connections, duration_s=duration_s)
+                return run_load(
+                    targets[name], headers=headers, connections=connections, duration_s=duration_s, tool=tool
+                )
 
             print(f"machine: {machine()}")
             print(
-                f"load: {load_tool()}, {connections} connections, {duration_s:g} s per round, "
+                f"load: {load_tool(tool)}, {connections} connections, {duration_s:g} s per round, "
                 f"{rounds} rounds after a warm-up; response body {body_bytes} bytes"
             )
-            load("gateway"), load("baseline")  # warm-up, discarded
+            for name in targets:  # warm-up, discarded
+                load(name)
             results: dict[str, list[Load]] = {"gateway": [], "baseline": []}
             for i in range(rounds):
                 order = ("gateway", "baseline") if i % 2 == 0 else ("baseline", "gateway")
@@ -197,6 +209,7 @@ def run(rounds: int, duration_s: float, connections: int, profile: Path | None) 
                 )
             print(f"machine after: {machine()}")
             ours, base = median_load(results["gateway"]), median_load(results["baseline"])
+            paired = [g.rps / b.rps for g, b in zip(results["gateway"], results["baseline"], strict=True)]
             for name, loads in results.items():
                 errors = sum(r.bad_status + r.socket_errors for r in loads)
                 if errors:
@@ -209,19 +222,33 @@ def run(rounds: int, duration_s: float, connections: int, profile: Path | None) 
                     Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms),
                 ]
             )
+            print(
+                f"ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)} "
+                f"(median {statistics.median(paired):.2f})"
+            )
             if profile is not None:
                 print()
-                _profile(gateway.pid, profile, targets["gateway"], connections, duration_s)
+                _profile(gateway.pid, profile, targets["gateway"], connections, duration_s, tool)
         finally:
             for server in reversed(servers):
                 server.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.tokens", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.tokens",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds of each server (default 5)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round (default 5)")
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
+    parser.add_argument(
+        "--load",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator (auto: wrk if installed)",
+    )
     parser.add_argument(
         "--profile", type=Path, help="py-spy the gateway during one more round: FILE.svg, .json or .txt"
     )
@@ -233,7 +260,7 @@ def main() -> None:
         return
     if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 60 or not 1 <= args.connections <= 500:
         parser.error("--rounds 1..20, --duration 1..60 s, --connections 1..500")
-    run(args.rounds, args.duration, args.connections, args.profile)
+    run(args.rounds, args.duration, args.connections, args.load, args.profile)
 
 
 if __name__ == "__main__":
