@@ -69,10 +69,21 @@ class IssuedTicket(msgspec.Struct, frozen=True):
 class TokenVending:
     """Hands authorizer tokens and JS-SDK tickets to internal apps, each one audited."""
 
-    def __init__(self, authorizations: AuthorizationService, tokens: TokenService, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        authorizations: AuthorizationService,
+        tokens: TokenService,
+        audit: AuditTrail,
+    ) -> None:
+        self._registry = registry
         self._authorizations = authorizations
         self._tokens = tokens
         self._audit = audit
+
+    def authenticate(self, authorization: str | None) -> Client:
+        """The calling client (see ``authenticate``)."""
+        return authenticate(self._registry, authorization)
 
     async def access_token(self, client: Client, appid: str) -> IssuedToken:
         """The authorizer_access_token of ``appid`` through the platform routing picks."""

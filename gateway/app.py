@@ -32,6 +32,7 @@ from gateway.authorizations import AuthorizationService
 from gateway.binding import OpenBindingService
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
+from gateway.http.messages import WeChatMessagesController
 from gateway.http.v1 import (
     AuthorizerTokensController,
     OpenBindingController,
@@ -41,10 +42,12 @@ from gateway.http.v1 import (
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.intake import EventIntake
+from gateway.messages import MessageService
 from gateway.metrics import Metrics
 from gateway.onboarding import Onboarding
 from gateway.proxy import WxProxy
 from gateway.registry import Registry
+from gateway.release_test import ReleaseTest
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
 from gateway.tokens import TokenService
@@ -68,6 +71,7 @@ class Services:
     metrics: Metrics
     onboarding: Onboarding
     binding: OpenBindingService
+    messages: MessageService
 
 
 def _constant(value: object) -> Provide:
@@ -101,15 +105,27 @@ def create_app(
     audit = AuditTrail(store.audit, clock=clock)
     authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
     intake = EventIntake(registry, store, on_authorization_event=authorizations.wake)
-    vending = TokenVending(authorizations, tokens, audit)
+    vending = TokenVending(registry, authorizations, tokens, audit)
     metrics = Metrics()
     proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, clock=clock)
     onboarding = Onboarding(
         registry, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
     )
     binding = OpenBindingService(registry, tokens, wechat, authorizations, audit)
+    messages = MessageService(registry, ReleaseTest(authorizations, tokens, wechat), clock=clock)
     services = Services(
-        registry, store, tokens, authorizations, audit, intake, vending, proxy, metrics, onboarding, binding
+        registry,
+        store,
+        tokens,
+        authorizations,
+        audit,
+        intake,
+        vending,
+        proxy,
+        metrics,
+        onboarding,
+        binding,
+        messages,
     )
 
     @asynccontextmanager
@@ -136,6 +152,7 @@ def create_app(
         route_handlers=[
             HealthController,
             WeChatEventsController,
+            WeChatMessagesController,
             AuthorizerTokensController,
             PlatformsController,
             OpenBindingController,
@@ -149,6 +166,7 @@ def create_app(
             "registry": _constant(registry),
             "store": _constant(store),
             "intake": _constant(intake),
+            "messages": _constant(messages),
             "tokens": _constant(tokens),
             "authorizations": _constant(authorizations),
             "vending": _constant(vending),

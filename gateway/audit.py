@@ -14,6 +14,8 @@ __all__ = ["AuditTrail"]
 
 log = logging.getLogger(__name__)
 
+FLUSH_BATCH = 256
+
 
 class AuditTrail:
     """Collects audit records and flushes them every ``interval_s`` (and on shutdown).
@@ -39,13 +41,12 @@ class AuditTrail:
         self._pending.append(AuditRecord(self._clock(), actor, action, platform_id, authorizer_appid, detail))
 
     async def flush(self) -> None:
-        """Write what is queued; on failure the records stay queued for the next try."""
-        batch, self._pending = self._pending, []
-        try:
+        """Write what is queued, a bounded batch at a time so no write stalls the event loop for long;
+        on failure the unwritten records stay queued for the next try."""
+        while self._pending:
+            batch = self._pending[:FLUSH_BATCH]
             await self._log.append(batch)
-        except Exception:
-            self._pending[:0] = batch
-            raise
+            del self._pending[: len(batch)]
 
     async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         """Flush periodically until ``stop``, then once more."""

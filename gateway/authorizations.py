@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from gateway.audit import AuditTrail
+from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import Authorized, FastRegister, Unauthorized, UpdateAuthorized
 from gateway.registry import Registry
@@ -54,6 +55,7 @@ class AuthorizationService:
         self._clock = clock
         self._cache_s = cache_s
         self._grants: dict[str, tuple[float, list[Grant]]] = {}
+        self._reads: SingleFlight[str, list[Grant]] = SingleFlight()  # one store read per lapsed entry
         self._wake = asyncio.Event()
 
     # --- routing ------------------------------------------------------------------------------------

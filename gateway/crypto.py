@@ -2,7 +2,7 @@
 
 WXBizMsgCrypt (protocol §1): AES-256-CBC with the IV taken from the key, PKCS#7 padding to a 32-byte
 block, plaintext ``random(16) || len(4, big-endian) || msg || appid``, signature
-``sha1(sorted([token, timestamp, nonce, encrypt]))``.
+``sha1(sorted([token, timestamp, nonce, encrypt]))``; a passive reply carries its own signature.
 
 Secrets at rest use AES-256-GCM under ``GATEWAY_SECRET_KEY``, with a context string as associated data so
 that a sealed value copied into another row (another platform's ticket, say) does not open.
@@ -32,6 +32,7 @@ from gateway.errors import (
     SealedSecretError,
     SignatureInvalid,
 )
+from gateway.events import build_xml
 
 __all__ = ["MessageCrypto", "SecretBox", "aes_key_from_encoding_key", "signature"]
 
@@ -93,6 +94,19 @@ class MessageCrypto:
         plain = self._random_bytes(_RANDOM_LEN) + struct.pack(">I", len(message)) + message + self._appid
         cipher = AES.new(self._key, AES.MODE_CBC, iv=self._key[:16])
         return base64.b64encode(cipher.encrypt(pad(plain, _BLOCK))).decode()
+
+    def encrypt_reply(self, message: bytes, timestamp: int, nonce: str) -> str:
+        """A passive reply as WeChat expects it: ``message`` encrypted, signed over the reply's own
+        ``timestamp`` and ``nonce``, in ``<xml><Encrypt/><MsgSignature/><TimeStamp/><Nonce/></xml>``."""
+        encrypt = self.encrypt(message)
+        return build_xml(
+            {
+                "Encrypt": encrypt,
+                "MsgSignature": self.sign(str(timestamp), nonce, encrypt),
+                "TimeStamp": timestamp,
+                "Nonce": nonce,
+            }
+        )
 
     def decrypt(self, encrypt: str) -> bytes:
         """Decrypt an ``Encrypt`` value and return the message bytes.

@@ -1,4 +1,4 @@
-"""WeChat XML: safe parsing, push envelopes, component events as a tagged union, and XML building.
+"""WeChat XML: safe parsing, push envelopes, component events as a tagged union, user messages, building.
 
 Pure: no I/O. Every document is parsed by defusedxml with DTDs, entity declarations and external
 references forbidden, so XXE and entity-expansion payloads are refused before any element is read.
@@ -24,17 +24,21 @@ __all__ = [
     "OtherComponentEvent",
     "Unauthorized",
     "UpdateAuthorized",
+    "UserMessage",
     "build_xml",
     "info_type",
+    "is_appid",
     "is_authorization_event",
     "parse_component_event",
     "parse_envelope",
+    "parse_user_message",
     "parse_xml",
 ]
 
 MAX_DEPTH = 8  # WeChat's documents are two levels deep; anything far deeper is hostile
 _APPID = re.compile(r"wx[A-Za-z0-9]{1,62}")
-_INFO_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_TYPE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # InfoType, MsgType, Event
+_ACCOUNT = re.compile(r"[A-Za-z0-9_@.-]{1,128}")  # gh_ original ids and openids
 _INT64 = range(-(2**63), 2**63)  # what the database columns hold
 
 
@@ -65,6 +69,11 @@ def _depth(element: Element) -> int:
             break
         stack.extend((child, depth + 1) for child in node)
     return deepest
+
+
+def is_appid(value: str) -> bool:
+    """Whether ``value`` is shaped like an appid: ``wx`` and up to 62 letters and digits."""
+    return _APPID.fullmatch(value) is not None
 
 
 def flatten(root: Element) -> dict[str, str]:
@@ -188,7 +197,7 @@ def parse_component_event(document: bytes) -> ComponentEvent:
     app_id = _appid(fields, "AppId")
     create_time = _integer(fields, "CreateTime")
     info_type = _required(fields, "InfoType")
-    if not _INFO_TYPE.fullmatch(info_type):
+    if not _TYPE_NAME.fullmatch(info_type):
         raise XmlRejected("the InfoType element is not a plausible event type")
     match info_type:
         case "component_verify_ticket":
@@ -217,6 +226,58 @@ def parse_component_event(document: bytes) -> ComponentEvent:
             )
         case _:
             return OtherComponentEvent(app_id, create_time, info_type, fields)
+
+
+# --- user messages and events (relayed to the message-and-event URL) -------------------------------
+
+
+class UserMessage(msgspec.Struct, frozen=True):
+    """A user's message or event to an authorizer, as relayed to the component (decrypted)."""
+
+    to_user_name: str  # the authorizer's original id (gh_…)
+    from_user_name: str  # the user's openid
+    create_time: int
+    msg_type: str  # text, image, event …
+    fields: dict[str, str]  # the top-level elements as WeChat sent them (nested blocks left out)
+
+    @property
+    def content(self) -> str:
+        """The text of a ``text`` message (empty for other types)."""
+        return self.fields.get("Content", "")
+
+    @property
+    def event(self) -> str:
+        """The ``Event`` of an ``event`` message (empty for other types)."""
+        return self.fields.get("Event", "")
+
+
+def parse_user_message(document: bytes) -> UserMessage:
+    """Parse the decrypted XML of a push to the message-and-event URL."""
+    fields = flatten(parse_xml(document))
+    msg_type = _name(fields, "MsgType")
+    if msg_type == "event":
+        _name(fields, "Event")
+    return UserMessage(
+        to_user_name=_account(fields, "ToUserName"),
+        from_user_name=_account(fields, "FromUserName"),
+        create_time=_integer(fields, "CreateTime"),
+        msg_type=msg_type,
+        fields=fields,
+    )
+
+
+def _name(fields: dict[str, str], name: str) -> str:
+    value = _required(fields, name)
+    if not _TYPE_NAME.fullmatch(value):
+        raise XmlRejected(f"the {name} element is not a plausible type name")
+    return value
+
+
+def _account(fields: dict[str, str], name: str) -> str:
+    value = _required(fields, name)
+    if not _ACCOUNT.fullmatch(value):
+        raise XmlRejected(f"the {name} element is not an account id")
+    return value
 
 
 def _required(fields: dict[str, str], name: str) -> str:

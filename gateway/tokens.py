@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.registry import Platform, Registry
 from gateway.store import Store
@@ -112,7 +113,8 @@ class TokenService:
         self._wait_s = wait_s
         self._cache_s = cache_s
         self._cache: dict[str, _Cached] = {}
-        self._flights: dict[str, asyncio.Future[Token]] = {}
+        self._renewals: SingleFlight[str, Token] = SingleFlight()
+        self._reads: SingleFlight[str, StoredCredential | None] = SingleFlight()
         self._rejected_tickets: dict[str, str] = {}  # platform -> the ticket WeChat refused (61005/61006)
 
     # --- public -------------------------------------------------------------------------------------
@@ -184,12 +186,13 @@ class TokenService:
         cached = self._cache.get(name)
         if cached is not None and stale is None and now < cached.until:
             return cached.token
-        stored = await self._store.credentials.get(name)
+        # When a cached token lapses, every request in flight would read the store: one reads for all.
+        stored = await self._reads.run(name, lambda: self._store.credentials.get(name))
         if stored is not None and stale is None and stored.valid_at(now):
             return self._remember(key, stored)
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
             raise _quota_error(key)
-        return await self._single_flight(name, lambda: self._renew(key, fetch, stale=stale, background=False))
+        return await self._renewals.run(name, lambda: self._renew(key, fetch, stale=stale, background=False))
 
     async def _renew_in_background(self, key: CredentialKey) -> None:
         match key.kind:
@@ -206,16 +209,7 @@ class TokenService:
                 log.warning("ignoring unknown credential %s", key)
                 return
         name = str(key)
-        await self._single_flight(name, lambda: self._renew(key, fetch, stale=None, background=True))
-
-    async def _single_flight(self, name: str, renew: Callable[[], Awaitable[Token]]) -> Token:
-        flight = self._flights.get(name)
-        if flight is None:
-            flight = asyncio.ensure_future(renew())
-            self._flights[name] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(name, None))
-        # shield: one caller giving up (a client disconnecting) must not cancel the others' renewal
-        return await asyncio.shield(flight)
+        await self._renewals.run(name, lambda: self._renew(key, fetch, stale=None, background=True))
 
     async def _renew(self, key: CredentialKey, fetch: Fetch, *, stale: str | None, background: bool) -> Token:
         name = str(key)

@@ -287,6 +287,17 @@ class WeChatClient:
         )
         return FetchedToken(answer.ticket, answer.expires_in)
 
+    async def send_custom_text(self, authorizer_token: str, touser: str, content: str) -> None:
+        """message/custom/send: a text customer-service message to a user of an official account or
+        mini program."""
+        await self._call(
+            "POST",
+            "cgi-bin/message/custom/send",
+            {"access_token": authorizer_token},
+            {"touser": touser, "msgtype": "text", "text": {"content": content}},
+            _Status,
+        )
+
     async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
         params = {"component_access_token": component_token} if component_token is not None else None
         return await self._call("POST", path, params, body, shape)

@@ -12,7 +12,7 @@ third-party packages, ``gateway.crypto`` and ``gateway.events``.
     wechat_routes.py   WeChat's endpoints, table-driven
     control_routes.py  /sim
     views.py           what /sim shows of the world
-    pushes.py          encrypted pushes to event URLs, the ticket schedule
+    pushes.py          encrypted pushes to event and message URLs, the ticket schedule
     login_page.py      the authorization page a demo administrator clicks through
     png.py             the mini-program code image
     app.py             create_simulator_app

@@ -8,13 +8,15 @@ __all__ = ["SimComponent", "SimulatorConfig"]
 
 
 class SimComponent(msgspec.Struct, forbid_unknown_fields=True):
-    """A third-party platform as registered on the Open Platform, with its authorization event URL."""
+    """A third-party platform as registered on the Open Platform, with its authorization event URL and its
+    message-and-event URL (``$APPID$`` in it stands for the authorizer's appid, as in WeChat's console)."""
 
     appid: str
     secret: str
     token: str
     encoding_aes_key: str
     event_url: str | None = None
+    message_url: str | None = None
 
 
 class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,6 +3,9 @@
     POST   /components                      SimComponent fields: add, or replace keeping tickets and tokens
     GET    /components/{appid}              its tickets (newest first) and component tokens
     POST   /components/{appid}/push-ticket  push a new ticket now -> {ticket, status, body, delivered, error}
+    POST   /components/{appid}/messages     {authorizer_appid, fields: {MsgType, Content / Event …},
+                                             from_user?} a follower's message or event, relayed to the
+                                             message URL -> {message, url, status, body, error}
     POST   /authorizers                     {authorizer_appid, kind, nick_name, principal_name, user_name?,
                                              verify_type?, service_type?, followers?,
                                              components: {component_appid: [func ids]}} -> {refresh_tokens}
@@ -32,7 +35,7 @@ from litestar.params import FromPath, JSONBody
 from gateway.simulator.config import SimComponent
 from gateway.simulator.errors import ControlError
 from gateway.simulator.faults import CounterView, FaultSpec, FaultView
-from gateway.simulator.pushes import Pusher, PushRecord
+from gateway.simulator.pushes import MessagePushed, Pusher, PushRecord
 from gateway.simulator.state import AccountProfile, CustomMessage, Kind, OpenAccount, World
 from gateway.simulator.views import ComponentView, StateView, component_view, state_view
 from gateway.simulator.wechat_routes import ENDPOINTS
@@ -61,6 +64,15 @@ class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
         if self.kind is None or self.nick_name is None or self.principal_name is None:
             return None
         return AccountProfile(self.authorizer_appid, self.kind, self.nick_name, self.principal_name)
+
+
+class Relay(msgspec.Struct, forbid_unknown_fields=True):
+    """A user's message or event: its elements after the addressing WeChat adds, and who writes (an
+    openid among the account's followers; the first when left out)."""
+
+    authorizer_appid: str
+    fields: dict[str, str | int]
+    from_user: str | None = None
 
 
 class Revoke(msgspec.Struct, forbid_unknown_fields=True):
@@ -151,6 +163,18 @@ class SimController(Controller):
         """Issue a ticket and push it now, as the 10-minute schedule would."""
         ticket, record = await pusher.push_ticket(appid)
         return TicketPushed(ticket, record.status, record.body, record.delivered, record.error)
+
+    @post("/components/{appid:str}/messages", status_code=200)
+    async def relay_message(
+        self,
+        world: NamedDependency[World],
+        pusher: NamedDependency[Pusher],
+        appid: FromPath[str],
+        data: JSONBody[Relay],
+    ) -> MessagePushed:
+        """A follower writes to an account (or triggers an event); WeChat relays it to the component."""
+        message = world.user_message(appid, data.authorizer_appid, data.fields, data.from_user)
+        return await pusher.relay(message)
 
     @post("/authorizers", status_code=201)
     async def seed_authorizer(self, world: NamedDependency[World], data: JSONBody[SeedAuthorizer]) -> Seeded:

@@ -1,7 +1,9 @@
-"""Pushes to authorization event URLs, encrypted and signed exactly as WeChat sends them (protocol §1–2).
+"""Pushes to authorization event URLs and message URLs, encrypted and signed exactly as WeChat sends
+them (protocol §1–2).
 
-One httpx client, opened by the app's lifespan, carries every push; each outcome is kept in a log that the
-control API shows. A push is delivered when the receiver answers 200 with the body ``success``.
+One httpx client, opened by the app's lifespan, carries every push. An event push is delivered when the
+receiver answers 200 with the body ``success``; each outcome is kept in a log that the control API shows.
+A user message is answered to its sender: the receiver's status and body, a passive reply left encrypted.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import msgspec
 from gateway.crypto import MessageCrypto
 from gateway.events import build_xml
 from gateway.simulator.config import SimComponent
-from gateway.simulator.state import Event, World
+from gateway.simulator.state import Event, UserMessage, World
 
-__all__ = ["PushRecord", "Pusher", "envelope"]
+__all__ = ["MessagePushed", "PushRecord", "Pusher", "envelope", "message_envelope"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +48,36 @@ class PushRecord(msgspec.Struct):
     delivered: bool
 
 
+class MessagePushed(msgspec.Struct):
+    """A user message as sent (its decrypted elements) and the receiver's answer, whole (``status`` None:
+    it could not be reached)."""
+
+    message: dict[str, str | int | dict[str, str | int]]
+    url: str | None
+    status: int | None
+    body: str | None
+    error: str | None
+
+
 def envelope(component: SimComponent, event: Event, timestamp: str, nonce: str) -> tuple[dict[str, str], str]:
     """The query parameters and XML body of a push of ``event`` to ``component``."""
+    return _signed(component, build_xml(event.payload()), "AppId", component.appid, timestamp, nonce)
+
+
+def message_envelope(
+    component: SimComponent, message: UserMessage, timestamp: str, nonce: str
+) -> tuple[dict[str, str], str]:
+    """The query parameters and XML body of a user message relayed to ``component``: the envelope names
+    the account (``ToUserName``) instead of the component."""
+    plaintext = build_xml(message.payload())
+    return _signed(component, plaintext, "ToUserName", message.to_user_name, timestamp, nonce)
+
+
+def _signed(
+    component: SimComponent, plaintext: str, tag: str, value: str, timestamp: str, nonce: str
+) -> tuple[dict[str, str], str]:
     crypto = MessageCrypto(component.token, component.encoding_aes_key, component.appid)
-    encrypt = crypto.encrypt(build_xml(event.payload()).encode())
+    encrypt = crypto.encrypt(plaintext.encode())
     plain = "".join(sorted([component.token, timestamp, nonce]))
     params = {
         "signature": hashlib.sha1(plain.encode()).hexdigest(),  # noqa: S324 - WeChat's URL signature
@@ -58,7 +86,7 @@ def envelope(component: SimComponent, event: Event, timestamp: str, nonce: str) 
         "encrypt_type": "aes",
         "msg_signature": crypto.sign(timestamp, nonce, encrypt),
     }
-    return params, build_xml({"AppId": component.appid, "Encrypt": encrypt})
+    return params, build_xml({tag: value, "Encrypt": encrypt})
 
 
 class Pusher:
@@ -104,17 +132,41 @@ class Pusher:
             await asyncio.sleep(interval_s)
             await self.push_tickets()
 
+    async def relay(self, message: UserMessage) -> MessagePushed:
+        """POST a user message to its component's message URL, ``$APPID$`` replaced by the account."""
+        client = self._open_client()
+        component = self._world.component(message.component_appid).config
+        status = body = error = url = None
+        if component.message_url:
+            url = component.message_url.replace("$APPID$", message.authorizer_appid)
+            timestamp = str(int(self._world.now()))
+            params, xml = message_envelope(component, message, timestamp, str(secrets.randbelow(10**10)))
+            try:
+                response = await client.post(url, params=params, content=xml.encode())
+                status, body = response.status_code, response.text
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = "the component has no message_url"
+        logger.info(
+            "message %s to %s via %s: %s",
+            message.fields.get("MsgType"),
+            message.authorizer_appid,
+            component.appid,
+            status or error,
+        )
+        return MessagePushed(message.payload(), url, status, body, error)
+
     async def deliver(self, event: Event) -> PushRecord:
         """POST ``event`` to its component's event URL and record the outcome."""
-        if self._client is None:
-            raise RuntimeError("the simulator's lifespan is not running: no push client")
+        client = self._open_client()
         component = self._world.component(event.component_appid).config
         status = body = error = None
         if component.event_url:
             timestamp = str(int(self._world.now()))
             params, xml = envelope(component, event, timestamp, str(secrets.randbelow(10**10)))
             try:
-                response = await self._client.post(component.event_url, params=params, content=xml.encode())
+                response = await client.post(component.event_url, params=params, content=xml.encode())
                 status, body = response.status_code, response.text[:BODY_KEPT]
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -141,6 +193,11 @@ class Pusher:
             "delivered" if record.delivered else status or error,
         )
         return record
+
+    def _open_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("the simulator's lifespan is not running: no push client")
+        return self._client
 
 
 def _text(value: str | int | None) -> str | None:

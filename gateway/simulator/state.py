@@ -33,6 +33,7 @@ __all__ = [
     "Kind",
     "OpenAccount",
     "Upload",
+    "UserMessage",
     "World",
 ]
 
@@ -61,6 +62,20 @@ SET_MEDIA = 11
 SET_MENU = 15
 SET_WXA_CODE = 17
 SET_CODE_MANAGEMENT = 18
+# WeChat's release-test accounts (全网发布) and their original ids, used when they are seeded without one.
+RELEASE_TEST_USER_NAMES = {
+    "wx570bc396a51b8ff8": "gh_3c884a361561",
+    "wx9252c5e0bb1836fc": "gh_c0f28a78b318",
+    "wx8e1097c5bc82cde9": "gh_3f222ed8d140",
+    "wx14550af28c71a144": "gh_26128078e9ab",
+    "wxa35b9c23cfe664eb": "gh_2b3713f184a6",
+    "wxd101a85aa106f53e": "gh_8dad206e9538",
+    "wxc39235c15087f6f3": "gh_905ae9d01059",
+    "wx7720d01d4b2a4500": "gh_393666f1fdf4",
+    "wx05d483572dcd5d8b": "gh_39abb5d4e1b7",
+    "wx5910277cae6fd970": "gh_7818dcb60240",
+}
+ADDRESSING = frozenset({"ToUserName", "FromUserName", "CreateTime"})  # set by WeChat, not by the user
 
 
 class AccountProfile(msgspec.Struct, forbid_unknown_fields=True):
@@ -91,6 +106,26 @@ class Event(msgspec.Struct, frozen=True):
             "AppId": self.component_appid,
             "CreateTime": self.create_time,
             "InfoType": self.info_type,
+        }
+        return head | self.fields
+
+
+class UserMessage(msgspec.Struct, frozen=True):
+    """A user's message or event to an authorizer, before encryption: relayed to the message URL."""
+
+    component_appid: str
+    authorizer_appid: str
+    to_user_name: str  # the account's original id (gh_…)
+    from_user_name: str  # the user's openid
+    create_time: int
+    fields: dict[str, str | int]  # MsgType, Content / Event …, MsgId
+
+    def payload(self) -> dict[str, str | int | dict[str, str | int]]:
+        """The decrypted XML's elements, in WeChat's order."""
+        head: dict[str, str | int | dict[str, str | int]] = {
+            "ToUserName": self.to_user_name,
+            "FromUserName": self.from_user_name,
+            "CreateTime": self.create_time,
         }
         return head | self.fields
 
@@ -685,6 +720,44 @@ class World:
             event = Event(code.component_appid, info_type, int(now), fields)
         return Approval(auth_code, ttl, event)
 
+    def user_message(
+        self,
+        component_appid: str,
+        authorizer_appid: str,
+        fields: dict[str, str | int],
+        from_user: str | None,
+    ) -> UserMessage:
+        """A follower (``from_user``, by default the first) writes to an account, or triggers an event.
+
+        WeChat relays it to a component the account authorized; ordinary messages get a ``MsgId``.
+        """
+        self.component(component_appid)
+        authorization = self.authorizations.get((component_appid, authorizer_appid))
+        if authorization is None or not authorization.live:
+            raise ControlError(409, f"{authorizer_appid} has no live authorization to {component_appid}")
+        if ADDRESSING & set(fields):
+            raise ControlError(400, f"{sorted(ADDRESSING & set(fields))} are set by WeChat, not given")
+        msg_type = fields.get("MsgType")
+        if not isinstance(msg_type, str) or not msg_type:
+            raise ControlError(400, "fields must name the MsgType")
+        authorizer = self.authorizers[authorizer_appid]
+        if from_user is None:
+            if not authorizer.followers:
+                raise ControlError(409, f"{authorizer_appid} has no followers to write to it")
+            from_user = authorizer.followers[0]
+        elif from_user not in authorizer.followers:
+            raise ControlError(400, f"{from_user} does not follow {authorizer_appid}")
+        if msg_type != "event" and "MsgId" not in fields:
+            fields = fields | {"MsgId": secrets.randbits(63)}
+        return UserMessage(
+            component_appid,
+            authorizer_appid,
+            authorizer.profile.user_name or "",
+            from_user,
+            int(self.now()),
+            fields,
+        )
+
     def pending_pre_auth_code(self, value: str) -> Code:
         """A pre-auth code an administrator can still approve: known, unused, unexpired."""
         code = self._pre_auth_codes.get(value)
@@ -749,7 +822,9 @@ class World:
         return count
 
     def _put_authorizer(self, profile: AccountProfile) -> None:
-        default_user_name = "gh_" + hashlib.sha256(profile.authorizer_appid.encode()).hexdigest()[:12]
+        default_user_name = RELEASE_TEST_USER_NAMES.get(profile.authorizer_appid) or (
+            "gh_" + hashlib.sha256(profile.authorizer_appid.encode()).hexdigest()[:12]
+        )
         default_service_type = 0 if profile.kind == "mini_program" else 2  # 2: a service account
         profile = msgspec.structs.replace(
             profile,

@@ -17,6 +17,7 @@ RETAIL = SimComponent(
     token="retailtoken",
     encoding_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
     event_url="http://gateway.test/wechat/retail/events",
+    message_url="http://gateway.test/wechat/retail/messages/$APPID$",
 )
 FINANCE = SimComponent(
     appid="wxc0mp000000002",

@@ -88,6 +88,7 @@ async def world(registry: Registry, database_url: str, secret_box: SecretBox) ->
                     v["token"],
                     v["aes_key"],
                     f"http://gateway.test/wechat/{pid}/events",
+                    message_url=f"http://gateway.test/wechat/{pid}/messages/$APPID$",
                 )
                 for pid, v in PLATFORM_SECRETS.items()
             ],

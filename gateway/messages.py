@@ -1,0 +1,134 @@
+"""The message-and-event URL (消息与事件接收URL, ``/$APPID$``): user messages and events of every authorizer.
+
+A push is verified exactly as on the authorization event URL (``gateway.pushes``), decrypted with the
+component's token, key and appid, and parsed; any refusal is an ApiError naming the fault, and nothing is
+handled. What to answer is the ``MessageHandler``'s decision — the one seam where messages leave this
+module — and this service turns it into WeChat's answer:
+
+    no reply                 ``success``
+    Reply.text(content)      a passive reply, encrypted and signed (protocol §1)
+    Reply.empty(work)        an empty body at once; ``work`` runs once WeChat has its answer
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import ApiError, XmlRejected
+from gateway.events import UserMessage, build_xml, is_appid, parse_user_message
+from gateway.pushes import decrypt_push, platform_crypto, push_parameters, read_envelope
+from gateway.registry import Registry
+
+__all__ = ["Answer", "MessageHandler", "MessageService", "Reply"]
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[], Awaitable[None]]
+XmlValue = str | int | dict[str, str | int]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A handler's answer: a passive reply message (its ``MsgType`` and fields, the addressing added by
+    the service), or none at all; ``later`` runs after WeChat has the answer."""
+
+    message: dict[str, XmlValue] | None = None
+    later: Work | None = None
+
+    @classmethod
+    def text(cls, content: str) -> Reply:
+        """A passive text reply."""
+        return cls(message={"MsgType": "text", "Content": content})
+
+    @classmethod
+    def empty(cls, later: Work) -> Reply:
+        """No passive reply: an empty body at once (WeChat's "not replying now"), then ``later``."""
+        return cls(later=later)
+
+
+class MessageHandler(Protocol):
+    """Decides what a verified user message is answered with; None means plain ``success``."""
+
+    async def handle(self, platform_id: str, authorizer_appid: str, message: UserMessage) -> Reply | None:
+        """Answer ``message``, sent to ``authorizer_appid`` and relayed to ``platform_id``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What WeChat is answered (``body`` of ``media_type``), and the work to run after."""
+
+    body: str
+    media_type: str
+    later: Work | None = None
+
+
+_SUCCESS = Answer("success", "text/plain")
+
+
+class MessageService:
+    """Receives the message-and-event pushes of the platforms of one registry.
+
+    ``clock`` stamps passive replies (``CreateTime``, ``TimeStamp``); ``nonce`` makes each reply's nonce.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        handler: MessageHandler,
+        *,
+        clock: Callable[[], float] = time.time,
+        nonce: Callable[[], str] = lambda: str(secrets.randbelow(10**10)),
+    ) -> None:
+        self._registry = registry
+        self._handler = handler
+        self._clock = clock
+        self._nonce = nonce
+        self._crypto = platform_crypto(registry)
+
+    async def receive(
+        self, platform_id: str, authorizer_appid: str, query: Mapping[str, str], body: bytes
+    ) -> Answer:
+        """Verify, decrypt and answer one push for ``authorizer_appid`` (the ``$APPID$`` of the URL)."""
+        parameters = push_parameters(query, body)
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        if not is_appid(authorizer_appid):
+            raise ApiError(400, "invalid_parameter", "the appid in the URL is not an appid")
+        envelope = read_envelope(body)
+        if envelope.app_id is not None and envelope.app_id != platform.component_appid:
+            raise ApiError(400, "appid_mismatch", f"the AppId element is not platform '{platform.id}'")
+        crypto = self._crypto[platform.id]
+        plaintext = decrypt_push(crypto, parameters, envelope.encrypt)
+        try:
+            message = parse_user_message(plaintext)
+        except XmlRejected as exc:
+            raise ApiError(400, "invalid_message", f"decrypted message refused: {exc}") from None
+        if envelope.to_user_name is not None and envelope.to_user_name != message.to_user_name:
+            raise ApiError(400, "invalid_message", "the ToUserName of the envelope and of the message differ")
+        reply = await self._handler.handle(platform.id, authorizer_appid, message)
+        log.info(
+            "message accepted platform=%s authorizer=%s msg_type=%s reply=%s",
+            platform.id,
+            authorizer_appid,
+            message.msg_type,
+            "none" if reply is None else "passive" if reply.message is not None else "empty",
+        )
+        if reply is None:
+            return _SUCCESS
+        if reply.message is None:
+            return Answer("", "text/plain", reply.later)
+        now = int(self._clock())
+        addressed: dict[str, XmlValue] = {
+            "ToUserName": message.from_user_name,
+            "FromUserName": message.to_user_name,
+            "CreateTime": now,
+        }
+        xml = build_xml(addressed | reply.message)
+        return Answer(crypto.encrypt_reply(xml.encode(), now, self._nonce()), "application/xml", reply.later)

@@ -1,0 +1,90 @@
+"""The checks every WeChat push passes before it is read, shared by the event URL and the message URL.
+
+A push is refused with an ApiError naming the fault when its body is over 64 KiB, a query parameter is
+missing or malformed, the envelope is not safe XML with an ``Encrypt`` element, ``msg_signature`` does not
+match that element, or it does not decrypt to a message for this component (protocol §1). The callers
+decide what comes between these steps (which platform, which envelope elements must match), so each is
+its own function, applied in this order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from gateway.crypto import MessageCrypto
+from gateway.errors import ApiError, AppIdMismatch, CryptoError, SignatureInvalid, XmlRejected
+from gateway.events import Envelope, parse_envelope
+from gateway.registry import Registry
+
+__all__ = [
+    "MAX_PUSH_BYTES",
+    "PushParameters",
+    "decrypt_push",
+    "platform_crypto",
+    "push_parameters",
+    "read_envelope",
+]
+
+MAX_PUSH_BYTES = 64 * 1024
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{40}")
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")
+_NONCE = re.compile(r"[\x21-\x7e]{1,64}")  # printable ASCII; WeChat sends digits
+
+
+class PushParameters(NamedTuple):
+    """The signed query parameters of a push."""
+
+    msg_signature: str
+    timestamp: str
+    nonce: str
+
+
+def platform_crypto(registry: Registry) -> dict[str, MessageCrypto]:
+    """WXBizMsgCrypt of every platform, by platform id: its token, key and component_appid."""
+    return {
+        p.id: MessageCrypto(p.token.reveal(), p.encoding_aes_key.reveal(), p.component_appid)
+        for p in registry.platforms
+    }
+
+
+def push_parameters(query: Mapping[str, str], body: bytes) -> PushParameters:
+    """Refuse an oversized body, then read and check ``msg_signature``, ``timestamp`` and ``nonce``."""
+    if len(body) > MAX_PUSH_BYTES:
+        raise ApiError(413, "body_too_large", f"push bodies are limited to {MAX_PUSH_BYTES} bytes")
+    for name in ("msg_signature", "timestamp", "nonce"):
+        if not query.get(name):
+            raise ApiError(400, "missing_parameter", f"query parameter {name} is missing")
+    encrypt_type = query.get("encrypt_type", "aes")
+    if encrypt_type != "aes":
+        raise ApiError(400, "invalid_parameter", "encrypt_type must be aes: plaintext pushes are refused")
+    msg_signature, timestamp, nonce = query["msg_signature"], query["timestamp"], query["nonce"]
+    if not _SIGNATURE.fullmatch(msg_signature):
+        raise ApiError(400, "invalid_parameter", "msg_signature must be 40 hexadecimal digits")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise ApiError(400, "invalid_parameter", "timestamp must be decimal digits")
+    if not _NONCE.fullmatch(nonce):
+        raise ApiError(400, "invalid_parameter", "nonce must be 1-64 printable ASCII characters")
+    return PushParameters(msg_signature, timestamp, nonce)
+
+
+def read_envelope(body: bytes) -> Envelope:
+    """The plaintext envelope of a push, parsed safely."""
+    try:
+        return parse_envelope(body)
+    except XmlRejected as exc:
+        raise ApiError(400, "invalid_xml", str(exc)) from None
+
+
+def decrypt_push(crypto: MessageCrypto, parameters: PushParameters, encrypt: str) -> bytes:
+    """Verify ``msg_signature`` over ``encrypt`` and decrypt it (trailing appid: the component's)."""
+    try:
+        crypto.verify(parameters.msg_signature, parameters.timestamp, parameters.nonce, encrypt)
+        return crypto.decrypt(encrypt)
+    except SignatureInvalid:
+        raise ApiError(403, "signature_invalid", "msg_signature does not match the Encrypt element") from None
+    except AppIdMismatch:
+        raise ApiError(400, "appid_mismatch", "the encrypted message is for another appid") from None
+    except CryptoError as exc:
+        raise ApiError(400, "decrypt_failed", f"the Encrypt element cannot be decrypted: {exc}") from None
