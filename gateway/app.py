@@ -30,6 +30,8 @@ from gateway.access import TokenVending
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.binding import OpenBindingService
+from gateway.catalog import Catalog
+from gateway.http.catalog import CatalogController
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
 from gateway.http.messages import WeChatMessagesController
@@ -111,7 +113,8 @@ def create_app(
     onboarding = Onboarding(
         registry, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
     )
-    binding = OpenBindingService(registry, tokens, wechat, authorizations, audit)
+    binding = OpenBindingService(registry, store, tokens, wechat, authorizations, audit)
+    catalog = Catalog(registry, store.catalog, clock=clock)
     messages = MessageService(registry, ReleaseTest(authorizations, tokens, wechat), clock=clock)
     services = Services(
         registry,
@@ -156,6 +159,7 @@ def create_app(
             AuthorizerTokensController,
             PlatformsController,
             OpenBindingController,
+            CatalogController,
             WxController,
         ],
         template_config=TemplateConfig(
@@ -174,6 +178,7 @@ def create_app(
             "metrics": _constant(metrics),
             "onboarding": _constant(onboarding),
             "binding": _constant(binding),
+            "catalog": _constant(catalog),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),
         },

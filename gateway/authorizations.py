@@ -20,7 +20,7 @@ from gateway.events import Authorized, FastRegister, Unauthorized, UpdateAuthori
 from gateway.registry import Registry
 from gateway.routing import Grant, choose_platform
 from gateway.store import RecordedEvent, Store
-from gateway.store.authorizations import StoredAuthorization
+from gateway.store.authorizations import Profile, StoredAuthorization
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
@@ -102,6 +102,7 @@ class AuthorizationService:
         )
         await self._store.authorizations.remember_code(code, platform_id, info.authorizer_appid)
         self.forget_grants(info.authorizer_appid)
+        await self.refresh_profile(platform_id, info.authorizer_appid)
         self._audit.record(
             actor,
             "authorization.granted",
@@ -111,6 +112,31 @@ class AuthorizationService:
         )
         log.info("authorization of %s by %s stored", platform_id, info.authorizer_appid)
         return stored
+
+    async def refresh_profile(self, platform_id: str, appid: str) -> Profile | None:
+        """Ask WeChat about the account (api_get_authorizer_info) and keep the answer for the catalog;
+        on failure the previous profile stays and is returned."""
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            return None
+        try:
+            component = await self._tokens.component_token(platform_id)
+            info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
+        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            log.warning("profile of %s not refreshed: %s", appid, exc)
+            return await self._store.authorizations.profile(appid)
+        return await self._store.authorizations.save_profile(
+            Profile(
+                authorizer_appid=appid,
+                kind=info.kind,
+                nick_name=info.nick_name,
+                principal_name=info.principal_name,
+                user_name=info.user_name,
+                verify_type=info.verify_type_info.id,
+                service_type=info.service_type_info.id,
+                account_status=info.account_status,
+            )
+        )
 
     async def revoke(self, platform_id: str, appid: str, *, actor: str) -> None:
         """The authorization was revoked: keep the row for the catalog, drop its tokens."""

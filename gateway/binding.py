@@ -16,6 +16,7 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.registry import Registry
+from gateway.store import Store
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
@@ -51,12 +52,14 @@ class OpenBindingService:
     def __init__(
         self,
         registry: Registry,
+        store: Store,
         tokens: TokenService,
         wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
     ) -> None:
         self._registry = registry
+        self._store = store
         self._tokens = tokens
         self._wechat = wechat
         self._authorizations = authorizations
@@ -71,7 +74,7 @@ class OpenBindingService:
         """Where ``appid`` is bound, changing nothing (``unbound`` when nowhere)."""
         token = await self._token(appid)
         bound_to = await self._guarded(self._wechat.open_get(token))
-        return self._state(bound_to, newly=False)
+        return await self._remember(appid, self._state(bound_to, newly=False))
 
     async def ensure(self, appid: str, *, actor: str, dry_run: bool = False) -> OpenBinding:
         """Bind ``appid`` to the group's open account when it is bound nowhere.
@@ -84,10 +87,16 @@ class OpenBindingService:
             result = self._state(bound_to, newly=False)
             if result.state == "bound_elsewhere":
                 self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound_to)
-            return result
+            return await self._remember(appid, result)
         await self._guarded(self._wechat.open_bind(token, self.group_open_appid))
         self._audit.record(actor, "binding.bound", authorizer_appid=appid, detail=self.group_open_appid)
-        return OpenBinding("newly_bound", self.group_open_appid)
+        return await self._remember(appid, OpenBinding("newly_bound", self.group_open_appid))
+
+    async def _remember(self, appid: str, result: OpenBinding) -> OpenBinding:
+        """Keep the state for the catalog (where "newly bound" is simply "bound")."""
+        state = "bound" if result.state == "newly_bound" else result.state
+        await self._store.authorizations.save_binding(appid, state, result.open_appid)
+        return result
 
     async def create_from(self, appid: str, *, actor: str) -> str:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""

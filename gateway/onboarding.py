@@ -19,7 +19,6 @@ from gateway.errors import ApiError, UpstreamError
 from gateway.registry import Platform, Registry
 from gateway.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.store import Store
-from gateway.store.authorizations import Profile
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
@@ -168,7 +167,7 @@ class Onboarding:
                 raise UpstreamError("api_query_auth", 61009, "authorization code already used elsewhere")
             appid = owner[1]
         authorization = await self._store.authorizations.get(platform_id, appid)
-        profile = await self.refresh_profile(platform_id, appid)
+        profile = await self._store.authorizations.profile(appid)
         func_ids = sorted(authorization.func_ids) if authorization is not None else []
         return Authorized(
             platform_id=platform.id,
@@ -206,27 +205,6 @@ class Onboarding:
         except ApiError:
             link = None
         return RedirectPage(410, "Authorization code expired or used", problem=problem, link=link)
-
-    async def refresh_profile(self, platform_id: str, appid: str) -> Profile | None:
-        """Ask WeChat about the account and keep the answer; None (and the old profile kept) on failure."""
-        platform = self._platform(platform_id)
-        try:
-            component = await self._tokens.component_token(platform_id)
-            info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
-        except (ApiError, UpstreamError):
-            return await self._store.authorizations.profile(appid)
-        return await self._store.authorizations.save_profile(
-            Profile(
-                authorizer_appid=appid,
-                kind=info.kind,
-                nick_name=info.nick_name,
-                principal_name=info.principal_name,
-                user_name=info.user_name,
-                verify_type=info.verify_type_info.id,
-                service_type=info.service_type_info.id,
-                account_status=info.account_status,
-            )
-        )
 
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)

@@ -51,7 +51,7 @@ async def test_concurrent_upgrades_on_one_database(database_url: str) -> None:
             await asyncio.gather(*(upgrade(engine) for engine in engines))
         async with engines[0].connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-        assert version == "0004"
+        assert version == "0005"
     finally:
         for engine in engines:
             await engine.dispose()

@@ -57,3 +57,39 @@ class AuditLog:
                 AuditRecord(r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
                 for r in await session.scalars(query)
             ]
+
+    async def page(
+        self,
+        *,
+        before_id: int | None,
+        limit: int,
+        actor: str | None = None,
+        action: str | None = None,
+        authorizer_appid: str | None = None,
+        platform_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[list[tuple[int, AuditRecord]], bool]:
+        """Newest first, below ``before_id``: up to ``limit`` (id, record) pairs, and whether more follow."""
+        query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit + 1)
+        if before_id is not None:
+            query = query.where(col(AuditEntry.id) < before_id)
+        for column, value in (
+            (AuditEntry.actor, actor),
+            (AuditEntry.action, action),
+            (AuditEntry.authorizer_appid, authorizer_appid),
+            (AuditEntry.platform_id, platform_id),
+        ):
+            if value is not None:
+                query = query.where(col(column) == value)
+        if since is not None:
+            query = query.where(col(AuditEntry.at) >= since)
+        if until is not None:
+            query = query.where(col(AuditEntry.at) < until)
+        async with self._db.sessions() as session:
+            rows = list(await session.scalars(query))
+        pairs = [
+            (r.id or 0, AuditRecord(r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail))
+            for r in rows[:limit]
+        ]
+        return pairs, len(rows) > limit

@@ -192,6 +192,15 @@ class AuthorizationStore:
             )
         return stamped
 
+    async def save_binding(self, appid: str, binding: str, open_appid: str | None) -> None:
+        """Record where ``appid`` is bound (after its profile exists; a no-op otherwise)."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                update(AuthorizerProfileRow)
+                .where(col(AuthorizerProfileRow.authorizer_appid) == appid)
+                .values(binding=binding, open_appid=open_appid, binding_checked_at=self._db.clock())
+            )
+
     async def profile(self, appid: str) -> Profile | None:
         """What WeChat last said of ``appid``, or None before any sync."""
         async with self._db.sessions() as session:

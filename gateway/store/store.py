@@ -24,6 +24,7 @@ from gateway.events import (
 )
 from gateway.store.audit import AuditLog
 from gateway.store.authorizations import AuthorizationStore
+from gateway.store.catalog import CatalogQuery
 from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
 from gateway.store.gateway_tokens import GatewayTokenStore
@@ -68,6 +69,7 @@ class Store:
         self.authorizations = AuthorizationStore(self._db)
         self.audit = AuditLog(self._db)
         self.gateway_tokens = GatewayTokenStore(self._db)
+        self.catalog = CatalogQuery(self._db)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -145,6 +145,10 @@ class AuthorizerProfileRow(SQLModel, table=True):
     """What WeChat last said of an account (``api_get_authorizer_info``), for pages and the catalog."""
 
     __tablename__ = "authorizer_profiles"
+    __table_args__ = (
+        Index("ix_authorizer_profiles_binding", "binding"),
+        Index("ix_authorizer_profiles_kind", "kind"),
+    )
 
     authorizer_appid: str = Field(primary_key=True, max_length=64)
     kind: str = Field(max_length=32)
@@ -155,3 +159,10 @@ class AuthorizerProfileRow(SQLModel, table=True):
     service_type: int = Field(default=0)
     account_status: int = Field(default=1)
     synced_at: float = Field(sa_column=Column(Float, nullable=False))
+    # Where the account is bound: "bound" (the group's open account), "bound_elsewhere", "unbound" or
+    # "unknown" (no component may ask), with the open_appid and when it was last checked.
+    binding: str = Field(
+        default="unknown", sa_column=Column(String(32), nullable=False, server_default="unknown")
+    )
+    open_appid: str | None = Field(default=None, max_length=64)
+    binding_checked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))

@@ -1,0 +1,227 @@
+"""The catalog for auditors (SPEC §6): every authorizer across every platform, one row each.
+
+Filters are validated here (an unknown value is a 422 naming the filter), pages are keyset pages over the
+authorizer appid behind an opaque cursor, and the CSV export streams the same rows page by page so its
+memory stays constant however large the catalog.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Literal
+
+import msgspec
+
+from gateway.errors import ApiError
+from gateway.registry import Registry
+from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
+
+__all__ = ["Catalog", "CatalogPage", "CatalogRow", "PlatformGrant"]
+
+KINDS = ("official_account", "mini_program")
+STATUSES = ("active", "revoked", "reauthorization_required")
+BINDINGS = ("bound", "bound_elsewhere", "unbound", "unknown")
+MAX_LIMIT = 500
+CSV_PAGE = 500
+CSV_COLUMNS = (
+    "authorizer_appid",
+    "name",
+    "principal_name",
+    "verify_type",
+    "kind",
+    "status",
+    "platforms",
+    "open_appid",
+    "binding",
+    "synced_at",
+    "token_health",
+)
+TokenHealth = Literal["ok", "not_fetched", "failing", "quota_exhausted", "none"]
+
+
+class PlatformGrant(msgspec.Struct, frozen=True):
+    """Which platform holds an authorization, with which permission sets, since when, in what state."""
+
+    platform: str
+    func_ids: list[int]
+    authorized_at: int
+    status: str
+    revoked_at: int | None
+
+
+class CatalogRow(msgspec.Struct, frozen=True):
+    """One authorizer (SPEC §6)."""
+
+    authorizer_appid: str
+    name: str | None
+    principal_name: str | None
+    verify_type: int | None
+    kind: str | None
+    status: str
+    platforms: list[PlatformGrant]
+    open_appid: str | None
+    binding: str
+    synced_at: int | None
+    token_health: TokenHealth
+
+
+class CatalogPage(msgspec.Struct, frozen=True):
+    """``GET /v1/catalog``."""
+
+    items: list[CatalogRow]
+    total: int
+    next_cursor: str | None
+
+
+class Catalog:
+    """Reads the catalog for the API, the CSV export and the auditors' page."""
+
+    def __init__(
+        self, registry: Registry, query: CatalogQuery, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._registry = registry
+        self._query = query
+        self._clock = clock
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the filters are checked against."""
+        return self._registry
+
+    def filters(self, params: Mapping[str, str]) -> CatalogFilter:
+        """The filters of a request; 422 naming the first unknown value."""
+        platform = params.get("platform") or None
+        if platform is not None and self._registry.platform(platform) is None:
+            raise ApiError(422, "invalid_request", f"platform: no platform '{platform}' in the registry")
+        checked = {}
+        for name, allowed in (("kind", KINDS), ("status", STATUSES), ("binding", BINDINGS)):
+            value = params.get(name) or None
+            if value is not None and value not in allowed:
+                raise ApiError(422, "invalid_request", f"{name}: must be one of {', '.join(allowed)}")
+            checked[name] = value
+        q = (params.get("q") or "").strip() or None
+        if q is not None and len(q) > 200:
+            raise ApiError(422, "invalid_request", "q: at most 200 characters")
+        return CatalogFilter(platform=platform, q=q, **checked)
+
+    async def page(self, params: Mapping[str, str]) -> CatalogPage:
+        """One page of rows, the total matching, and the cursor of the next page."""
+        where = self.filters(params)
+        limit = _limit(params.get("limit"))
+        after = _decode_cursor(params.get("cursor"))
+        rows, more = await self._query.page(where, after, limit)
+        total = await self._query.count(where)
+        next_cursor = _encode_cursor(rows[-1].authorizer_appid) if more and rows else None
+        return CatalogPage([self._row(r) for r in rows], total, next_cursor)
+
+    async def csv(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+        """The rows of the filter as CSV, produced a page at a time."""
+        where = self.filters(params)  # validated before the first byte is sent
+
+        async def produce() -> AsyncIterator[bytes]:
+            yield _csv_line(CSV_COLUMNS)
+            after = None
+            while True:
+                rows, more = await self._query.page(where, after, CSV_PAGE)
+                chunk = b"".join(_csv_line(self._csv_fields(self._row(r))) for r in rows)
+                if chunk:
+                    yield chunk
+                if not more or not rows:
+                    return
+                after = rows[-1].authorizer_appid
+
+        return produce()
+
+    def _row(self, row: StoredRow) -> CatalogRow:
+        return CatalogRow(
+            authorizer_appid=row.authorizer_appid,
+            name=row.nick_name,
+            principal_name=row.principal_name,
+            verify_type=row.verify_type,
+            kind=row.kind,
+            status=row.status,
+            platforms=[
+                PlatformGrant(
+                    g.platform_id,
+                    g.func_ids,
+                    int(g.authorized_at),
+                    g.status,
+                    int(g.revoked_at) if g.revoked_at is not None else None,
+                )
+                for g in row.grants
+            ],
+            open_appid=row.open_appid,
+            binding=row.binding,
+            synced_at=int(row.synced_at) if row.synced_at is not None else None,
+            token_health=self._health(row.grants),
+        )
+
+    def _health(self, grants: list[StoredGrant]) -> TokenHealth:
+        """How the tokens of the live authorizations fare: the worst of them."""
+        live = [g for g in grants if g.status == "active"]
+        if not live:
+            return "none"
+        now = self._clock()
+        if any(g.token_blocked_until is not None and g.token_blocked_until > now for g in live):
+            return "quota_exhausted"
+        if any(g.token_problem for g in live):
+            return "failing"
+        if all(g.token_expires_at is None for g in live):
+            return "not_fetched"
+        return "ok"
+
+    @staticmethod
+    def _csv_fields(row: CatalogRow) -> tuple[str, ...]:
+        platforms = ";".join(
+            f"{g.platform}:{'|'.join(str(i) for i in g.func_ids)}:{g.status}" for g in row.platforms
+        )
+        synced = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.synced_at)) if row.synced_at else ""
+        return (
+            row.authorizer_appid,
+            row.name or "",
+            row.principal_name or "",
+            "" if row.verify_type is None else str(row.verify_type),
+            row.kind or "",
+            row.status,
+            platforms,
+            row.open_appid or "",
+            row.binding,
+            synced,
+            row.token_health,
+        )
+
+
+def _csv_line(fields: tuple[str, ...]) -> bytes:
+    buffer = io.StringIO()
+    # A leading =, +, - or @ would run as a formula in a spreadsheet: such cells get a quote in front.
+    csv.writer(buffer).writerow("'" + f if f[:1] in ("=", "+", "-", "@") else f for f in fields)
+    return buffer.getvalue().encode()
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 100
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(422, "invalid_request", f"limit: must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _encode_cursor(appid: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{appid}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out") from None
+    if not decoded.startswith("v1:") or len(decoded) > 70:
+        raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+    return decoded[3:]

@@ -1,0 +1,168 @@
+"""The catalog API (`/v1/catalog`, `/v1/catalog.csv`) and `/v1/audit-log`, over authorizations made in the simulator."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLIENT_KEYS
+from tests.support.world import OA, World
+
+MINI = "wxc0000000000003"
+OTHER = "wxd0000000000004"
+
+
+def auth(client: str = "audit") -> dict[str, str]:
+    return {"Authorization": f"Bearer {CLIENT_KEYS[client]}"}
+
+
+async def catalog(world: World, **params: Any) -> dict[str, Any]:
+    response = await world.gateway.get("/v1/catalog", params=params, headers=auth())
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.fixture
+async def stocked(ready: World) -> World:
+    """OA on retail (1, 2, 24) and finance (15); a mini program on retail; another account, revoked."""
+    await ready.authorize("finance", OA, [15])
+    await ready.authorize(
+        "retail", MINI, [17, 18, 25], kind="mini_program", nick_name="Shop", principal_name="Shop Co"
+    )
+    await ready.authorize("finance", OTHER, [1], nick_name="Old = Account", principal_name="Gone Ltd")
+    await ready.sim.post(
+        "/sim/authorizations/revoke", json={"component_appid": "wxc0mp000000002", "authorizer_appid": OTHER}
+    )
+    await ready.services.authorizations.process_pending()
+    return ready
+
+
+async def test_one_row_per_authorizer_across_components(stocked: World) -> None:
+    body = await catalog(stocked)
+    assert body["total"] == 3
+    assert body["next_cursor"] is None
+    rows = {row["authorizer_appid"]: row for row in body["items"]}
+    oa = rows[OA]
+    assert oa["status"] == "active"
+    assert oa["kind"] == "official_account"
+    assert oa["name"] == f"Account {OA}"
+    assert [(p["platform"], p["func_ids"], p["status"]) for p in oa["platforms"]] == [
+        ("finance", [15], "active"),
+        ("retail", [1, 2, 24], "active"),
+    ]
+    assert rows[MINI]["kind"] == "mini_program"
+    assert rows[MINI]["principal_name"] == "Shop Co"
+    assert rows[OTHER]["status"] == "revoked"
+    assert rows[OTHER]["platforms"][0]["revoked_at"] is not None
+    assert rows[OTHER]["token_health"] == "none"
+    assert oa["binding"] == "unknown"  # nobody asked yet
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"platform": "finance"}, {OA, OTHER}),
+        ({"kind": "mini_program"}, {MINI}),
+        ({"status": "revoked"}, {OTHER}),
+        ({"status": "active"}, {OA, MINI}),
+        ({"q": "shop"}, {MINI}),
+        ({"q": "GONE"}, {OTHER}),
+        ({"q": "0000000001"}, {OA}),
+        ({"q": "%"}, set()),
+        ({"binding": "unknown", "platform": "retail"}, {OA, MINI}),
+        ({"binding": "bound"}, set()),
+    ],
+)
+async def test_filters(stocked: World, params: dict[str, str], expected: set[str]) -> None:
+    body = await catalog(stocked, **params)
+    assert {row["authorizer_appid"] for row in body["items"]} == expected
+    assert body["total"] == len(expected)
+
+
+async def test_keyset_pages_are_stable_and_complete(stocked: World) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        body = await catalog(stocked, limit=1, **({"cursor": cursor} if cursor else {}))
+        assert body["total"] == 3
+        seen += [row["authorizer_appid"] for row in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted([OA, MINI, OTHER])
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "named"),
+    [
+        ({"kind": "robot"}, 422, "kind"),
+        ({"status": "gone"}, 422, "status"),
+        ({"binding": "maybe"}, 422, "binding"),
+        ({"platform": "nope"}, 422, "platform"),
+        ({"limit": "501"}, 422, "limit"),
+        ({"limit": "abc"}, 422, "limit"),
+        ({"cursor": "!!!"}, 400, "cursor"),
+        ({"cursor": "djI6eA"}, 400, "cursor"),
+    ],
+)
+async def test_bad_filters_name_themselves(
+    stocked: World, params: dict[str, str], status: int, named: str
+) -> None:
+    response = await stocked.gateway.get("/v1/catalog", params=params, headers=auth())
+    assert response.status_code == status
+    assert named in response.json()["error"]["message"]
+
+
+async def test_catalog_needs_the_catalog_scope(stocked: World) -> None:
+    assert (await stocked.gateway.get("/v1/catalog")).status_code == 401
+    assert (await stocked.gateway.get("/v1/catalog", headers=auth("crm"))).status_code == 403
+    assert (await stocked.gateway.get("/v1/catalog.csv", headers=auth("crm"))).status_code == 403
+
+
+async def test_csv_has_the_same_rows_and_defuses_formulas(stocked: World) -> None:
+    response = await stocked.gateway.get("/v1/catalog.csv", params={"platform": "finance"}, headers=auth())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {row["authorizer_appid"] for row in rows} == {OA, OTHER}
+    other = next(row for row in rows if row["authorizer_appid"] == OTHER)
+    assert other["name"] == "Old = Account"
+    assert other["status"] == "revoked"
+    oa = next(row for row in rows if row["authorizer_appid"] == OA)
+    assert oa["platforms"] == "finance:15:active;retail:1|2|24:active"
+
+
+async def test_binding_shows_once_checked(stocked: World) -> None:
+    await stocked.sim.post(
+        "/sim/open-accounts",
+        json={"open_appid": "wx0pen0000000001", "principal_name": "ACME Co., Ltd.", "verified": True},
+    )
+    response = await stocked.gateway.post(f"/v1/authorizers/{OA}/open-binding", headers=auth("onboarding"))
+    assert response.json()["state"] == "newly_bound", response.text
+    row = next(r for r in (await catalog(stocked))["items"] if r["authorizer_appid"] == OA)
+    assert (row["binding"], row["open_appid"]) == ("bound", "wx0pen0000000001")
+    assert [r["authorizer_appid"] for r in (await catalog(stocked, binding="bound"))["items"]] == [OA]
+
+
+async def test_audit_log_lists_what_happened_newest_first(stocked: World) -> None:
+    await stocked.gateway.get(f"/v1/authorizers/{OA}/access-token", headers=auth("crm"))
+    await stocked.services.audit.flush()
+    response = await stocked.gateway.get("/v1/audit-log", params={"authorizer_appid": OA}, headers=auth())
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert items[0]["action"] == "token.issued"
+    assert items[0]["actor"] == "crm"
+    assert [i["id"] for i in items] == sorted((i["id"] for i in items), reverse=True)
+    assert "authorization.granted" in {i["action"] for i in items}
+    page = (await stocked.gateway.get("/v1/audit-log", params={"limit": 1}, headers=auth())).json()
+    older = (
+        await stocked.gateway.get(
+            "/v1/audit-log", params={"limit": 1, "cursor": page["next_cursor"]}, headers=auth()
+        )
+    ).json()
+    assert older["items"][0]["id"] < page["items"][0]["id"]
+    assert (await stocked.gateway.get("/v1/audit-log", headers=auth("crm"))).status_code == 403
