@@ -138,6 +138,10 @@ async def test_the_whole_loop_in_either_order(ready: World, order: str) -> None:
 
     token = await ready.gateway.get(f"/v1/authorizers/{NEW}/access-token", headers=auth("crm"))
     assert token.status_code == 200
+    catalog = (await ready.gateway.get("/v1/catalog", params={"q": NEW}, headers=auth("audit"))).json()
+    [row] = catalog["items"]
+    assert (row["name"], row["kind"], row["status"]) == ("New Account", "official_account", "active")
+    assert [(p["platform"], p["func_ids"]) for p in row["platforms"]] == [("retail", [1, 2, 24])]
 
     await ready.sim.post(
         "/sim/open-accounts",
@@ -161,6 +165,9 @@ async def test_the_whole_loop_in_either_order(ready: World, order: str) -> None:
     assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
     revoked = await ready.services.store.authorizations.get("retail", NEW)
     assert revoked is not None and revoked.status == "revoked" and revoked.revoked_at is not None
+    [row] = (await ready.gateway.get("/v1/catalog", params={"q": NEW}, headers=auth("audit"))).json()["items"]
+    assert (row["status"], row["binding"]) == ("revoked", "bound")
+    assert row["platforms"][0]["revoked_at"] is not None
 
     await ready.services.audit.flush()
     actions = {r.action for r in await ready.services.store.audit.recent(authorizer_appid=NEW)}
