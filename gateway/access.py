@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -11,12 +10,11 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError
+from gateway.events import is_appid
 from gateway.registry import Client, Registry, Scope
 from gateway.tokens import Token, TokenService
 
 __all__ = ["IssuedTicket", "IssuedToken", "TokenVending", "authenticate", "require"]
-
-_APPID = re.compile(r"wx[A-Za-z0-9]{1,62}")
 
 
 def authenticate(registry: Registry, authorization: str | None) -> Client:
@@ -44,7 +42,7 @@ def require(client: Client, scope: Scope, appid: str | None = None) -> None:
         raise ApiError(403, "forbidden", f"client '{client.id}' does not hold the scope '{scope}'")
     if appid is not None and "*" not in client.authorizers and appid not in client.authorizers:
         raise ApiError(403, "forbidden", f"client '{client.id}' may not act for this authorizer")
-    if appid is not None and not _APPID.fullmatch(appid):
+    if appid is not None and not is_appid(appid):
         raise ApiError(422, "invalid_request", "appid: must be 'wx' followed by letters and digits")
 
 

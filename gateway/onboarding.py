@@ -16,6 +16,7 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError
+from gateway.events import is_appid
 from gateway.registry import Platform, Registry
 from gateway.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.store import Store
@@ -133,7 +134,7 @@ class Onboarding:
     def _validated(self, platform_id: str, request: LinkRequest) -> str:
         if request.auth_type not in AUTH_TYPES:
             raise ApiError(422, "invalid_request", "auth_type: must be 1, 2 or 3")
-        if request.biz_appid is not None and not _is_appid(request.biz_appid):
+        if request.biz_appid is not None and not is_appid(request.biz_appid):
             raise ApiError(422, "invalid_request", "biz_appid: must be 'wx' followed by letters and digits")
         allowed = {1: OFFICIAL_ACCOUNT_SETS, 2: MINI_PROGRAM_SETS}.get(
             request.auth_type, OFFICIAL_ACCOUNT_SETS | MINI_PROGRAM_SETS
@@ -216,7 +217,3 @@ class Onboarding:
 def _encode(params: list[tuple[str, str]]) -> str:
     # Every value percent-encoded (the redirect URI's own ':' and '/' included), as WeChat decodes them.
     return urlencode(params, quote_via=quote, safe="")
-
-
-def _is_appid(value: str) -> bool:
-    return value.startswith("wx") and len(value) > 2 and value[2:].isalnum() and value.isascii()
