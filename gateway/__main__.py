@@ -14,9 +14,10 @@ from pathlib import Path
 
 from gateway.app import Services, create_app
 from gateway.binding import OpenBinding
+from gateway.catalog_sync import DEFAULT_CONCURRENCY
 from gateway.demo import run_demo
 from gateway.errors import ApiError, ConfigError
-from gateway.operations import binding_pass, services_of
+from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
 from gateway.registry import load_registry
 from gateway.serving import Listener, serve
 from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
@@ -82,6 +83,22 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(run=_binding_create)
     for sub in (check_binding, ensure, create):
         sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+
+    catalog = commands.add_parser("catalog", help="the catalog of every authorizer across every component")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    sync = catalog_commands.add_parser(
+        "sync", help="bring the catalog up to date from WeChat (exit 0 with no failures, 1 with some)"
+    )
+    sync.add_argument("--platform", metavar="ID", help="only this platform (default: every one)")
+    sync.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"WeChat calls at a time (default {DEFAULT_CONCURRENCY})",
+    )
+    sync.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+    sync.set_defaults(run=_catalog_sync)
 
     key = commands.add_parser("new-client-key", help="print a new client key and its key_sha256")
     key.set_defaults(run=_new_client_key)
@@ -169,6 +186,32 @@ def _binding_create(args: argparse.Namespace) -> int:
         return 0
 
     return _with_services(args, run)
+
+
+def _catalog_sync(args: argparse.Namespace) -> int:
+    # One line per WeChat call and per token would bury the progress bar and the summary.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for chatty in ("gateway.wechat", "gateway.tokens"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+
+    async def run(services: Services) -> int:
+        summary = await services.catalog_sync.run(
+            args.platform, concurrency=args.concurrency, track=progress_bars
+        )
+        print_sync_summary(summary)
+        return 1 if summary.failures else 0
+
+    return _with_services(args, run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable[int]]) -> int:

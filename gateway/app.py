@@ -19,10 +19,11 @@ from pathlib import Path
 
 import httpx
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from gateway import __version__
@@ -31,10 +32,12 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.binding import OpenBindingService
 from gateway.catalog import Catalog
+from gateway.catalog_sync import CatalogSync
 from gateway.http.catalog import CatalogController
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
 from gateway.http.messages import WeChatMessagesController
+from gateway.http.pages import CatalogPagesController
 from gateway.http.v1 import (
     AuthorizerTokensController,
     OpenBindingController,
@@ -50,12 +53,15 @@ from gateway.onboarding import Onboarding
 from gateway.proxy import WxProxy
 from gateway.registry import Registry
 from gateway.release_test import ReleaseTest
+from gateway.sessions import WebSessions
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient, new_http_client
 
 __all__ = ["Services", "create_app"]
+
+_STATIC_CACHE = CacheControlHeader(max_age=3600, public=True)  # the pages' stylesheet and icon
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Services:
     onboarding: Onboarding
     binding: OpenBindingService
     messages: MessageService
+    catalog_sync: CatalogSync
 
 
 def _constant(value: object) -> Provide:
@@ -115,7 +122,21 @@ def create_app(
     )
     binding = OpenBindingService(registry, store, tokens, wechat, authorizations, audit)
     catalog = Catalog(registry, store.catalog, clock=clock)
+    sessions = WebSessions(
+        registry, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
+    )
     messages = MessageService(registry, ReleaseTest(authorizations, tokens, wechat), clock=clock)
+    catalog_sync = CatalogSync(
+        registry,
+        store,
+        tokens,
+        wechat,
+        authorizations,
+        binding,
+        audit,
+        owner=owner,
+        lease_s=settings.renewal_lease_s,
+    )
     services = Services(
         registry,
         store,
@@ -129,6 +150,7 @@ def create_app(
         onboarding,
         binding,
         messages,
+        catalog_sync,
     )
 
     @asynccontextmanager
@@ -142,6 +164,12 @@ def create_app(
                 asyncio.create_task(tokens.run_renewer(stop), name="token-renewer"),
                 asyncio.create_task(authorizations.run_worker(stop), name="authorization-events"),
             ]
+            if settings.catalog_sync_interval_s:
+                tasks.append(
+                    asyncio.create_task(
+                        catalog_sync.run_schedule(stop, settings.catalog_sync_interval_s), name="catalog-sync"
+                    )
+                )
         tasks.append(asyncio.create_task(audit.run(stop), name="audit-flush"))
         try:
             yield
@@ -160,7 +188,11 @@ def create_app(
             PlatformsController,
             OpenBindingController,
             CatalogController,
+            CatalogPagesController,
             WxController,
+            create_static_files_router(
+                "/static", [Path(__file__).with_name("static")], cache_control=_STATIC_CACHE
+            ),
         ],
         template_config=TemplateConfig(
             directory=Path(__file__).with_name("templates"), engine=JinjaTemplateEngine
@@ -179,6 +211,7 @@ def create_app(
             "onboarding": _constant(onboarding),
             "binding": _constant(binding),
             "catalog": _constant(catalog),
+            "sessions": _constant(sessions),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),
         },

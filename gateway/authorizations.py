@@ -22,9 +22,9 @@ from gateway.routing import Grant, choose_platform
 from gateway.store import RecordedEvent, Store
 from gateway.store.authorizations import Profile, StoredAuthorization
 from gateway.tokens import TokenService
-from gateway.wechat import WeChatClient
+from gateway.wechat import AuthorizerProfile, WeChatClient
 
-__all__ = ["AuthorizationService"]
+__all__ = ["AuthorizationService", "profile_of"]
 
 log = logging.getLogger(__name__)
 
@@ -125,18 +125,7 @@ class AuthorizationService:
         except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
             log.warning("profile of %s not refreshed: %s", appid, exc)
             return await self._store.authorizations.profile(appid)
-        return await self._store.authorizations.save_profile(
-            Profile(
-                authorizer_appid=appid,
-                kind=info.kind,
-                nick_name=info.nick_name,
-                principal_name=info.principal_name,
-                user_name=info.user_name,
-                verify_type=info.verify_type_info.id,
-                service_type=info.service_type_info.id,
-                account_status=info.account_status,
-            )
-        )
+        return await self._store.authorizations.save_profile(profile_of(appid, info))
 
     async def revoke(self, platform_id: str, appid: str, *, actor: str) -> None:
         """The authorization was revoked: keep the row for the catalog, drop its tokens."""
@@ -206,3 +195,17 @@ class AuthorizationService:
                 await asyncio.wait({waiter, stopper}, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
+
+
+def profile_of(appid: str, info: AuthorizerProfile) -> Profile:
+    """What the store keeps of api_get_authorizer_info's description of an account."""
+    return Profile(
+        authorizer_appid=appid,
+        kind=info.kind,
+        nick_name=info.nick_name,
+        principal_name=info.principal_name,
+        user_name=info.user_name,
+        verify_type=info.verify_type_info.id,
+        service_type=info.service_type_info.id,
+        account_status=info.account_status,
+    )

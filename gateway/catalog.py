@@ -21,7 +21,16 @@ from gateway.errors import ApiError
 from gateway.registry import Registry
 from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
 
-__all__ = ["Catalog", "CatalogPage", "CatalogRow", "PlatformGrant"]
+__all__ = [
+    "BINDINGS",
+    "KINDS",
+    "STATUSES",
+    "Catalog",
+    "CatalogCounts",
+    "CatalogPage",
+    "CatalogRow",
+    "PlatformGrant",
+]
 
 KINDS = ("official_account", "mini_program")
 STATUSES = ("active", "revoked", "reauthorization_required")
@@ -78,6 +87,14 @@ class CatalogPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+class CatalogCounts(msgspec.Struct, frozen=True):
+    """Of the rows a filter matches: how many in each binding state (in the order of ``BINDINGS``) and
+    how many each platform holds an authorization of (in registry order); zeros included."""
+
+    by_binding: dict[str, int]
+    by_platform: dict[str, int]
+
+
 class Catalog:
     """Reads the catalog for the API, the CSV export and the auditors' page."""
 
@@ -118,6 +135,19 @@ class Catalog:
         total = await self._query.count(where)
         next_cursor = _encode_cursor(rows[-1].authorizer_appid) if more and rows else None
         return CatalogPage([self._row(r) for r in rows], total, next_cursor)
+
+    async def counts(self, params: Mapping[str, str]) -> CatalogCounts:
+        """Counts by binding state and by platform of the rows the filters of ``params`` match."""
+        stored = await self._query.counts(self.filters(params))
+        return CatalogCounts(
+            by_binding={b: stored.by_binding.get(b, 0) for b in BINDINGS},
+            by_platform={p.id: stored.by_platform.get(p.id, 0) for p in self._registry.platforms},
+        )
+
+    async def row(self, appid: str) -> CatalogRow | None:
+        """One authorizer's row, or None when the catalog does not know it."""
+        stored = await self._query.one(appid)
+        return None if stored is None else self._row(stored)
 
     async def csv(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
         """The rows of the filter as CSV, produced a page at a time."""

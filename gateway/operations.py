@@ -11,11 +11,15 @@ from typing import TextIO
 
 from gateway.app import Services, create_app
 from gateway.binding import OpenBinding
+from gateway.catalog import BINDINGS
+from gateway.catalog_sync import SyncSummary
 from gateway.errors import ApiError
 from gateway.registry import Registry
 from gateway.settings import Settings
 
-__all__ = ["Progress", "binding_pass", "services_of"]
+__all__ = ["Progress", "binding_pass", "print_sync_summary", "progress_bars", "services_of"]
+
+PROBLEMS_SHOWN = 50
 
 
 @asynccontextmanager
@@ -89,3 +93,36 @@ async def binding_pass(
         for appid in attention:
             out.write(f"  {appid}  {results[appid]}  {details[appid]}\n")
     return len(attention)
+
+
+def progress_bars(label: str, total: int) -> Callable[[], None]:
+    """A progress bar per stage of a catalog sync (its ``Tracker``)."""
+    return Progress(total, label).step
+
+
+def print_sync_summary(summary: SyncSummary, out: TextIO = sys.stdout) -> None:
+    """The summary of a catalog sync as a table, then its problems (the first ``PROBLEMS_SHOWN``)."""
+    rows = [
+        ("authorizations", summary.authorizations),
+        ("authorizers", summary.authorizers),
+        ("new", summary.new),
+        ("updated", summary.updated),
+        ("revoked", summary.revoked),
+        ("refresh tokens recovered", summary.refresh_tokens_recovered),
+        ("reauthorization required", summary.reauthorization_required),
+        *((f"binding {state}", summary.bindings.get(state, 0)) for state in BINDINGS),
+        ("  of which have an open account", summary.bound_unidentified),
+        ("failures", summary.failures),
+    ]
+    out.write(f"{'platforms':<32} {', '.join(summary.platforms)}\n")
+    for label, count in rows:
+        out.write(f"{label:<32} {count:>8}\n")
+    out.write(f"{'duration':<32} {summary.duration_s:>7.1f}s\n")
+    if summary.problems:
+        out.write("\nproblems:\n")
+        for problem in summary.problems[:PROBLEMS_SHOWN]:
+            out.write(
+                f"  {problem.platform_id or '-'}  {problem.authorizer_appid or '-'}  {problem.problem}\n"
+            )
+        if summary.failures > PROBLEMS_SHOWN:
+            out.write(f"  … and {summary.failures - PROBLEMS_SHOWN} more (the log has every one)\n")

@@ -20,12 +20,14 @@ import httpx
 from gateway.access import authenticate
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
+from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, WxError
 from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.metrics import Metrics
 from gateway.registry import Client, Registry
 from gateway.routing import required_sets
 from gateway.store import Store
+from gateway.store.gateway_tokens import IssuedGatewayToken
 from gateway.tokens import Token, TokenService
 
 __all__ = ["GATEWAY_TOKEN_LIFETIME_S", "WxProxy"]
@@ -33,6 +35,8 @@ __all__ = ["GATEWAY_TOKEN_LIFETIME_S", "WxProxy"]
 log = logging.getLogger(__name__)
 
 GATEWAY_TOKEN_LIFETIME_S = 7200
+RESOLVED_CACHE_S = 2.0
+RESOLVED_CACHE_MAX = 100_000
 STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 # Calls WeChat wants signed by the component rather than by the authorizer's token.
 _COMPONENT_SIGNED = ("sns/component/", "sns/oauth2/component/")
@@ -90,6 +94,10 @@ class WxProxy:
         self._metrics = metrics
         self._clock = clock
         self._base = registry.wechat.api_base.rstrip("/")
+        # Resolving a gateway token is a database read per call, the largest cost of a proxied call
+        # (docs/benchmarks.md): keep resolutions briefly, one read per token when the entry lapses.
+        self._resolved: dict[str, tuple[float, IssuedGatewayToken | None]] = {}
+        self._resolving: SingleFlight[str, IssuedGatewayToken | None] = SingleFlight()
 
     # --- /wx/cgi-bin/token ---------------------------------------------------------------------------
 
@@ -187,7 +195,7 @@ class WxProxy:
         """Who calls for which authorizer: a gateway token, or a bearer key with X-Authorizer-Appid."""
         token = next((value for name, value in query if name == "access_token"), None)
         if token:
-            issued = await self._store.gateway_tokens.resolve(token)
+            issued = await self._resolve(token)
             if issued is None or issued.revoked_at is not None:
                 raise WxError(40001, "invalid credential, access_token is invalid or not latest")
             if issued.expires_at <= self._clock():
@@ -208,6 +216,26 @@ class WxProxy:
             raise WxError(41001, "access_token missing")
         await self._admit(client, appid)
         return _Caller(client, appid)
+
+    async def _resolve(self, token: str) -> IssuedGatewayToken | None:
+        now = self._clock()
+        cached = self._resolved.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        issued = await self._resolving.run(token, lambda: self._store.gateway_tokens.resolve(token))
+        if len(self._resolved) > RESOLVED_CACHE_MAX:
+            self._resolved.clear()
+        self._resolved[token] = (now + RESOLVED_CACHE_S, issued)
+        return issued
+
+    async def revoke_tokens(self, client_id: str, authorizer_appid: str | None = None) -> int:
+        """Revoke a client's gateway tokens; this replica stops honouring them at once, others within
+        ``RESOLVED_CACHE_S``."""
+        revoked = await self._store.gateway_tokens.revoke(
+            client_id=client_id, authorizer_appid=authorizer_appid
+        )
+        self._resolved.clear()
+        return revoked
 
     async def _admit(self, client: Client, appid: str) -> None:
         if "proxy" not in client.scopes:

@@ -10,11 +10,19 @@ from urllib.parse import urlsplit
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_DATABASE_URL", "DEFAULT_PUBLIC_URL", "Settings"]
+__all__ = [
+    "DEFAULT_CATALOG_SYNC_INTERVAL_S",
+    "DEFAULT_CONFIG",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_PUBLIC_URL",
+    "Settings",
+]
 
 DEFAULT_CONFIG = "config/registry.yaml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_CATALOG_SYNC_INTERVAL_S = 6 * 3600.0
+MIN_CATALOG_SYNC_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class Settings:
     secret_box: SecretBox
     public_url: str
     renewal_lease_s: float = 30.0
+    catalog_sync_interval_s: float = DEFAULT_CATALOG_SYNC_INTERVAL_S  # 0: no scheduled sync
 
     @classmethod
     def from_environ(
@@ -54,9 +63,21 @@ class Settings:
             raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be a number of seconds") from None
         if not 1 <= lease <= 600:
             raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be between 1 and 600 seconds")
+        try:
+            sync_interval = float(
+                env.get("GATEWAY_CATALOG_SYNC_INTERVAL_S", str(DEFAULT_CATALOG_SYNC_INTERVAL_S))
+            )
+        except ValueError:
+            raise ConfigError("GATEWAY_CATALOG_SYNC_INTERVAL_S must be a number of seconds") from None
+        if sync_interval != 0 and not MIN_CATALOG_SYNC_INTERVAL_S <= sync_interval < float("inf"):
+            raise ConfigError(
+                "GATEWAY_CATALOG_SYNC_INTERVAL_S must be 0 (no scheduled sync) "
+                f"or at least {MIN_CATALOG_SYNC_INTERVAL_S:.0f} seconds"
+            )
         return cls(
             config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
             renewal_lease_s=lease,
+            catalog_sync_interval_s=sync_interval,
             database_url=database_url,
             secret_box=SecretBox.from_base64(secret),
             public_url=public_url,

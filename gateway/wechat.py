@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
+import ssl
 import time
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import msgspec
+from httpx_aiohttp import AiohttpTransport
 
-from gateway.errors import UpstreamError, UpstreamUnavailable
+from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
 
 __all__ = [
     "AuthorizationInfo",
+    "AuthorizerDetails",
     "AuthorizerListItem",
     "AuthorizerProfile",
     "FetchedToken",
@@ -36,14 +42,96 @@ TRANSIENT_ERRCODES = frozenset({-1})
 _RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
 
 
-def new_http_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The one pooled client of the app: bounded timeouts and connection limits, keep-alive."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(10.0, connect=3.0),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30),
+UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
+# The network under the client (GATEWAY_UPSTREAM_TRANSPORT); docs/benchmarks.md has the figures behind
+# the default.
+UPSTREAM_TRANSPORTS = ("aiohttp", "httpx")
+DEFAULT_UPSTREAM_TRANSPORT = "aiohttp"
+
+
+def new_http_client(
+    *, transport: httpx.AsyncBaseTransport | None = None, environ: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """The one pooled client of the app: bounded timeouts and connection limits, keep-alive.
+
+    ``transport`` replaces the network (tests reach the simulator in-process this way). Otherwise
+    ``GATEWAY_UPSTREAM_TRANSPORT`` picks it: ``aiohttp`` (an aiohttp session under httpx's API, by
+    httpx-aiohttp) or ``httpx`` (httpx's own, httpcore). Either way proxies from the environment
+    (``HTTPS_PROXY``, ``NO_PROXY``…) apply as httpx reads them.
+    """
+    env = os.environ if environ is None else environ
+    kind = env.get("GATEWAY_UPSTREAM_TRANSPORT", "") or DEFAULT_UPSTREAM_TRANSPORT
+    if kind not in UPSTREAM_TRANSPORTS:
+        raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
+    client = _AiohttpClient if kind == "aiohttp" else httpx.AsyncClient
+    return client(
+        timeout=UPSTREAM_TIMEOUT,
+        limits=UPSTREAM_LIMITS,
         transport=transport,
         headers={"User-Agent": "group-gateway"},
     )
+
+
+_Cert = str | tuple[str, str] | tuple[str, str, str]  # httpx's CertTypes
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, keeping two habits of httpx's own that the proxy relies on.
+
+    A body sent without a Content-Type goes without one (aiohttp would add application/octet-stream),
+    and a connection refused or dropped is a ConnectError or a RemoteProtocolError, not the ConnectTimeout
+    of httpx-aiohttp's exception table (the proxy answers 502 to the one, 504 to the other).
+    """
+
+    def get_client(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("Content-Type",))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(cause, TimeoutError):
+                raise httpx.ConnectError(str(exc), request=request) from cause
+            if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
+                raise httpx.RemoteProtocolError(str(exc), request=request) from cause
+            raise
+
+
+class _AiohttpClient(httpx.AsyncClient):
+    """httpx's client over ``_AiohttpTransport``, for direct calls and for proxies alike."""
+
+    def _init_transport(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: _Cert | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> httpx.AsyncBaseTransport:
+        if transport is not None:
+            return transport
+        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits)
+
+    def _init_proxy_transport(
+        self,
+        proxy: httpx.Proxy,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: _Cert | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+    ) -> httpx.AsyncBaseTransport:
+        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
 
 
 class _Status(msgspec.Struct):
@@ -144,6 +232,30 @@ class AuthorizerProfile(msgspec.Struct, frozen=True):
 
 class _AuthorizerInfo(msgspec.Struct):
     authorizer_info: AuthorizerProfile
+
+
+class _Grant(msgspec.Struct):
+    """``authorization_info`` of api_get_authorizer_info: what the account granted the calling component."""
+
+    authorizer_refresh_token: str | None = None
+    func_info: list[_FuncInfo] = []
+
+
+class _AuthorizerDetails(_AuthorizerInfo):
+    authorization_info: _Grant
+
+
+class AuthorizerDetails(msgspec.Struct, frozen=True):
+    """api_get_authorizer_info in full: the account, and the permission sets and current refresh token
+    of its authorization of the calling component."""
+
+    profile: AuthorizerProfile
+    func_ids: frozenset[int]
+    refresh_token: str | None
+
+
+class _HaveOpen(msgspec.Struct):
+    have_open: bool
 
 
 class _OpenAppid(msgspec.Struct):
@@ -251,6 +363,24 @@ class WeChatClient:
         )
         return answer.authorizer_info
 
+    async def authorizer_details(
+        self, component_token: str, component_appid: str, authorizer_appid: str
+    ) -> AuthorizerDetails:
+        """api_get_authorizer_info with its ``authorization_info``: the account, and the permission sets
+        and refresh token of its authorization of this component."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_info",
+            component_token,
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerDetails,
+        )
+        grant = answer.authorization_info
+        return AuthorizerDetails(
+            answer.authorizer_info,
+            frozenset(f.funcscope_category.id for f in grant.func_info),
+            grant.authorizer_refresh_token,
+        )
+
     async def open_get(self, authorizer_token: str) -> str | None:
         """open/get: the open account the authorizer is bound to, or None when unbound."""
         try:
@@ -262,6 +392,14 @@ class WeChatClient:
                 return None
             raise
         return answer.open_appid
+
+    async def open_have(self, authorizer_token: str) -> bool:
+        """open/have: whether the authorizer is bound to an open account (not which one; it needs only
+        set 3 or 30, where open/get needs 24 or 25)."""
+        answer = await self._call(
+            "GET", "cgi-bin/open/have", {"access_token": authorizer_token}, None, _HaveOpen
+        )
+        return answer.have_open
 
     async def open_bind(self, authorizer_token: str, open_appid: str) -> None:
         """open/bind: bind the authorizer to ``open_appid``."""

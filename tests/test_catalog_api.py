@@ -1,4 +1,5 @@
-"""The catalog API (`/v1/catalog`, `/v1/catalog.csv`) and `/v1/audit-log`, over authorizations made in the simulator."""
+"""The catalog API (`/v1/catalog`, `/v1/catalog.csv`) and `/v1/audit-log`, over authorizations made in the
+simulator (the ``stocked`` world)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLIENT_KEYS
-from tests.support.world import OA, World
-
-MINI = "wxc0000000000003"
-OTHER = "wxd0000000000004"
+from tests.support.world import MINI, OA, OTHER, World
 
 
 def auth(client: str = "audit") -> dict[str, str]:
@@ -24,21 +22,6 @@ async def catalog(world: World, **params: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-@pytest.fixture
-async def stocked(ready: World) -> World:
-    """OA on retail (1, 2, 24) and finance (15); a mini program on retail; another account, revoked."""
-    await ready.authorize("finance", OA, [15])
-    await ready.authorize(
-        "retail", MINI, [17, 18, 25], kind="mini_program", nick_name="Shop", principal_name="Shop Co"
-    )
-    await ready.authorize("finance", OTHER, [1], nick_name="Old = Account", principal_name="Gone Ltd")
-    await ready.sim.post(
-        "/sim/authorizations/revoke", json={"component_appid": "wxc0mp000000002", "authorizer_appid": OTHER}
-    )
-    await ready.services.authorizations.process_pending()
-    return ready
 
 
 async def test_one_row_per_authorizer_across_components(stocked: World) -> None:

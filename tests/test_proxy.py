@@ -171,7 +171,7 @@ async def test_gateway_token_states(ready: World) -> None:
         await conn.execute(text("UPDATE gateway_tokens SET expires_at = 1"))
     assert (await wx(ready, "GET", "cgi-bin/user/get", token)).json()["errcode"] == 42001
     fresh = await gateway_token(ready)
-    await ready.services.store.gateway_tokens.revoke(client_id="crm")
+    assert await ready.services.proxy.revoke_tokens("crm") == 2
     assert (await wx(ready, "GET", "cgi-bin/user/get", fresh)).json()["errcode"] == 40001
     assert await ready.calls("user/get") == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -15,7 +16,7 @@ from gateway.errors import ApiError
 from gateway.registry import Registry
 from gateway.store import Store
 
-__all__ = ["AuditEntryView", "AuditLogPage", "CatalogController"]
+__all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -74,24 +75,29 @@ class CatalogController(Controller):
             raise ApiError(
                 403, "forbidden", f"client '{client.id}' holds neither the scope 'catalog' nor 'admin'"
             )
-        params = request.query_params
-        limit = _number(params.get("limit"), "limit", 100, 1, 500)
-        before = _number(params.get("cursor"), "cursor", None, 1, 2**62)
-        pairs, more = await store.audit.page(
-            before_id=before,
-            limit=limit or 100,
-            actor=params.get("actor") or None,
-            action=params.get("action") or None,
-            authorizer_appid=params.get("authorizer_appid") or None,
-            platform_id=params.get("platform") or None,
-            since=_number(params.get("since"), "since", None, 0, 2**40),
-            until=_number(params.get("until"), "until", None, 0, 2**40),
-        )
-        items = [
-            AuditEntryView(i, r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
-            for i, r in pairs
-        ]
-        return AuditLogPage(items, str(pairs[-1][0]) if more and pairs else None)
+        return await read_audit_log(store, request.query_params)
+
+
+async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPage:
+    """One page of the audit log as the query ``params`` ask: ``limit``, ``cursor`` (an id: older
+    entries), ``actor``, ``action``, ``authorizer_appid``, ``platform``, ``since``, ``until``."""
+    limit = _number(params.get("limit"), "limit", 100, 1, 500)
+    before = _number(params.get("cursor"), "cursor", None, 1, 2**62)
+    pairs, more = await store.audit.page(
+        before_id=before,
+        limit=limit or 100,
+        actor=params.get("actor") or None,
+        action=params.get("action") or None,
+        authorizer_appid=params.get("authorizer_appid") or None,
+        platform_id=params.get("platform") or None,
+        since=_number(params.get("since"), "since", None, 0, 2**40),
+        until=_number(params.get("until"), "until", None, 0, 2**40),
+    )
+    items = [
+        AuditEntryView(i, r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
+        for i, r in pairs
+    ]
+    return AuditLogPage(items, str(pairs[-1][0]) if more and pairs else None)
 
 
 def _require_catalog(request: Request[Any, Any, Any], catalog: Catalog) -> None:

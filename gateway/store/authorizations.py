@@ -94,6 +94,25 @@ class AuthorizationStore:
         async with self._db.sessions() as session:
             return [_describe(row) for row in await session.scalars(query)]
 
+    async def of_platform(self, platform_id: str) -> list[tuple[StoredAuthorization, str | None]]:
+        """Every authorization of one platform, whatever its status, each with its refresh token opened
+        (None when it was lost): one read for a whole catalog sync of the platform."""
+        async with self._db.sessions() as session:
+            rows = await session.scalars(
+                select(Authorization).where(col(Authorization.platform_id) == platform_id)
+            )
+            return [
+                (
+                    _describe(row),
+                    None
+                    if row.refresh_token_sealed is None
+                    else self._db.box.open(
+                        row.refresh_token_sealed, context=f"refresh:{platform_id}:{row.authorizer_appid}"
+                    ),
+                )
+                for row in rows
+            ]
+
     async def refresh_token(self, platform_id: str, appid: str) -> str | None:
         """The stored refresh token of an authorization, opened."""
         async with self._db.sessions() as session:

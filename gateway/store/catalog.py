@@ -15,7 +15,7 @@ from sqlalchemy import Select, and_, case, exists, func, or_, select
 from gateway.store.database import Database
 from gateway.store.tables import Authorization, AuthorizerProfileRow, Credential
 
-__all__ = ["CatalogFilter", "CatalogQuery", "StoredGrant", "StoredRow"]
+__all__ = ["CatalogFilter", "CatalogQuery", "StoredCounts", "StoredGrant", "StoredRow"]
 
 _A = Authorization.__table__  # type: ignore[attr-defined]
 _P = AuthorizerProfileRow.__table__  # type: ignore[attr-defined]
@@ -58,6 +58,13 @@ class StoredRow(msgspec.Struct, frozen=True):
     open_appid: str | None
     synced_at: float | None
     grants: list[StoredGrant]
+
+
+class StoredCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Authorizers by binding state and by platform (only the values that occur)."""
+
+    by_binding: dict[str, int]
+    by_platform: dict[str, int]
 
 
 def _status() -> Any:
@@ -121,8 +128,7 @@ class CatalogQuery:
 
     async def page(self, where: CatalogFilter, after: str | None, limit: int) -> tuple[list[StoredRow], bool]:
         """Up to ``limit`` rows after the appid ``after``; and whether more follow."""
-        query = self._filtered(where)
-        subquery = query.subquery("catalog")
+        subquery = self._filtered(where).subquery("catalog")
         paged = select(subquery)
         if after is not None:
             paged = paged.where(subquery.c.appid > after)
@@ -130,8 +136,40 @@ class CatalogQuery:
         async with self._db.engine.connect() as conn:
             rows = (await conn.execute(paged)).all()
             more = len(rows) > limit
-            rows = rows[:limit]
-            grants = await self._grants(conn, [row.appid for row in rows])
+            stored = await self._stored(conn, rows[:limit])
+        return stored, more
+
+    async def one(self, appid: str) -> StoredRow | None:
+        """The row of one authorizer, or None when no platform ever held its authorization."""
+        subquery = self._filtered(CatalogFilter()).subquery("catalog")
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(select(subquery).where(subquery.c.appid == appid))).all()
+            stored = await self._stored(conn, rows)
+        return stored[0] if stored else None
+
+    async def count(self, where: CatalogFilter) -> int:
+        """How many authorizers match."""
+        query = select(func.count()).select_from(self._filtered(where).subquery("catalog"))
+        async with self._db.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def counts(self, where: CatalogFilter) -> StoredCounts:
+        """Of the authorizers that match: how many in each binding state, and how many each platform
+        holds an authorization of (any status)."""
+        matching = self._filtered(where).subquery("catalog")
+        by_binding = select(matching.c.binding, func.count()).group_by(matching.c.binding)
+        by_platform = (
+            select(_A.c.platform_id, func.count(func.distinct(_A.c.authorizer_appid)))
+            .select_from(_A.join(matching, matching.c.appid == _A.c.authorizer_appid))
+            .group_by(_A.c.platform_id)
+        )
+        async with self._db.engine.connect() as conn:
+            bindings = {binding: int(n) for binding, n in (await conn.execute(by_binding)).all()}
+            platforms = {platform: int(n) for platform, n in (await conn.execute(by_platform)).all()}
+        return StoredCounts(by_binding=bindings, by_platform=platforms)
+
+    async def _stored(self, conn: Any, rows: Sequence[Any]) -> list[StoredRow]:
+        grants = await self._grants(conn, [row.appid for row in rows])
         return [
             StoredRow(
                 authorizer_appid=row.appid,
@@ -146,13 +184,7 @@ class CatalogQuery:
                 grants=grants.get(row.appid, []),
             )
             for row in rows
-        ], more
-
-    async def count(self, where: CatalogFilter) -> int:
-        """How many authorizers match."""
-        query = select(func.count()).select_from(self._filtered(where).subquery("catalog"))
-        async with self._db.engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        ]
 
     async def _grants(self, conn: Any, appids: Sequence[str]) -> dict[str, list[StoredGrant]]:
         if not appids:

@@ -29,6 +29,7 @@ from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
 from gateway.store.gateway_tokens import GatewayTokenStore
 from gateway.store.tables import ComponentPush, ComponentTicket
+from gateway.store.web_sessions import WebSessionStore
 
 __all__ = ["RecordedEvent", "Store", "StoredTicket"]
 
@@ -55,7 +56,8 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 class Store:
     """Everything the gateway keeps, on one async engine: pushes and tickets here, and the
-    ``credentials``, ``authorizations``, ``gateway_tokens`` and ``audit`` parts beside them."""
+    ``credentials``, ``authorizations``, ``gateway_tokens``, ``audit``, ``catalog`` and ``web_sessions``
+    parts beside them."""
 
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, *, clock: Callable[[], float] = time.time
@@ -70,6 +72,7 @@ class Store:
         self.audit = AuditLog(self._db)
         self.gateway_tokens = GatewayTokenStore(self._db)
         self.catalog = CatalogQuery(self._db)
+        self.web_sessions = WebSessionStore(self._db)
 
     @property
     def engine(self) -> AsyncEngine:

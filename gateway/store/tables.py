@@ -18,6 +18,7 @@ __all__ = [
     "ComponentTicket",
     "Credential",
     "GatewayToken",
+    "WebSession",
     "metadata",
 ]
 
@@ -166,3 +167,15 @@ class AuthorizerProfileRow(SQLModel, table=True):
     )
     open_appid: str | None = Field(default=None, max_length=64)
     binding_checked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+
+
+class WebSession(SQLModel, table=True):
+    """An auditor signed in to the catalog pages: only the sha-256 of the cookie's token is kept."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_expires_at", "expires_at"),)
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(max_length=64)
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    expires_at: float = Field(sa_column=Column(Float, nullable=False))

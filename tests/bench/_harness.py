@@ -2,10 +2,13 @@
 
 The load comes from ``wrk`` when it is installed (one thread: the servers get the other core), else from
 ``python -m tests.bench._load``. Either way it is another process, bounded in connections and time.
+``deploy`` starts the gateway (one process or several on one database) and the simulator, with one
+authorizer authorized; ``cpu_seconds`` and ``profile`` look at a server process from outside.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -17,27 +20,48 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from gateway.demo import demo_environment
+from tests.support.flows import approve_authorization, push_ticket
+
 __all__ = [
+    "AUTHORIZER",
+    "CLIENT_KEY",
+    "COMPONENT_APPID",
+    "EXAMPLE",
+    "PLATFORM",
     "ROOT",
+    "TOKEN_PATH",
+    "Deployment",
+    "Gateway",
     "Load",
     "Row",
     "Server",
+    "cpu_seconds",
+    "deploy",
     "free_port",
     "load_tool",
     "machine",
     "median_load",
     "print_table",
+    "profile",
     "run_load",
     "wait_for",
 ]
 
 ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "config" / "registry.example.yaml"
+PLATFORM = "retail"
+COMPONENT_APPID = "wxc0mp000000001"  # retail, in the example registry
+AUTHORIZER = "wxa0000000000001"
+CLIENT_KEY = "demo-crm-key"  # the example registry's public demo key of client "crm" (scopes token, proxy)
+TOKEN_PATH = f"/v1/authorizers/{AUTHORIZER}/access-token"
 
 # wrk reports through this script: one JSON line after its usual text.
 _WRK_REPORT = """
@@ -175,37 +199,46 @@ def machine() -> str:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the result table; ``target`` (and so pass/fail) only where the issue sets one."""
+    """One line of the result table; ``target`` (and so pass/fail) only where the issue sets one.
+
+    The target bounds the ratio ours/baseline, or with ``added`` the difference ours − baseline.
+    """
 
     figure: str
     ours: float
     baseline: float
     target: float | None = None
     higher_is_better: bool = True
+    added: bool = False
 
     @property
     def ratio(self) -> float:
-        return self.ours / self.baseline
+        return self.ours / self.baseline if self.baseline else float("nan")
 
     @property
     def verdict(self) -> str:
         if self.target is None:
             return ""
-        ok = self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+        judged = self.ours - self.baseline if self.added else self.ratio
+        ok = judged >= self.target if self.higher_is_better else judged <= self.target
         return "pass" if ok else "FAIL"
 
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        sign = "≥" if self.higher_is_better else "≤"
+        return f"{sign} +{self.target:.2f} added" if self.added else f"{sign} {self.target:.2f}"
 
-def print_table(rows: Sequence[Row]) -> None:
-    header = ("figure", "ours", "baseline", "ratio", "target", "result")
+
+def _number(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.3g}"
+
+
+def print_table(rows: Sequence[Row], *, ours: str = "ours", baseline: str = "baseline") -> None:
+    header = ("figure", ours, baseline, "ratio", "target", "result")
     lines = [
-        (
-            r.figure,
-            f"{r.ours:,.1f}",
-            f"{r.baseline:,.1f}",
-            f"{r.ratio:.2f}",
-            "" if r.target is None else f"{'≥' if r.higher_is_better else '≤'} {r.target:.2f}",
-            r.verdict,
-        )
+        (r.figure, _number(r.ours), _number(r.baseline), f"{r.ratio:.2f}", r.target_text, r.verdict)
         for r in rows
     ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
@@ -218,3 +251,148 @@ def print_table(rows: Sequence[Row]) -> None:
         )
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+# --- looking at a server process ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far, all its threads (Linux: /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0]
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(
+    pid: int,
+    out: Path,
+    url: str,
+    *,
+    headers: dict[str, str],
+    connections: int,
+    duration_s: float,
+    tool: str = "auto",
+) -> None:
+    """py-spy on ``pid`` while one more round loads ``url``; the format follows ``out``'s suffix."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    formats = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
+    # Blocking sampling (py-spy pauses the process for each sample): slower, but stacks are not torn.
+    command = [py_spy, "record", "--pid", str(pid), "--duration", f"{duration_s:.0f}", "--rate", "250"]
+    command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out)]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        run_load(url, headers=headers, connections=connections, duration_s=duration_s, tool=tool)
+    finally:
+        _, errors = spy.communicate(timeout=duration_s + 30)
+    if spy.returncode != 0:
+        raise RuntimeError(f"py-spy failed ({spy.returncode}): {errors.strip()}")
+    print(f"profile of pid {pid} under load: {out}")
+
+
+# --- the gateway and the simulator -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """One ``gateway serve`` process."""
+
+    name: str
+    server: Server
+    url: str
+
+
+class Deployment:
+    """Servers of one benchmark: gateways, the simulator, and whatever else it starts; stopped together."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], registry: Path, simulator_url: str) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.registry = registry
+        self.simulator_url = simulator_url
+        self.gateways: dict[str, Gateway] = {}
+        self.token: httpx.Response | None = None  # the authorizer's token, as the gateway first vended it
+        self.servers: dict[str, Server] = {}
+
+    def start(self, name: str, module_args: Sequence[str], env: Mapping[str, str] | None = None) -> Server:
+        """``python -m MODULE_ARGS`` with the deployment's environment and ``env``, logging to NAME.log."""
+        if name in self.servers:
+            raise ValueError(f"a server named {name!r} is already started")
+        server = Server(name, module_args, {**self.env, **(env or {})}, self.workdir)
+        self.servers[name] = server
+        return server
+
+    def start_gateway(self, name: str, env: Mapping[str, str] | None = None) -> Gateway:
+        """``gateway serve`` on a port of its own and the common database; returns once it is ready."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        serve = ["gateway", "serve", "--config", str(self.registry), "--port", str(port)]
+        gateway = Gateway(name, self.start(name, serve, {"GATEWAY_PUBLIC_URL": url, **(env or {})}), url)
+        wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, what=f"the {name}")
+        self.gateways[name] = gateway
+        return gateway
+
+    def check_alive(self) -> None:
+        for server in self.servers.values():
+            server.check_alive()
+
+    def stop(self) -> None:
+        for server in reversed(self.servers.values()):
+            server.stop()
+
+
+@contextmanager
+def deploy(prefix: str, gateways: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Deployment]:
+    """The gateway and ``gateway simulate`` on loopback, ``AUTHORIZER`` authorized on retail.
+
+    Each gateway is ``gateway serve`` on one SQLite database in a temporary directory, with the example
+    registry (generated secrets, ``api_base`` pointed at the simulator); ``gateways`` maps their names
+    to extra environment (default: one, ``gateway``). The simulator pushes to the first. The
+    administrator's approval goes through the simulator (as in ``tests/support/flows.py``), then the
+    authorizer's token is fetched once through the first gateway: ``Deployment.token``.
+    """
+    named = dict(gateways or {"gateway": {}})
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        workdir = Path(tmp)
+        simulator_port = free_port()
+        simulator_url = f"http://127.0.0.1:{simulator_port}"
+        registry = workdir / "registry.yaml"
+        registry.write_text(EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url))
+        # The caller's environment without gateway settings or registry secrets, then generated ones.
+        ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+        env.update(demo_environment(EXAMPLE, {}))
+        env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
+        deployment = Deployment(workdir, env, registry, simulator_url)
+        try:
+            (first, first_env), *others = named.items()
+            gateway = deployment.start_gateway(first, first_env)
+            simulate = ["gateway", "simulate", "--config", str(registry), "--gateway-url", gateway.url]
+            simulate += ["--port", str(simulator_port), "--ticket-interval", "0"]
+            deployment.start("simulator", simulate)
+            wait_for(lambda: httpx.get(f"{simulator_url}/sim/state").status_code == 200, what="the simulator")
+            deployment.token = asyncio.run(_authorize(simulator_url, gateway.url, env["RETAIL_APPSECRET"]))
+            for name, extra in others:  # on the same database: the authorization is theirs too
+                deployment.start_gateway(name, extra)
+            yield deployment
+        finally:
+            deployment.stop()
+
+
+async def _authorize(simulator_url: str, gateway_url: str, component_secret: str) -> httpx.Response:
+    """A ticket for retail, the authorizer's approval through the simulator, the token fetched once."""
+    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    async with (
+        httpx.AsyncClient(base_url=simulator_url, timeout=10) as sim,
+        httpx.AsyncClient(base_url=gateway_url, timeout=10, headers=headers) as gateway,
+    ):
+        pushed = await push_ticket(sim, COMPONENT_APPID)
+        if pushed.get("body") != "success":
+            raise RuntimeError(f"the gateway refused the ticket push: {pushed}")
+        await approve_authorization(sim, COMPONENT_APPID, component_secret, AUTHORIZER, [1, 2, 24])
+        for _ in range(200):  # until the gateway has acted on the `authorized` push
+            response = await gateway.get(TOKEN_PATH)
+            if response.status_code == 200:
+                return response
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"no token from the gateway: {response.status_code} {response.text}")

@@ -16,41 +16,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 import msgspec
 from litestar import Litestar, Response, get
 
-from gateway.demo import demo_environment
 from gateway.serving import Listener, serve
 from tests.bench._harness import (
-    ROOT,
+    AUTHORIZER,
+    CLIENT_KEY,
+    PLATFORM,
+    TOKEN_PATH,
     Load,
     Row,
-    Server,
+    deploy,
     free_port,
     load_tool,
     machine,
     median_load,
     print_table,
+    profile,
     run_load,
     wait_for,
 )
-from tests.support.flows import approve_authorization, push_ticket
 
-EXAMPLE = ROOT / "config" / "registry.example.yaml"
-PLATFORM = "retail"
-COMPONENT_APPID = "wxc0mp000000001"  # retail, in the example registry
-AUTHORIZER = "wxa0000000000001"
-CLIENT_KEY = "demo-crm-key"  # the example registry's public demo key of client "crm" (scope token)
-PATH = f"/v1/authorizers/{AUTHORIZER}/access-token"
+PATH = TOKEN_PATH
 TARGET = 0.8
 
 
@@ -87,151 +80,79 @@ def _serve_baseline(port: int, body_bytes: int) -> None:
     asyncio.run(serve([Listener(baseline_app(body_bytes), "127.0.0.1", port)]))
 
 
-# --- setting up ours -------------------------------------------------------------------------------
-
-
-def _environment(workdir: Path, gateway_url: str) -> dict[str, str]:
-    """The caller's environment without gateway settings or registry secrets, then generated ones."""
-    ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    env.update(demo_environment(EXAMPLE, {}))
-    env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
-    env["GATEWAY_PUBLIC_URL"] = gateway_url
-    return env
-
-
-async def _authorize(simulator_url: str, gateway_url: str, component_secret: str) -> httpx.Response:
-    """A ticket for retail, the authorizer's approval through the simulator, the token fetched once."""
-    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    async with (
-        httpx.AsyncClient(base_url=simulator_url, timeout=10) as sim,
-        httpx.AsyncClient(base_url=gateway_url, timeout=10, headers=headers) as gateway,
-    ):
-        pushed = await push_ticket(sim, COMPONENT_APPID)
-        if pushed.get("body") != "success":
-            raise RuntimeError(f"the gateway refused the ticket push: {pushed}")
-        await approve_authorization(sim, COMPONENT_APPID, component_secret, AUTHORIZER, [1, 2, 24])
-        for _ in range(200):  # until the gateway has acted on the `authorized` push
-            response = await gateway.get(PATH)
-            if response.status_code == 200:
-                return response
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"no token from the gateway: {response.status_code} {response.text}")
-
-
-def _profile(pid: int, out: Path, url: str, connections: int, duration_s: float, tool: str) -> None:
-    """py-spy on ``pid`` while one more round loads ``url``; the format follows ``out``'s suffix."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    formats = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
-    # Blocking sampling (py-spy pauses the process for each sample): slower, but stacks are not torn.
-    command = [py_spy, "record", "--pid", str(pid), "--duration", f"{duration_s:.0f}", "--rate", "250"]
-    command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out)]
-    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        run_load(
-            url,
-            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-            connections=connections,
-            duration_s=duration_s,
-            tool=tool,
-        )
-    finally:
-        _, errors = spy.communicate(timeout=duration_s + 30)
-    if spy.returncode != 0:
-        raise RuntimeError(f"py-spy failed ({spy.returncode}): {errors.strip()}")
-    print(f"profile of the gateway under load: {out}")
-
-
 # --- the run ---------------------------------------------------------------------------------------
 
 
-def run(rounds: int, duration_s: float, connections: int, tool: str, profile: Path | None) -> None:
-    gateway_port, simulator_port, baseline_port = free_port(), free_port(), free_port()
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    simulator_url = f"http://127.0.0.1:{simulator_port}"
-    baseline_url = f"http://127.0.0.1:{baseline_port}"
-    with tempfile.TemporaryDirectory(prefix="bench-tokens-") as tmp:
-        workdir = Path(tmp)
-        env = _environment(workdir, gateway_url)
-        registry = workdir / "registry.yaml"
-        registry.write_text(EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url))
-        servers: list[Server] = []
-        try:
-            gateway = Server(
-                "gateway",
-                ["gateway", "serve", "--config", str(registry), "--port", str(gateway_port)],
-                env,
-                workdir,
+def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to: Path | None) -> None:
+    with deploy("bench-tokens-") as deployment:
+        gateway = deployment.gateways["gateway"]
+        assert deployment.token is not None
+        body_bytes = len(deployment.token.content)
+        baseline_port = free_port()
+        baseline_url = f"http://127.0.0.1:{baseline_port}"
+        baseline_args = ["tests.bench.tokens", "--serve-baseline", str(baseline_port)]
+        deployment.start("baseline", [*baseline_args, "--body-bytes", str(body_bytes)])
+        wait_for(lambda: httpx.get(baseline_url + PATH).status_code == 200, what="the baseline")
+        same = httpx.get(baseline_url + PATH)
+        if len(same.content) != body_bytes:
+            raise RuntimeError(f"baseline body is {len(same.content)} bytes, ours {body_bytes}")
+
+        targets = {"gateway": gateway.url + PATH, "baseline": baseline_url + PATH}
+        headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+        def load(name: str) -> Load:
+            deployment.check_alive()
+            return run_load(
+                targets[name], headers=headers, connections=connections, duration_s=duration_s, tool=tool
             )
-            servers.append(gateway)
-            wait_for(lambda: httpx.get(f"{gateway_url}/readyz").status_code == 200, what="the gateway")
-            simulate = ["simulate", "--config", str(registry), "--gateway-url", gateway_url]
-            simulate += ["--port", str(simulator_port), "--ticket-interval", "0"]
-            servers.append(Server("simulator", ["gateway", *simulate], env, workdir))
-            wait_for(lambda: httpx.get(f"{simulator_url}/sim/state").status_code == 200, what="the simulator")
 
-            token = asyncio.run(_authorize(simulator_url, gateway_url, env["RETAIL_APPSECRET"]))
-            body_bytes = len(token.content)
-            baseline_args = ["tests.bench.tokens", "--serve-baseline", str(baseline_port)]
-            baseline_args += ["--body-bytes", str(body_bytes)]
-            servers.append(Server("baseline", baseline_args, env, workdir))
-            wait_for(lambda: httpx.get(baseline_url + PATH).status_code == 200, what="the baseline")
-            same = httpx.get(baseline_url + PATH)
-            if len(same.content) != body_bytes:
-                raise RuntimeError(f"baseline body is {len(same.content)} bytes, ours {body_bytes}")
-
-            targets = {"gateway": gateway_url + PATH, "baseline": baseline_url + PATH}
-            headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
-
-            def load(name: str) -> Load:
-                for server in servers:
-                    server.check_alive()
-                return run_load(
-                    targets[name], headers=headers, connections=connections, duration_s=duration_s, tool=tool
-                )
-
-            print(f"machine: {machine()}")
+        print(f"machine: {machine()}")
+        print(
+            f"load: {load_tool(tool)}, {connections} connections, {duration_s:g} s per round, "
+            f"{rounds} rounds after a warm-up; response body {body_bytes} bytes"
+        )
+        for name in targets:  # warm-up, discarded
+            load(name)
+        results: dict[str, list[Load]] = {"gateway": [], "baseline": []}
+        for i in range(rounds):
+            order = ("gateway", "baseline") if i % 2 == 0 else ("baseline", "gateway")
+            for name in order:
+                results[name].append(load(name))
             print(
-                f"load: {load_tool(tool)}, {connections} connections, {duration_s:g} s per round, "
-                f"{rounds} rounds after a warm-up; response body {body_bytes} bytes"
+                f"  round {i + 1}: gateway {results['gateway'][-1].rps:,.0f} req/s, "
+                f"baseline {results['baseline'][-1].rps:,.0f} req/s",
+                flush=True,
             )
-            for name in targets:  # warm-up, discarded
-                load(name)
-            results: dict[str, list[Load]] = {"gateway": [], "baseline": []}
-            for i in range(rounds):
-                order = ("gateway", "baseline") if i % 2 == 0 else ("baseline", "gateway")
-                for name in order:
-                    results[name].append(load(name))
-                print(
-                    f"  round {i + 1}: gateway {results['gateway'][-1].rps:,.0f} req/s, "
-                    f"baseline {results['baseline'][-1].rps:,.0f} req/s",
-                    flush=True,
-                )
-            print(f"machine after: {machine()}")
-            ours, base = median_load(results["gateway"]), median_load(results["baseline"])
-            paired = [g.rps / b.rps for g, b in zip(results["gateway"], results["baseline"], strict=True)]
-            for name, loads in results.items():
-                errors = sum(r.bad_status + r.socket_errors for r in loads)
-                if errors:
-                    print(f"WARNING: {name}: {errors} failed requests; its figures are not valid")
+        print(f"machine after: {machine()}")
+        ours, base = median_load(results["gateway"]), median_load(results["baseline"])
+        paired = [g.rps / b.rps for g, b in zip(results["gateway"], results["baseline"], strict=True)]
+        for name, loads in results.items():
+            errors = sum(r.bad_status + r.socket_errors for r in loads)
+            if errors:
+                print(f"WARNING: {name}: {errors} failed requests; its figures are not valid")
+        print()
+        print_table(
+            [
+                Row("requests/s (median)", ours.rps, base.rps, target=TARGET),
+                Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms),
+                Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms),
+            ]
+        )
+        print(
+            f"ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)} "
+            f"(median {statistics.median(paired):.2f})"
+        )
+        if profile_to is not None:
             print()
-            print_table(
-                [
-                    Row("requests/s (median)", ours.rps, base.rps, target=TARGET),
-                    Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms),
-                    Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms),
-                ]
+            profile(
+                gateway.server.pid,
+                profile_to,
+                targets["gateway"],
+                headers=headers,
+                connections=connections,
+                duration_s=duration_s,
+                tool=tool,
             )
-            print(
-                f"ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)} "
-                f"(median {statistics.median(paired):.2f})"
-            )
-            if profile is not None:
-                print()
-                _profile(gateway.pid, profile, targets["gateway"], connections, duration_s, tool)
-        finally:
-            for server in reversed(servers):
-                server.stop()
 
 
 def main() -> None:

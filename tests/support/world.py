@@ -2,6 +2,7 @@
 
 ``world``: both apps running, tickets not yet pushed. ``ready``: tickets pushed on both platforms and
 OA (``wxa0000000000001``) authorized on retail with sets 1, 2, 24; the simulator's counters reset.
+``stocked``: the catalog of ``ready`` plus OA on finance, a mini program, and a revoked account.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import approve_authorization, push_ticket
 
-__all__ = ["FINANCE", "OA", "OA2", "RETAIL", "World", "ready", "world"]
+__all__ = ["FINANCE", "MINI", "OA", "OA2", "OTHER", "RETAIL", "World", "ready", "stocked", "world"]
 
 OA = "wxa0000000000001"  # an official account
 OA2 = "wxb0000000000002"
+MINI = "wxc0000000000003"  # a mini program
+OTHER = "wxd0000000000004"
 RETAIL = PLATFORM_SECRETS["retail"]
 FINANCE = PLATFORM_SECRETS["finance"]
 
@@ -114,3 +117,18 @@ async def ready(world: World) -> World:
     await world.authorize("retail", OA, [1, 2, 24])
     await world.reset_counters()
     return world
+
+
+@pytest.fixture
+async def stocked(ready: World) -> World:
+    """OA on retail (1, 2, 24) and finance (15); a mini program on retail; another account, revoked."""
+    await ready.authorize("finance", OA, [15])
+    await ready.authorize(
+        "retail", MINI, [17, 18, 25], kind="mini_program", nick_name="Shop", principal_name="Shop Co"
+    )
+    await ready.authorize("finance", OTHER, [1], nick_name="Old = Account", principal_name="Gone Ltd")
+    await ready.sim.post(
+        "/sim/authorizations/revoke", json={"component_appid": FINANCE["appid"], "authorizer_appid": OTHER}
+    )
+    await ready.services.authorizations.process_pending()
+    return ready

@@ -1,0 +1,466 @@
+"""Catalog sync (SPEC §6): what WeChat says of every authorizer, brought into the store.
+
+One sync, over every platform of the registry (or one):
+
+1. The platform's ``api_get_authorizer_list``, paged 500 at a time. A list that cannot be read whole (no
+   component token, WeChat failing) skips the platform, a problem in the summary.
+2. One ``api_get_authorizer_info`` per (platform, authorizer), with bounded concurrency: for each listed
+   authorizer, and for each the store holds as live that the list no longer has. The answer
+   - creates the authorization the store did not know (the refresh token from the list, the permission
+     sets from ``authorization_info``) and reactivates one the store had as revoked;
+   - restores a refresh token the store lost, or one WeChat refused (61023), from the list;
+   - keeps the permission sets current.
+   61003 ("not authorized") marks the authorization revoked. So an authorization is revoked because WeChat
+   says so of it, not merely because a list that may have shifted while it was paged left it out.
+3. Once per authorizer with a live authorization: its profile (from the info above), then its binding:
+   - open/get through the platform holding open-account management (24 / 25), via
+     ``OpenBindingService.check``: ``bound``, ``bound_elsewhere`` or ``unbound``;
+   - else open/have through a platform holding account service (3) or basic info (30): ``unbound`` when it
+     says the account has no open account. When it says it has one, it does not say WHICH, so the state
+     is ``unknown`` (the summary counts these apart, as bound to an unidentified open account): ``bound``
+     could hide an account bound elsewhere, and ``bound_elsewhere`` would be a false audit finding;
+   - else ``unknown``: no platform may ask.
+
+Transient faults are retried by the upstream client (protocol §8); a component token WeChat calls stale is
+renewed once and the call repeated; 45009 is surfaced, not hammered: after a few in a row on one platform
+its remaining calls are skipped. A failure on one authorizer is a problem in the summary and stops nothing
+else.
+
+``run_schedule`` runs syncs inside ``serve``. Only the replica holding the ``job:catalog-sync`` lease (the
+credentials lease that makes token renewal happen once) syncs; it keeps the lease until the next sync is
+due, so the other replicas, and a restarted one, skip meanwhile; if it dies, the lease lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+import msgspec
+
+from gateway.audit import AuditTrail
+from gateway.authorizations import AuthorizationService, profile_of
+from gateway.binding import OpenBindingService
+from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.registry import Platform, Registry
+from gateway.store import Store
+from gateway.store.authorizations import Profile, StoredAuthorization
+from gateway.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
+from gateway.wechat import AuthorizerDetails, WeChatClient
+
+__all__ = ["DEFAULT_CONCURRENCY", "JOB_KEY", "CatalogSync", "SyncProblem", "SyncSummary", "Tracker"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+JOB_KEY = "job:catalog-sync"  # the credentials row whose lease says which replica syncs
+DEFAULT_CONCURRENCY = 16
+LIST_PAGE = 500  # api_get_authorizer_list's maximum count
+QUOTA_STRIKES = 3  # 45009 answers in a row on one platform before its remaining calls are skipped
+HOLD_FRACTION = 0.9  # of the interval: how long the syncing replica keeps the lease after a sync
+ACTOR = "catalog-sync"  # in the audit log
+HAVE_OPEN_API = "cgi-bin/open/have"
+# Routing refusals meaning that no live authorization can ask WeChat anything for the account.
+NO_LIVE_GRANT = frozenset({"authorizer_unknown", "authorization_revoked", "reauthorization_required"})
+
+Tracker = Callable[[str, int], Callable[[], None]]
+"""Starts a stage, given its label and how many items it has; returns what to call as each is done."""
+
+
+class SyncProblem(msgspec.Struct, frozen=True):
+    """Something a sync could not do, where: a platform, an authorizer, or both."""
+
+    platform_id: str | None
+    authorizer_appid: str | None
+    problem: str
+
+
+class SyncSummary(msgspec.Struct):
+    """What one sync found and did."""
+
+    platforms: list[str]
+    authorizations: int = 0  # (platform, authorizer) pairs examined: listed, or stored live but unlisted
+    authorizers: int = 0  # accounts with a live authorization: their profile and binding refreshed
+    new: int = 0  # authorizations the store did not know
+    updated: int = 0  # reactivated, permission sets changed, or WeChat's newer refresh token taken
+    revoked: int = 0
+    refresh_tokens_recovered: int = 0  # lost or refused (61023) refresh tokens replaced from the list
+    reauthorization_required: int = 0  # live at WeChat, but with no refresh token the gateway can use
+    bindings: dict[str, int] = msgspec.field(default_factory=dict)  # accounts per binding state
+    bound_unidentified: int = 0  # of the "unknown": open/have says bound, to an open account it cannot name
+    problems: list[SyncProblem] = msgspec.field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def failures(self) -> int:
+        """How many things the sync could not do."""
+        return len(self.problems)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One (platform, authorizer) to examine, as the list and the store have it."""
+
+    platform: Platform
+    appid: str
+    # The refresh token the list gave (None: not listed, or the list left it out) and the stored one;
+    # secrets, so never in a repr.
+    listed_token: str | None = field(repr=False)
+    stored: StoredAuthorization | None
+    stored_token: str | None = field(repr=False)
+
+
+@dataclass
+class _Run:
+    """The state of one sync."""
+
+    summary: SyncSummary
+    gate: asyncio.Semaphore
+    profiles: dict[str, Profile] = field(default_factory=dict)  # accounts confirmed live, by appid
+    quota_strikes: Counter[str] = field(default_factory=Counter)  # 45009s in a row, by platform
+
+    def problem(self, platform_id: str | None, appid: str | None, problem: str) -> None:
+        self.summary.problems.append(SyncProblem(platform_id, appid, problem))
+        log.warning("catalog sync: %s %s: %s", platform_id or "-", appid or "-", problem)
+
+
+class CatalogSync:
+    """Brings the catalog up to date from WeChat: ``run`` once, or ``run_schedule`` inside ``serve``.
+
+    ``owner`` names this process in the lease, ``lease_s`` bounds how long a dead replica holds it.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        tokens: TokenService,
+        wechat: WeChatClient,
+        authorizations: AuthorizationService,
+        binding: OpenBindingService,
+        audit: AuditTrail,
+        *,
+        owner: str,
+        lease_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._tokens = tokens
+        self._wechat = wechat
+        self._authorizations = authorizations
+        self._binding = binding
+        self._audit = audit
+        self._owner = owner
+        self._lease_s = lease_s
+        self._rng = rng or random.Random()
+
+    # --- one sync -----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        platform_id: str | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        track: Tracker | None = None,
+    ) -> SyncSummary:
+        """Sync every platform, or only ``platform_id`` (404 ``platform_unknown`` when the registry has
+        none); at most ``concurrency`` WeChat calls at a time. ``track`` follows the stages' progress."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if platform_id is None:
+            platforms = list(self._registry.platforms)
+        else:
+            platform = self._registry.platform(platform_id)
+            if platform is None:
+                raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            platforms = [platform]
+        started = time.monotonic()
+        run = _Run(SyncSummary([p.id for p in platforms]), asyncio.Semaphore(concurrency))
+
+        listings = await asyncio.gather(*(self._pairs(p, run) for p in platforms))
+        pairs = [pair for listing in listings for pair in listing]
+        run.summary.authorizations = len(pairs)
+        step = _stage(track, "authorizer info", len(pairs))
+        await asyncio.gather(*(self._examine(pair, run, step) for pair in pairs))
+
+        appids = sorted(run.profiles)
+        run.summary.authorizers = len(appids)
+        step = _stage(track, "open binding", len(appids))
+        await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
+
+        run.summary.duration_s = round(time.monotonic() - started, 3)
+        summary = run.summary
+        log.info(
+            "catalog sync of %s: %d authorizations of %d authorizers, %d new, %d updated, %d revoked, "
+            "%d refresh tokens recovered, %d failures in %.1fs",
+            ", ".join(summary.platforms),
+            summary.authorizations,
+            summary.authorizers,
+            summary.new,
+            summary.updated,
+            summary.revoked,
+            summary.refresh_tokens_recovered,
+            summary.failures,
+            summary.duration_s,
+        )
+        return summary
+
+    async def _pairs(self, platform: Platform, run: _Run) -> list[_Pair]:
+        """The platform's listed authorizers and the live ones the store has beside them; none when the
+        list cannot be read whole."""
+        try:
+            listed = await self._listing(platform)
+        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            run.problem(platform.id, None, f"authorizer list: {_words(exc)}")
+            return []
+        stored = {
+            a.authorizer_appid: (a, token)
+            for a, token in await self._store.authorizations.of_platform(platform.id)
+        }
+        pairs = [
+            _Pair(platform, appid, token, *stored.get(appid, (None, None))) for appid, token in listed.items()
+        ]
+        pairs += [
+            _Pair(platform, appid, None, authorization, token)
+            for appid, (authorization, token) in stored.items()
+            if appid not in listed and authorization.status != "revoked"
+        ]
+        return pairs
+
+    async def _listing(self, platform: Platform) -> dict[str, str | None]:
+        """Every authorizer of the platform's list, with the refresh token the list gives for it."""
+        listed: dict[str, str | None] = {}
+        offset, total = 0, 1
+        while offset < total:
+            total, page = await self._component_call(
+                platform,
+                partial(
+                    self._wechat.authorizer_list,
+                    component_appid=platform.component_appid,
+                    offset=offset,
+                    count=LIST_PAGE,
+                ),
+            )
+            for item in page:
+                listed.setdefault(item.authorizer_appid, item.refresh_token)
+            if not page:
+                break
+            offset += len(page)
+        return listed
+
+    async def _examine(self, pair: _Pair, run: _Run, step: Callable[[], None]) -> None:
+        """One api_get_authorizer_info, and the stored authorization brought in line with its answer."""
+        platform_id = pair.platform.id
+        async with run.gate:
+            try:
+                if run.quota_strikes[platform_id] >= QUOTA_STRIKES:
+                    run.problem(
+                        platform_id,
+                        pair.appid,
+                        f"skipped: WeChat's daily quota for '{platform_id}' is used up (45009)",
+                    )
+                else:
+                    await self._examine_one(pair, run)
+            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+                run.problem(platform_id, pair.appid, f"authorizer info: {_words(exc)}")
+            step()
+
+    async def _examine_one(self, pair: _Pair, run: _Run) -> None:
+        platform = pair.platform
+        try:
+            details = await self._component_call(
+                platform,
+                partial(
+                    self._wechat.authorizer_details,
+                    component_appid=platform.component_appid,
+                    authorizer_appid=pair.appid,
+                ),
+            )
+        except UpstreamError as exc:
+            if exc.errcode == QUOTA_ERRCODE:
+                run.quota_strikes[platform.id] += 1
+            if exc.errcode != NOT_AUTHORIZED:
+                raise
+            if pair.stored is not None and pair.stored.status != "revoked":
+                await self._authorizations.revoke(platform.id, pair.appid, actor=ACTOR)
+                run.summary.revoked += 1
+            return
+        run.quota_strikes[platform.id] = 0
+        await self._reconcile(pair, details, run)
+        run.profiles.setdefault(pair.appid, profile_of(pair.appid, details.profile))
+
+    async def _reconcile(self, pair: _Pair, details: AuthorizerDetails, run: _Run) -> None:
+        """Bring the stored authorization in line with what WeChat just said of it."""
+        store, summary = self._store.authorizations, run.summary
+        platform_id, appid, stored, held = pair.platform.id, pair.appid, pair.stored, pair.stored_token
+        current = pair.listed_token or details.refresh_token  # WeChat's refresh token, when it gave one
+        if stored is None or stored.status == "revoked":
+            if current is None:
+                run.problem(platform_id, appid, "WeChat gave no refresh token for this authorization")
+                return
+            await store.authorize(platform_id, appid, current, details.func_ids)
+            self._audit.record(
+                ACTOR,
+                "authorization.granted",
+                platform_id=platform_id,
+                authorizer_appid=appid,
+                detail="func_ids " + ",".join(str(i) for i in sorted(details.func_ids)),
+            )
+            if stored is None:
+                summary.new += 1
+            else:
+                summary.updated += 1
+        elif current is not None and current != held:
+            # The stored refresh token was lost or refused (61023): recovered. Or WeChat's is newer (a
+            # re-authorization whose event is still on its way): taken.
+            await store.authorize(platform_id, appid, current, details.func_ids)
+            if held is None or stored.status == "reauthorization_required":
+                log.info(
+                    "recovered the refresh token of %s on %s from the authorizer list", appid, platform_id
+                )
+                summary.refresh_tokens_recovered += 1
+            else:
+                summary.updated += 1
+        elif held is None or stored.status == "reauthorization_required":
+            # Nothing better than the refresh token WeChat refused, or none at all: the administrator has
+            # to authorize again (the authorization stays as it is, visible in the catalog).
+            if stored.status != "reauthorization_required":
+                await store.set_status(platform_id, appid, "reauthorization_required")
+            summary.reauthorization_required += 1
+            return
+        elif details.func_ids != stored.func_ids:
+            await store.authorize(platform_id, appid, held, details.func_ids)
+            summary.updated += 1
+        else:
+            return
+        self._authorizations.forget_grants(appid)
+
+    async def _survey(self, appid: str, run: _Run, step: Callable[[], None]) -> None:
+        """The account's profile and binding, recorded."""
+        async with run.gate:
+            try:
+                await self._store.authorizations.save_profile(run.profiles[appid])
+                state = await self._binding_state(appid, run)
+                run.summary.bindings[state] = run.summary.bindings.get(state, 0) + 1
+            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+                run.problem(None, appid, f"open binding: {_words(exc)}")
+            step()
+
+    async def _binding_state(self, appid: str, run: _Run) -> str:
+        """Where ``appid`` is bound, as the catalog says it, recorded with its profile."""
+        try:
+            return (await self._binding.check(appid)).state  # open/get (24 / 25); records the state
+        except ApiError as exc:
+            if exc.code in NO_LIVE_GRANT:
+                state = "unknown"
+            elif exc.code == "permission_set_missing":
+                state = await self._have_open(appid, run)
+            else:
+                raise
+        await self._store.authorizations.save_binding(appid, state, None)
+        return state
+
+    async def _have_open(self, appid: str, run: _Run) -> str:
+        """open/have through a platform holding set 3 or 30: ``unbound``, or ``unknown`` when the account
+        has an open account it cannot name; ``unknown`` too when no platform holds either set."""
+        try:
+            platform_id = await self._authorizations.route(appid, HAVE_OPEN_API)
+            token = await self._tokens.authorizer_token(platform_id, appid)
+        except ApiError as exc:
+            if exc.code == "permission_set_missing" or exc.code in NO_LIVE_GRANT:
+                return "unknown"
+            raise
+        if not await self._wechat.open_have(token.value):
+            return "unbound"
+        run.summary.bound_unidentified += 1
+        return "unknown"
+
+    async def _component_call(self, platform: Platform, call: Callable[[str], Awaitable[T]]) -> T:
+        """``call`` with the platform's component token; once more with a fresh one if WeChat calls it
+        stale (40001 / 40014 / 42001)."""
+        token = await self._tokens.component_token(platform.id)
+        try:
+            return await call(token.value)
+        except UpstreamError as exc:
+            if exc.errcode not in STALE_TOKEN_ERRCODES:
+                raise
+        fresh = await self._tokens.component_token(platform.id, stale=token.value)
+        return await call(fresh.value)
+
+    # --- on a schedule ------------------------------------------------------------------------------
+
+    async def run_schedule(
+        self, stop: asyncio.Event, interval_s: float, *, first_delay_s: float = 60.0
+    ) -> None:
+        """Sync every ``interval_s`` until ``stop``, on one replica at a time; the first attempt comes
+        ``first_delay_s`` after start. Both are jittered so that replicas spread out."""
+        delay = first_delay_s
+        while not await _stopped_within(stop, delay * self._rng.uniform(0.8, 1.2)):
+            try:
+                await self._scheduled_sync(stop, interval_s)
+            except Exception:  # the schedule must outlive any one failure (the database restarting, say)
+                log.exception("scheduled catalog sync failed")
+            delay = interval_s
+
+    async def _scheduled_sync(self, stop: asyncio.Event, interval_s: float) -> None:
+        """One sync under the lease, given up if ``stop`` comes first; the lease is then kept until the
+        next sync is due (given up at once when the sync did not finish)."""
+        credentials = self._store.credentials
+        if await credentials.try_lease(JOB_KEY, self._owner, self._lease_s) is None:
+            log.info("catalog sync skipped: another replica synced recently or is syncing")
+            return
+        heartbeat = asyncio.ensure_future(self._hold_lease())
+        sync = asyncio.ensure_future(self.run())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sync, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (heartbeat, stopping, sync):
+                task.cancel()  # a finished sync is not affected
+            await asyncio.gather(heartbeat, stopping, sync, return_exceptions=True)
+        if sync.cancelled():
+            await credentials.release(JOB_KEY, self._owner)
+            log.info("catalog sync stopped before it finished")
+            return
+        error = sync.exception()
+        if error is not None:
+            await credentials.release(JOB_KEY, self._owner)
+            raise error
+        await credentials.extend(JOB_KEY, self._owner, interval_s * HOLD_FRACTION)
+
+    async def _hold_lease(self) -> None:
+        """Keep extending the lease while the sync runs."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            if not await self._store.credentials.extend(JOB_KEY, self._owner, self._lease_s):
+                log.warning("the catalog sync lease was lost while syncing")
+                return
+
+
+def _stage(track: Tracker | None, label: str, total: int) -> Callable[[], None]:
+    return track(label, total) if track is not None else _nothing
+
+
+def _nothing() -> None:
+    """No progress to show."""
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop``; whether it came."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()
+
+
+def _words(exc: ApiError | UpstreamError | UpstreamUnavailable) -> str:
+    return exc.message if isinstance(exc, ApiError) else str(exc)

@@ -1,0 +1,263 @@
+"""The auditors' pages (SPEC §4): the catalog behind a sign-in form, one account's detail, the audit log.
+
+Plain HTML from templates, with no script; every page but the sign-in form needs a session
+(``gateway.sessions``). Refusals are pages too: without a session a page answers 303 to the sign-in
+form, and an ApiError (a filter not allowed, a bad cursor, an unknown account, a stale form) answers
+``problem.html`` with its status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, MediaType, Request, get, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath
+from litestar.response import Redirect, Stream, Template
+
+from gateway.catalog import BINDINGS, KINDS, STATUSES, Catalog
+from gateway.errors import ApiError
+from gateway.http.catalog import read_audit_log
+from gateway.routing import PERMISSION_SET_NAMES
+from gateway.sessions import (
+    LOGIN_COOKIE,
+    LOGIN_FORM_LIFETIME_S,
+    SESSION_COOKIE,
+    SESSION_LIFETIME_S,
+    Auditor,
+    WebSessions,
+)
+from gateway.store import Store
+
+__all__ = ["CatalogPagesController", "LoginRequired"]
+
+FILTERS = ("q", "platform", "kind", "status", "binding", "limit")
+AUDIT_FILTERS = ("authorizer_appid", "actor", "action", "platform", "since", "until", "limit")
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_MAX_FORM_BYTES = 8 * 1024
+_TITLES = {400: "Not a valid request", 403: "Refused", 404: "Not found", 422: "Not a valid request"}
+_LABELS = {
+    "official_account": "official account",
+    "mini_program": "mini program",
+    "reauthorization_required": "re-authorization required",
+    "bound_elsewhere": "bound elsewhere",
+    "not_fetched": "not fetched yet",
+    "quota_exhausted": "quota exhausted",
+}
+
+
+class LoginRequired(Exception):
+    """The request has no live session: its answer is the sign-in form."""
+
+
+async def provide_auditor(request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]) -> Auditor:
+    """The signed-in auditor of the request's session cookie; LoginRequired otherwise."""
+    auditor = await sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    if auditor is None:
+        raise LoginRequired
+    return auditor
+
+
+def _page(
+    template: str, context: dict[str, Any], *, status: int = 200, cookies: list[Cookie] | None = None
+) -> Template:
+    return Template(
+        template,
+        context={"label": _label, "when": _when} | context,
+        status_code=status,
+        headers=PAGE_HEADERS,
+        cookies=cookies,
+        media_type=MediaType.HTML,
+    )
+
+
+def _label(value: str) -> str:
+    return _LABELS.get(value, value)
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at)) if at else "never"
+
+
+def _href(path: str, query: Mapping[str, str], **changes: str | None) -> str:
+    """``path`` with ``query`` as changed (None removes a parameter)."""
+    merged = {k: v for k, v in ({**query, **changes}).items() if v}
+    return f"{path}?{urlencode(merged)}" if merged else path
+
+
+def _session_cookie(sessions: WebSessions, token: str) -> Cookie:
+    return Cookie(
+        SESSION_COOKIE,
+        path="/catalog",
+        value=token,
+        max_age=SESSION_LIFETIME_S,
+        httponly=True,
+        secure=sessions.secure_cookies,
+        samesite="lax",
+    )
+
+
+def _forget(sessions: WebSessions, key: str, path: str) -> Cookie:
+    return Cookie(key, path=path, value="", max_age=0, httponly=True, secure=sessions.secure_cookies)
+
+
+def _to_login(_: Request[Any, Any, Any], __: LoginRequired) -> Redirect:
+    """No session: to the sign-in form."""
+    return Redirect("/catalog/login", status_code=303, headers=PAGE_HEADERS)
+
+
+def _problem(_: Request[Any, Any, Any], exc: ApiError) -> Template:
+    """An ApiError as a page: its status and its message, and the way back."""
+    title = _TITLES.get(exc.status, "Not possible")
+    return _page("problem.html", {"title": title, "problem": exc}, status=exc.status)
+
+
+class CatalogPagesController(Controller):
+    """Sign-in, the catalog table with its filters and CSV, one account, the audit log."""
+
+    path = "/catalog"
+    include_in_schema = False
+    dependencies = {"auditor": Provide(provide_auditor)}
+    exception_handlers = {LoginRequired: _to_login, ApiError: _problem}
+
+    @get("/login", cache=False)
+    async def login_form(
+        self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
+    ) -> Template | Redirect:
+        """The sign-in form (straight to the catalog when already signed in)."""
+        if await sessions.resolve(request.cookies.get(SESSION_COOKIE)) is not None:
+            return Redirect("/catalog", status_code=303, headers=PAGE_HEADERS)
+        return self._login_page(sessions, signed_out="signed_out" in request.query_params)
+
+    @post("/login", request_max_body_size=_MAX_FORM_BYTES)
+    async def login(
+        self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
+    ) -> Template | Redirect:
+        """Check the form's token and the key; open a session and go to the catalog."""
+        form = await request.form()
+        sessions.check_login_token(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token"))
+        try:
+            token, _ = await sessions.login(str(form.get("key") or ""))
+        except ApiError as refused:
+            return self._login_page(sessions, error=refused.message)
+        await sessions.end(request.cookies.get(SESSION_COOKIE))
+        cookies = [_session_cookie(sessions, token), _forget(sessions, LOGIN_COOKIE, "/catalog/login")]
+        return Redirect("/catalog", status_code=303, cookies=cookies, headers=PAGE_HEADERS)
+
+    @staticmethod
+    def _login_page(sessions: WebSessions, *, error: str | None = None, signed_out: bool = False) -> Template:
+        token = sessions.new_login_token()
+        cookie = Cookie(
+            LOGIN_COOKIE,
+            path="/catalog/login",
+            value=token,
+            max_age=LOGIN_FORM_LIFETIME_S,
+            httponly=True,
+            secure=sessions.secure_cookies,
+            samesite="strict",
+        )
+        context = {"title": "Sign in", "csrf_token": token, "error": error, "signed_out": signed_out}
+        return _page("login.html", context, cookies=[cookie])
+
+    @post("/logout", request_max_body_size=_MAX_FORM_BYTES)
+    async def logout(
+        self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
+    ) -> Redirect:
+        """End the session on the server (its cookie opens nothing afterwards) and forget the cookie."""
+        form = await request.form()
+        await sessions.logout(request.cookies.get(SESSION_COOKIE), form.get("csrf_token"))
+        cookies = [_forget(sessions, SESSION_COOKIE, "/catalog")]
+        return Redirect("/catalog/login?signed_out", status_code=303, cookies=cookies, headers=PAGE_HEADERS)
+
+    @get("/", cache=False)
+    async def catalog_page(
+        self,
+        request: Request[Any, Any, Any],
+        auditor: NamedDependency[Auditor],
+        catalog: NamedDependency[Catalog],
+    ) -> Template:
+        """The table for the filters of the query, with the counts of the same rows at the top."""
+        params = request.query_params
+        page = await catalog.page(params)
+        counts = await catalog.counts(params)
+        query = {name: params[name] for name in FILTERS if params.get(name)}
+        context = {
+            "title": "Catalog",
+            "auditor": auditor,
+            "page": page,
+            "counts": counts,
+            "filters": query,
+            "platforms": catalog.registry.platforms,
+            "choices": {"kind": KINDS, "status": STATUSES, "binding": BINDINGS},
+            "href": lambda **changes: _href("/catalog", query, **changes),
+            "csv_href": _href("/catalog/export.csv", query),
+            "next_href": _href("/catalog", query, cursor=page.next_cursor) if page.next_cursor else None,
+            "first_href": _href("/catalog", query) if params.get("cursor") else None,
+        }
+        return _page("catalog.html", context)
+
+    @get("/export.csv", cache=False)
+    async def catalog_csv(
+        self,
+        request: Request[Any, Any, Any],
+        auditor: NamedDependency[Auditor],
+        catalog: NamedDependency[Catalog],
+    ) -> Stream:
+        """The rows of the page's filters as CSV (every page of them), for the signed-in auditor."""
+        rows = await catalog.csv(request.query_params)
+        headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | PAGE_HEADERS
+        return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
+
+    @get("/audit", cache=False)
+    async def audit_page(
+        self,
+        request: Request[Any, Any, Any],
+        auditor: NamedDependency[Auditor],
+        store: NamedDependency[Store],
+    ) -> Template:
+        """The audit log, newest first; the filters of ``/v1/audit-log`` apply (one account, …)."""
+        log = await read_audit_log(store, request.query_params)
+        query = {k: request.query_params[k] for k in AUDIT_FILTERS if request.query_params.get(k)}
+        context = {
+            "title": "Audit log",
+            "auditor": auditor,
+            "log": log,
+            "filters": query,
+            "next_href": _href("/catalog/audit", query, cursor=log.next_cursor) if log.next_cursor else None,
+            "first_href": _href("/catalog/audit", query) if request.query_params.get("cursor") else None,
+        }
+        return _page("audit.html", context)
+
+    @get("/{appid:str}", cache=False)
+    async def account_page(
+        self,
+        appid: FromPath[str],
+        auditor: NamedDependency[Auditor],
+        catalog: NamedDependency[Catalog],
+        store: NamedDependency[Store],
+    ) -> Template:
+        """One account: its authorizations with their permission sets, token health, binding, last sync,
+        and what the audit log says of it lately."""
+        row = await catalog.row(appid)
+        if row is None:
+            raise ApiError(404, "authorizer_unknown", "No account with this appid is in the catalog.")
+        context = {
+            "title": row.name or row.authorizer_appid,
+            "auditor": auditor,
+            "row": row,
+            "set_names": PERMISSION_SET_NAMES,
+            "platform_names": {p.id: p.name for p in catalog.registry.platforms},
+            "recent": await store.audit.recent(20, authorizer_appid=appid),
+        }
+        return _page("account.html", context)

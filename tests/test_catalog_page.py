@@ -1,0 +1,537 @@
+"""The auditors' pages (`/catalog`): sign-in with sessions and CSRF tokens, the table, its filters, the CSV,
+one account, the audit log, sign-out.
+
+First the HTTP behaviour with httpx over the in-process ``stocked`` world (SQLite and PostgreSQL); then
+the whole journey in a real browser: Debian's chromium driven by Playwright, against the gateway and the
+simulator on loopback sockets. Never a browser download: without /usr/bin/chromium the browser test fails.
+Its screenshots go to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from sqlalchemy import text
+
+from gateway.app import create_app
+from gateway.registry import Registry, WechatSettings
+from gateway.sessions import SESSION_COOKIE, WebSessions
+from gateway.settings import Settings
+from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
+from tests.support.asgi import running
+from tests.support.servers import serve_in_thread
+from tests.support.world import FINANCE, MINI, OA, OTHER, World
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_APPID_CELL = re.compile(r'<td class="appid"><a href="/catalog/[^"]+">([^<]+)</a>')
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form of a page."""
+    match = _CSRF.search(html)
+    assert match, "no form with a CSRF token on the page"
+    return match.group(1)
+
+
+def appids(html: str) -> set[str]:
+    """The appids the catalog table shows."""
+    return set(_APPID_CELL.findall(html))
+
+
+async def sign_in(
+    client: httpx.AsyncClient, client_id: str = "audit", key: str | None = None
+) -> httpx.Response:
+    """Load the sign-in form and post it with a key."""
+    form = await client.get("/catalog/login")
+    assert form.status_code == 200
+    data = {"key": CLIENT_KEYS[client_id] if key is None else key, "csrf_token": csrf_token(form.text)}
+    return await client.post("/catalog/login", data=data)
+
+
+@pytest.fixture
+async def signed_in(stocked: World) -> World:
+    """The stocked world with the auditor signed in on ``world.gateway``."""
+    response = await sign_in(stocked.gateway)
+    assert (response.status_code, response.headers["location"]) == (303, "/catalog"), response.text
+    return stocked
+
+
+# --- over HTTP ------------------------------------------------------------------------------------------
+
+
+async def test_nothing_shows_before_sign_in(stocked: World) -> None:
+    for path in (
+        "/catalog",
+        "/catalog?platform=retail",
+        "/catalog/export.csv",
+        "/catalog/audit",
+        f"/catalog/{OA}",
+    ):
+        response = await stocked.gateway.get(path)
+        assert (response.status_code, response.headers["location"]) == (303, "/catalog/login"), path
+        assert OA not in response.text
+    form = await stocked.gateway.get("/catalog/login")
+    assert form.status_code == 200
+    assert 'name="key"' in form.text
+    assert OA not in form.text
+    assert "default-src 'self'" in form.headers["content-security-policy"]
+    assert "<script" not in form.text
+    login_cookie = form.headers["set-cookie"].lower()
+    assert "httponly" in login_cookie
+    assert "samesite=strict" in login_cookie
+    assert "secure" not in login_cookie  # the public URL of the tests is http
+
+
+@pytest.mark.parametrize(
+    ("client_id", "key", "said"),
+    [
+        ("audit", "audit-test-kez", "This key was not accepted"),
+        ("audit", " ", "This key was not accepted"),
+        ("crm", None, "does not open the catalog: it lacks the scope"),
+    ],
+)
+async def test_a_wrong_or_out_of_scope_key_is_refused_visibly(
+    stocked: World, client_id: str, key: str | None, said: str
+) -> None:
+    response = await sign_in(stocked.gateway, client_id, key)
+    assert response.status_code == 200  # the form again, with the refusal in words
+    assert said in response.text
+    assert 'name="key"' in response.text
+    assert SESSION_COOKIE not in response.cookies
+    assert (await stocked.gateway.get("/catalog")).status_code == 303
+
+
+async def test_sign_in_needs_the_token_of_its_own_form(stocked: World) -> None:
+    gateway = stocked.gateway
+    key = CLIENT_KEYS["audit"]
+    token = csrf_token((await gateway.get("/catalog/login")).text)
+    forged = await gateway.post("/catalog/login", data={"key": key, "csrf_token": "x" + token[1:]})
+    assert forged.status_code == 403
+    assert "expired" in forged.text
+    gateway.cookies.clear()  # a cross-site post carries no SameSite=Strict cookie
+    without_cookie = await gateway.post("/catalog/login", data={"key": key, "csrf_token": token})
+    assert without_cookie.status_code == 403
+    assert (await gateway.get("/catalog")).status_code == 303
+
+
+async def test_the_catalog_shows_rows_counts_and_filters(signed_in: World) -> None:
+    gateway = signed_in.gateway
+    page = await gateway.get("/catalog")
+    assert page.status_code == 200
+    assert appids(page.text) == {OA, MINI, OTHER}
+    assert page.headers["cache-control"] == "no-store"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert re.search(r">unknown</a></dt><dd>3</dd>", page.text)  # by binding: nobody asked yet
+    assert re.search(r">Retail</a></dt><dd>2</dd>", page.text)  # by component: OA and MINI
+    assert re.search(r">Finance</a></dt><dd>2</dd>", page.text)  # OA and OTHER (revoked)
+    for params, expected in [
+        ({"q": "shop"}, {MINI}),
+        ({"q": "GONE"}, {OTHER}),
+        ({"platform": "finance"}, {OA, OTHER}),
+        ({"kind": "mini_program"}, {MINI}),
+        ({"status": "revoked"}, {OTHER}),
+        ({"binding": "unknown", "platform": "retail"}, {OA, MINI}),
+        ({"binding": "bound"}, set()),
+        ({"q": "", "platform": "", "kind": "", "status": "", "binding": ""}, {OA, MINI, OTHER}),
+    ]:
+        filtered = await gateway.get("/catalog", params=params)
+        assert filtered.status_code == 200
+        assert appids(filtered.text) == expected, params
+    counted = await gateway.get("/catalog", params={"platform": "finance"})
+    assert re.search(r">Retail</a></dt><dd>1</dd>", counted.text)  # counts follow the filter
+
+
+async def test_pages_follow_the_cursor(signed_in: World) -> None:
+    seen: list[str] = []
+    path = "/catalog?limit=1"
+    while path:
+        page = await signed_in.gateway.get(path)
+        seen += sorted(appids(page.text))
+        following = re.search(r'<a rel="next" href="([^"]+)"', page.text)
+        path = following.group(1).replace("&amp;", "&") if following else ""
+    assert seen == sorted([OA, MINI, OTHER])
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "named", "paths"),
+    [
+        ({"kind": "robot"}, 422, "kind: must be one of", ("/catalog", "/catalog/export.csv")),
+        ({"status": "gone"}, 422, "status:", ("/catalog", "/catalog/export.csv")),
+        ({"binding": "maybe"}, 422, "binding:", ("/catalog", "/catalog/export.csv")),
+        ({"platform": "nope"}, 422, "platform:", ("/catalog", "/catalog/export.csv")),
+        ({"cursor": "!!!"}, 400, "cursor:", ("/catalog",)),  # the CSV has every page: no cursor
+    ],
+)
+async def test_bad_filters_are_shown_on_a_page(
+    signed_in: World, params: dict[str, str], status: int, named: str, paths: tuple[str, ...]
+) -> None:
+    for path in paths:
+        response = await signed_in.gateway.get(path, params=params)
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("text/html")
+        assert named in response.text
+        assert 'href="/catalog"' in response.text
+
+
+async def test_csv_of_the_current_filter_with_the_session(signed_in: World) -> None:
+    page = await signed_in.gateway.get("/catalog", params={"platform": "finance", "q": "o"})
+    link = re.search(r'<a id="csv" href="([^"]+)"', page.text)
+    assert link
+    response = await signed_in.gateway.get(link.group(1).replace("&amp;", "&"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {row["authorizer_appid"] for row in rows} == appids(page.text) == {OA, OTHER}
+    api = await signed_in.gateway.get(
+        "/v1/catalog.csv",
+        params={"platform": "finance", "q": "o"},
+        headers={"Authorization": f"Bearer {CLIENT_KEYS['audit']}"},
+    )
+    assert response.text == api.text
+
+
+async def test_one_account_and_the_audit_log(signed_in: World) -> None:
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+    assert (
+        await signed_in.gateway.get(f"/v1/authorizers/{OA}/access-token", headers=headers)
+    ).status_code == 200
+    await signed_in.services.audit.flush()
+    detail = await signed_in.gateway.get(f"/catalog/{OA}")
+    assert detail.status_code == 200
+    assert f'id="appid">{OA}<' in detail.text
+    assert "Finance" in detail.text
+    assert "Retail" in detail.text
+    assert "24 · " in detail.text  # a permission set with its name
+    assert "token.issued" in detail.text
+    assert "access_token" not in detail.text
+    assert (await signed_in.gateway.get("/catalog/wxnobody00000000")).status_code == 404
+    log = await signed_in.gateway.get("/catalog/audit", params={"authorizer_appid": OA, "limit": 1})
+    assert log.status_code == 200
+    assert "token.issued" in log.text
+    older = re.search(r'<a rel="next" href="([^"]+)"', log.text)
+    assert older
+    assert "limit=1" in older.group(1)  # the next page keeps the filters
+    assert (await signed_in.gateway.get("/catalog/audit", params={"cursor": "x"})).status_code == 400
+
+
+async def test_sign_out_needs_the_session_token_and_ends_the_session(signed_in: World) -> None:
+    gateway = signed_in.gateway
+    page = await gateway.get("/catalog")
+    cookie = gateway.cookies[SESSION_COOKIE]
+    forged = await gateway.post("/catalog/logout", data={"csrf_token": "0" * 64})
+    assert forged.status_code == 403
+    assert (await gateway.get("/catalog")).status_code == 200  # a forged sign-out ends nothing
+    signed_out = await gateway.post("/catalog/logout", data={"csrf_token": csrf_token(page.text)})
+    assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/catalog/login?signed_out")
+    gateway.cookies.clear()
+    for path in ("/catalog", "/catalog/export.csv", f"/catalog/{OA}"):
+        replayed = await gateway.get(path, headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+        assert (replayed.status_code, replayed.headers["location"]) == (303, "/catalog/login")
+
+
+async def test_a_session_ends_when_it_expires(signed_in: World) -> None:
+    assert (await signed_in.gateway.get("/catalog")).status_code == 200
+    async with signed_in.services.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE web_sessions SET expires_at = 1"))
+    assert (await signed_in.gateway.get("/catalog")).status_code == 303
+    async with signed_in.services.store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM web_sessions"))).scalar_one() == 0
+
+
+async def test_a_session_ends_when_its_client_loses_the_scope(world: World, registry: Registry) -> None:
+    store = world.services.store.web_sessions
+    token, auditor = await WebSessions(registry, store, secure_cookies=False).login(CLIENT_KEYS["audit"])
+    assert auditor.client_id == "audit"
+    assert await WebSessions(registry, store, secure_cookies=False).resolve(token) == auditor
+    clients = tuple(
+        msgspec.structs.replace(c, scopes=("token",)) if c.id == "audit" else c for c in registry.clients
+    )
+    narrowed = msgspec.structs.replace(registry, clients=clients)
+    assert await WebSessions(narrowed, store, secure_cookies=False).resolve(token) is None
+    assert await store.get(token) is None
+    gone = msgspec.structs.replace(registry, clients=tuple(c for c in clients if c.id != "audit"))
+    token, _ = await WebSessions(registry, store, secure_cookies=False).login(CLIENT_KEYS["audit"])
+    assert await WebSessions(gone, store, secure_cookies=False).resolve(token) is None
+
+
+async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: str) -> None:
+    settings = make_settings(sqlite_url)
+    settings = Settings(settings.config_path, sqlite_url, settings.secret_box, "https://gateway.example")
+    app = create_app(settings, registry, background=False)
+    async with running(app, base_url="https://gateway.example") as gateway:
+        form = await gateway.get("/catalog/login")
+        assert "secure" in form.headers["set-cookie"].lower()
+        signed = await gateway.post(
+            "/catalog/login", data={"key": CLIENT_KEYS["audit"], "csrf_token": csrf_token(form.text)}
+        )
+        session_cookie = next(
+            c for c in signed.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
+        )
+        assert all(
+            flag in session_cookie.lower() for flag in ("secure", "httponly", "samesite=lax", "path=/catalog")
+        )
+
+
+# --- in a real browser ----------------------------------------------------------------------------------
+
+
+class Site(msgspec.Struct):
+    gateway: str
+    simulator: str
+
+
+@pytest.fixture
+def site(registry: Registry, tmp_path: Path) -> Iterator[Site]:
+    """The gateway and the simulator on loopback sockets; the stocked catalog, and one token handed out."""
+    simulator = create_simulator_app(
+        SimulatorConfig(
+            components=[
+                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
+                for v in PLATFORM_SECRETS.values()
+            ],
+            push_on_start=False,
+            ticket_interval_s=0,
+        )
+    )
+    settings = Settings(
+        config_path="unused",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        secret_box=Settings.from_environ(
+            {"GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
+        ).secret_box,
+        public_url="http://127.0.0.1",
+    )
+    with serve_in_thread(simulator) as sim:
+        wired = msgspec.structs.replace(registry, wechat=WechatSettings(api_base=sim))
+        with serve_in_thread(create_app(settings, wired)) as gateway:
+            _stock(sim, gateway)
+            yield Site(gateway, sim)
+
+
+def _stock(sim: str, gateway: str) -> None:
+    for platform, values in PLATFORM_SECRETS.items():
+        component = {
+            "appid": values["appid"],
+            "secret": values["secret"],
+            "token": values["token"],
+            "encoding_aes_key": values["aes_key"],
+            "event_url": f"{gateway}/wechat/{platform}/events",
+        }
+        httpx.post(f"{sim}/sim/components", json=component).raise_for_status()
+        httpx.post(f"{sim}/sim/components/{values['appid']}/push-ticket").raise_for_status()
+    for platform, appid, sets, profile in [
+        ("retail", OA, [1, 2, 24], {"nick_name": "Tea House", "principal_name": "ACME Co., Ltd."}),
+        ("finance", OA, [15], {"nick_name": "Tea House", "principal_name": "ACME Co., Ltd."}),
+        (
+            "retail",
+            MINI,
+            [17, 18, 25],
+            {"nick_name": "Shop", "principal_name": "Shop Co", "kind": "mini_program"},
+        ),
+        ("finance", OTHER, [1], {"nick_name": "Old = Account", "principal_name": "Gone Ltd"}),
+    ]:
+        _authorize(sim, platform, appid, sets, profile)
+    _wait_for(gateway, {OA: "active", MINI: "active", OTHER: "active"})
+    revoke = {"component_appid": FINANCE["appid"], "authorizer_appid": OTHER}
+    httpx.post(f"{sim}/sim/authorizations/revoke", json=revoke).raise_for_status()
+    _wait_for(gateway, {OA: "active", MINI: "active", OTHER: "revoked"})
+    crm = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
+    httpx.get(f"{gateway}/v1/authorizers/{OA}/access-token", headers=crm).raise_for_status()
+
+
+def _authorize(sim: str, platform: str, appid: str, sets: list[int], profile: dict[str, str]) -> None:
+    values = PLATFORM_SECRETS[platform]
+    component = httpx.get(f"{sim}/sim/components/{values['appid']}").json()
+    token = httpx.post(
+        f"{sim}/cgi-bin/component/api_component_token",
+        json={
+            "component_appid": values["appid"],
+            "component_appsecret": values["secret"],
+            "component_verify_ticket": component["latest_ticket"],
+        },
+    ).json()["component_access_token"]
+    code = httpx.post(
+        f"{sim}/cgi-bin/component/api_create_preauthcode",
+        params={"component_access_token": token},
+        json={"component_appid": values["appid"]},
+    ).json()["pre_auth_code"]
+    approval = {"authorizer_appid": appid, "func_ids": sets, "kind": "official_account"} | profile
+    httpx.post(f"{sim}/sim/pre-auth-codes/{code}/approve", json=approval).raise_for_status()
+
+
+def _wait_for(gateway: str, statuses: dict[str, str]) -> None:
+    """Until the catalog shows these accounts in these states (the gateway acts on pushes by itself)."""
+    headers = {"Authorization": f"Bearer {CLIENT_KEYS['audit']}"}
+    seen: dict[str, str] = {}
+    for _ in range(500):
+        items = httpx.get(f"{gateway}/v1/catalog", headers=headers).json()["items"]
+        seen = {row["authorizer_appid"]: row["status"] for row in items}
+        if seen == statuses and all(len(row["platforms"]) for row in items):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the catalog never showed {statuses}; it showed {seen}")
+
+
+def _shown(page: Page) -> set[str]:
+    return set(page.locator("#catalog tbody td.appid").all_inner_texts())
+
+
+def _filter(page: Page, **values: str) -> set[str]:
+    """Set the filter form (text in ``q``, options in the selects), submit it, and read the rows."""
+    for name, value in values.items():
+        if name == "q":
+            page.fill("input[name=q]", value)
+        else:
+            page.select_option(f"select[name={name}]", value)
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    return _shown(page)
+
+
+def test_the_auditors_journey_in_a_real_browser(site: Site, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    console: list[ConsoleMessage] = []
+    failures: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            accept_downloads=True,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            page = browser.new_page()
+            page.on("console", lambda message: console.append(message))
+            page.on("pageerror", lambda error: failures.append(str(error)))
+
+            def shot(name: str) -> None:
+                page.screenshot(path=ARTIFACTS / f"catalog-{name}.png", full_page=True)
+
+            # Nothing before sign-in: the form, and only the form.
+            page.goto(f"{site.gateway}/catalog")
+            assert page.url == f"{site.gateway}/catalog/login"
+            assert page.locator("table").count() == 0
+            assert OA not in page.content()
+            shot("1-sign-in")
+
+            # A wrong key: said so, and still no table.
+            page.fill("input[name=key]", "not-a-key")
+            page.click("button[type=submit]")
+            assert "This key was not accepted" in page.locator(".error").inner_text()
+            assert page.locator("table").count() == 0
+            shot("2-wrong-key")
+
+            # The auditor's key: the table with every account, appids as text, the counts at the top.
+            page.fill("input[name=key]", CLIENT_KEYS["audit"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{site.gateway}/catalog")
+            assert _shown(page) == {OA, MINI, OTHER}
+            assert page.locator("#counts-binding").inner_text().count("unknown") == 1
+            shot("3-catalog")
+
+            # Each filter from the form, then the CSV of the current filter.
+            assert _filter(page, q="shop") == {MINI}
+            assert "q=shop" in page.url
+            assert _filter(page, q="", platform="finance") == {OA, OTHER}
+            assert _filter(page, platform="", kind="mini_program") == {MINI}
+            assert _filter(page, kind="", status="revoked") == {OTHER}
+            assert _filter(page, status="", binding="bound") == set()
+            assert page.locator("#empty").is_visible()
+            assert _filter(page, binding="unknown", platform="finance") == {OA, OTHER}
+            shot("4-filtered")
+            with page.expect_download() as download:
+                page.click("#csv")
+            exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert {row["authorizer_appid"] for row in exported} == {OA, OTHER}
+            csv_response = browser.request.get(
+                site.gateway + (page.locator("#csv").get_attribute("href") or "")
+            )
+            assert csv_response.headers["content-type"].startswith("text/csv")
+            csv_response.dispose()
+
+            # Paging by the cursor.
+            page.goto(f"{site.gateway}/catalog?limit=2")
+            first = _shown(page)
+            page.click("a[rel=next]")
+            assert first | _shown(page) == {OA, MINI, OTHER}
+            assert len(first) == 2
+
+            # One account: its permission sets by component, token health, last sync.
+            page.goto(f"{site.gateway}/catalog")
+            page.click(f"text={OA}")
+            assert page.locator("#appid").inner_text() == OA
+            grants = page.locator("#grants").inner_text()
+            assert "Retail" in grants
+            assert "Finance" in grants
+            assert "24 · " in grants
+            shot("5-account")
+
+            # The audit log.
+            page.click("nav >> text=Audit log")
+            assert "token.issued" in page.locator("#audit").inner_text()
+            shot("6-audit")
+
+            # Sign out: the session ends on the server, so the old cookie opens nothing.
+            cookie = next(c["value"] for c in browser.cookies() if c["name"] == SESSION_COOKIE)
+            page.click("button:has-text('Sign out')")
+            page.wait_for_url(f"{site.gateway}/catalog/login?signed_out")
+            assert page.locator(".notice").is_visible()
+            shot("7-signed-out")
+            for path in ("/catalog", "/catalog/export.csv", f"/catalog/{OA}"):
+                replayed = httpx.get(f"{site.gateway}{path}", cookies={SESSION_COOKIE: cookie})
+                assert (replayed.status_code, replayed.headers["location"]) == (303, "/catalog/login")
+        finally:
+            browser.close()
+    assert failures == []
+    assert [m.text for m in console if m.type in ("error", "warning")] == []
+
+
+def test_it_works_without_javascript(site: Site, tmp_path: Path) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            java_script_enabled=False,
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{site.gateway}/catalog")
+            page.fill("input[name=key]", CLIENT_KEYS["audit"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{site.gateway}/catalog")
+            assert _filter(page, q="tea") == {OA}
+            page.click("button:has-text('Sign out')")
+            page.wait_for_url(f"{site.gateway}/catalog/login?signed_out")
+            page.goto(f"{site.gateway}/catalog")
+            assert page.url == f"{site.gateway}/catalog/login"
+        finally:
+            browser.close()
