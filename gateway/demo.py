@@ -181,6 +181,7 @@ Group Gateway demo is running (Ctrl-C stops both).
   gateway            {public_url}
     readiness        {public_url}/readyz          every platform should show a fresh ticket
     API schema       {public_url}/schema
+    auditors' page   {public_url}/catalog           sign in with demo-audit-key
   WeChat simulator   {simulator_url}
     its state        {simulator_url}/sim/state     components, authorizers, bindings
     pushes sent      {simulator_url}/sim/pushes    each ticket push and the gateway's answer
