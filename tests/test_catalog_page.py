@@ -31,6 +31,7 @@ from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running
+from tests.support.flows import approve_over_sockets
 from tests.support.servers import serve_in_thread
 from tests.support.world import FINANCE, MINI, OA, OTHER, World
 
@@ -355,33 +356,14 @@ def _stock(sim: str, gateway: str) -> None:
         ),
         ("finance", OTHER, [1], {"nick_name": "Old = Account", "principal_name": "Gone Ltd"}),
     ]:
-        _authorize(sim, platform, appid, sets, profile)
+        values = PLATFORM_SECRETS[platform]
+        approve_over_sockets(sim, values["appid"], values["secret"], appid, sets, **profile)
     _wait_for(gateway, {OA: "active", MINI: "active", OTHER: "active"})
     revoke = {"component_appid": FINANCE["appid"], "authorizer_appid": OTHER}
     httpx.post(f"{sim}/sim/authorizations/revoke", json=revoke).raise_for_status()
     _wait_for(gateway, {OA: "active", MINI: "active", OTHER: "revoked"})
     crm = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
     httpx.get(f"{gateway}/v1/authorizers/{OA}/access-token", headers=crm).raise_for_status()
-
-
-def _authorize(sim: str, platform: str, appid: str, sets: list[int], profile: dict[str, str]) -> None:
-    values = PLATFORM_SECRETS[platform]
-    component = httpx.get(f"{sim}/sim/components/{values['appid']}").json()
-    token = httpx.post(
-        f"{sim}/cgi-bin/component/api_component_token",
-        json={
-            "component_appid": values["appid"],
-            "component_appsecret": values["secret"],
-            "component_verify_ticket": component["latest_ticket"],
-        },
-    ).json()["component_access_token"]
-    code = httpx.post(
-        f"{sim}/cgi-bin/component/api_create_preauthcode",
-        params={"component_access_token": token},
-        json={"component_appid": values["appid"]},
-    ).json()["pre_auth_code"]
-    approval = {"authorizer_appid": appid, "func_ids": sets, "kind": "official_account"} | profile
-    httpx.post(f"{sim}/sim/pre-auth-codes/{code}/approve", json=approval).raise_for_status()
 
 
 def _wait_for(gateway: str, statuses: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from gateway.registry import parse_registry
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, registry_environ
+from tests.support.flows import approve_over_sockets
 from tests.support.servers import serve_in_thread
 
 GROUP_OPEN = "wx0pen0000000001"
@@ -101,30 +102,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 def _authorize(sim: str, gateway: str, platform: str, appid: str, sets: list[int]) -> None:
     v = PLATFORM_SECRETS[platform]
-    component = httpx.get(f"{sim}/sim/components/{v['appid']}").json()
-    token = httpx.post(
-        f"{sim}/cgi-bin/component/api_component_token",
-        json={
-            "component_appid": v["appid"],
-            "component_appsecret": v["secret"],
-            "component_verify_ticket": component["latest_ticket"],
-        },
-    ).json()["component_access_token"]
-    code = httpx.post(
-        f"{sim}/cgi-bin/component/api_create_preauthcode",
-        params={"component_access_token": token},
-        json={"component_appid": v["appid"]},
-    ).json()["pre_auth_code"]
-    httpx.post(
-        f"{sim}/sim/pre-auth-codes/{code}/approve",
-        json={
-            "authorizer_appid": appid,
-            "func_ids": sets,
-            "kind": "official_account",
-            "nick_name": appid,
-            "principal_name": "ACME",
-        },
-    ).raise_for_status()
+    approve_over_sockets(sim, v["appid"], v["secret"], appid, sets)
     headers = {"Authorization": f"Bearer {CLIENT_KEYS['crm']}"}
     for _ in range(300):
         if httpx.get(f"{gateway}/v1/authorizers/{appid}/access-token", headers=headers).status_code == 200:

@@ -22,6 +22,7 @@ from gateway.registry import Registry, WechatSettings
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
+from tests.support.flows import approve_over_sockets
 from tests.support.servers import serve_in_thread
 
 OA = "wxa0000000000001"
@@ -89,40 +90,14 @@ def servers(registry: Registry, tmp_path: Path) -> Iterator[Servers]:
                 assert httpx.post(f"{sim_url}/sim/components/{values['appid']}/push-ticket").json()[
                     "delivered"
                 ]
-            _authorize(sim_url, OA, [1, 2, 11, 15, 24], "official_account")
-            _authorize(sim_url, MINI, [17, 18, 25], "mini_program")
+            approve_over_sockets(sim_url, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 11, 15, 24])
+            approve_over_sockets(
+                sim_url, RETAIL["appid"], RETAIL["secret"], MINI, [17, 18, 25], kind="mini_program"
+            )
             for appid in (OA, MINI):
                 _wait_for_authorization(gateway_url, appid)
             httpx.post(f"{sim_url}/sim/counters/reset")
             yield Servers(gateway_url, sim_url)
-
-
-def _authorize(sim: str, appid: str, func_ids: list[int], kind: str) -> None:
-    component = httpx.get(f"{sim}/sim/components/{RETAIL['appid']}").json()
-    token = httpx.post(
-        f"{sim}/cgi-bin/component/api_component_token",
-        json={
-            "component_appid": RETAIL["appid"],
-            "component_appsecret": RETAIL["secret"],
-            "component_verify_ticket": component["latest_ticket"],
-        },
-    ).json()["component_access_token"]
-    code = httpx.post(
-        f"{sim}/cgi-bin/component/api_create_preauthcode",
-        params={"component_access_token": token},
-        json={"component_appid": RETAIL["appid"]},
-    ).json()["pre_auth_code"]
-    approval = httpx.post(
-        f"{sim}/sim/pre-auth-codes/{code}/approve",
-        json={
-            "authorizer_appid": appid,
-            "func_ids": func_ids,
-            "kind": kind,
-            "nick_name": appid,
-            "principal_name": "ACME",
-        },
-    )
-    approval.raise_for_status()
 
 
 def _wait_for_authorization(gateway: str, appid: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["approve_authorization", "push_ticket"]
+__all__ = ["approve_authorization", "approve_over_sockets", "push_ticket"]
 
 
 async def push_ticket(sim: httpx.AsyncClient, component_appid: str) -> dict[str, Any]:
@@ -64,3 +64,33 @@ async def approve_authorization(
     response.raise_for_status()
     approval: dict[str, Any] = response.json()
     return approval
+
+
+def approve_over_sockets(
+    sim: str,
+    component_appid: str,
+    component_secret: str,
+    authorizer_appid: str,
+    func_ids: list[int],
+    *,
+    kind: str = "official_account",
+    **profile: str,
+) -> None:
+    """``approve_authorization`` for a simulator on a real socket (URL ``sim``), for synchronous tests."""
+    component = httpx.get(f"{sim}/sim/components/{component_appid}").json()
+    token = httpx.post(
+        f"{sim}/cgi-bin/component/api_component_token",
+        json={
+            "component_appid": component_appid,
+            "component_appsecret": component_secret,
+            "component_verify_ticket": component["latest_ticket"],
+        },
+    ).json()["component_access_token"]
+    code = httpx.post(
+        f"{sim}/cgi-bin/component/api_create_preauthcode",
+        params={"component_access_token": token},
+        json={"component_appid": component_appid},
+    ).json()["pre_auth_code"]
+    approval = {"nick_name": authorizer_appid, "principal_name": "ACME"} | profile
+    approval |= {"authorizer_appid": authorizer_appid, "func_ids": func_ids, "kind": kind}
+    httpx.post(f"{sim}/sim/pre-auth-codes/{code}/approve", json=approval).raise_for_status()
