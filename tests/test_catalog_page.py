@@ -9,10 +9,8 @@ Its screenshots go to ``tests/artifacts/``.
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -25,14 +23,13 @@ from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import text
 
 from gateway.app import create_app
-from gateway.registry import Registry, WechatSettings
+from gateway.registry import Registry
 from gateway.sessions import SESSION_COOKIE, WebSessions
 from gateway.settings import Settings
-from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running
 from tests.support.flows import approve_over_sockets
-from tests.support.servers import serve_in_thread
+from tests.support.sockets import Served, served
 from tests.support.world import FINANCE, MINI, OA, OTHER, World
 
 CHROMIUM = "/usr/bin/chromium"
@@ -301,50 +298,15 @@ async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: s
 # --- in a real browser ----------------------------------------------------------------------------------
 
 
-class Site(msgspec.Struct):
-    gateway: str
-    simulator: str
-
-
 @pytest.fixture
-def site(registry: Registry, tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path) -> Iterator[Served]:
     """The gateway and the simulator on loopback sockets; the stocked catalog, and one token handed out."""
-    simulator = create_simulator_app(
-        SimulatorConfig(
-            components=[
-                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
-                for v in PLATFORM_SECRETS.values()
-            ],
-            push_on_start=False,
-            ticket_interval_s=0,
-        )
-    )
-    settings = Settings(
-        config_path="unused",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-        secret_box=Settings.from_environ(
-            {"GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
-        ).secret_box,
-        public_url="http://127.0.0.1",
-    )
-    with serve_in_thread(simulator) as sim:
-        wired = msgspec.structs.replace(registry, wechat=WechatSettings(api_base=sim))
-        with serve_in_thread(create_app(settings, wired)) as gateway:
-            _stock(sim, gateway)
-            yield Site(gateway, sim)
+    with served(tmp_path) as both:
+        _stock(both.simulator, both.gateway)
+        yield both
 
 
 def _stock(sim: str, gateway: str) -> None:
-    for platform, values in PLATFORM_SECRETS.items():
-        component = {
-            "appid": values["appid"],
-            "secret": values["secret"],
-            "token": values["token"],
-            "encoding_aes_key": values["aes_key"],
-            "event_url": f"{gateway}/wechat/{platform}/events",
-        }
-        httpx.post(f"{sim}/sim/components", json=component).raise_for_status()
-        httpx.post(f"{sim}/sim/components/{values['appid']}/push-ticket").raise_for_status()
     for platform, appid, sets, profile in [
         ("retail", OA, [1, 2, 24], {"nick_name": "Tea House", "principal_name": "ACME Co., Ltd."}),
         ("finance", OA, [15], {"nick_name": "Tea House", "principal_name": "ACME Co., Ltd."}),
@@ -395,7 +357,7 @@ def _filter(page: Page, **values: str) -> set[str]:
     return _shown(page)
 
 
-def test_the_auditors_journey_in_a_real_browser(site: Site, tmp_path: Path) -> None:
+def test_the_auditors_journey_in_a_real_browser(site: Served, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     console: list[ConsoleMessage] = []
     failures: list[str] = []
@@ -495,7 +457,7 @@ def test_the_auditors_journey_in_a_real_browser(site: Site, tmp_path: Path) -> N
     assert [m.text for m in console if m.type in ("error", "warning")] == []
 
 
-def test_it_works_without_javascript(site: Site, tmp_path: Path) -> None:
+def test_it_works_without_javascript(site: Served, tmp_path: Path) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import sys
 import time
@@ -13,13 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.registry import parse_registry
-from gateway.settings import Settings
-from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
-from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, registry_environ
+from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
 from tests.support.flows import approve_over_sockets
-from tests.support.servers import serve_in_thread
+from tests.support.sockets import served
 
 GROUP_OPEN = "wx0pen0000000001"
 BOUND, UNBOUND, NO_SET, LONELY = (
@@ -52,52 +46,17 @@ class Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    simulator = create_simulator_app(
-        SimulatorConfig(
-            components=[
-                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
-                for v in PLATFORM_SECRETS.values()
-            ],
-            push_on_start=False,
-            ticket_interval_s=0,
-        )
-    )
-    key = base64.b64encode(os.urandom(32)).decode()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | registry_environ()
-    env |= {"GATEWAY_SECRET_KEY": key, "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"}
-    with serve_in_thread(simulator) as sim:
-        config = tmp_path / "registry.yaml"
-        config.write_text(REGISTRY_YAML.replace("http://wechat.test", sim))
-        env["GATEWAY_CONFIG"] = str(config)
-        registry = parse_registry(config.read_text(), source=str(config), environ=env)
-        with serve_in_thread(create_app(Settings.from_environ(env), registry)) as gateway:
-            for platform, v in PLATFORM_SECRETS.items():
-                component = {
-                    "appid": v["appid"],
-                    "secret": v["secret"],
-                    "token": v["token"],
-                    "encoding_aes_key": v["aes_key"],
-                    "event_url": f"{gateway}/wechat/{platform}/events",
-                }
-                httpx.post(f"{sim}/sim/components", json=component).raise_for_status()
-                httpx.post(f"{sim}/sim/components/{v['appid']}/push-ticket").raise_for_status()
-            for appid, platform, sets in (
-                (BOUND, "retail", [1, 24]),
-                (UNBOUND, "retail", [1, 24]),
-                (NO_SET, "finance", [1, 2]),
-                (LONELY, "finance", [1, 24]),
-            ):
-                _authorize(sim, gateway, platform, appid, sets)
-            httpx.post(
-                f"{sim}/sim/open-accounts",
-                json={
-                    "open_appid": GROUP_OPEN,
-                    "principal_name": "ACME",
-                    "verified": True,
-                    "members": [BOUND],
-                },
-            ).raise_for_status()
-            yield Setup(sim, env)
+    with served(tmp_path) as both:
+        for appid, platform, sets in (
+            (BOUND, "retail", [1, 24]),
+            (UNBOUND, "retail", [1, 24]),
+            (NO_SET, "finance", [1, 2]),
+            (LONELY, "finance", [1, 24]),
+        ):
+            _authorize(both.simulator, both.gateway, platform, appid, sets)
+        group = {"open_appid": GROUP_OPEN, "principal_name": "ACME", "verified": True, "members": [BOUND]}
+        httpx.post(f"{both.simulator}/sim/open-accounts", json=group).raise_for_status()
+        yield Setup(both.simulator, both.env)
 
 
 def _authorize(sim: str, gateway: str, platform: str, appid: str, sets: list[int]) -> None:

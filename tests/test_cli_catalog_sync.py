@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,12 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.registry import parse_registry
-from gateway.settings import Settings
-from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
-from tests.conftest import PLATFORM_SECRETS, REGISTRY_YAML, registry_environ
-from tests.support.servers import serve_in_thread
+from tests.conftest import PLATFORM_SECRETS
+from tests.support.sockets import served
 
 RETAIL, FINANCE = PLATFORM_SECRETS["retail"]["appid"], PLATFORM_SECRETS["finance"]["appid"]
 GROUP_OPEN = "wx0pen0000000001"
@@ -49,53 +43,24 @@ class Setup:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     """The simulator and a gateway (which receives the tickets) on one SQLite file; accounts seeded in the
     simulator only, so the gateway learns of them from the sync."""
-    simulator = create_simulator_app(
-        SimulatorConfig(
-            components=[
-                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
-                for v in PLATFORM_SECRETS.values()
-            ],
-            push_on_start=False,
-            ticket_interval_s=0,
-        )
-    )
-    key = base64.b64encode(os.urandom(32)).decode()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")} | registry_environ()
-    env |= {"GATEWAY_SECRET_KEY": key, "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"}
-    with serve_in_thread(simulator) as sim:
-        config = tmp_path / "registry.yaml"
-        config.write_text(REGISTRY_YAML.replace("http://wechat.test", sim))
-        env["GATEWAY_CONFIG"] = str(config)
-        registry = parse_registry(config.read_text(), source=str(config), environ=env)
-        with serve_in_thread(create_app(Settings.from_environ(env), registry)) as gateway:
-            for platform, v in PLATFORM_SECRETS.items():
-                component = {
-                    "appid": v["appid"],
-                    "secret": v["secret"],
-                    "token": v["token"],
-                    "encoding_aes_key": v["aes_key"],
-                    "event_url": f"{gateway}/wechat/{platform}/events",
-                }
-                httpx.post(f"{sim}/sim/components", json=component).raise_for_status()
-                pushed = httpx.post(f"{sim}/sim/components/{v['appid']}/push-ticket").json()
-                assert pushed["body"] == "success"
-            for appid, (kind, components) in ACCOUNTS.items():
-                account = {
-                    "authorizer_appid": appid,
-                    "kind": kind,
-                    "nick_name": appid,
-                    "principal_name": "ACME",
-                    "components": components,
-                }
-                httpx.post(f"{sim}/sim/authorizers", json=account).raise_for_status()
-            group = {
-                "open_appid": GROUP_OPEN,
+    with served(tmp_path) as both:
+        for appid, (kind, components) in ACCOUNTS.items():
+            account = {
+                "authorizer_appid": appid,
+                "kind": kind,
+                "nick_name": appid,
                 "principal_name": "ACME",
-                "verified": True,
-                "members": ["wxa0000000000021"],
+                "components": components,
             }
-            httpx.post(f"{sim}/sim/open-accounts", json=group).raise_for_status()
-            yield Setup(sim, env)
+            httpx.post(f"{both.simulator}/sim/authorizers", json=account).raise_for_status()
+        group = {
+            "open_appid": GROUP_OPEN,
+            "principal_name": "ACME",
+            "verified": True,
+            "members": ["wxa0000000000021"],
+        }
+        httpx.post(f"{both.simulator}/sim/open-accounts", json=group).raise_for_status()
+        yield Setup(both.simulator, both.env)
 
 
 def table(stdout: str) -> dict[str, str]:

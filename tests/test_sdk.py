@@ -5,25 +5,18 @@ Both the gateway and the simulator listen on real loopback sockets (wechatpy spe
 
 from __future__ import annotations
 
-import base64
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from wechatpy import WeChatClient
 
-from gateway.app import create_app
-from gateway.registry import Registry, WechatSettings
-from gateway.settings import Settings
-from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
 from tests.support.flows import approve_over_sockets
-from tests.support.servers import serve_in_thread
+from tests.support.sockets import Served, served
 
 OA = "wxa0000000000001"
 MINI = "wxc0000000000003"
@@ -50,54 +43,18 @@ class GatewayWeChatClient(WeChatClient):  # type: ignore[misc]
         return result
 
 
-class Servers(msgspec.Struct):
-    gateway: str
-    simulator: str
-
-
 @pytest.fixture
-def servers(registry: Registry, tmp_path: Path) -> Iterator[Servers]:
-    simulator = create_simulator_app(
-        SimulatorConfig(
-            components=[
-                SimComponent(v["appid"], v["secret"], v["token"], v["aes_key"])
-                for v in PLATFORM_SECRETS.values()
-            ],
-            push_on_start=False,
-            ticket_interval_s=0,
+def servers(tmp_path: Path) -> Iterator[Served]:
+    """Both apps on sockets, OA and a mini program authorized on retail, counters reset."""
+    with served(tmp_path) as both:
+        approve_over_sockets(both.simulator, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 11, 15, 24])
+        approve_over_sockets(
+            both.simulator, RETAIL["appid"], RETAIL["secret"], MINI, [17, 18, 25], kind="mini_program"
         )
-    )
-    settings = Settings(
-        config_path="unused",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-        secret_box=Settings.from_environ(
-            {"GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode()}
-        ).secret_box,
-        public_url="http://127.0.0.1",
-    )
-    with serve_in_thread(simulator) as sim_url:
-        wired = msgspec.structs.replace(registry, wechat=WechatSettings(api_base=sim_url))
-        with serve_in_thread(create_app(settings, wired)) as gateway_url:
-            for platform, values in PLATFORM_SECRETS.items():
-                component = {
-                    "appid": values["appid"],
-                    "secret": values["secret"],
-                    "token": values["token"],
-                    "encoding_aes_key": values["aes_key"],
-                    "event_url": f"{gateway_url}/wechat/{platform}/events",
-                }
-                httpx.post(f"{sim_url}/sim/components", json=component).raise_for_status()
-                assert httpx.post(f"{sim_url}/sim/components/{values['appid']}/push-ticket").json()[
-                    "delivered"
-                ]
-            approve_over_sockets(sim_url, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 11, 15, 24])
-            approve_over_sockets(
-                sim_url, RETAIL["appid"], RETAIL["secret"], MINI, [17, 18, 25], kind="mini_program"
-            )
-            for appid in (OA, MINI):
-                _wait_for_authorization(gateway_url, appid)
-            httpx.post(f"{sim_url}/sim/counters/reset")
-            yield Servers(gateway_url, sim_url)
+        for appid in (OA, MINI):
+            _wait_for_authorization(both.gateway, appid)
+        httpx.post(f"{both.simulator}/sim/counters/reset")
+        yield both
 
 
 def _wait_for_authorization(gateway: str, appid: str) -> None:
@@ -109,13 +66,13 @@ def _wait_for_authorization(gateway: str, appid: str) -> None:
     raise AssertionError(f"the gateway never learned of {appid}")
 
 
-def _minted(servers: Servers, endpoint: str, key: str) -> int:
+def _minted(servers: Served, endpoint: str, key: str) -> int:
     """Successful calls: tokens WeChat minted (a call refused, e.g. for a stale component token, is not)."""
     counter = httpx.get(f"{servers.simulator}/sim/counters").json().get(endpoint, {"ok_by_key": {}})
     return int(counter["ok_by_key"].get(key, 0))
 
 
-def test_wechatpy_works_through_the_gateway_and_survives_expiry(servers: Servers) -> None:
+def test_wechatpy_works_through_the_gateway_and_survives_expiry(servers: Served) -> None:
     oa = GatewayWeChatClient(servers.gateway, OA, CLIENT_KEYS["crm"])  # fetches its gateway token itself
     mini = GatewayWeChatClient(servers.gateway, MINI, CLIENT_KEYS["crm"])
 

@@ -91,6 +91,6 @@ def approve_over_sockets(
         params={"component_access_token": token},
         json={"component_appid": component_appid},
     ).json()["pre_auth_code"]
-    approval = {"nick_name": authorizer_appid, "principal_name": "ACME"} | profile
+    approval: dict[str, object] = {"nick_name": authorizer_appid, "principal_name": "ACME", **profile}
     approval |= {"authorizer_appid": authorizer_appid, "func_ids": func_ids, "kind": kind}
     httpx.post(f"{sim}/sim/pre-auth-codes/{code}/approve", json=approval).raise_for_status()
