@@ -2,7 +2,8 @@
 
 Data flows one way: registry → platform credentials (tokens) → upstream client → services → routes.
 The lifespan owns what must be opened and closed: the database schema and engine, the one pooled
-httpx client, and the background tasks (token renewer, authorization events, audit flush).
+httpx client, the subscribers' client, the background tasks (token renewer, authorization events,
+deliveries, audit flush, catalog sync) and the SIGHUP reload of subscriptions.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,9 @@ from gateway.authorizations import AuthorizationService
 from gateway.binding import OpenBindingService
 from gateway.catalog import Catalog
 from gateway.catalog_sync import CatalogSync
+from gateway.delivery import DeliveryPolicy, DeliveryService
 from gateway.http.catalog import CatalogController
+from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
 from gateway.http.messages import WeChatMessagesController
@@ -46,8 +50,9 @@ from gateway.http.v1 import (
 )
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
+from gateway.inbox import Inbox
 from gateway.intake import EventIntake
-from gateway.messages import MessageService
+from gateway.messages import HandlerChain, MessageService
 from gateway.metrics import Metrics
 from gateway.onboarding import Onboarding
 from gateway.proxy import WxProxy
@@ -56,7 +61,9 @@ from gateway.release_test import ReleaseTest
 from gateway.sessions import WebSessions
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
+from gateway.subscriptions import Subscriptions
 from gateway.tokens import TokenService
+from gateway.webhooks import WebhookSender, new_webhook_client
 from gateway.wechat import WeChatClient, new_http_client
 
 __all__ = ["Services", "create_app"]
@@ -81,6 +88,24 @@ class Services:
     binding: OpenBindingService
     messages: MessageService
     catalog_sync: CatalogSync
+    subscriptions: Subscriptions
+    deliveries: DeliveryService
+
+
+@contextmanager
+def _on_sighup(reload: Callable[[], object]) -> Iterator[None]:
+    """Run ``reload`` on SIGHUP while the app is up, where the loop can take signals (the main thread
+    of a POSIX process; not the threads tests serve apps in)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _constant(value: object) -> Provide:
@@ -98,12 +123,14 @@ def create_app(
     migrate: bool = True,
     background: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
+    delivery_policy: DeliveryPolicy | None = None,
 ) -> Litestar:
     """Build the gateway for one registry.
 
     ``migrate`` applies the schema on start-up; ``background`` runs the renewer, the authorization
-    event worker and the audit flush; ``transport`` replaces the network under the upstream client
-    (tests reach the simulator in-process this way).
+    event worker, the delivery worker and the catalog sync schedule (the audit flush always runs);
+    ``transport`` replaces the network under the upstream client (tests reach the simulator in-process
+    this way); ``delivery_policy`` sets the pace of forwarding to subscribers.
     """
     engine = create_engine(settings.database_url)
     store = Store(engine, settings.secret_box, clock=clock)
@@ -125,7 +152,21 @@ def create_app(
     sessions = WebSessions(
         registry, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
     )
-    messages = MessageService(registry, ReleaseTest(authorizations, tokens, wechat), clock=clock)
+    subscriptions = Subscriptions(registry.subscriptions)
+    webhooks = new_webhook_client()
+    deliveries = DeliveryService(
+        subscriptions,
+        store.deliveries,
+        WebhookSender(webhooks, clock=clock),
+        audit,
+        owner=owner,
+        policy=delivery_policy,
+        clock=clock,
+    )
+    inbox = Inbox(subscriptions, store, deliveries, clock=clock)
+    messages = MessageService(
+        registry, HandlerChain(ReleaseTest(authorizations, tokens, wechat), inbox), clock=clock
+    )
     catalog_sync = CatalogSync(
         registry,
         store,
@@ -151,6 +192,8 @@ def create_app(
         binding,
         messages,
         catalog_sync,
+        subscriptions,
+        deliveries,
     )
 
     @asynccontextmanager
@@ -163,6 +206,7 @@ def create_app(
             tasks = [
                 asyncio.create_task(tokens.run_renewer(stop), name="token-renewer"),
                 asyncio.create_task(authorizations.run_worker(stop), name="authorization-events"),
+                asyncio.create_task(deliveries.run_worker(stop), name="deliveries"),
             ]
             if settings.catalog_sync_interval_s:
                 tasks.append(
@@ -172,10 +216,12 @@ def create_app(
                 )
         tasks.append(asyncio.create_task(audit.run(stop), name="audit-flush"))
         try:
-            yield
+            with _on_sighup(lambda: subscriptions.reload(settings.config_path)):
+                yield
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await webhooks.aclose()
             await http.aclose()
             await engine.dispose()
 
@@ -189,6 +235,7 @@ def create_app(
             OpenBindingController,
             CatalogController,
             CatalogPagesController,
+            DeliveriesController,
             WxController,
             create_static_files_router(
                 "/static", [Path(__file__).with_name("static")], cache_control=_STATIC_CACHE
@@ -211,6 +258,7 @@ def create_app(
             "onboarding": _constant(onboarding),
             "binding": _constant(binding),
             "catalog": _constant(catalog),
+            "deliveries": _constant(deliveries),
             "sessions": _constant(sessions),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),

@@ -44,9 +44,14 @@ class AuditTrail:
         """Write what is queued, a bounded batch at a time so no write stalls the event loop for long;
         on failure the unwritten records stay queued for the next try."""
         while self._pending:
+            # Taken out before the await: a flush running beside this one must not write it again.
             batch = self._pending[:FLUSH_BATCH]
-            await self._log.append(batch)
             del self._pending[: len(batch)]
+            try:
+                await self._log.append(batch)
+            except BaseException:
+                self._pending[:0] = batch
+                raise
 
     async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
         """Flush periodically until ``stop``, then once more."""

@@ -7,6 +7,7 @@ references forbidden, so XXE and entity-expansion payloads are refused before an
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml
@@ -25,6 +26,8 @@ __all__ = [
     "Unauthorized",
     "UpdateAuthorized",
     "UserMessage",
+    "XmlLeaf",
+    "XmlValue",
     "build_xml",
     "info_type",
     "is_appid",
@@ -33,6 +36,7 @@ __all__ = [
     "parse_envelope",
     "parse_user_message",
     "parse_xml",
+    "tree",
 ]
 
 MAX_DEPTH = 8  # WeChat's documents are two levels deep; anything far deeper is hostile
@@ -79,6 +83,21 @@ def is_appid(value: str) -> bool:
 def flatten(root: Element) -> dict[str, str]:
     """The text of each direct child of ``root`` by tag; a nested block is skipped (see ``block``)."""
     return {child.tag: (child.text or "").strip() for child in root if len(child) == 0}
+
+
+def tree(root: Element) -> dict[str, object]:
+    """Every child of ``root`` as JSON: text as sent (not stripped), a nested block as an object, and a
+    tag repeated in one block (``<item>`` of ``PicList``) as a list."""
+    result: dict[str, object] = {}
+    for child in root:
+        value: object = tree(child) if len(child) else (child.text or "")
+        if child.tag not in result:
+            result[child.tag] = value
+        elif isinstance(previous := result[child.tag], list):
+            previous.append(value)
+        else:
+            result[child.tag] = [previous, value]
+    return result
 
 
 def block(root: Element, tag: str) -> dict[str, str]:
@@ -238,7 +257,8 @@ class UserMessage(msgspec.Struct, frozen=True):
     from_user_name: str  # the user's openid
     create_time: int
     msg_type: str  # text, image, event …
-    fields: dict[str, str]  # the top-level elements as WeChat sent them (nested blocks left out)
+    fields: dict[str, str]  # the top-level elements, stripped (nested blocks left out)
+    document: dict[str, object]  # every element as sent, nested blocks included (see ``tree``)
 
     @property
     def content(self) -> str:
@@ -253,7 +273,8 @@ class UserMessage(msgspec.Struct, frozen=True):
 
 def parse_user_message(document: bytes) -> UserMessage:
     """Parse the decrypted XML of a push to the message-and-event URL."""
-    fields = flatten(parse_xml(document))
+    root = parse_xml(document)
+    fields = flatten(root)
     msg_type = _name(fields, "MsgType")
     if msg_type == "event":
         _name(fields, "Event")
@@ -263,6 +284,7 @@ def parse_user_message(document: bytes) -> UserMessage:
         create_time=_integer(fields, "CreateTime"),
         msg_type=msg_type,
         fields=fields,
+        document=tree(root),
     )
 
 
@@ -313,8 +335,13 @@ def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
-def build_xml(fields: dict[str, str | int | dict[str, str | int]]) -> str:
-    """Build ``<xml>…</xml>`` as WeChat writes it: strings in CDATA, integers bare, one nested level."""
+XmlLeaf = str | int
+XmlValue = XmlLeaf | dict[str, XmlLeaf] | list[dict[str, XmlLeaf]]
+
+
+def build_xml(fields: Mapping[str, XmlValue]) -> str:
+    """Build ``<xml>…</xml>`` as WeChat writes it: strings in CDATA, integers bare, one nested level;
+    a list becomes one ``<item>`` per element (the articles of a news reply)."""
     parts = ["<xml>"]
     for tag, value in fields.items():
         parts.append(f"<{tag}>{_value(value)}</{tag}>")
@@ -322,7 +349,9 @@ def build_xml(fields: dict[str, str | int | dict[str, str | int]]) -> str:
     return "".join(parts)
 
 
-def _value(value: str | int | dict[str, str | int]) -> str:
+def _value(value: XmlValue) -> str:
+    if isinstance(value, list):
+        return "".join(f"<item>{_value(item)}</item>" for item in value)
     if isinstance(value, dict):
         return "".join(f"<{tag}>{_value(inner)}</{tag}>" for tag, inner in value.items())
     if isinstance(value, int):

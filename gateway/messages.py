@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.errors import ApiError, XmlRejected
-from gateway.events import UserMessage, build_xml, is_appid, parse_user_message
+from gateway.events import UserMessage, XmlValue, build_xml, is_appid, parse_user_message
 from gateway.pushes import decrypt_push, platform_crypto, push_parameters, read_envelope
 from gateway.registry import Registry
 
-__all__ = ["Answer", "MessageHandler", "MessageService", "Reply"]
+__all__ = ["Answer", "HandlerChain", "MessageHandler", "MessageService", "Reply"]
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[None]]
-XmlValue = str | int | dict[str, str | int]
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,21 @@ class MessageHandler(Protocol):
     async def handle(self, platform_id: str, authorizer_appid: str, message: UserMessage) -> Reply | None:
         """Answer ``message``, sent to ``authorizer_appid`` and relayed to ``platform_id``."""
         ...
+
+
+class HandlerChain:
+    """Handlers asked in turn; the first that answers (not None) decides."""
+
+    def __init__(self, *handlers: MessageHandler) -> None:
+        self._handlers = handlers
+
+    async def handle(self, platform_id: str, authorizer_appid: str, message: UserMessage) -> Reply | None:
+        """The first handler's answer to ``message``, or None when none answers."""
+        for handler in self._handlers:
+            reply = await handler.handle(platform_id, authorizer_appid, message)
+            if reply is not None:
+                return reply
+        return None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 import yaml
@@ -38,6 +38,7 @@ __all__ = [
     "Registry",
     "Scope",
     "Secret",
+    "Subscription",
     "WechatSettings",
     "load_registry",
     "parse_registry",
@@ -55,6 +56,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_WHERE = re.compile(r"(?P<problem>.*) - at `(?P<where>[^`]*)`(?: in `(?P<parent>[^`]*)`)?", re.DOTALL)
 
 _AES_KEY_LENGTH = 43
+_MSG_TYPE = re.compile(r"[a-z_]{1,32}")
+_EVENT_TYPE = re.compile(r"event\.[A-Za-z0-9_.-]{1,64}")
 
 
 class Secret:
@@ -117,6 +120,28 @@ class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     authorizers: tuple[str, ...] = ("*",)
 
 
+class Subscription(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A client's subscription to user messages and events (SPEC §10).
+
+    ``types`` holds MsgTypes (``text``; ``event`` for every event), ``event.<Event>`` or ``"*"``; event
+    names compare case-insensitively, as WeChat spells them both ways (``subscribe``, ``CLICK``).
+    """
+
+    client: str
+    url: str
+    secret: Secret
+    authorizers: tuple[str, ...] = ("*",)
+    types: tuple[str, ...] = ("*",)
+    reply: bool = False
+
+    def matches(self, authorizer_appid: str, msg_type: str, event: str) -> bool:
+        """Whether a message of ``msg_type`` (and ``event``) to ``authorizer_appid`` is for this one."""
+        if "*" not in self.authorizers and authorizer_appid not in self.authorizers:
+            return False
+        wanted = msg_type.casefold() if msg_type != "event" else f"event.{event}".casefold()
+        return any(t == "*" or t.casefold() in (msg_type.casefold(), wanted) for t in self.types)
+
+
 class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole registry, validated; platforms are in order of preference."""
 
@@ -125,6 +150,7 @@ class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     clients: tuple[Client, ...]
     wechat: WechatSettings = msgspec.field(default_factory=WechatSettings)
     pins: Mapping[str, str] = msgspec.field(default_factory=dict)
+    subscriptions: tuple[Subscription, ...] = ()
 
     def platform(self, id: str) -> Platform | None:
         """The platform with this id, if any."""
@@ -329,7 +355,7 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
         scopes: dict[str, str] = {}
         for j, scope in enumerate(client.scopes):
             _check_unique(scope, f"{at}.scopes[{j}]", scopes, "scope", spelled)
-        _check_authorizers(client.authorizers, f"{at}.authorizers", spelled)
+        _check_authorizers(client.authorizers, f"{at}.authorizers", spelled, "a client")
 
     for appid, platform_id in registry.pins.items():
         _check_appid(appid, f"pins.{appid}", what="the key ")
@@ -337,6 +363,65 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
             raise _Fault(
                 f"pins.{appid}", f"pin to unknown platform {_quote(platform_id, f'pins.{appid}', spelled)}"
             )
+
+    _check_subscriptions(registry.subscriptions, client_ids, spelled)
+
+
+def _check_subscriptions(
+    subscriptions: tuple[Subscription, ...], client_ids: Mapping[str, str], spelled: Mapping[str, str]
+) -> None:
+    destinations: dict[str, str] = {}
+    replying: list[tuple[int, Subscription]] = []
+    for i, subscription in enumerate(subscriptions):
+        at = f"subscriptions[{i}]"
+        if subscription.client not in client_ids:
+            shown = _quote(subscription.client, f"{at}.client", spelled)
+            raise _Fault(f"{at}.client", f"unknown client {shown}: a subscription belongs to a client")
+        if _check_http_url(subscription.url, f"{at}.url").fragment:
+            raise _Fault(f"{at}.url", "must not have a fragment")
+        _check_unique(
+            f"{subscription.client} {subscription.url}", f"{at}.url", destinations, "client and url", spelled
+        )
+        if not subscription.secret.reveal():
+            raise _Fault(f"{at}.secret", "must not be empty")
+        _check_authorizers(subscription.authorizers, f"{at}.authorizers", spelled, "a subscription")
+        _check_types(subscription.types, f"{at}.types", spelled)
+        if subscription.reply:
+            for j, other in replying:
+                if _overlap(subscription, other):
+                    raise _Fault(
+                        f"{at}.reply",
+                        "two reply subscriptions could answer the same message "
+                        f"(the other is subscriptions[{j}])",
+                    )
+            replying.append((i, subscription))
+
+
+def _check_types(types: tuple[str, ...], path: str, spelled: Mapping[str, str]) -> None:
+    if not types:
+        raise _Fault(path, 'a subscription needs at least one type, or "*" for all')
+    if "*" in types and len(types) > 1:
+        raise _Fault(f"{path}[{types.index('*')}]", '"*" (all types) must stand alone')
+    seen: dict[str, str] = {}
+    for j, name in enumerate(types):
+        if name != "*" and not (_MSG_TYPE.fullmatch(name) or _EVENT_TYPE.fullmatch(name)):
+            raise _Fault(
+                f"{path}[{j}]", 'must be a MsgType (text, image, event …), event.<Event> (event.CLICK) or "*"'
+            )
+        _check_unique(name.casefold(), f"{path}[{j}]", seen, "type", spelled)
+
+
+def _overlap(a: Subscription, b: Subscription) -> bool:
+    """Whether some message could match both subscriptions."""
+    if "*" not in a.authorizers and "*" not in b.authorizers and not set(a.authorizers) & set(b.authorizers):
+        return False
+    return any(_types_overlap(x.casefold(), y.casefold()) for x in a.types for y in b.types)
+
+
+def _types_overlap(x: str, y: str) -> bool:
+    if "*" in (x, y) or x == y:
+        return True
+    return {x, y} & {"event"} != set() and all(t == "event" or t.startswith("event.") for t in (x, y))
 
 
 def _check_appid(value: str, path: str, what: str = "") -> None:
@@ -346,6 +431,12 @@ def _check_appid(value: str, path: str, what: str = "") -> None:
 
 
 def _check_api_base(url: str, path: str) -> None:
+    parts = _check_http_url(url, path)
+    if parts.query or parts.fragment:
+        raise _Fault(path, "must not have a query or a fragment")
+
+
+def _check_http_url(url: str, path: str) -> SplitResult:
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # raises ValueError for a port that is not a number in range
@@ -353,8 +444,7 @@ def _check_api_base(url: str, path: str) -> None:
         raise _Fault(path, "must be an http or https URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _Fault(path, "must be an http or https URL")
-    if parts.query or parts.fragment:
-        raise _Fault(path, "must not have a query or a fragment")
+    return parts
 
 
 def _check_slug(value: str, path: str) -> None:
@@ -390,9 +480,11 @@ def _check_aes_key(key: str, path: str) -> None:
         raise _Fault(path, "must contain only letters and digits")
 
 
-def _check_authorizers(authorizers: tuple[str, ...], path: str, spelled: Mapping[str, str]) -> None:
+def _check_authorizers(
+    authorizers: tuple[str, ...], path: str, spelled: Mapping[str, str], holder: str
+) -> None:
     if not authorizers:
-        raise _Fault(path, 'a client needs at least one authorizer, or "*" for all')
+        raise _Fault(path, f'{holder} needs at least one authorizer, or "*" for all')
     if "*" in authorizers and len(authorizers) > 1:
         raise _Fault(f"{path}[{authorizers.index('*')}]", '"*" (all authorizers) must stand alone')
     seen: dict[str, str] = {}

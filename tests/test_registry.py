@@ -219,6 +219,16 @@ def _append_platform(**changes: str) -> Mutation:
     return mutate
 
 
+def _subscribe(*subscriptions: dict[str, object]) -> Mutation:
+    def mutate(doc: Doc) -> None:
+        doc["subscriptions"] = [
+            {"client": "crm", "url": "http://127.0.0.1:9000/inbox", "secret": "${RETAIL_TOKEN}"} | s
+            for s in subscriptions
+        ]
+
+    return mutate
+
+
 def _append_client(**changes: object) -> Mutation:
     def mutate(doc: Doc) -> None:
         doc["clients"].append({**doc["clients"][0], **changes})
@@ -229,9 +239,9 @@ def _append_client(**changes: object) -> Mutation:
 REFUSALS: list[tuple[str, Mutation, str, str]] = [
     (
         "unknown top-level key",
-        _set(("subscriptions",), []),
+        _set(("webhooks",), []),
         "",
-        "Object contains unknown field `subscriptions`",
+        "Object contains unknown field `webhooks`",
     ),
     (
         "unknown nested key",
@@ -458,6 +468,90 @@ REFUSALS: list[tuple[str, Mutation, str, str]] = [
         "wechat.api_base",
         "must not have a query or a fragment",
     ),
+    (
+        "subscription of an unknown client",
+        _subscribe({"client": "nobody"}),
+        "subscriptions[0].client",
+        "unknown client 'nobody': a subscription belongs to a client",
+    ),
+    (
+        "subscription url that is not http",
+        _subscribe({"url": "ftp://crm.internal/inbox"}),
+        "subscriptions[0].url",
+        "must be an http or https URL",
+    ),
+    (
+        "subscription url with a fragment",
+        _subscribe({"url": "https://crm.internal/inbox#x"}),
+        "subscriptions[0].url",
+        "must not have a fragment",
+    ),
+    (
+        "subscription with an empty secret",
+        _subscribe({"secret": ""}),
+        "subscriptions[0].secret",
+        "must not be empty",
+    ),
+    (
+        "subscription with no secret",
+        _subscribe({"secret": None}),
+        "subscriptions[0].secret",
+        "Expected `str`, got `null`",
+    ),
+    (
+        "two subscriptions of one client to one url",
+        _subscribe({}, {"types": ["text"]}),
+        "subscriptions[1].url",
+        "duplicate client and url 'crm http://127.0.0.1:9000/inbox' (first at subscriptions[0].url)",
+    ),
+    (
+        "subscription to a bad authorizer",
+        _subscribe({"authorizers": ["gh_123"]}),
+        "subscriptions[0].authorizers[0]",
+        "must be an appid: 'wx' followed by letters and digits",
+    ),
+    (
+        "subscription with no types",
+        _subscribe({"types": []}),
+        "subscriptions[0].types",
+        'a subscription needs at least one type, or "*" for all',
+    ),
+    (
+        "subscription with a type that is no MsgType",
+        _subscribe({"types": ["text", "Event CLICK"]}),
+        "subscriptions[0].types[1]",
+        'must be a MsgType (text, image, event …), event.<Event> (event.CLICK) or "*"',
+    ),
+    (
+        "subscription with a star among types",
+        _subscribe({"types": ["text", "*"]}),
+        "subscriptions[0].types[1]",
+        '"*" (all types) must stand alone',
+    ),
+    (
+        "subscription naming one event twice",
+        _subscribe({"types": ["event.CLICK", "event.click"]}),
+        "subscriptions[0].types[1]",
+        "duplicate type 'event.click' (first at subscriptions[0].types[0])",
+    ),
+    (
+        "two reply subscriptions for one event",
+        _subscribe(
+            {"types": ["event.subscribe"], "reply": True},
+            {"url": "http://127.0.0.1:9001/", "types": ["event"], "reply": True},
+        ),
+        "subscriptions[1].reply",
+        "two reply subscriptions could answer the same message (the other is subscriptions[0])",
+    ),
+    (
+        "two reply subscriptions sharing an authorizer",
+        _subscribe(
+            {"authorizers": ["wxa1", "wxa2"], "types": ["text"], "reply": True},
+            {"url": "http://127.0.0.1:9001/", "authorizers": ["wxa2"], "reply": True},
+        ),
+        "subscriptions[1].reply",
+        "two reply subscriptions could answer the same message (the other is subscriptions[0])",
+    ),
 ]
 
 
@@ -473,6 +567,39 @@ def test_refusal(tmp_path: Path, mutate: Mutation, path: str, problem: str) -> N
     assert (error.path, error.problem) == (path, problem)
     file = tmp_path / "registry.yaml"
     assert str(error) == (f"{file}: {path}: {problem}" if path else f"{file}: {problem}")
+
+
+def test_reply_subscriptions_that_cannot_meet_are_accepted(tmp_path: Path) -> None:
+    doc = valid_doc()
+    _subscribe(
+        {"types": ["text"], "reply": True},
+        {"url": "http://127.0.0.1:9001/", "types": ["event.CLICK", "image"], "reply": True},
+        {"url": "http://127.0.0.1:9002/", "authorizers": ["wxa1"], "types": ["event.CLICK"], "reply": True},
+        {"url": "http://127.0.0.1:9003/", "types": ["*"]},
+    )(doc)
+    doc["subscriptions"][2]["types"] = ["voice"]
+    path = tmp_path / "registry.yaml"
+    path.write_text(dump(doc))
+
+    registry = load_registry(path, ENV)
+
+    first, second, third, everything = registry.subscriptions
+    assert first.secret.reveal() == TOKEN and first.authorizers == ("*",)
+    assert first.matches("wxa1", "text", "") and not first.matches("wxa1", "image", "")
+    assert second.matches("wxa9", "event", "click") and not second.matches("wxa9", "event", "VIEW")
+    assert not third.matches("wxa2", "voice", "") and third.matches("wxa1", "voice", "")
+    assert everything.matches("wxa1", "event", "subscribe") and not everything.reply
+
+
+def test_subscription_to_every_event_matches_each_event() -> None:
+    doc = valid_doc()
+    _subscribe({"types": ["event", "text"]})(doc)
+    registry = parse_registry(dump(doc), source="inline.yaml", environ=ENV)
+
+    (subscription,) = registry.subscriptions
+    assert subscription.matches("wxa1", "event", "LOCATION")
+    assert subscription.matches("wxa1", "text", "")
+    assert not subscription.matches("wxa1", "image", "")
 
 
 def test_first_fault_in_document_order_is_reported(tmp_path: Path) -> None:

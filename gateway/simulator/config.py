@@ -23,7 +23,9 @@ class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True):
     """How the simulated WeChat behaves.
 
     ``ticket_interval_s`` is the period of ticket pushes (0: no schedule); ``token_overlap_s`` how long a
-    superseded access token keeps working; the two TTLs bound pre-auth and authorization codes.
+    superseded access token keeps working; the two TTLs bound pre-auth and authorization codes. A user
+    message waits ``message_timeout_s`` for the receiver's answer and is sent ``message_attempts`` times
+    in all while none comes (WeChat: 5 s, three times).
     """
 
     components: list[SimComponent] = msgspec.field(default_factory=list)
@@ -32,3 +34,11 @@ class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True):
     token_overlap_s: float = 300.0
     pre_auth_code_ttl_s: int = 600
     auth_code_ttl_s: int = 600
+    message_timeout_s: float = 5.0
+    message_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.message_timeout_s <= 0:
+            raise ValueError("message_timeout_s must be positive")
+        if self.message_attempts < 1:
+            raise ValueError("message_attempts must be at least 1")

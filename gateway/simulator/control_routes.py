@@ -3,9 +3,14 @@
     POST   /components                      SimComponent fields: add, or replace keeping tickets and tokens
     GET    /components/{appid}              its tickets (newest first) and component tokens
     POST   /components/{appid}/push-ticket  push a new ticket now -> {ticket, status, body, delivered, error}
-    POST   /components/{appid}/messages     {authorizer_appid, fields: {MsgType, Content / Event …},
+    POST   /components/{appid}/messages     {authorizer_appid, fields: {MsgType, Content / Event …, a
+                                             block such as ScanCodeInfo: {ScanType, ScanResult}},
                                              from_user?} a follower's message or event, relayed to the
-                                             message URL -> {message, url, status, body, error}
+                                             message URL as WeChat does: sent again while no answer comes
+                                             in message_timeout_s, message_attempts times in all
+                                             -> {id, component_appid, authorizer_appid, message, url,
+                                             status, body, error, attempts: [{status, body, error,
+                                             elapsed_ms}]}; status, body, error: the last attempt's
     POST   /authorizers                     {authorizer_appid, kind, nick_name, principal_name, user_name?,
                                              verify_type?, service_type?, followers?,
                                              components: {component_appid: [func ids]}} -> {refresh_tokens}
@@ -17,14 +22,15 @@
     POST   /clock/advance                   {seconds} -> {now}
     POST   /faults                          a FaultSpec -> the fault; GET lists them, DELETE clears them
     GET    /counters                        {endpoint: {total, by_key}}; POST /counters/reset zeroes them
-    GET    /pushes, /messages, /state
+    GET    /pushes, /relays                 the last 1000 pushes to event URLs, relays to message URLs
+    GET    /messages, /state                the customer-service messages sent; the whole world
 
 Refusals are 4xx ``{"status_code", "detail"}``; WeChat's own API never answers this way.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 import msgspec
@@ -41,6 +47,8 @@ from gateway.simulator.views import ComponentView, StateView, component_view, st
 from gateway.simulator.wechat_routes import ENDPOINTS
 
 __all__ = ["ApproveBody", "Approved", "SimController", "authorize"]
+
+Tag = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]  # an XML element name WeChat uses
 
 
 class SeedAuthorizer(AccountProfile, forbid_unknown_fields=True):
@@ -67,11 +75,12 @@ class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Relay(msgspec.Struct, forbid_unknown_fields=True):
-    """A user's message or event: its elements after the addressing WeChat adds, and who writes (an
-    openid among the account's followers; the first when left out)."""
+    """A user's message or event: its elements after the addressing WeChat adds (a value may be one
+    block of elements), and who writes (an openid among the account's followers; the first when left
+    out)."""
 
     authorizer_appid: str
-    fields: dict[str, str | int]
+    fields: dict[Tag, str | int | dict[Tag, str | int]]
     from_user: str | None = None
 
 
@@ -124,6 +133,10 @@ class Pushes(msgspec.Struct):
     pushes: list[PushRecord]
 
 
+class Relays(msgspec.Struct):
+    relays: list[MessagePushed]
+
+
 class Messages(msgspec.Struct):
     messages: list[CustomMessage]
 
@@ -172,7 +185,8 @@ class SimController(Controller):
         appid: FromPath[str],
         data: JSONBody[Relay],
     ) -> MessagePushed:
-        """A follower writes to an account (or triggers an event); WeChat relays it to the component."""
+        """A follower writes to an account (or triggers an event); WeChat relays it to the component,
+        retrying while no answer comes."""
         message = world.user_message(appid, data.authorizer_appid, data.fields, data.from_user)
         return await pusher.relay(message)
 
@@ -252,6 +266,11 @@ class SimController(Controller):
     async def pushes(self, pusher: NamedDependency[Pusher]) -> Pushes:
         """Every push and how its receiver answered (the last 1000)."""
         return Pushes(pusher.log)
+
+    @get("/relays")
+    async def relays(self, pusher: NamedDependency[Pusher]) -> Relays:
+        """Every user message relayed, with each attempt and its answer (the last 1000)."""
+        return Relays(pusher.relays)
 
     @get("/messages")
     async def messages(self, world: NamedDependency[World]) -> Messages:

@@ -3,15 +3,20 @@ them (protocol §1–2).
 
 One httpx client, opened by the app's lifespan, carries every push. An event push is delivered when the
 receiver answers 200 with the body ``success``; each outcome is kept in a log that the control API shows.
-A user message is answered to its sender: the receiver's status and body, a passive reply left encrypted.
+A user message is relayed as WeChat relays it: when no answer comes within ``message_timeout_s`` (or the
+receiver cannot be reached) the same message is POSTed again, freshly signed, ``message_attempts`` times
+in all. Its sender gets every attempt and the decisive answer, a passive reply left encrypted; the relays
+are kept in a second log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,13 +29,14 @@ from gateway.events import build_xml
 from gateway.simulator.config import SimComponent
 from gateway.simulator.state import Event, UserMessage, World
 
-__all__ = ["MessagePushed", "PushRecord", "Pusher", "envelope", "message_envelope"]
+__all__ = ["MessagePushed", "PushRecord", "Pusher", "RelayAttempt", "envelope", "message_envelope"]
 
 logger = logging.getLogger(__name__)
 
 PUSH_TIMEOUT_S = 5.0  # WeChat gives up on a receiver after 5 seconds
-LOG_SIZE = 1000
-BODY_KEPT = 500  # characters of the receiver's answer kept in the log
+LOG_SIZE = 1000  # entries of each log: pushes, relays
+BODY_KEPT = 500  # characters of the receiver's answer kept in the push log
+REPLY_KEPT = 64 * 1024  # characters of a passive reply kept: real ones are a few KiB; bounds the relay log
 
 
 class PushRecord(msgspec.Struct):
@@ -48,15 +54,29 @@ class PushRecord(msgspec.Struct):
     delivered: bool
 
 
-class MessagePushed(msgspec.Struct):
-    """A user message as sent (its decrypted elements) and the receiver's answer, whole (``status`` None:
-    it could not be reached)."""
+class RelayAttempt(msgspec.Struct):
+    """One POST of a user message and its answer (``status`` None: none came in time, see ``error``)."""
 
+    status: int | None
+    body: str | None
+    error: str | None
+    elapsed_ms: float
+
+
+class MessagePushed(msgspec.Struct):
+    """A user message as sent (its decrypted elements, the same in every attempt) and the receiver's
+    decisive answer: the last attempt's (``status`` None: no attempt was answered). ``attempts`` lists
+    every POST in order; it is empty when the component has no message URL."""
+
+    id: int
+    component_appid: str
+    authorizer_appid: str
     message: dict[str, str | int | dict[str, str | int]]
     url: str | None
     status: int | None
     body: str | None
     error: str | None
+    attempts: list[RelayAttempt]
 
 
 def envelope(component: SimComponent, event: Event, timestamp: str, nonce: str) -> tuple[dict[str, str], str]:
@@ -97,7 +117,9 @@ class Pusher:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._log: deque[PushRecord] = deque(maxlen=LOG_SIZE)
-        self._next_id = 1
+        self._relays: deque[MessagePushed] = deque(maxlen=LOG_SIZE)
+        self._push_ids = itertools.count(1)
+        self._relay_ids = itertools.count(1)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[None]:
@@ -111,7 +133,13 @@ class Pusher:
 
     @property
     def log(self) -> list[PushRecord]:
+        """The last ``LOG_SIZE`` pushes to event URLs, oldest first."""
         return list(self._log)
+
+    @property
+    def relays(self) -> list[MessagePushed]:
+        """The last ``LOG_SIZE`` user messages relayed to message URLs, oldest first."""
+        return list(self._relays)
 
     async def push_ticket(self, appid: str) -> tuple[str, PushRecord]:
         """Issue a new component_verify_ticket and push it."""
@@ -133,29 +161,63 @@ class Pusher:
             await self.push_tickets()
 
     async def relay(self, message: UserMessage) -> MessagePushed:
-        """POST a user message to its component's message URL, ``$APPID$`` replaced by the account."""
-        client = self._open_client()
+        """POST a user message to its component's message URL (``$APPID$`` replaced by the account) until
+        an answer comes in time, at most ``message_attempts`` times; record the relay."""
         component = self._world.component(message.component_appid).config
-        status = body = error = url = None
+        attempts: list[RelayAttempt] = []
+        url = None
         if component.message_url:
             url = component.message_url.replace("$APPID$", message.authorizer_appid)
-            timestamp = str(int(self._world.now()))
-            params, xml = message_envelope(component, message, timestamp, str(secrets.randbelow(10**10)))
-            try:
-                response = await client.post(url, params=params, content=xml.encode())
-                status, body = response.status_code, response.text
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-        else:
-            error = "the component has no message_url"
+            while len(attempts) < self._world.config.message_attempts:
+                attempts.append(await self._post_message(url, component, message))
+                if attempts[-1].status is not None:
+                    break  # WeChat retries only when no answer came: any status ends the relay
+                logger.info(
+                    "message to %s, attempt %d: %s",
+                    message.authorizer_appid,
+                    len(attempts),
+                    attempts[-1].error,
+                )
+        last = attempts[-1] if attempts else RelayAttempt(None, None, "the component has no message_url", 0.0)
+        pushed = MessagePushed(
+            id=next(self._relay_ids),
+            component_appid=component.appid,
+            authorizer_appid=message.authorizer_appid,
+            message=message.payload(),
+            url=url,
+            status=last.status,
+            body=last.body,
+            error=last.error,
+            attempts=attempts,
+        )
+        self._relays.append(pushed)
         logger.info(
             "message %s to %s via %s: %s",
             message.fields.get("MsgType"),
             message.authorizer_appid,
             component.appid,
-            status or error,
+            last.status or last.error,
         )
-        return MessagePushed(message.payload(), url, status, body, error)
+        return pushed
+
+    async def _post_message(self, url: str, component: SimComponent, message: UserMessage) -> RelayAttempt:
+        """One attempt: a new timestamp, nonce and signature around the same plaintext; ``message_timeout_s``
+        bounds the whole exchange (httpx's own timeouts would bound each read, not the answer)."""
+        client = self._open_client()
+        timeout_s = self._world.config.message_timeout_s
+        timestamp = str(int(self._world.now()))
+        params, xml = message_envelope(component, message, timestamp, str(secrets.randbelow(10**10)))
+        status = body = error = None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await client.post(url, params=params, content=xml.encode(), timeout=None)
+            status, body = response.status_code, response.text[:REPLY_KEPT]
+        except TimeoutError:
+            error = f"no answer in {timeout_s:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return RelayAttempt(status, body, error, round((time.monotonic() - started) * 1000, 1))
 
     async def deliver(self, event: Event) -> PushRecord:
         """POST ``event`` to its component's event URL and record the outcome."""
@@ -173,7 +235,7 @@ class Pusher:
         else:
             error = "the component has no event_url"
         record = PushRecord(
-            id=self._next_id,
+            id=next(self._push_ids),
             component_appid=component.appid,
             info_type=event.info_type,
             authorizer_appid=_text(event.fields.get("AuthorizerAppid")),
@@ -184,7 +246,6 @@ class Pusher:
             error=error,
             delivered=status == 200 and body == "success",
         )
-        self._next_id += 1
         self._log.append(record)
         logger.info(
             "push %s to %s: %s",

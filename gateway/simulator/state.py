@@ -118,7 +118,7 @@ class UserMessage(msgspec.Struct, frozen=True):
     to_user_name: str  # the account's original id (gh_…)
     from_user_name: str  # the user's openid
     create_time: int
-    fields: dict[str, str | int]  # MsgType, Content / Event …, MsgId
+    fields: dict[str, str | int | dict[str, str | int]]  # MsgType, Content / Event …, MsgId; blocks
 
     def payload(self) -> dict[str, str | int | dict[str, str | int]]:
         """The decrypted XML's elements, in WeChat's order."""
@@ -724,7 +724,7 @@ class World:
         self,
         component_appid: str,
         authorizer_appid: str,
-        fields: dict[str, str | int],
+        fields: dict[str, str | int | dict[str, str | int]],
         from_user: str | None,
     ) -> UserMessage:
         """A follower (``from_user``, by default the first) writes to an account, or triggers an event.

@@ -27,6 +27,7 @@ from gateway.store.authorizations import AuthorizationStore
 from gateway.store.catalog import CatalogQuery
 from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
+from gateway.store.deliveries import DeliveryStore
 from gateway.store.gateway_tokens import GatewayTokenStore
 from gateway.store.tables import ComponentPush, ComponentTicket
 from gateway.store.web_sessions import WebSessionStore
@@ -56,8 +57,8 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 class Store:
     """Everything the gateway keeps, on one async engine: pushes and tickets here, and the
-    ``credentials``, ``authorizations``, ``gateway_tokens``, ``audit``, ``catalog`` and ``web_sessions``
-    parts beside them."""
+    ``credentials``, ``authorizations``, ``gateway_tokens``, ``audit``, ``catalog``, ``web_sessions``
+    and ``deliveries`` parts beside them."""
 
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, *, clock: Callable[[], float] = time.time
@@ -73,6 +74,7 @@ class Store:
         self.gateway_tokens = GatewayTokenStore(self._db)
         self.catalog = CatalogQuery(self._db)
         self.web_sessions = WebSessionStore(self._db)
+        self.deliveries = DeliveryStore(self._db)
 
     @property
     def engine(self) -> AsyncEngine:

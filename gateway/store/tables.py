@@ -17,7 +17,9 @@ __all__ = [
     "ComponentPush",
     "ComponentTicket",
     "Credential",
+    "Delivery",
     "GatewayToken",
+    "InboundMessage",
     "WebSession",
     "metadata",
 ]
@@ -179,3 +181,59 @@ class WebSession(SQLModel, table=True):
     client_id: str = Field(max_length=64)
     created_at: float = Field(sa_column=Column(Float, nullable=False))
     expires_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class InboundMessage(SQLModel, table=True):
+    """A user message or event received on a message URL, kept for forwarding (SPEC §10).
+
+    The unique (authorizer, dedup key) pair recognises WeChat's retries of one message. ``body_sealed``
+    holds the JSON every subscriber receives, sealed because it carries what users wrote.
+    ``disposition`` says what became of it: ``forwarded``, ``unsubscribed`` (no subscription matched)
+    or ``unknown_authorizer`` (recorded, not delivered).
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("authorizer_appid", "dedup_key", name="uq_inbound_messages_seen"),
+        Index("ix_inbound_messages_received_at", "received_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    platform_id: str = Field(max_length=64)
+    authorizer_appid: str = Field(max_length=64)
+    dedup_key: str = Field(max_length=64)
+    msg_type: str = Field(max_length=64)
+    event: str | None = Field(default=None, max_length=64)
+    received_at: float = Field(sa_column=Column(Float, nullable=False))
+    disposition: str = Field(max_length=32)
+    body_sealed: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Delivery(SQLModel, table=True):
+    """One inbound message to one subscription (client and URL): at least once, by any replica.
+
+    ``status`` is ``pending``, ``delivered`` or ``failed`` (dead-lettered). A replica attempting it holds
+    a lease (``lease_owner``, ``lease_until``); a crashed one lets it go when the lease passes.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_message", "message_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    message_id: str = Field(max_length=32)
+    client_id: str = Field(max_length=64)
+    url: str = Field(sa_column=Column(String(2000), nullable=False))
+    reply: bool = Field(default=False)
+    status: str = Field(max_length=16)
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    next_attempt_at: float = Field(sa_column=Column(Float, nullable=False))
+    give_up_at: float = Field(sa_column=Column(Float, nullable=False))
+    delivered_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    last_status: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=200)

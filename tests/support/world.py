@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -23,7 +24,19 @@ from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import approve_authorization, push_ticket
 
-__all__ = ["FINANCE", "MINI", "OA", "OA2", "OTHER", "RETAIL", "World", "ready", "stocked", "world"]
+__all__ = [
+    "FINANCE",
+    "MINI",
+    "OA",
+    "OA2",
+    "OTHER",
+    "RETAIL",
+    "World",
+    "open_world",
+    "ready",
+    "stocked",
+    "world",
+]
 
 OA = "wxa0000000000001"  # an official account
 OA2 = "wxb0000000000002"
@@ -79,8 +92,12 @@ class World:
         self.services.tokens._cache.clear()
 
 
-@pytest.fixture
-async def world(registry: Registry, database_url: str, secret_box: SecretBox) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(
+    registry: Registry, database_url: str, secret_box: SecretBox, **app_options: Any
+) -> AsyncIterator[World]:
+    """The gateway of ``registry`` (``create_app`` options in ``app_options``) and the simulator, each
+    other's network, both running."""
     to_gateway, to_simulator = LateASGITransport(), LateASGITransport()
     simulator = create_simulator_app(
         SimulatorConfig(
@@ -101,12 +118,21 @@ async def world(registry: Registry, database_url: str, secret_box: SecretBox) ->
         push_transport=to_gateway,
     )
     app = create_app(
-        make_settings(database_url, secret_box), registry, transport=to_simulator, background=False
+        make_settings(database_url, secret_box),
+        registry,
+        transport=to_simulator,
+        **({"background": False} | app_options),
     )
     to_gateway.app, to_simulator.app = app, simulator
     async with running(simulator) as sim, running(app) as gateway:
         services: Services = app.state.services
         yield World(gateway, sim, services)
+
+
+@pytest.fixture
+async def world(registry: Registry, database_url: str, secret_box: SecretBox) -> AsyncIterator[World]:
+    async with open_world(registry, database_url, secret_box) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""Deliveries of user messages to subscribers, for administrators (scope ``admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from gateway.access import require
+from gateway.delivery import DeliveryService
+from gateway.errors import ApiError
+from gateway.registry import Client
+from gateway.store import Store
+from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
+
+__all__ = ["DeliveriesController", "DeliveriesPage"]
+
+MAX_PAGE = 500
+
+
+class DeliveriesPage(msgspec.Struct, frozen=True):
+    """``GET /v1/deliveries``: newest first; ``next_cursor`` reads on."""
+
+    items: list[DeliveryRecord]
+    next_cursor: str | None
+
+
+class DeliveriesController(Controller):
+    """List deliveries and deliver one again."""
+
+    path = "/v1/deliveries"
+    tags = ["deliveries"]
+
+    @get("/", summary="Deliveries to subscribers", cache=False)
+    async def deliveries(
+        self, request: Request[Any, Any, Any], client: NamedDependency[Client], store: NamedDependency[Store]
+    ) -> DeliveriesPage:
+        """Filtered by ``status`` (pending, delivered, failed) and ``client``; ``limit``, ``cursor``."""
+        require(client, "admin")
+        params = request.query_params
+        status = params.get("status") or None
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise ApiError(422, "invalid_request", f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
+        limit = params.get("limit") or "100"
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+            raise ApiError(422, "invalid_request", f"limit: must be a whole number from 1 to {MAX_PAGE}")
+        cursor = params.get("cursor") or None
+        if cursor is not None and not is_record_id(cursor):
+            raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+        items, more = await store.deliveries.page(
+            status=status, client_id=params.get("client") or None, before=cursor, limit=int(limit)
+        )
+        return DeliveriesPage(items, items[-1].id if more and items else None)
+
+    @post("/{delivery_id:str}/replay", status_code=200, summary="Deliver again")
+    async def replay(
+        self,
+        delivery_id: FromPath[str],
+        client: NamedDependency[Client],
+        deliveries: NamedDependency[DeliveryService],
+    ) -> DeliveryRecord:
+        """Make the delivery due now with a fresh 24-hour deadline (a dead letter, or one the subscriber
+        lost); audited."""
+        require(client, "admin")
+        if not is_record_id(delivery_id):
+            raise ApiError(404, "delivery_unknown", "no such delivery")
+        return await deliveries.replay(delivery_id, actor=client.id)
