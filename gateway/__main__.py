@@ -10,24 +10,30 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from gateway.app import Services, create_app
 from gateway.binding import OpenBinding
 from gateway.catalog_sync import DEFAULT_CONCURRENCY
 from gateway.demo import run_demo
 from gateway.errors import ApiError, ConfigError
+from gateway.http.deliveries import DeliveriesPage
 from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
 from gateway.registry import load_registry
 from gateway.serving import Listener, serve
 from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from gateway.store import create_engine, upgrade
+from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
 
 __all__ = ["main"]
 
 EXIT_INVALID = 2
 DEMO_CONFIG = "config/registry.example.yaml"
+DELIVERIES_LISTED = 50
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +105,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
     sync.set_defaults(run=_catalog_sync)
+
+    deliveries = commands.add_parser(
+        "deliveries", help="deliveries of user messages and events to subscribers"
+    )
+    deliveries_commands = deliveries.add_subparsers(
+        dest="deliveries_command", required=True, metavar="ACTION"
+    )
+    listing = deliveries_commands.add_parser("list", help="deliveries, newest first")
+    listing.add_argument("--status", choices=DELIVERY_STATUSES, help="only those in this state")
+    listing.add_argument("--client", metavar="ID", help="only this client's")
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=DELIVERIES_LISTED,
+        metavar="N",
+        help=f"at most N (default {DELIVERIES_LISTED})",
+    )
+    listing.add_argument(
+        "--before", type=_record_id, metavar="ID", help="only those older than this one (the next page)"
+    )
+    listing.add_argument("--json", action="store_true", help="print the JSON of GET /v1/deliveries")
+    listing.set_defaults(run=_deliveries_list)
+    replay = deliveries_commands.add_parser(
+        "replay", help="make deliveries due now, whatever their state (exit 1 if an id is unknown)"
+    )
+    replay.add_argument("ids", nargs="+", metavar="ID")
+    replay.set_defaults(run=_deliveries_replay)
+    for sub in (listing, replay):
+        sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
 
     key = commands.add_parser("new-client-key", help="print a new client key and its key_sha256")
     key.set_defaults(run=_new_client_key)
@@ -204,6 +239,92 @@ def _catalog_sync(args: argparse.Namespace) -> int:
     return _with_services(args, run)
 
 
+def _deliveries_list(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        items, more = await services.store.deliveries.page(
+            status=args.status, client_id=args.client, before=args.before, limit=args.limit
+        )
+        next_cursor = items[-1].id if more and items else None
+        if args.json:
+            print(msgspec.json.encode(DeliveriesPage(items, next_cursor)).decode())
+            return 0
+        _print_deliveries(items)
+        if next_cursor is not None:
+            print(f"more follow: add --before {next_cursor}", file=sys.stderr)
+        return 0
+
+    return _with_services(args, run)
+
+
+def _deliveries_replay(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        replayed: list[DeliveryRecord] = []
+        unknown = 0
+        try:
+            for delivery_id in dict.fromkeys(args.ids):
+                try:
+                    replayed.append(await services.deliveries.replay(delivery_id, actor="cli"))
+                except ApiError as exc:  # only ever delivery_unknown
+                    print(f"gateway: {exc.message}", file=sys.stderr)
+                    unknown += 1
+        finally:
+            # Written now, so a failure to write it is seen; the lifespan's last flush only logs one.
+            await services.audit.flush()
+        if replayed:
+            _print_deliveries(replayed)
+            print(
+                f"{len(replayed)} replayed: due now; a running `gateway serve` delivers them at its next poll"
+            )
+        return 1 if unknown else 0
+
+    return _with_services(args, run)
+
+
+_DELIVERY_COLUMNS = (
+    "id",
+    "status",
+    "client",
+    "url",
+    "authorizer",
+    "type",
+    "attempts",
+    "created (UTC)",
+    "last error",
+)
+
+
+def _print_deliveries(records: Sequence[DeliveryRecord]) -> None:
+    """``records`` as a table on stdout, columns as wide as their widest cell."""
+    if not records:
+        print("no deliveries")
+        return
+    rows = [_DELIVERY_COLUMNS, *(_delivery_row(r) for r in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_DELIVERY_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _delivery_row(record: DeliveryRecord) -> tuple[str, ...]:
+    created = datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        record.id,
+        record.status,
+        record.client,
+        record.url,
+        record.authorizer_appid,
+        f"event.{record.event}" if record.event else record.msg_type,
+        str(record.attempts),
+        created,
+        record.last_error or "-",
+    )
+
+
+def _record_id(text: str) -> str:
+    if not is_record_id(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a delivery id")
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -251,6 +372,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 token=p.token.reveal(),
                 encoding_aes_key=p.encoding_aes_key.reveal(),
                 event_url=f"{gateway_url}/wechat/{p.id}/events",
+                message_url=f"{gateway_url}/wechat/{p.id}/messages/$APPID$",
             )
             for p in registry.platforms
         ]

@@ -160,7 +160,7 @@ def create_app(
         WebhookSender(webhooks, clock=clock),
         audit,
         owner=owner,
-        policy=delivery_policy,
+        policy=delivery_policy or DeliveryPolicy(attempt_timeout_s=settings.delivery_timeout_s),
         clock=clock,
     )
     inbox = Inbox(subscriptions, store, deliveries, clock=clock)

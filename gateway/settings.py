@@ -35,6 +35,7 @@ class Settings:
     public_url: str
     renewal_lease_s: float = 30.0
     catalog_sync_interval_s: float = DEFAULT_CATALOG_SYNC_INTERVAL_S  # 0: no scheduled sync
+    delivery_timeout_s: float = 10.0  # a subscriber's answer (SPEC §10)
 
     @classmethod
     def from_environ(
@@ -74,10 +75,17 @@ class Settings:
                 "GATEWAY_CATALOG_SYNC_INTERVAL_S must be 0 (no scheduled sync) "
                 f"or at least {MIN_CATALOG_SYNC_INTERVAL_S:.0f} seconds"
             )
+        try:
+            delivery_timeout = float(env.get("GATEWAY_DELIVERY_TIMEOUT_S", "10"))
+        except ValueError:
+            raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be a number of seconds") from None
+        if not 1 <= delivery_timeout <= 60:
+            raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be between 1 and 60 seconds")
         return cls(
             config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
             renewal_lease_s=lease,
             catalog_sync_interval_s=sync_interval,
+            delivery_timeout_s=delivery_timeout,
             database_url=database_url,
             secret_box=SecretBox.from_base64(secret),
             public_url=public_url,
