@@ -28,6 +28,8 @@ from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from gateway.store import create_engine, upgrade
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
+from gateway.store.rotation import DEFAULT_BATCH as ROTATION_BATCH
+from gateway.store.rotation import ColumnReport, rotate_secrets
 
 __all__ = ["main"]
 
@@ -134,6 +136,20 @@ def _parser() -> argparse.ArgumentParser:
     replay.set_defaults(run=_deliveries_replay)
     for sub in (listing, replay):
         sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+
+    rotate = commands.add_parser(
+        "rotate-secret-key",
+        help="re-seal every secret at rest under $GATEWAY_SECRET_KEY, opening with it or "
+        "$GATEWAY_PREVIOUS_SECRET_KEYS (exit 1 if a value opens under neither)",
+    )
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=ROTATION_BATCH,
+        metavar="N",
+        help=f"rows per transaction (default {ROTATION_BATCH})",
+    )
+    rotate.set_defaults(run=_rotate_secret_key)
 
     key = commands.add_parser("new-client-key", help="print a new client key and its key_sha256")
     key.set_defaults(run=_new_client_key)
@@ -348,6 +364,37 @@ def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable
                 return 1
 
     return asyncio.run(main())
+
+
+def _rotate_secret_key(args: argparse.Namespace) -> int:
+    settings = Settings.from_environ()
+    box = settings.secret_box
+
+    async def run() -> list[ColumnReport]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await rotate_secrets(engine, box, batch_size=args.batch_size)
+        finally:
+            await engine.dispose()
+
+    reports = asyncio.run(run())
+    for report in reports:
+        print(
+            f"{report.table}.{report.column}: {report.resealed} re-sealed, "
+            f"{report.current} already under key {box.key_id}"
+        )
+        # Rows are named by their primary key only: never a value, sealed or not.
+        for row in report.unreadable:
+            print(f"gateway: {row}: {report.column} opens under no key given", file=sys.stderr)
+        for row in report.unsettled:
+            print(f"gateway: {row}: {report.column} kept changing; run again", file=sys.stderr)
+    if any(report.unreadable for report in reports):
+        print(
+            "gateway: values that open under no key are left as they are: give the key that sealed them "
+            "in GATEWAY_PREVIOUS_SECRET_KEYS and run again",
+            file=sys.stderr,
+        )
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _new_client_key(_: argparse.Namespace) -> int:

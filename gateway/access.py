@@ -11,6 +11,7 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError
 from gateway.events import is_appid
+from gateway.ratelimit import RateLimiter
 from gateway.registry import Client, Registry, Scope
 from gateway.tokens import Token, TokenService
 
@@ -73,15 +74,22 @@ class TokenVending:
         authorizations: AuthorizationService,
         tokens: TokenService,
         audit: AuditTrail,
+        limiter: RateLimiter,
     ) -> None:
         self._registry = registry
         self._authorizations = authorizations
         self._tokens = tokens
         self._audit = audit
+        self._limiter = limiter
 
-    def authenticate(self, authorization: str | None) -> Client:
-        """The calling client (see ``authenticate``)."""
-        return authenticate(self._registry, authorization)
+    async def authenticate(self, authorization: str | None) -> Client:
+        """The calling client (see ``authenticate``), admitted by its rate limit (`RateLimited` past it).
+
+        Every ``/v1`` route comes through here, so that each request is counted once, before any work.
+        """
+        client = authenticate(self._registry, authorization)
+        await self._limiter.admit(client)
+        return client
 
     async def access_token(self, client: Client, appid: str) -> IssuedToken:
         """The authorizer_access_token of ``appid`` through the platform routing picks."""

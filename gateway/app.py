@@ -40,8 +40,10 @@ from gateway.http.catalog import CatalogController
 from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
+from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
 from gateway.http.pages import CatalogPagesController
+from gateway.http.quota import QuotaController
 from gateway.http.v1 import (
     AuthorizerTokensController,
     OpenBindingController,
@@ -56,6 +58,8 @@ from gateway.messages import HandlerChain, MessageService
 from gateway.metrics import Metrics
 from gateway.onboarding import Onboarding
 from gateway.proxy import WxProxy
+from gateway.quota import QuotaClearing
+from gateway.ratelimit import create_rate_limiter
 from gateway.registry import Registry
 from gateway.release_test import ReleaseTest
 from gateway.sessions import WebSessions
@@ -140,10 +144,17 @@ def create_app(
     tokens = TokenService(registry, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s)
     audit = AuditTrail(store.audit, clock=clock)
     authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
-    intake = EventIntake(registry, store, on_authorization_event=authorizations.wake)
-    vending = TokenVending(registry, authorizations, tokens, audit)
+    intake = EventIntake(
+        registry,
+        store,
+        window_s=settings.push_window_s,
+        clock=clock,
+        on_authorization_event=authorizations.wake,
+    )
     metrics = Metrics()
-    proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, clock=clock)
+    limiter = create_rate_limiter(settings.redis_url, metrics, key_prefix=settings.redis_key_prefix)
+    vending = TokenVending(registry, authorizations, tokens, audit, limiter)
+    proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock)
     onboarding = Onboarding(
         registry, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
     )
@@ -165,7 +176,10 @@ def create_app(
     )
     inbox = Inbox(subscriptions, store, deliveries, clock=clock)
     messages = MessageService(
-        registry, HandlerChain(ReleaseTest(authorizations, tokens, wechat), inbox), clock=clock
+        registry,
+        HandlerChain(ReleaseTest(authorizations, tokens, wechat), inbox),
+        window_s=settings.push_window_s,
+        clock=clock,
     )
     catalog_sync = CatalogSync(
         registry,
@@ -223,6 +237,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await webhooks.aclose()
             await http.aclose()
+            await limiter.aclose()
             await engine.dispose()
 
     return Litestar(
@@ -236,6 +251,7 @@ def create_app(
             CatalogController,
             CatalogPagesController,
             DeliveriesController,
+            QuotaController,
             WxController,
             create_static_files_router(
                 "/static", [Path(__file__).with_name("static")], cache_control=_STATIC_CACHE
@@ -259,13 +275,16 @@ def create_app(
             "binding": _constant(binding),
             "catalog": _constant(catalog),
             "deliveries": _constant(deliveries),
+            "quota": _constant(QuotaClearing(registry, wechat, store.credentials, audit)),
             "sessions": _constant(sessions),
             "clock": _constant(clock),
-            "client": Provide(provide_client, sync_to_thread=False),
+            "client": Provide(provide_client),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
         logging_config=None,  # the process (CLI, tests) owns logging
+        request_max_body_size=MAX_BODY_BYTES,
+        before_request=refuse_announced_oversize,
         state=State({"services": services}),
     )

@@ -17,7 +17,7 @@ import hmac
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import pad
@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.events import build_xml
 
-__all__ = ["MessageCrypto", "SecretBox", "aes_key_from_encoding_key", "signature"]
+__all__ = ["MessageCrypto", "SecretBox", "aes_key_from_encoding_key", "key_id", "signature"]
 
 _BLOCK = 32  # WXBizMsgCrypt pads to 32 bytes, not to the AES block size
 _AES_KEY_CHARS = re.compile(r"[A-Za-z0-9]{43}")
@@ -144,50 +144,108 @@ class MessageCrypto:
 class SecretBox:
     """Seals short secrets (tickets, tokens) with AES-256-GCM for storage in the database.
 
-    A sealed value is ``v1.`` + urlsafe base64 of ``nonce(12) || ciphertext || tag(16)``; the ``context``
-    (e.g. ``ticket:retail``) is bound as associated data.
+    A sealed value is ``v2.<key id>.`` + urlsafe base64 of ``nonce(12) || ciphertext || tag(16)``; the
+    ``context`` (e.g. ``ticket:retail``) is bound as associated data. The key id (:func:`key_id`) names the
+    key that sealed the value without revealing anything of it, so that values sealed before a key
+    rotation still open: the box seals under its current key and opens under the current key or any of
+    the ``previous`` ones. Values of the older ``v1.`` form carry no key id and are tried under each key.
     """
 
-    _PREFIX = "v1."
+    _V1 = "v1."
+    _V2 = "v2."
 
-    def __init__(self, key: bytes, *, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
-        if len(key) != 32:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        previous: Sequence[bytes] = (),
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if len(key) != 32 or any(len(old) != 32 for old in previous):
             raise ConfigError("the secret key must be 32 bytes")
         self._key = key
+        # The current key first: most values are sealed under it, and v1 values are tried in this order.
+        self._keys = [(key_id(k), k) for k in dict.fromkeys([key, *previous])]
+        self._prefix = f"{self._V2}{self._keys[0][0]}."
         self._random_bytes = random_bytes
 
     @classmethod
-    def from_base64(cls, value: str, *, name: str = "GATEWAY_SECRET_KEY") -> SecretBox:
-        """Build from the base64 form kept in the environment; errors name ``name``, never the value."""
-        try:
-            key = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ConfigError(f"{name} is not valid base64") from exc
-        if len(key) != 32:
-            raise ConfigError(f"{name} must decode to 32 bytes, got {len(key)}")
-        return cls(key)
+    def from_base64(
+        cls,
+        value: str,
+        *,
+        previous: str = "",
+        name: str = "GATEWAY_SECRET_KEY",
+        previous_name: str = "GATEWAY_PREVIOUS_SECRET_KEYS",
+    ) -> SecretBox:
+        """Build from the base64 forms kept in the environment: the current key in ``value``, keys that
+        only open in ``previous`` (comma-separated). Errors name the variable, never the value."""
+        olds = [part.strip() for part in previous.split(",") if part.strip()]
+        return cls(
+            _decode_key(value, name),
+            previous=[_decode_key(old, f"{previous_name}[{i}]") for i, old in enumerate(olds)],
+        )
+
+    @property
+    def key_id(self) -> str:
+        """The id of the current key, as sealed values carry it."""
+        return self._keys[0][0]
+
+    def is_current(self, sealed: str) -> bool:
+        """Whether ``sealed`` is of the current form under the current key (nothing to re-seal).
+
+        Only the prefix is read: whether the value opens is for :meth:`open` to say."""
+        return sealed.startswith(self._prefix)
 
     def seal(self, plaintext: str, *, context: str) -> str:
-        """Encrypt and authenticate ``plaintext`` bound to ``context``."""
+        """Encrypt and authenticate ``plaintext`` under the current key, bound to ``context``."""
         nonce = self._random_bytes(12)
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce)
         cipher.update(context.encode())
         ciphertext, tag = cipher.encrypt_and_digest(plaintext.encode())
-        return self._PREFIX + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
+        return self._prefix + base64.urlsafe_b64encode(nonce + ciphertext + tag).decode()
 
     def open(self, sealed: str, *, context: str) -> str:
-        """Decrypt a value made by :meth:`seal` with the same ``context``; SealedSecretError otherwise."""
-        if not sealed.startswith(self._PREFIX):
+        """Decrypt a value made by :meth:`seal` with the same ``context`` under any key this box holds;
+        SealedSecretError otherwise."""
+        if sealed.startswith(self._V2):
+            kid, dot, body = sealed[len(self._V2) :].partition(".")
+            # Ids are 32 bits: two keys may share one, so every key that has it is tried.
+            keys = [key for id_, key in self._keys if id_ == kid]
+            if not dot or not keys:
+                raise SealedSecretError(f"sealed value for {context} is under a key this box does not hold")
+        elif sealed.startswith(self._V1):
+            keys, body = [key for _, key in self._keys], sealed[len(self._V1) :]
+        else:
             raise SealedSecretError("unknown sealed-value format")
         try:
-            raw = base64.urlsafe_b64decode(sealed[len(self._PREFIX) :])
+            raw = base64.urlsafe_b64decode(body)
         except (binascii.Error, ValueError) as exc:
             raise SealedSecretError("sealed value is not valid base64") from exc
         if len(raw) < 28:
             raise SealedSecretError("sealed value is too short")
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=raw[:12])
-        cipher.update(context.encode())
-        try:
-            return cipher.decrypt_and_verify(raw[12:-16], raw[-16:]).decode()
-        except ValueError as exc:
-            raise SealedSecretError(f"sealed value for {context} does not open with this key") from exc
+        for key in keys:
+            cipher = AES.new(key, AES.MODE_GCM, nonce=raw[:12])
+            cipher.update(context.encode())
+            try:
+                return cipher.decrypt_and_verify(raw[12:-16], raw[-16:]).decode()
+            except ValueError:
+                continue
+        raise SealedSecretError(f"sealed value for {context} does not open with the keys this box holds")
+
+
+def key_id(key: bytes) -> str:
+    """A short public name of an at-rest key: the first 8 hex digits of its SHA-256.
+
+    32 bits of a hash of 256 random bits say nothing usable of the key; they only tell keys apart."""
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def _decode_key(value: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{name} is not valid base64") from exc
+    if len(key) != 32:
+        raise ConfigError(f"{name} must decode to 32 bytes, got {len(key)}")
+    return key

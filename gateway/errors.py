@@ -14,6 +14,7 @@
     ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
     ├── UpstreamError                 WeChat answered with a non-zero errcode
     ├── UpstreamUnavailable           WeChat unreachable, timed out, 5xx, -1 or malformed, after retries
+    ├── RateLimited                   a client past its rate limit: 429 with Retry-After, either shape
     ├── ApiError                      an answer to an HTTP caller: status, machine code, human message
     └── WxError                       an answer on /wx in WeChat's own shape: errcode, errmsg
 
@@ -23,6 +24,8 @@ Messages never contain secret values; they name fields and paths instead.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class GatewayError(Exception):
@@ -116,6 +119,23 @@ class ApiError(GatewayError):
         self.code = code
         self.message = message
         super().__init__(f"{status} {code}: {message}")
+
+
+class RateLimited(GatewayError):
+    """A client went past its rate limit; ``retry_after_s`` is when its next request would be admitted.
+
+    Not an ApiError: the same refusal is answered in the house shape on ``/v1`` and in WeChat's on ``/wx``.
+    """
+
+    def __init__(self, client_id: str, retry_after_s: float) -> None:
+        self.client_id = client_id
+        self.retry_after_s = retry_after_s
+        super().__init__(f"client '{client_id}' is past its rate limit; retry after {retry_after_s:.3f} s")
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (at least 1: ``0`` would invite a retry at once)."""
+        return max(1, math.ceil(self.retry_after_s))
 
 
 class WxError(GatewayError):

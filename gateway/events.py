@@ -56,7 +56,7 @@ def parse_xml(document: bytes | str) -> Element:
         raise XmlRejected("XML with entity declarations is refused") from exc
     except defusedxml.ExternalReferenceForbidden as exc:
         raise XmlRejected("XML with external references is refused") from exc
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, LookupError) as exc:  # LookupError: an encoding Python does not know
         raise XmlRejected(f"not well-formed XML: {exc}") from exc
     if _depth(root) > MAX_DEPTH:
         raise XmlRejected(f"XML nested deeper than {MAX_DEPTH} levels")

@@ -51,9 +51,13 @@ class SpooledBody:
         """Spool everything ``stream`` yields."""
         file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by close()
         size = 0
-        async for chunk in stream:
-            file.write(chunk)
-            size += len(chunk)
+        try:
+            async for chunk in stream:
+                file.write(chunk)
+                size += len(chunk)
+        except BaseException:
+            file.close()  # a body past the route's cap (413) or a client gone: drop what was spooled now
+            raise
         return cls(file, size)
 
     async def chunks(self) -> AsyncIterator[bytes]:

@@ -1,11 +1,14 @@
 """Intake of pushes to the authorization event URL: authenticate, decrypt, parse, record.
 
-Nothing is stored unless every check passed; every refusal is an ApiError naming the fault.
+Nothing is stored unless every check passed; every refusal is an ApiError naming the fault. A push seen
+before (same platform, ``msg_signature`` and ``nonce``: a WeChat retry or a replay) is answered as accepted
+and not processed again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from gateway.errors import ApiError, XmlRejected
@@ -36,19 +39,30 @@ class PushOutcome:
 
 
 class EventIntake:
-    """Receives component pushes for the platforms of one registry."""
+    """Receives component pushes for the platforms of one registry.
+
+    A push whose ``timestamp`` is more than ``window_s`` seconds from ``clock()`` is refused.
+    """
 
     def __init__(
-        self, registry: Registry, store: Store, *, on_authorization_event: Callable[[], None] | None = None
+        self,
+        registry: Registry,
+        store: Store,
+        *,
+        window_s: float,
+        clock: Callable[[], float] = time.time,
+        on_authorization_event: Callable[[], None] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
+        self._window_s = window_s
+        self._clock = clock
         self._on_authorization_event = on_authorization_event
         self._crypto = platform_crypto(registry)
 
     async def receive(self, platform_id: str | None, query: Mapping[str, str], body: bytes) -> PushOutcome:
         """Handle one push. ``platform_id`` None means the single-URL form: the envelope's AppId decides."""
-        parameters = push_parameters(query, body)
+        parameters = push_parameters(query, body, now=self._clock(), window_s=self._window_s)
         platform = self._registry.platform(platform_id) if platform_id is not None else None
         if platform_id is not None and platform is None:
             raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")

@@ -2,8 +2,9 @@
 
 A push is verified exactly as on the authorization event URL (``gateway.pushes``), decrypted with the
 component's token, key and appid, and parsed; any refusal is an ApiError naming the fault, and nothing is
-handled. What to answer is the ``MessageHandler``'s decision — the one seam where messages leave this
-module — and this service turns it into WeChat's answer:
+handled. The same signed push again (a replay: WeChat signs each of its retries anew) is answered
+``success`` and not handled twice. What to answer is the ``MessageHandler``'s decision — the one seam
+where messages leave this module — and this service turns it into WeChat's answer:
 
     no reply                 ``success``
     Reply.text(content)      a passive reply, encrypted and signed (protocol §1)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -85,10 +87,40 @@ class Answer:
 _SUCCESS = Answer("success", "text/plain")
 
 
+class _RecentPushes:
+    """Pushes handled while their ``timestamp`` is within the window, by platform and ``msg_signature``.
+
+    The inbox's store-wide dedup (by ``MsgId``) already stops a replay reaching subscribers twice; this
+    also covers what comes before it (the release test's API reply) and a replay to another ``$APPID$``
+    (the URL is not signed). In-process and bounded: at most ``limit`` entries, the oldest forgotten first.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._expiry: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._limit = limit
+
+    def claim(self, key: tuple[str, str], expires_at: float, now: float) -> bool:
+        """Whether ``key`` is new (and from now on taken until ``expires_at``)."""
+        while self._expiry:
+            oldest, at = next(iter(self._expiry.items()))
+            if at > now and len(self._expiry) < self._limit:
+                break
+            del self._expiry[oldest]
+        if key in self._expiry:
+            return False
+        self._expiry[key] = expires_at
+        return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        """Forget ``key``: its handling failed, so the same push may be tried again."""
+        self._expiry.pop(key, None)
+
+
 class MessageService:
     """Receives the message-and-event pushes of the platforms of one registry.
 
-    ``clock`` stamps passive replies (``CreateTime``, ``TimeStamp``); ``nonce`` makes each reply's nonce.
+    A push whose ``timestamp`` is more than ``window_s`` seconds from ``clock()`` is refused. ``clock``
+    also stamps passive replies (``CreateTime``, ``TimeStamp``); ``nonce`` makes each reply's nonce.
     """
 
     def __init__(
@@ -96,20 +128,24 @@ class MessageService:
         registry: Registry,
         handler: MessageHandler,
         *,
+        window_s: float,
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], str] = lambda: str(secrets.randbelow(10**10)),
     ) -> None:
         self._registry = registry
         self._handler = handler
+        self._window_s = window_s
         self._clock = clock
         self._nonce = nonce
         self._crypto = platform_crypto(registry)
+        self._recent = _RecentPushes()
 
     async def receive(
         self, platform_id: str, authorizer_appid: str, query: Mapping[str, str], body: bytes
     ) -> Answer:
         """Verify, decrypt and answer one push for ``authorizer_appid`` (the ``$APPID$`` of the URL)."""
-        parameters = push_parameters(query, body)
+        now = self._clock()
+        parameters = push_parameters(query, body, now=now, window_s=self._window_s)
         platform = self._registry.platform(platform_id)
         if platform is None:
             raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
@@ -126,7 +162,15 @@ class MessageService:
             raise ApiError(400, "invalid_message", f"decrypted message refused: {exc}") from None
         if envelope.to_user_name is not None and envelope.to_user_name != message.to_user_name:
             raise ApiError(400, "invalid_message", "the ToUserName of the envelope and of the message differ")
-        reply = await self._handler.handle(platform.id, authorizer_appid, message)
+        seen = (platform.id, parameters.msg_signature)
+        if not self._recent.claim(seen, int(parameters.timestamp) + self._window_s, now):
+            log.info("message to %s on %s: a replay of a push already handled", authorizer_appid, platform.id)
+            return _SUCCESS
+        try:
+            reply = await self._handler.handle(platform.id, authorizer_appid, message)
+        except BaseException:
+            self._recent.release(seen)
+            raise
         log.info(
             "message accepted platform=%s authorizer=%s msg_type=%s reply=%s",
             platform.id,

@@ -31,6 +31,17 @@ class Metrics:
             ["client", "platform", "kind"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "gateway_rate_limited",
+            "Requests refused (429) because the client was past its rate limit",
+            ["client"],
+            registry=self.registry,
+        )
+        self.rate_limit_redis_errors = Counter(
+            "gateway_rate_limit_redis_errors",
+            "Rate-limit checks answered by this process's buckets because Redis failed",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The exposition text for ``GET /metrics``."""

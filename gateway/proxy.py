@@ -4,7 +4,9 @@ Existing SDKs only change their API host. They get an opaque gateway token from 
 (bound to one client and one authorizer, stored hashed, expiring, revocable); every other call carries it
 as ``access_token`` and is sent on to WeChat with the real token of the component routing picks. Real
 tokens never leave through ``/wx``. Refusals are answered as WeChat would: ``{"errcode", "errmsg"}``.
-The byte-for-byte forwarding itself lives in ``gateway.forwarding``.
+Every call, ``/wx/cgi-bin/token`` included, counts against the client's rate limit as soon as the client
+is known (``gateway.ratelimit``: 429, errcode 45009). The byte-for-byte forwarding itself lives in
+``gateway.forwarding``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
+import msgspec
 
 from gateway.access import authenticate
 from gateway.audit import AuditTrail
@@ -24,6 +27,7 @@ from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, WxError
 from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.metrics import Metrics
+from gateway.ratelimit import RateLimiter
 from gateway.registry import Client, Registry
 from gateway.routing import required_sets
 from gateway.store import Store
@@ -41,6 +45,10 @@ STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 # Calls WeChat wants signed by the component rather than by the authorizer's token.
 _COMPONENT_SIGNED = ("sns/component/", "sns/oauth2/component/")
 _TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
+# Members of component APIs' answers that hold WeChat's tokens (see _without_tokens).
+_TOKEN_MEMBERS = frozenset(
+    {"component_access_token", "authorizer_access_token", "authorizer_refresh_token", "refresh_token"}
+)
 
 # How gateway-side refusals look to an SDK (errcode, HTTP status).
 _AS_WECHAT: dict[str, tuple[int, int]] = {
@@ -82,10 +90,12 @@ class WxProxy:
         audit: AuditTrail,
         http: httpx.AsyncClient,
         metrics: Metrics,
+        limiter: RateLimiter,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
+        self._limiter = limiter
         self._store = store
         self._tokens = tokens
         self._authorizations = authorizations
@@ -115,6 +125,7 @@ class WxProxy:
             client = authenticate(self._registry, f"Bearer {secret}")
         except ApiError:
             raise WxError(40125, "invalid appsecret: not a known client key") from None
+        await self._limiter.admit(client)
         await self._admit(client, appid)
         token = "gw_" + secrets.token_urlsafe(48)
         await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
@@ -165,6 +176,7 @@ class WxProxy:
             client = authenticate(self._registry, headers.get("authorization"))
         except ApiError as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
+        await self._limiter.admit(client)
         if "component" not in client.scopes:
             raise WxError(
                 48001, f"api unauthorized: client '{client.id}' does not hold the scope 'component'"
@@ -187,7 +199,7 @@ class WxProxy:
         finally:
             spooled.close()
         self._observe(client.id, platform_id, None, path, errcode, reply.status, started)
-        return reply
+        return _without_tokens(reply)
 
     # --- the pieces ---------------------------------------------------------------------------------
 
@@ -214,6 +226,7 @@ class WxProxy:
                 raise WxError(41002, "appid missing: send X-Authorizer-Appid with a bearer key")
         else:
             raise WxError(41001, "access_token missing")
+        await self._limiter.admit(client)
         await self._admit(client, appid)
         return _Caller(client, appid)
 
@@ -334,6 +347,32 @@ class WxProxy:
             code,
             elapsed * 1000,
         )
+
+
+def _without_tokens(reply: Reply) -> Reply:
+    """``reply`` with WeChat's own tokens blanked out of its JSON: component APIs answer with them
+    (``api_get_authorizer_info`` and ``api_get_authorizer_list`` with refresh tokens, ``api_query_auth`` and
+    ``api_authorizer_token`` with access tokens), and real tokens never leave the gateway through ``/wx``.
+    Only answers read whole are looked at: WeChat's JSON always is (``forwarding.JSON_PEEK_LIMIT``)."""
+    if reply.body is None or not any(member.encode() in reply.body for member in _TOKEN_MEMBERS):
+        return reply
+    try:
+        document = msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        return reply
+    return Reply(reply.status, reply.headers, msgspec.json.encode(_blanked(document)))
+
+
+def _blanked(value: object) -> object:
+    # "" rather than no member: SDKs that read the member find a string, as before.
+    if isinstance(value, dict):
+        return {
+            name: "" if name in _TOKEN_MEMBERS and isinstance(item, str) else _blanked(item)
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_blanked(item) for item in value]
+    return value
 
 
 def _with_tokens(query: list[tuple[str, str]], substitutes: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -1,10 +1,11 @@
 """The checks every WeChat push passes before it is read, shared by the event URL and the message URL.
 
 A push is refused with an ApiError naming the fault when its body is over 64 KiB, a query parameter is
-missing or malformed, the envelope is not safe XML with an ``Encrypt`` element, ``msg_signature`` does not
-match that element, or it does not decrypt to a message for this component (protocol §1). The callers
-decide what comes between these steps (which platform, which envelope elements must match), so each is
-its own function, applied in this order.
+missing or malformed, its ``timestamp`` is further from the gateway's clock than the accepted window (either
+way: a captured push cannot be replayed later), the envelope is not safe XML with an ``Encrypt`` element,
+``msg_signature`` does not match that element, or it does not decrypt to a message for this component
+(protocol §1). The callers decide what comes between these steps (which platform, which envelope elements
+must match), so each is its own function, applied in this order.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def platform_crypto(registry: Registry) -> dict[str, MessageCrypto]:
     }
 
 
-def push_parameters(query: Mapping[str, str], body: bytes) -> PushParameters:
-    """Refuse an oversized body, then read and check ``msg_signature``, ``timestamp`` and ``nonce``."""
+def push_parameters(query: Mapping[str, str], body: bytes, *, now: float, window_s: float) -> PushParameters:
+    """Refuse an oversized body, then read and check ``msg_signature``, ``timestamp`` and ``nonce``;
+    ``timestamp`` must be within ``window_s`` seconds of ``now``."""
     if len(body) > MAX_PUSH_BYTES:
         raise ApiError(413, "body_too_large", f"push bodies are limited to {MAX_PUSH_BYTES} bytes")
     for name in ("msg_signature", "timestamp", "nonce"):
@@ -66,6 +68,14 @@ def push_parameters(query: Mapping[str, str], body: bytes) -> PushParameters:
         raise ApiError(400, "invalid_parameter", "timestamp must be decimal digits")
     if not _NONCE.fullmatch(nonce):
         raise ApiError(400, "invalid_parameter", "nonce must be 1-64 printable ASCII characters")
+    offset = int(timestamp) - now
+    if abs(offset) > window_s:
+        raise ApiError(
+            400,
+            "stale_timestamp",
+            f"timestamp is {abs(offset):.0f} s {'behind' if offset < 0 else 'ahead of'} the gateway's clock, "
+            f"outside the accepted window of {window_s:g} s",
+        )
     return PushParameters(msg_signature, timestamp, nonce)
 
 

@@ -17,6 +17,8 @@ the environment appears as its ``${VAR}`` reference.
 from __future__ import annotations
 
 import hmac
+import itertools
+import math
 import os
 import re
 from collections.abc import Hashable, Mapping
@@ -35,6 +37,7 @@ __all__ = [
     "Client",
     "Group",
     "Platform",
+    "RateLimit",
     "Registry",
     "Scope",
     "Secret",
@@ -56,6 +59,9 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MSGSPEC_WHERE = re.compile(r"(?P<problem>.*) - at `(?P<where>[^`]*)`(?: in `(?P<parent>[^`]*)`)?", re.DOTALL)
 
 _AES_KEY_LENGTH = 43
+# A registry holds hundreds of values; YAML aliases nested in aliases could make billions of them.
+_MAX_VALUES = 100_000
+_MAX_DEPTH = 64  # levels of nested collections; a registry uses four
 _MSG_TYPE = re.compile(r"[a-z_]{1,32}")
 _EVENT_TYPE = re.compile(r"event\.[A-Za-z0-9_.-]{1,64}")
 
@@ -111,13 +117,22 @@ class Platform(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     encoding_aes_key: Secret
 
 
+class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A client's token bucket: ``burst`` requests at once, refilled at ``per_second``."""
+
+    per_second: float
+    burst: int
+
+
 class Client(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """An internal app or auditor: the sha-256 of its key, what it may do, and for which authorizers."""
+    """An internal app or auditor: the sha-256 of its key, what it may do, for which authorizers, and how
+    fast (no ``rate_limit``: unlimited)."""
 
     id: str
     key_sha256: str
     scopes: tuple[Scope, ...]
     authorizers: tuple[str, ...] = ("*",)
+    rate_limit: RateLimit | None = None
 
 
 class Subscription(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -192,7 +207,7 @@ def parse_registry(text: str, *, source: str, environ: Mapping[str, str]) -> Reg
             got = "nothing" if data is None else type(data).__name__
             raise _Fault("", f"the registry must be a mapping, got {got}")
         spelled: dict[str, str] = {}
-        resolved = _resolve(data, "", environ, spelled, set())
+        resolved = _resolve(data, "", environ, spelled, set(), itertools.count(1))
         try:
             registry = msgspec.convert(resolved, Registry, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
@@ -213,7 +228,19 @@ class _Fault(Exception):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last one)."""
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last one) and
+    collections nested deeper than _MAX_DEPTH (PyYAML recurses, and scans slower the deeper it is)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {_MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
@@ -254,10 +281,18 @@ def _parse_yaml(text: str) -> object:
 
 
 def _resolve(
-    node: object, path: str, environ: Mapping[str, str], spelled: dict[str, str], parents: set[int]
+    node: object,
+    path: str,
+    environ: Mapping[str, str],
+    spelled: dict[str, str],
+    parents: set[int],
+    walked: itertools.count[int],
 ) -> object:
     """A copy of `node` with ``${VAR}`` replaced in every string value, walked in document order.
-    `spelled` receives, by path, each string that had a ``${VAR}``, as the file spells it."""
+    `spelled` receives, by path, each string that had a ``${VAR}``, as the file spells it; `walked`
+    counts the values copied, which may not exceed _MAX_VALUES."""
+    if next(walked) > _MAX_VALUES:
+        raise _Fault(path, f"more than {_MAX_VALUES} values once YAML aliases are expanded")
     if isinstance(node, str):
 
         def lookup(match: re.Match[str]) -> str:
@@ -278,10 +313,15 @@ def _resolve(
         try:
             if isinstance(node, dict):
                 return {
-                    key: _resolve(value, f"{path}.{key}" if path else str(key), environ, spelled, parents)
+                    key: _resolve(
+                        value, f"{path}.{key}" if path else str(key), environ, spelled, parents, walked
+                    )
                     for key, value in node.items()
                 }
-            return [_resolve(item, f"{path}[{i}]", environ, spelled, parents) for i, item in enumerate(node)]
+            return [
+                _resolve(item, f"{path}[{i}]", environ, spelled, parents, walked)
+                for i, item in enumerate(node)
+            ]
         finally:
             parents.discard(id(node))
     return node
@@ -356,6 +396,8 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
         for j, scope in enumerate(client.scopes):
             _check_unique(scope, f"{at}.scopes[{j}]", scopes, "scope", spelled)
         _check_authorizers(client.authorizers, f"{at}.authorizers", spelled, "a client")
+        if client.rate_limit is not None:
+            _check_rate_limit(client.rate_limit, f"{at}.rate_limit")
 
     for appid, platform_id in registry.pins.items():
         _check_appid(appid, f"pins.{appid}", what="the key ")
@@ -365,6 +407,14 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
             )
 
     _check_subscriptions(registry.subscriptions, client_ids, spelled)
+
+
+def _check_rate_limit(limit: RateLimit, path: str) -> None:
+    # YAML spells infinity and NaN (.inf, .nan): neither is a rate.
+    if not (limit.per_second > 0 and math.isfinite(limit.per_second)):
+        raise _Fault(f"{path}.per_second", "must be a number of requests per second greater than 0")
+    if limit.burst < 1:
+        raise _Fault(f"{path}.burst", "must be a whole number of requests, at least 1")
 
 
 def _check_subscriptions(

@@ -36,6 +36,9 @@ class Settings:
     renewal_lease_s: float = 30.0
     catalog_sync_interval_s: float = DEFAULT_CATALOG_SYNC_INTERVAL_S  # 0: no scheduled sync
     delivery_timeout_s: float = 10.0  # a subscriber's answer (SPEC §10)
+    redis_url: str | None = None  # rate limits shared across replicas; per process without
+    redis_key_prefix: str = "gateway:"
+    push_window_s: float = 600.0  # how far a WeChat push's timestamp may be from our clock, either way
 
     @classmethod
     def from_environ(
@@ -81,12 +84,39 @@ class Settings:
             raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be a number of seconds") from None
         if not 1 <= delivery_timeout <= 60:
             raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be between 1 and 60 seconds")
+        try:
+            push_window = float(env.get("GATEWAY_PUSH_WINDOW_S", "600"))
+        except ValueError:
+            raise ConfigError("GATEWAY_PUSH_WINDOW_S must be a number of seconds") from None
+        # No "off": the window is what keeps a captured push from being replayed days later.
+        if not 60 <= push_window <= 86400:
+            raise ConfigError("GATEWAY_PUSH_WINDOW_S must be between 60 and 86400 seconds")
+        redis_url = env.get("GATEWAY_REDIS_URL") or None
+        if redis_url is not None and not _is_redis_url(redis_url):
+            # The value is not quoted: it may hold a password.
+            raise ConfigError("GATEWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return cls(
             config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+            redis_url=redis_url,
+            redis_key_prefix=env.get("GATEWAY_REDIS_KEY_PREFIX", "gateway:"),
             renewal_lease_s=lease,
             catalog_sync_interval_s=sync_interval,
             delivery_timeout_s=delivery_timeout,
+            push_window_s=push_window,
             database_url=database_url,
-            secret_box=SecretBox.from_base64(secret),
+            # Previous keys only open: during a key rotation (docs/configuration.md) values sealed under
+            # them stay readable until `gateway rotate-secret-key` has re-sealed them all.
+            secret_box=SecretBox.from_base64(secret, previous=env.get("GATEWAY_PREVIOUS_SECRET_KEYS", "")),
             public_url=public_url,
         )
+
+
+def _is_redis_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)

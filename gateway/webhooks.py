@@ -15,6 +15,8 @@ from collections.abc import Callable
 import httpx
 import msgspec
 
+from gateway.log_redaction import redact_httpx_queries
+
 __all__ = [
     "DELIVERY_HEADER",
     "SIGNATURE_HEADER",
@@ -60,6 +62,7 @@ def new_webhook_client() -> httpx.AsyncClient:
     Proxies from the environment are ignored: subscribers are internal, and an egress proxy set up for
     WeChat must not see their traffic.
     """
+    redact_httpx_queries()  # a subscriber's URL may carry its own credential
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,

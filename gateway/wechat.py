@@ -23,6 +23,7 @@ import msgspec
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
+from gateway.log_redaction import redact_httpx_queries
 
 __all__ = [
     "AuthorizationInfo",
@@ -65,6 +66,7 @@ def new_http_client(
     if kind not in UPSTREAM_TRANSPORTS:
         raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
     client = _AiohttpClient if kind == "aiohttp" else httpx.AsyncClient
+    redact_httpx_queries()  # WeChat takes its tokens in the query string
     return client(
         timeout=UPSTREAM_TIMEOUT,
         limits=UPSTREAM_LIMITS,
@@ -436,6 +438,15 @@ class WeChatClient:
             _Status,
         )
 
+    async def clear_quota(self, component_appid: str, secret: str, appid: str | None) -> None:
+        """clear_quota/v2 (needs no token, so it works while the quota blocks token fetches): the
+        component's own quota, or ``appid``'s. Sent once, not retried: each call spends one of the
+        account's ten clears a month."""
+        body = {"component_appid": component_appid, "appsecret": secret}
+        if appid is not None:
+            body["appid"] = appid
+        await self._call("POST", "cgi-bin/component/clear_quota/v2", None, body, _Status, attempts=1)
+
     async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
         params = {"component_access_token": component_token} if component_token is not None else None
         return await self._call("POST", path, params, body, shape)
@@ -447,10 +458,13 @@ class WeChatClient:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         shape: type[T],
+        *,
+        attempts: int | None = None,
     ) -> T:
-        api = path.rsplit("/", 1)[-1]
+        steps = path.split("/")
+        api = steps[-2] if steps[-1] == "v2" else steps[-1]  # clear_quota/v2: "clear_quota"
         problem = "no attempt made"
-        for attempt in range(self._attempts):
+        for attempt in range(attempts or self._attempts):
             if attempt:
                 # Full jitter: replicas that failed together do not retry together.
                 await asyncio.sleep(self._rng.uniform(0, self._backoff_s * 2**attempt))

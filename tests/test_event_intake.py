@@ -63,10 +63,12 @@ def wechatpy_push(
     xml: str,
     *,
     nonce: str = "1320562132",
-    timestamp: str = "1700000000",
+    timestamp: str | None = None,
     envelope_appid: str | None = None,
 ) -> tuple[dict[str, str], bytes]:
-    """Query and body of a push, encrypted and signed by wechatpy (an independent implementation)."""
+    """Query and body of a push, encrypted and signed by wechatpy (an independent implementation); the
+    timestamp is now unless given (the gateway refuses one outside its window)."""
+    timestamp = timestamp or str(int(time.time()))
     values = PLATFORM_SECRETS[platform_id]
     reply = WeChatCrypto(values["token"], values["aes_key"], values["appid"]).encrypt_message(
         xml, nonce, timestamp
@@ -89,10 +91,11 @@ def signed_push(
 ) -> tuple[dict[str, str], bytes]:
     """A push of arbitrary plaintext, correctly signed: for faults only the decrypted content shows."""
     encrypt = crypto.encrypt(plaintext)
-    sign = crypto.sign("1700000000", "42", encrypt)
+    now = str(int(time.time()))
+    sign = crypto.sign(now, "42", encrypt)
     body = f"<xml><AppId><![CDATA[{appid}]]></AppId><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
     return {
-        "timestamp": "1700000000",
+        "timestamp": now,
         "nonce": "42",
         "encrypt_type": "aes",
         "msg_signature": sign,
@@ -131,11 +134,12 @@ async def test_a_push_seen_twice_is_acknowledged_and_processed_once(harness: Har
 
 async def test_the_body_wechatpy_builds_without_appid_is_accepted(harness: Harness) -> None:
     values = PLATFORM_SECRETS["finance"]
+    now = str(int(time.time()))
     reply = WeChatCrypto(values["token"], values["aes_key"], values["appid"]).encrypt_message(
-        ticket_xml("finance", "ticket@@@bare"), "777", "1700000001"
+        ticket_xml("finance", "ticket@@@bare"), "777", now
     )
     fields = {child.tag: child.text or "" for child in parse_xml(reply)}
-    query = {"timestamp": "1700000001", "nonce": "777", "msg_signature": fields["MsgSignature"]}
+    query = {"timestamp": now, "nonce": "777", "msg_signature": fields["MsgSignature"]}
     response = await harness.client.post("/wechat/finance/events", params=query, content=reply.encode())
     assert (response.status_code, response.text) == (200, "success")
     stored = await harness.store.ticket("finance")
@@ -328,7 +332,11 @@ def _hostile_cases() -> dict[str, tuple[str, dict[str, str], bytes, int, str]]:
     encrypt = "not*base64"
     cases["encrypt not base64"] = (
         "/wechat/retail/events",
-        {"timestamp": "1", "nonce": "2", "msg_signature": retail.sign("1", "2", encrypt)},
+        {
+            "timestamp": query["timestamp"],
+            "nonce": "2",
+            "msg_signature": retail.sign(query["timestamp"], "2", encrypt),
+        },
         f"<xml><Encrypt>{encrypt}</Encrypt></xml>".encode(),
         400,
         "decrypt_failed",

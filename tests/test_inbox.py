@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Any
@@ -160,7 +161,8 @@ async def push_as_wechat(
     push of the same message is signed anew, as WeChat's retries are); returns the answer."""
     component = SimComponent(RETAIL["appid"], RETAIL["secret"], RETAIL["token"], RETAIL["aes_key"])
     message = SimUserMessage(RETAIL["appid"], appid, "gh_0a0000000001", "o_follower_1", create_time, fields)
-    params, xml = message_envelope(component, message, str(create_time), secrets.token_hex(5))
+    timestamp = str(int(time.time()))  # the push's, not the message's CreateTime: within the gateway's window
+    params, xml = message_envelope(component, message, timestamp, secrets.token_hex(5))
     response = await world.gateway.post(
         f"/wechat/retail/messages/{appid}", params=params, content=xml.encode()
     )

@@ -7,6 +7,7 @@ Passive replies are decrypted with wechatpy, an implementation independent of th
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -195,11 +196,13 @@ def signed(
     *,
     crypto: MessageCrypto | None = None,
     to_user_name: str = "gh_3c884a361561",
-    timestamp: str = "1700000000",
+    timestamp: str | None = None,
     nonce: str = "42",
 ) -> tuple[dict[str, str], bytes]:
-    """A push as WeChat relays a user message: ToUserName envelope, signature over Encrypt."""
+    """A push as WeChat relays a user message: ToUserName envelope, signature over Encrypt; the timestamp
+    is now unless given (the gateway refuses one outside its window)."""
     crypto = crypto or wechat_crypto("retail")
+    timestamp = timestamp or str(int(time.time()))
     encrypt = crypto.encrypt(plaintext)
     query = {
         "timestamp": timestamp,

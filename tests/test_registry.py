@@ -147,6 +147,7 @@ def test_defaults_for_optional_sections(tmp_path: Path) -> None:
     assert registry.wechat.api_base == "https://api.weixin.qq.com"
     assert dict(registry.pins) == {}
     assert registry.clients[0].authorizers == ("*",)
+    assert registry.clients[0].rate_limit is None  # unlimited
 
 
 def test_variable_inside_a_longer_string(tmp_path: Path) -> None:
@@ -374,6 +375,54 @@ REFUSALS: list[tuple[str, Mutation, str, str]] = [
         _set(("clients", 1, "key_sha256"), "g" * 64),
         "clients[1].key_sha256",
         "must be 64 hex digits: the sha-256 of the client's key",
+    ),
+    (
+        "rate limit of zero per second",
+        _set(("clients", 1, "rate_limit"), {"per_second": 0, "burst": 5}),
+        "clients[1].rate_limit.per_second",
+        "must be a number of requests per second greater than 0",
+    ),
+    (
+        "rate limit of infinity per second",
+        _set(("clients", 1, "rate_limit"), {"per_second": float("inf"), "burst": 5}),
+        "clients[1].rate_limit.per_second",
+        "must be a number of requests per second greater than 0",
+    ),
+    (
+        "rate limit with a burst of zero",
+        _set(("clients", 1, "rate_limit"), {"per_second": 2.5, "burst": 0}),
+        "clients[1].rate_limit.burst",
+        "must be a whole number of requests, at least 1",
+    ),
+    (
+        "rate limit with a fractional burst",
+        _set(("clients", 1, "rate_limit"), {"per_second": 2, "burst": 1.5}),
+        "clients[1].rate_limit.burst",
+        "Expected `int`, got `float`",
+    ),
+    (
+        "rate limit in words",
+        _set(("clients", 1, "rate_limit"), {"per_second": "fast", "burst": 5}),
+        "clients[1].rate_limit.per_second",
+        "Expected `float`, got `str`",
+    ),
+    (
+        "rate limit without a burst",
+        _set(("clients", 1, "rate_limit"), {"per_second": 5}),
+        "clients[1].rate_limit",
+        "Object missing required field `burst`",
+    ),
+    (
+        "rate limit with an unknown key",
+        _set(("clients", 1, "rate_limit"), {"per_second": 5, "burst": 5, "per_day": 100}),
+        "clients[1].rate_limit",
+        "Object contains unknown field `per_day`",
+    ),
+    (
+        "rate limit that is a number",
+        _set(("clients", 1, "rate_limit"), 5),
+        "clients[1].rate_limit",
+        "Expected `object | null`, got `int`",
     ),
     (
         "bad platform id",

@@ -10,10 +10,11 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from gateway.access import authenticate, require
+from gateway.access import require
 from gateway.catalog import Catalog, CatalogPage
 from gateway.errors import ApiError
-from gateway.registry import Registry
+from gateway.http.errors import V1_ERRORS
+from gateway.registry import Client
 from gateway.store import Store
 
 __all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]
@@ -46,31 +47,40 @@ class CatalogController(Controller):
     path = "/v1"
     tags = ["catalog"]
 
-    @get("/catalog", summary="The catalog", cache=False)
+    @get("/catalog", summary="The catalog", cache=False, responses=V1_ERRORS)
     async def catalog(
-        self, request: Request[Any, Any, Any], catalog: NamedDependency[Catalog]
+        self,
+        request: Request[Any, Any, Any],
+        client: NamedDependency[Client],
+        catalog: NamedDependency[Catalog],
     ) -> CatalogPage:
         """Rows filtered by platform, kind, status, binding and free text ``q``; keyset pages."""
-        _require_catalog(request, catalog)
+        require(client, "catalog")
         return await catalog.page(request.query_params)
 
-    @get("/catalog.csv", summary="The catalog as CSV", media_type="text/csv", cache=False)
-    async def catalog_csv(self, request: Request[Any, Any, Any], catalog: NamedDependency[Catalog]) -> Stream:
+    @get(
+        "/catalog.csv", summary="The catalog as CSV", media_type="text/csv", cache=False, responses=V1_ERRORS
+    )
+    async def catalog_csv(
+        self,
+        request: Request[Any, Any, Any],
+        client: NamedDependency[Client],
+        catalog: NamedDependency[Catalog],
+    ) -> Stream:
         """The same rows as ``/v1/catalog``, streamed."""
-        _require_catalog(request, catalog)
+        require(client, "catalog")
         rows = await catalog.csv(request.query_params)
         headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | _NO_STORE
         return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
-    @get("/audit-log", summary="The audit log", cache=False)
+    @get("/audit-log", summary="The audit log", cache=False, responses=V1_ERRORS)
     async def audit_log(
         self,
         request: Request[Any, Any, Any],
+        client: NamedDependency[Client],
         store: NamedDependency[Store],
-        registry: NamedDependency[Registry],
     ) -> AuditLogPage:
         """Who was handed what, which links were made, which bindings changed; newest first."""
-        client = authenticate(registry, request.headers.get("authorization"))
         if "catalog" not in client.scopes and "admin" not in client.scopes:
             raise ApiError(
                 403, "forbidden", f"client '{client.id}' holds neither the scope 'catalog' nor 'admin'"
@@ -98,11 +108,6 @@ async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPag
         for i, r in pairs
     ]
     return AuditLogPage(items, str(pairs[-1][0]) if more and pairs else None)
-
-
-def _require_catalog(request: Request[Any, Any, Any], catalog: Catalog) -> None:
-    client = authenticate(catalog.registry, request.headers.get("authorization"))
-    require(client, "catalog")
 
 
 def _number(raw: str | None, name: str, default: int | None, low: int, high: int) -> int | None:

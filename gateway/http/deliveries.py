@@ -12,6 +12,7 @@ from litestar.params import FromPath
 from gateway.access import require
 from gateway.delivery import DeliveryService
 from gateway.errors import ApiError
+from gateway.http.errors import V1_ERRORS
 from gateway.registry import Client
 from gateway.store import Store
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
@@ -34,7 +35,7 @@ class DeliveriesController(Controller):
     path = "/v1/deliveries"
     tags = ["deliveries"]
 
-    @get("/", summary="Deliveries to subscribers", cache=False)
+    @get("/", summary="Deliveries to subscribers", cache=False, responses=V1_ERRORS)
     async def deliveries(
         self, request: Request[Any, Any, Any], client: NamedDependency[Client], store: NamedDependency[Store]
     ) -> DeliveriesPage:
@@ -55,7 +56,7 @@ class DeliveriesController(Controller):
         )
         return DeliveriesPage(items, items[-1].id if more and items else None)
 
-    @post("/{delivery_id:str}/replay", status_code=200, summary="Deliver again")
+    @post("/{delivery_id:str}/replay", status_code=200, summary="Deliver again", responses=V1_ERRORS)
     async def replay(
         self,
         delivery_id: FromPath[str],

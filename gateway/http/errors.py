@@ -8,11 +8,12 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from gateway.errors import ApiError, WxError
+from gateway.errors import ApiError, RateLimited, WxError
 
-__all__ = ["ErrorBody", "ErrorDetail", "exception_handlers"]
+__all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "exception_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,26 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
+# What each refusal of /v1 means; declared on every /v1 route, so that the OpenAPI document (and the clients
+# generated from it) know the error shape. `code` in the body says which case it is.
+_V1_REFUSALS = {
+    400: "malformed: a cursor this API did not give out, an appid of the wrong shape",
+    401: "no client key, or one that no client holds",
+    403: "the client lacks the scope, or may not act for this authorizer",
+    404: "no such authorizer, platform or delivery",
+    409: "WeChat's state forbids it: the authorizer must authorize again, or is bound elsewhere",
+    410: "the authorizer revoked its authorization",
+    413: "the request body is larger than the route accepts",
+    422: "a parameter or the body is not valid",
+    429: "the client is past its rate limit; Retry-After says when to try again",
+    503: "WeChat is unavailable, refused, or the platform has no verify ticket yet",
+}
+V1_ERRORS = {
+    status: ResponseSpec(data_container=ErrorBody, description=meaning, generate_examples=False)
+    for status, meaning in _V1_REFUSALS.items()
+}
+
+
 def _respond(status: int, code: str, message: str) -> Response[ErrorBody]:
     return Response(ErrorBody(ErrorDetail(code, message)), status_code=status, media_type=MediaType.JSON)
 
@@ -44,6 +65,31 @@ def wx_error_handler(_: Request[Any, Any, Any], exc: WxError) -> Response[dict[s
 def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
     """An ApiError as raised."""
     return _respond(exc.status, exc.code, exc.message)
+
+
+def rate_limited_handler(
+    request: Request[Any, Any, Any], exc: RateLimited
+) -> Response[ErrorBody] | Response[dict[str, object]]:
+    """429 with ``Retry-After``; on /wx in WeChat's shape with errcode 45009 (see ``gateway.ratelimit``)."""
+    headers = {"Retry-After": str(exc.retry_after)}
+    if request.url.path.startswith("/wx/"):
+        errmsg = (
+            f"reach max api rate limit: client '{exc.client_id}' is past the gateway's per-client rate "
+            f"limit; retry after {exc.retry_after} s"
+        )
+        return Response(
+            {"errcode": 45009, "errmsg": errmsg},
+            status_code=429,
+            headers=headers,
+            media_type=MediaType.JSON,
+        )
+    message = f"client '{exc.client_id}' is past its rate limit; retry after {exc.retry_after} s"
+    return Response(
+        ErrorBody(ErrorDetail("rate_limited", message)),
+        status_code=429,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
 
 
 _CODES = {
@@ -64,15 +110,19 @@ def http_exception_handler(
 ) -> Response[ErrorBody] | Response[dict[str, object]]:
     """Litestar's own refusals (routing, validation, body size) in the same shape; WeChat's on /wx."""
     status = exc.status_code
+    detail = str(exc.detail)
+    if status == 413:
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the request body is larger than the {limit} bytes this route accepts"
     if request.url.path.startswith("/wx/") and status < 500:
-        return wx_error_handler(
-            request, WxError(40066 if status == 404 else 47001, str(exc.detail), status=status)
-        )
+        # 40006: WeChat's own errcode for a file too large
+        errcode = {404: 40066, 413: 40006}.get(status, 47001)
+        return wx_error_handler(request, WxError(errcode, detail, status=status))
     if isinstance(exc, ValidationException):
         return _respond(422, "invalid_request", _validation_message(exc))
     if status >= 500:
         return unexpected_error_handler(request, exc)
-    return _respond(status, _CODES.get(status, "invalid_request"), str(exc.detail))
+    return _respond(status, _CODES.get(status, "invalid_request"), detail)
 
 
 def _validation_message(exc: ValidationException) -> str:
@@ -96,6 +146,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 exception_handlers = {
     ApiError: api_error_handler,
+    RateLimited: rate_limited_handler,
     WxError: wx_error_handler,
     HTTPException: http_exception_handler,
     Exception: unexpected_error_handler,

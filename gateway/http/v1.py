@@ -9,10 +9,11 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from gateway.access import IssuedTicket, IssuedToken, TokenVending, authenticate, require
+from gateway.access import IssuedTicket, IssuedToken, TokenVending, require
 from gateway.binding import OpenBinding, OpenBindingService
+from gateway.http.errors import V1_ERRORS
 from gateway.onboarding import AuthorizationLinks, LinkRequest, Onboarding
-from gateway.registry import Client, Registry
+from gateway.registry import Client
 
 __all__ = [
     "AuthorizerTokensController",
@@ -24,9 +25,9 @@ __all__ = [
 _NO_STORE = [ResponseHeader(name="Cache-Control", value="no-store")]
 
 
-def provide_client(request: Request[Any, Any, Any], registry: NamedDependency[Registry]) -> Client:
-    """The calling client, from its bearer key (401 when missing or unknown)."""
-    return authenticate(registry, request.headers.get("authorization"))
+async def provide_client(request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]) -> Client:
+    """The calling client, from its bearer key (401 when missing or unknown; 429 past its rate limit)."""
+    return await vending.authenticate(request.headers.get("authorization"))
 
 
 class AuthorizerTokensController(Controller):
@@ -38,20 +39,30 @@ class AuthorizerTokensController(Controller):
     # The hot path takes ONE dependency: Litestar resolves two independent ones in an anyio task group,
     # which costs more than everything else the request does (docs/benchmarks.md).
 
-    @get("/{appid:str}/access-token", summary="An authorizer's access token", response_headers=_NO_STORE)
+    @get(
+        "/{appid:str}/access-token",
+        summary="An authorizer's access token",
+        response_headers=_NO_STORE,
+        responses=V1_ERRORS,
+    )
     async def access_token(
         self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
     ) -> IssuedToken:
         """The authorizer_access_token, from the platform routing picks for this authorizer."""
-        client = vending.authenticate(request.headers.get("authorization"))
+        client = await vending.authenticate(request.headers.get("authorization"))
         return await vending.access_token(client, appid)
 
-    @get("/{appid:str}/jsapi-ticket", summary="An authorizer's JS-SDK ticket", response_headers=_NO_STORE)
+    @get(
+        "/{appid:str}/jsapi-ticket",
+        summary="An authorizer's JS-SDK ticket",
+        response_headers=_NO_STORE,
+        responses=V1_ERRORS,
+    )
     async def jsapi_ticket(
         self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
     ) -> IssuedTicket:
         """The JS-SDK ticket, cached centrally like a token."""
-        client = vending.authenticate(request.headers.get("authorization"))
+        client = await vending.authenticate(request.headers.get("authorization"))
         return await vending.jsapi_ticket(client, appid)
 
 
@@ -61,7 +72,12 @@ class PlatformsController(Controller):
     path = "/v1/platforms"
     tags = ["onboarding"]
 
-    @post("/{platform:str}/authorization-links", status_code=200, summary="Authorization links")
+    @post(
+        "/{platform:str}/authorization-links",
+        status_code=200,
+        summary="Authorization links",
+        responses=V1_ERRORS,
+    )
     async def authorization_links(
         self,
         platform: FromPath[str],
@@ -82,7 +98,12 @@ class OpenBindingController(Controller):
     path = "/v1/authorizers"
     tags = ["binding"]
 
-    @post("/{appid:str}/open-binding", status_code=200, summary="Bind to the group's open account")
+    @post(
+        "/{appid:str}/open-binding",
+        status_code=200,
+        summary="Bind to the group's open account",
+        responses=V1_ERRORS,
+    )
     async def open_binding(
         self,
         appid: FromPath[str],

@@ -419,6 +419,27 @@ class World:
             raise WeChatError(41002)
         if appid != (issued.authorizer_appid or issued.component_appid):
             raise WeChatError(40013)
+        return self._clear(appid)
+
+    def clear_quota_v2(self, body: wire.ClearQuotaV2Body) -> wire.Ok:
+        """clear_quota/v2: by the component's appsecret, no token; the component's own quota, or that of
+        ``appid`` when it has authorized the component. Shares the 10-per-month allowance."""
+        component = self.components.get(body.component_appid)
+        if component is None:
+            raise WeChatError(61011)
+        if not body.appsecret:
+            raise WeChatError(41004)
+        if not _same(body.appsecret, component.config.secret):
+            raise WeChatError(40125)
+        appid = body.appid or component.config.appid
+        if body.appid and not any(
+            a.component_appid == component.config.appid and a.authorizer_appid == body.appid and a.live
+            for a in self.authorizations.values()
+        ):
+            raise WeChatError(40013)
+        return self._clear(appid)
+
+    def _clear(self, appid: str) -> wire.Ok:
         month = time.strftime("%Y-%m", time.gmtime(self.now() + BEIJING_UTC_OFFSET_S))
         if self._quota_clears[(appid, month)] >= CLEARS_PER_MONTH:
             raise WeChatError(48006)

@@ -119,6 +119,12 @@ ROUTES = (
     ),
     Route(
         "POST",
+        "/cgi-bin/component/clear_quota/v2",
+        (),
+        lambda w, c: w.clear_quota_v2(c.body(wire.ClearQuotaV2Body)),
+    ),
+    Route(
+        "POST",
         "/cgi-bin/open/create",
         AUTHORIZER,
         lambda w, c: w.open_create(c.token, c.body(wire.AppidBody).appid),

@@ -85,6 +85,12 @@ class AppidBody(msgspec.Struct):
     appid: str = ""
 
 
+class ClearQuotaV2Body(msgspec.Struct):
+    component_appid: str = ""
+    appsecret: str = ""
+    appid: str = ""  # an authorizer; empty: the component itself
+
+
 class OpenBindBody(msgspec.Struct):
     appid: str = ""
     open_appid: str = ""

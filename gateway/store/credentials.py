@@ -9,7 +9,7 @@ was taken over after a stall cannot overwrite its successor's token. Readers nev
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlmodel import col
 
 from gateway.store.database import Database
@@ -141,14 +141,13 @@ class CredentialStore:
                 .values(**values)
             )
 
-    async def unblock(self, key_prefix: str) -> None:
-        """Lift the 45009 breaker of every credential under ``key_prefix`` (quota cleared)."""
+    async def unblock(self, *keys: str, prefix: str | None = None) -> None:
+        """Lift the 45009 breaker of ``keys`` and of every credential under ``prefix`` (quota cleared)."""
+        match: ColumnElement[bool] = col(Credential.key).in_(keys)
+        if prefix is not None:
+            match = or_(match, col(Credential.key).startswith(prefix, autoescape=True))
         async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(Credential)
-                .where(col(Credential.key).startswith(key_prefix))
-                .values(blocked_until=None, problem=None)
-            )
+            await session.execute(update(Credential).where(match).values(blocked_until=None, problem=None))
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
         """Keys whose renewal time has come and which no live lease or breaker holds, soonest first."""

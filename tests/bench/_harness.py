@@ -342,12 +342,15 @@ class Deployment:
 
 
 @contextmanager
-def deploy(prefix: str, gateways: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[Deployment]:
+def deploy(
+    prefix: str, gateways: Mapping[str, Mapping[str, str]] | None = None, *, registry_suffix: str = ""
+) -> Iterator[Deployment]:
     """The gateway and ``gateway simulate`` on loopback, ``AUTHORIZER`` authorized on retail.
 
     Each gateway is ``gateway serve`` on one SQLite database in a temporary directory, with the example
     registry (generated secrets, ``api_base`` pointed at the simulator); ``gateways`` maps their names
-    to extra environment (default: one, ``gateway``). The simulator pushes to the first. The
+    to extra environment (default: one, ``gateway``); ``registry_suffix`` is appended to the registry
+    (a ``subscriptions:`` section, say). The simulator pushes to the first. The
     administrator's approval goes through the simulator (as in ``tests/support/flows.py``), then the
     authorizer's token is fetched once through the first gateway: ``Deployment.token``.
     """
@@ -357,7 +360,9 @@ def deploy(prefix: str, gateways: Mapping[str, Mapping[str, str]] | None = None)
         simulator_port = free_port()
         simulator_url = f"http://127.0.0.1:{simulator_port}"
         registry = workdir / "registry.yaml"
-        registry.write_text(EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url))
+        registry.write_text(
+            EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url) + registry_suffix
+        )
         # The caller's environment without gateway settings or registry secrets, then generated ones.
         ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
