@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from gateway.catalog_sync import DEFAULT_CONCURRENCY
 from gateway.demo import run_demo
 from gateway.errors import ApiError, ConfigError
 from gateway.http.deliveries import DeliveriesPage
+from gateway.logs import configure_logging
 from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
 from gateway.registry import load_registry
 from gateway.serving import Listener, serve
@@ -41,8 +43,8 @@ DELIVERIES_LISTED = 50
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args = _parser().parse_args(argv)
-    _configure_logging()
     try:
+        _configure_logging(args.command)
         result: int = args.run(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
@@ -60,7 +62,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--pid-file", help="write the process id here for `gateway reload` (default $GATEWAY_PID_FILE)"
+    )
     serve.set_defaults(run=_serve)
+
+    reload = commands.add_parser(
+        "reload", help="make a running `gateway serve` re-read its registry (sends it SIGHUP)"
+    )
+    target = reload.add_mutually_exclusive_group()
+    target.add_argument("--pid", type=_positive_int, help="the process id of the instance")
+    target.add_argument("--pid-file", help="where the instance wrote its id (default $GATEWAY_PID_FILE)")
+    reload.set_defaults(run=_reload)
 
     demo = commands.add_parser("demo", help="run the gateway beside the WeChat simulator, with demo data")
     demo.add_argument("--config", default=DEMO_CONFIG)
@@ -166,21 +179,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+def _configure_logging(command: str) -> None:
+    # JSON lines for `serve`, which runs under a log collector; readable lines for everything run at a
+    # terminal (the demo, the one-off commands).
+    default_format = "json" if command == "serve" else "text"
+    configure_logging(
+        os.environ.get("GATEWAY_LOG_LEVEL", "") or "INFO",
+        os.environ.get("GATEWAY_LOG_FORMAT", "") or default_format,
     )
-    # Each upstream request at INFO would drown the gateway's own lines (and carry query strings).
-    for chatty in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_environ(config_path=args.config)
+    settings = Settings.from_environ(config_path=args.config, pid_file=args.pid_file)
+    # Until the app takes SIGHUP as "reload", its default action would end the process: a reload sent to
+    # an instance still starting is ignored instead.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = load_registry(settings.config_path)
     asyncio.run(serve([Listener(create_app(settings, registry), args.host, args.port)]))
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Signal the instance; it validates the file itself and logs the outcome (the signal carries none
+    back), so the file is not checked here: this process may not even see the same one."""
+    pid = args.pid
+    if pid is None:
+        pid_file = args.pid_file or os.environ.get("GATEWAY_PID_FILE")
+        if not pid_file:
+            raise ConfigError("name the instance to reload: --pid, --pid-file or $GATEWAY_PID_FILE")
+        try:
+            pid = int(Path(pid_file).read_text(encoding="ascii"))
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else "not a process id"
+            raise ConfigError(f"{pid_file}: cannot read a process id: {detail}") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"gateway: no process {pid} (is the instance running?)", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"gateway: not allowed to signal process {pid}", file=sys.stderr)
+        return 1
+    print(
+        f"asked process {pid} to reload its registry; its log says 'registry reloaded' with the changes, "
+        "or 'registry reload refused' with the fault"
+    )
     return 0
 
 

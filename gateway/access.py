@@ -11,6 +11,7 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError
 from gateway.events import is_appid
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.ratelimit import RateLimiter
 from gateway.registry import Client, Registry, Scope
 from gateway.tokens import Token, TokenService
@@ -65,18 +66,18 @@ class IssuedTicket(msgspec.Struct, frozen=True):
     expires_at: int
 
 
-class TokenVending:
+class TokenVending(ReadsRegistry):
     """Hands authorizer tokens and JS-SDK tickets to internal apps, each one audited."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         authorizations: AuthorizationService,
         tokens: TokenService,
         audit: AuditTrail,
         limiter: RateLimiter,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._authorizations = authorizations
         self._tokens = tokens
         self._audit = audit

@@ -3,7 +3,8 @@
 Data flows one way: registry → platform credentials (tokens) → upstream client → services → routes.
 The lifespan owns what must be opened and closed: the database schema and engine, the one pooled
 httpx client, the subscribers' client, the background tasks (token renewer, authorization events,
-deliveries, audit flush, catalog sync) and the SIGHUP reload of subscriptions.
+deliveries, audit flush, catalog sync) and the SIGHUP reload of the registry. Every service reads the
+registry through one `LiveRegistry`, so a reload reaches them all with one swap.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from gateway.http.errors import exception_handlers
 from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
+from gateway.http.observe import observed
 from gateway.http.pages import CatalogPagesController
 from gateway.http.quota import QuotaController
 from gateway.http.v1 import (
@@ -54,6 +55,7 @@ from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.inbox import Inbox
 from gateway.intake import EventIntake
+from gateway.live_registry import LiveRegistry, reload_on_sighup
 from gateway.messages import HandlerChain, MessageService
 from gateway.metrics import Metrics
 from gateway.onboarding import Onboarding
@@ -79,7 +81,7 @@ _STATIC_CACHE = CacheControlHeader(max_age=3600, public=True)  # the pages' styl
 class Services:
     """The services one app is built from; also on ``app.state.services`` for operations and tests."""
 
-    registry: Registry
+    registry: LiveRegistry
     store: Store
     tokens: TokenService
     authorizations: AuthorizationService
@@ -94,22 +96,6 @@ class Services:
     catalog_sync: CatalogSync
     subscriptions: Subscriptions
     deliveries: DeliveryService
-
-
-@contextmanager
-def _on_sighup(reload: Callable[[], object]) -> Iterator[None]:
-    """Run ``reload`` on SIGHUP while the app is up, where the loop can take signals (the main thread
-    of a POSIX process; not the threads tests serve apps in)."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGHUP, reload)
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _constant(value: object) -> Provide:
@@ -129,7 +115,7 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     delivery_policy: DeliveryPolicy | None = None,
 ) -> Litestar:
-    """Build the gateway for one registry.
+    """Build the gateway, starting with ``registry`` (a reload swaps in another: `LiveRegistry`).
 
     ``migrate`` applies the schema on start-up; ``background`` runs the renewer, the authorization
     event worker, the delivery worker and the catalog sync schedule (the audit flush always runs);
@@ -138,32 +124,35 @@ def create_app(
     """
     engine = create_engine(settings.database_url)
     store = Store(engine, settings.secret_box, clock=clock)
+    live = LiveRegistry(registry)
     http = new_http_client(transport=transport)
-    wechat = WeChatClient(http, registry.wechat.api_base)
+    metrics = Metrics()
+    wechat = WeChatClient(http, lambda: live.current.wechat.api_base, observe=metrics.observe_wechat_call)
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    tokens = TokenService(registry, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s)
+    tokens = TokenService(
+        live, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s, metrics=metrics
+    )
     audit = AuditTrail(store.audit, clock=clock)
-    authorizations = AuthorizationService(registry, store, wechat, tokens, audit, clock=clock)
+    authorizations = AuthorizationService(live, store, wechat, tokens, audit, clock=clock)
     intake = EventIntake(
-        registry,
+        live,
         store,
         window_s=settings.push_window_s,
         clock=clock,
         on_authorization_event=authorizations.wake,
     )
-    metrics = Metrics()
     limiter = create_rate_limiter(settings.redis_url, metrics, key_prefix=settings.redis_key_prefix)
-    vending = TokenVending(registry, authorizations, tokens, audit, limiter)
-    proxy = WxProxy(registry, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock)
+    vending = TokenVending(live, authorizations, tokens, audit, limiter)
+    proxy = WxProxy(live, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock)
     onboarding = Onboarding(
-        registry, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
+        live, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
     )
-    binding = OpenBindingService(registry, store, tokens, wechat, authorizations, audit)
-    catalog = Catalog(registry, store.catalog, clock=clock)
+    binding = OpenBindingService(live, store, tokens, wechat, authorizations, audit)
+    catalog = Catalog(live, store.catalog, clock=clock)
     sessions = WebSessions(
-        registry, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
+        live, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
     )
-    subscriptions = Subscriptions(registry.subscriptions)
+    subscriptions = Subscriptions(live)
     webhooks = new_webhook_client()
     deliveries = DeliveryService(
         subscriptions,
@@ -174,15 +163,15 @@ def create_app(
         policy=delivery_policy or DeliveryPolicy(attempt_timeout_s=settings.delivery_timeout_s),
         clock=clock,
     )
-    inbox = Inbox(subscriptions, store, deliveries, clock=clock)
+    inbox = Inbox(subscriptions, store, authorizations, deliveries, clock=clock)
     messages = MessageService(
-        registry,
+        live,
         HandlerChain(ReleaseTest(authorizations, tokens, wechat), inbox),
         window_s=settings.push_window_s,
         clock=clock,
     )
     catalog_sync = CatalogSync(
-        registry,
+        live,
         store,
         tokens,
         wechat,
@@ -193,7 +182,7 @@ def create_app(
         lease_s=settings.renewal_lease_s,
     )
     services = Services(
-        registry,
+        live,
         store,
         tokens,
         authorizations,
@@ -209,6 +198,10 @@ def create_app(
         subscriptions,
         deliveries,
     )
+
+    def current_registry() -> Registry:
+        """The registry in force when a request asks (never cached: a reload swaps it)."""
+        return live.current
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -230,7 +223,7 @@ def create_app(
                 )
         tasks.append(asyncio.create_task(audit.run(stop), name="audit-flush"))
         try:
-            with _on_sighup(lambda: subscriptions.reload(settings.config_path)):
+            with reload_on_sighup(live, settings.config_path, settings.pid_file):
                 yield
         finally:
             stop.set()
@@ -240,7 +233,7 @@ def create_app(
             await limiter.aclose()
             await engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             WeChatEventsController,
@@ -262,7 +255,7 @@ def create_app(
         ),
         dependencies={
             "settings": _constant(settings),
-            "registry": _constant(registry),
+            "registry": Provide(current_registry, sync_to_thread=False),
             "store": _constant(store),
             "intake": _constant(intake),
             "messages": _constant(messages),
@@ -275,7 +268,7 @@ def create_app(
             "binding": _constant(binding),
             "catalog": _constant(catalog),
             "deliveries": _constant(deliveries),
-            "quota": _constant(QuotaClearing(registry, wechat, store.credentials, audit)),
+            "quota": _constant(QuotaClearing(live, wechat, store.credentials, audit)),
             "sessions": _constant(sessions),
             "clock": _constant(clock),
             "client": Provide(provide_client),
@@ -288,3 +281,5 @@ def create_app(
         before_request=refuse_announced_oversize,
         state=State({"services": services}),
     )
+    app.asgi_handler = observed(app.asgi_handler, metrics)
+    return app

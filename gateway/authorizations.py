@@ -17,10 +17,11 @@ from gateway.audit import AuditTrail
 from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import Authorized, FastRegister, Unauthorized, UpdateAuthorized
-from gateway.registry import Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.routing import Grant, choose_platform
 from gateway.store import RecordedEvent, Store
 from gateway.store.authorizations import Profile, StoredAuthorization
+from gateway.store.database import STORE_UNAVAILABLE
 from gateway.tokens import TokenService
 from gateway.wechat import AuthorizerProfile, WeChatClient
 
@@ -33,12 +34,12 @@ EVENT_CLAIM_S = 60.0
 MAX_RETRY_DELAY_S = 300.0
 
 
-class AuthorizationService:
+class AuthorizationService(ReadsRegistry):
     """Which authorizer granted which platform what, kept current from WeChat's events."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         wechat: WeChatClient,
         tokens: TokenService,
@@ -47,7 +48,7 @@ class AuthorizationService:
         clock: Callable[[], float] = time.time,
         cache_s: float = 2.0,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._store = store
         self._wechat = wechat
         self._tokens = tokens
@@ -66,10 +67,13 @@ class AuthorizationService:
         cached = self._grants.get(appid)
         if cached is not None and cached[0] > now:
             return cached[1]
-        grants = [
-            Grant(a.platform_id, a.func_ids, a.status)
-            for a in await self._store.authorizations.for_authorizer(appid)
-        ]
+        try:
+            stored = await self._store.authorizations.for_authorizer(appid)
+        except STORE_UNAVAILABLE:
+            if cached is not None:  # the database is restarting: the last grants known beat a refusal
+                return cached[1]
+            raise
+        grants = [Grant(a.platform_id, a.func_ids, a.status) for a in stored]
         self._grants[appid] = (now + self._cache_s, grants)
         return grants
 
@@ -79,8 +83,9 @@ class AuthorizationService:
 
     async def route(self, appid: str, api_path: str | None) -> str:
         """The platform that serves ``appid`` for ``api_path`` (None: any API, as for token vending)."""
-        order = [p.id for p in self._registry.platforms]
-        return choose_platform(order, self._registry.pins, appid, await self.grants(appid), api_path)
+        registry = self._registry  # one registry for the order and the pins, whatever a reload does
+        grants = await self.grants(appid)
+        return choose_platform([p.id for p in registry.platforms], registry.pins, appid, grants, api_path)
 
     # --- codes and events ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
-from gateway.registry import Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store import Store
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
@@ -46,19 +46,19 @@ class OpenBinding(msgspec.Struct, frozen=True):
     open_appid: str | None
 
 
-class OpenBindingService:
+class OpenBindingService(ReadsRegistry):
     """Checks and ensures the binding of authorizers to the group's open account."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         tokens: TokenService,
         wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._store = store
         self._tokens = tokens
         self._wechat = wechat

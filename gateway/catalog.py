@@ -18,6 +18,7 @@ from typing import Literal
 import msgspec
 
 from gateway.errors import ApiError
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Registry
 from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
 
@@ -95,13 +96,13 @@ class CatalogCounts(msgspec.Struct, frozen=True):
     by_platform: dict[str, int]
 
 
-class Catalog:
+class Catalog(ReadsRegistry):
     """Reads the catalog for the API, the CSV export and the auditors' page."""
 
     def __init__(
-        self, registry: Registry, query: CatalogQuery, *, clock: Callable[[], float] = time.time
+        self, registry: LiveRegistry, query: CatalogQuery, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._query = query
         self._clock = clock
 

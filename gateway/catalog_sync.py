@@ -50,7 +50,8 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService, profile_of
 from gateway.binding import OpenBindingService
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
-from gateway.registry import Platform, Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
+from gateway.registry import Platform
 from gateway.store import Store
 from gateway.store.authorizations import Profile, StoredAuthorization
 from gateway.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
@@ -133,7 +134,7 @@ class _Run:
         log.warning("catalog sync: %s %s: %s", platform_id or "-", appid or "-", problem)
 
 
-class CatalogSync:
+class CatalogSync(ReadsRegistry):
     """Brings the catalog up to date from WeChat: ``run`` once, or ``run_schedule`` inside ``serve``.
 
     ``owner`` names this process in the lease, ``lease_s`` bounds how long a dead replica holds it.
@@ -141,7 +142,7 @@ class CatalogSync:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         tokens: TokenService,
         wechat: WeChatClient,
@@ -153,7 +154,7 @@ class CatalogSync:
         lease_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._store = store
         self._tokens = tokens
         self._wechat = wechat

@@ -32,6 +32,8 @@ __all__ = ["DeliveryBody", "DeliveryPolicy", "DeliveryService", "delivery_body"]
 
 log = logging.getLogger(__name__)
 
+WAKE_DELAY_S = 0.01
+
 
 class DeliveryBody(msgspec.Struct, frozen=True):
     """The JSON POSTed to a subscriber; ``id`` is the delivery's (also ``X-Gateway-Delivery``)."""
@@ -108,8 +110,13 @@ class DeliveryService:
         self._tasks: set[asyncio.Task[Outcome | None]] = set()
 
     def wake(self) -> None:
-        """Look for due deliveries now (a message was just stored)."""
+        """Look for due deliveries now (a replay was asked for, a slot came free)."""
         self._wake.set()
+
+    def wake_soon(self) -> None:
+        """Look for due deliveries in a moment (a message was just stored): the worker's claim and
+        attempt run on this event loop, and WeChat's answer should go out before they start."""
+        asyncio.get_running_loop().call_later(WAKE_DELAY_S, self._wake.set)
 
     def give_up_at(self, received_at: float) -> float:
         """When a message received at ``received_at`` stops being retried."""

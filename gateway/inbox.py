@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from gateway.authorizations import AuthorizationService
 from gateway.delivery import DeliveryService
 from gateway.events import UserMessage
 from gateway.messages import Reply
@@ -64,12 +65,14 @@ class Inbox:
         self,
         subscriptions: Subscriptions,
         store: Store,
+        authorizations: AuthorizationService,
         deliveries: DeliveryService,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._subscriptions = subscriptions
         self._store = store
+        self._authorizations = authorizations
         self._deliveries = deliveries
         self._clock = clock
 
@@ -77,8 +80,9 @@ class Inbox:
         """Store ``message`` for its subscribers; the passive reply, if the reply subscriber gives one."""
         started = time.monotonic()
         now = self._clock()
-        authorization = await self._store.authorizations.get(platform_id, authorizer_appid)
-        known = authorization is not None and authorization.status != "revoked"
+        # The grants are cached briefly: no database read on the path to WeChat's answer, mostly.
+        grants = await self._authorizations.grants(authorizer_appid)
+        known = any(g.platform_id == platform_id and g.status != "revoked" for g in grants)
         targets = (
             self._subscriptions.matching(authorizer_appid, message.msg_type, message.event) if known else []
         )
@@ -103,7 +107,7 @@ class Inbox:
         if not known:
             log.info("message to %s on %s: unknown authorizer, recorded only", authorizer_appid, platform_id)
         if len(deliveries) > (replying is not None):
-            self._deliveries.wake()
+            self._deliveries.wake_soon()
         if replying is None:
             return None
         attempt = self._deliveries.start(

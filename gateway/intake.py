@@ -18,8 +18,9 @@ from gateway.events import (
     is_authorization_event,
     parse_component_event,
 )
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.pushes import MAX_PUSH_BYTES, decrypt_push, platform_crypto, push_parameters, read_envelope
-from gateway.registry import Platform, Registry
+from gateway.registry import Platform
 from gateway.store import Store
 
 __all__ = ["MAX_PUSH_BYTES", "EventIntake", "PushOutcome"]
@@ -38,27 +39,26 @@ class PushOutcome:
         self.duplicate = duplicate
 
 
-class EventIntake:
-    """Receives component pushes for the platforms of one registry.
+class EventIntake(ReadsRegistry):
+    """Receives component pushes for the platforms of the registry in force.
 
     A push whose ``timestamp`` is more than ``window_s`` seconds from ``clock()`` is refused.
     """
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         *,
         window_s: float,
         clock: Callable[[], float] = time.time,
         on_authorization_event: Callable[[], None] | None = None,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._store = store
         self._window_s = window_s
         self._clock = clock
         self._on_authorization_event = on_authorization_event
-        self._crypto = platform_crypto(registry)
 
     async def receive(self, platform_id: str | None, query: Mapping[str, str], body: bytes) -> PushOutcome:
         """Handle one push. ``platform_id`` None means the single-URL form: the envelope's AppId decides."""
@@ -71,7 +71,7 @@ class EventIntake:
             platform = self._platform_of_envelope(envelope.app_id)
         elif envelope.app_id is not None and envelope.app_id != platform.component_appid:
             raise ApiError(400, "appid_mismatch", f"the AppId element is not platform '{platform.id}'")
-        plaintext = decrypt_push(self._crypto[platform.id], parameters, envelope.encrypt)
+        plaintext = decrypt_push(platform_crypto(platform), parameters, envelope.encrypt)
         try:
             event = parse_component_event(plaintext)
         except XmlRejected as exc:

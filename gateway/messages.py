@@ -23,8 +23,8 @@ from typing import Protocol
 
 from gateway.errors import ApiError, XmlRejected
 from gateway.events import UserMessage, XmlValue, build_xml, is_appid, parse_user_message
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.pushes import decrypt_push, platform_crypto, push_parameters, read_envelope
-from gateway.registry import Registry
 
 __all__ = ["Answer", "HandlerChain", "MessageHandler", "MessageService", "Reply"]
 
@@ -116,8 +116,8 @@ class _RecentPushes:
         self._expiry.pop(key, None)
 
 
-class MessageService:
-    """Receives the message-and-event pushes of the platforms of one registry.
+class MessageService(ReadsRegistry):
+    """Receives the message-and-event pushes of the platforms of the registry in force.
 
     A push whose ``timestamp`` is more than ``window_s`` seconds from ``clock()`` is refused. ``clock``
     also stamps passive replies (``CreateTime``, ``TimeStamp``); ``nonce`` makes each reply's nonce.
@@ -125,19 +125,18 @@ class MessageService:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         handler: MessageHandler,
         *,
         window_s: float,
         clock: Callable[[], float] = time.time,
         nonce: Callable[[], str] = lambda: str(secrets.randbelow(10**10)),
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._handler = handler
         self._window_s = window_s
         self._clock = clock
         self._nonce = nonce
-        self._crypto = platform_crypto(registry)
         self._recent = _RecentPushes()
 
     async def receive(
@@ -154,7 +153,7 @@ class MessageService:
         envelope = read_envelope(body)
         if envelope.app_id is not None and envelope.app_id != platform.component_appid:
             raise ApiError(400, "appid_mismatch", f"the AppId element is not platform '{platform.id}'")
-        crypto = self._crypto[platform.id]
+        crypto = platform_crypto(platform)
         plaintext = decrypt_push(crypto, parameters, envelope.encrypt)
         try:
             message = parse_user_message(plaintext)

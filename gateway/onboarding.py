@@ -17,7 +17,8 @@ from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError
 from gateway.events import is_appid
-from gateway.registry import Platform, Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
+from gateway.registry import Platform
 from gateway.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.store import Store
 from gateway.tokens import TokenService
@@ -71,12 +72,12 @@ class RedirectPage(msgspec.Struct, frozen=True):
     link: AuthorizationLinks | None = None
 
 
-class Onboarding:
+class Onboarding(ReadsRegistry):
     """Makes authorization links and completes authorizations from the redirect."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         public_url: str,
         store: Store,
         tokens: TokenService,
@@ -86,7 +87,7 @@ class Onboarding:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._public_url = public_url.rstrip("/")
         self._store = store
         self._tokens = tokens

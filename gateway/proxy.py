@@ -26,13 +26,14 @@ from gateway.authorizations import AuthorizationService
 from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, WxError
 from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.registry import Client, Registry
+from gateway.registry import Client
 from gateway.routing import required_sets
 from gateway.store import Store
 from gateway.store.gateway_tokens import IssuedGatewayToken
-from gateway.tokens import Token, TokenService
+from gateway.tokens import QUOTA_ERRCODE, Token, TokenService
 
 __all__ = ["GATEWAY_TOKEN_LIFETIME_S", "WxProxy"]
 
@@ -78,12 +79,12 @@ class _Caller:
     authorizer_appid: str
 
 
-class WxProxy:
+class WxProxy(ReadsRegistry):
     """``/wx``: gateway tokens, and calls forwarded with the real token substituted."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         tokens: TokenService,
         authorizations: AuthorizationService,
@@ -94,7 +95,7 @@ class WxProxy:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._limiter = limiter
         self._store = store
         self._tokens = tokens
@@ -103,7 +104,6 @@ class WxProxy:
         self._http = http
         self._metrics = metrics
         self._clock = clock
-        self._base = registry.wechat.api_base.rstrip("/")
         # Resolving a gateway token is a database read per call, the largest cost of a proxied call
         # (docs/benchmarks.md): keep resolutions briefly, one read per token when the entry lapses.
         self._resolved: dict[str, tuple[float, IssuedGatewayToken | None]] = {}
@@ -274,7 +274,8 @@ class WxProxy:
         and send again."""
         appid = caller.authorizer_appid
         platform = self._registry.platform(platform_id)
-        assert platform is not None  # routing only answers registry platforms
+        if platform is None:  # routing chose it, then a reload took it out of the registry
+            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
         stale: str | None = None
         while True:
             if component_signed:
@@ -313,8 +314,9 @@ class WxProxy:
         headers: Mapping[str, str],
         body: SpooledBody,
     ) -> Reply:
+        url = f"{self._registry.wechat.api_base}/{path}"  # read per call: a reload may move api_base
         try:
-            return await forward(self._http, method, f"{self._base}/{path}", params, headers, body)
+            return await forward(self._http, method, url, params, headers, body)
         except httpx.TimeoutException:
             raise WxError(-1, "system error: WeChat did not answer in time", status=504) from None
         except httpx.TransportError as exc:
@@ -337,6 +339,8 @@ class WxProxy:
         code = str(errcode if errcode is not None else 0)
         self._metrics.wx_calls.labels(client_id, platform_id, api, code).inc()
         self._metrics.wx_latency.labels(api).observe(elapsed)
+        if errcode == QUOTA_ERRCODE:  # WeChat's own: the gateway's rate limit refuses before any call
+            self._metrics.quota_errors.labels(platform_id, api).inc()
         log.info(
             "wx call client=%s authorizer=%s platform=%s path=%s status=%s errcode=%s %.1fms",
             client_id,

@@ -10,6 +10,7 @@ must match), so each is its own function, applied in this order.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -17,7 +18,7 @@ from typing import NamedTuple
 from gateway.crypto import MessageCrypto
 from gateway.errors import ApiError, AppIdMismatch, CryptoError, SignatureInvalid, XmlRejected
 from gateway.events import Envelope, parse_envelope
-from gateway.registry import Registry
+from gateway.registry import Platform
 
 __all__ = [
     "MAX_PUSH_BYTES",
@@ -42,12 +43,13 @@ class PushParameters(NamedTuple):
     nonce: str
 
 
-def platform_crypto(registry: Registry) -> dict[str, MessageCrypto]:
-    """WXBizMsgCrypt of every platform, by platform id: its token, key and component_appid."""
-    return {
-        p.id: MessageCrypto(p.token.reveal(), p.encoding_aes_key.reveal(), p.component_appid)
-        for p in registry.platforms
-    }
+# Keyed by the whole platform (frozen, hashable): a reload that changes its token or key gets a new one.
+@functools.lru_cache(maxsize=256)
+def platform_crypto(platform: Platform) -> MessageCrypto:
+    """WXBizMsgCrypt of a platform: its token, key and component_appid."""
+    return MessageCrypto(
+        platform.token.reveal(), platform.encoding_aes_key.reveal(), platform.component_appid
+    )
 
 
 def push_parameters(query: Mapping[str, str], body: bytes, *, now: float, window_s: float) -> PushParameters:

@@ -14,7 +14,7 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
-from gateway.registry import Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store.credentials import CredentialStore
 from gateway.wechat import WeChatClient
 
@@ -32,13 +32,13 @@ class QuotaCleared(msgspec.Struct, frozen=True):
     cleared: bool = True
 
 
-class QuotaClearing:
+class QuotaClearing(ReadsRegistry):
     """Clears a component's or an authorizer's quota through WeChat and lifts the matching breakers."""
 
     def __init__(
-        self, registry: Registry, wechat: WeChatClient, credentials: CredentialStore, audit: AuditTrail
+        self, registry: LiveRegistry, wechat: WeChatClient, credentials: CredentialStore, audit: AuditTrail
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._wechat = wechat
         self._credentials = credentials
         self._audit = audit

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["Listener", "serve"]
+__all__ = ["DRAIN_S", "Listener", "serve"]
+
+# On SIGTERM, requests in flight get this long to finish (a proxied call's upstream timeouts fit in it);
+# then the lifespan stops the background work, which releases its leases.
+DRAIN_S = 30
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,24 @@ async def serve(
     *,
     on_started: Callable[[], object] | None = None,
 ) -> None:
-    """Serve every listener until SIGINT or SIGTERM (a second SIGINT forces the exit).
+    """Serve every listener until SIGINT or SIGTERM (a second SIGINT forces the exit); connections stop
+    being accepted at once and requests in flight get ``DRAIN_S`` to finish.
 
     ``on_started`` runs (and is awaited if it returns an awaitable) once every listener accepts
     connections; if it fails, everything stops.
     """
     servers = [
-        _Server(uvicorn.Config(x.app, host=x.host, port=x.port, log_level="warning", lifespan="on"))
+        _Server(
+            uvicorn.Config(
+                x.app,
+                host=x.host,
+                port=x.port,
+                log_level="warning",
+                log_config=None,  # uvicorn's lines go through the process's handler (JSON), not its own
+                lifespan="on",
+                timeout_graceful_shutdown=DRAIN_S,
+            )
+        )
         for x in listeners
     ]
 

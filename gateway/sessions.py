@@ -26,7 +26,7 @@ from collections.abc import Callable
 import msgspec
 
 from gateway.errors import ApiError
-from gateway.registry import Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store.web_sessions import WebSessionStore
 
 __all__ = [
@@ -53,18 +53,18 @@ class Auditor(msgspec.Struct, frozen=True):
     expires_at: float
 
 
-class WebSessions:
+class WebSessions(ReadsRegistry):
     """Signs auditors in and out, and recognises their sessions."""
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: WebSessionStore,
         *,
         secure_cookies: bool,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._registry = registry
+        self._live = registry
         self._store = store
         self._clock = clock
         self.secure_cookies = secure_cookies

@@ -39,12 +39,18 @@ class Settings:
     redis_url: str | None = None  # rate limits shared across replicas; per process without
     redis_key_prefix: str = "gateway:"
     push_window_s: float = 600.0  # how far a WeChat push's timestamp may be from our clock, either way
+    pid_file: str | None = None  # names the serving process for `gateway reload` while SIGHUP reloads
 
     @classmethod
     def from_environ(
-        cls, environ: Mapping[str, str] | None = None, *, config_path: str | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_path: str | None = None,
+        pid_file: str | None = None,
     ) -> Settings:
-        """Read ``GATEWAY_*`` variables; ``config_path`` (a ``--config`` flag) wins over the environment."""
+        """Read ``GATEWAY_*`` variables; ``config_path`` and ``pid_file`` (the ``--config`` and
+        ``--pid-file`` flags) win over the environment."""
         env = os.environ if environ is None else environ
         secret = env.get("GATEWAY_SECRET_KEY", "")
         if not secret:
@@ -97,6 +103,7 @@ class Settings:
             raise ConfigError("GATEWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return cls(
             config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+            pid_file=pid_file or env.get("GATEWAY_PID_FILE") or None,
             redis_url=redis_url,
             redis_key_prefix=env.get("GATEWAY_REDIS_KEY_PREFIX", "gateway:"),
             renewal_lease_s=lease,

@@ -27,9 +27,12 @@ import msgspec
 
 from gateway.concurrency import SingleFlight
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
-from gateway.registry import Platform, Registry
+from gateway.live_registry import LiveRegistry, ReadsRegistry
+from gateway.metrics import Metrics
+from gateway.registry import Platform
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
+from gateway.store.database import STORE_UNAVAILABLE
 from gateway.wechat import FetchedToken, WeChatClient
 
 __all__ = ["CredentialKey", "Token", "TokenService"]
@@ -73,6 +76,9 @@ class CredentialKey(msgspec.Struct, frozen=True):
         return cls(kind, platform_id, rest[0] if rest else None)
 
 
+OUTAGE_MARGIN_S = 60.0  # a token served from memory in a store outage has at least this left
+
+
 @dataclass(frozen=True)
 class _Cached:
     token: Token
@@ -82,17 +88,17 @@ class _Cached:
 Fetch = Callable[[], Awaitable[FetchedToken]]
 
 
-class TokenService:
-    """Component tokens, authorizer tokens and JS-SDK tickets for the platforms of one registry.
+class TokenService(ReadsRegistry):
+    """Component tokens, authorizer tokens and JS-SDK tickets for the platforms of the registry in force.
 
     ``owner`` names this process in leases; ``lease_s`` bounds how long a dead replica can hold a
     renewal; ``wait_s`` how long a caller waits for another replica's renewal; ``cache_s`` how long a
-    token read from the store is reused without reading it again.
+    token read from the store is reused without reading it again; ``metrics`` counts renewals and 45009s.
     """
 
     def __init__(
         self,
-        registry: Registry,
+        registry: LiveRegistry,
         store: Store,
         wechat: WeChatClient,
         *,
@@ -102,8 +108,10 @@ class TokenService:
         lease_s: float = 30.0,
         wait_s: float = 40.0,
         cache_s: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
-        self._registry = registry
+        self._metrics = metrics
+        self._live = registry
         self._store = store
         self._wechat = wechat
         self._owner = owner
@@ -148,9 +156,16 @@ class TokenService:
         """One pass of the background renewer: warm every platform's component token, renew every
         credential whose renewal time has come. Returns how many renewals were attempted."""
         now = self._clock()
-        keys = [CredentialKey.parse(k) for k in await self._store.credentials.due(now)]
+        registry = self._registry
+        # A platform taken out of the registry by a reload keeps its stored credentials (it may come back)
+        # but they are no longer renewed.
+        keys = [
+            key
+            for key in map(CredentialKey.parse, await self._store.credentials.due(now))
+            if registry.platform(key.platform_id) is not None
+        ]
         receipts = await self._store.ticket_receipts()
-        for platform in self._registry.platforms:
+        for platform in registry.platforms:
             component = CredentialKey("component", platform.id)
             if platform.id in receipts and component not in keys:
                 stored = await self._store.credentials.get(str(component))
@@ -187,7 +202,15 @@ class TokenService:
         if cached is not None and stale is None and now < cached.until:
             return cached.token
         # When a cached token lapses, every request in flight would read the store: one reads for all.
-        stored = await self._reads.run(name, lambda: self._store.credentials.get(name))
+        try:
+            stored = await self._reads.run(name, lambda: self._store.credentials.get(name))
+        except STORE_UNAVAILABLE:
+            # The database is restarting: a token still good at WeChat beats a refusal. Renewals wait.
+            if cached is not None and stale is None and now < cached.token.expires_at - OUTAGE_MARGIN_S:
+                log.debug("store unreachable: serving %s from memory", name)
+                return cached.token
+            raise
+
         if stored is not None and stale is None and stored.valid_at(now):
             return self._remember(key, stored)
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
@@ -249,15 +272,23 @@ class TokenService:
         try:
             fetched = await fetch()
         except ApiError as exc:
+            self._count_renewal(key, exc.code)
             await self._store.credentials.release(name, self._owner, problem=exc.message[:200])
             raise
         except UpstreamError as exc:
-            blocked = _next_beijing_midnight(self._clock()) if exc.errcode == QUOTA_ERRCODE else None
+            refusal = _api_error(key, exc)
+            self._count_renewal(key, refusal.code)
+            blocked = None
+            if exc.errcode == QUOTA_ERRCODE:
+                blocked = _next_beijing_midnight(self._clock())
+                if self._metrics is not None:
+                    self._metrics.quota_errors.labels(key.platform_id, exc.api).inc()
             await self._store.credentials.release(
                 name, self._owner, problem=str(exc)[:200], blocked_until=blocked
             )
-            raise _api_error(key, exc) from None
+            raise refusal from None
         except UpstreamUnavailable as exc:
+            self._count_renewal(key, "wechat_unavailable")
             await self._store.credentials.release(name, self._owner, problem=str(exc)[:200])
             raise ApiError(503, "wechat_unavailable", str(exc)) from None
         except BaseException:
@@ -265,6 +296,7 @@ class TokenService:
             raise
         finally:
             heartbeat.cancel()
+        self._count_renewal(key, "ok")
         now = self._clock()
         lifetime = max(1, fetched.expires_in)
         expires_at = now + lifetime
@@ -288,6 +320,11 @@ class TokenService:
         token = Token(key.platform_id, fetched.value, expires_at)
         self._cache[name] = _Cached(token, min(now + self._cache_s, renew_after))
         return token
+
+    def _count_renewal(self, key: CredentialKey, outcome: str) -> None:
+        """``outcome``: ``ok`` or the API error code the renewal ended with (a bounded set)."""
+        if self._metrics is not None:
+            self._metrics.renewals.labels(key.kind, key.platform_id, outcome).inc()
 
     async def _hold_lease(self, name: str) -> None:
         """Keep extending the lease while a fetch (with its retries) is slower than the lease."""

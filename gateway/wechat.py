@@ -14,7 +14,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,6 +30,7 @@ __all__ = [
     "AuthorizerDetails",
     "AuthorizerListItem",
     "AuthorizerProfile",
+    "CallObserver",
     "FetchedToken",
     "WeChatClient",
     "new_http_client",
@@ -270,21 +271,28 @@ class _Ok(msgspec.Struct):
 
 OPEN_UNBOUND = 89002  # open/get: the account is bound to no open account
 
+# Told of every attempt: the API, WeChat's errcode (or why there was none: timeout, unreachable, http_5xx,
+# malformed) and the seconds it took. The app counts them in its metrics; this module knows nothing of those.
+CallObserver = Callable[[str, str, float], None]
+
 
 class WeChatClient:
-    """WeChat's APIs at ``api_base``; ``attempts`` bounds the tries for transient faults."""
+    """WeChat's APIs at ``api_base()``, asked before each attempt (a registry reload may move it);
+    ``attempts`` bounds the tries for transient faults; ``observe`` is told of every attempt."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
-        api_base: str,
+        api_base: Callable[[], str],
         *,
         attempts: int = 3,
         backoff_s: float = 0.2,
         rng: random.Random | None = None,
+        observe: CallObserver | None = None,
     ) -> None:
         self._http = http
-        self._base = api_base.rstrip("/")
+        self._observe = observe or _unobserved
+        self._base = api_base
         self._attempts = attempts
         self._backoff_s = backoff_s
         self._rng = rng or random.Random()
@@ -470,23 +478,29 @@ class WeChatClient:
                 await asyncio.sleep(self._rng.uniform(0, self._backoff_s * 2**attempt))
             started = time.perf_counter()
             try:
-                response = await self._http.request(method, f"{self._base}/{path}", params=params, json=body)
+                url = f"{self._base().rstrip('/')}/{path}"
+                response = await self._http.request(method, url, params=params, json=body)
             except httpx.TimeoutException:
                 problem = "timed out"
+                self._observe(api, "timeout", time.perf_counter() - started)
                 continue
             except httpx.TransportError as exc:
                 problem = f"cannot connect ({type(exc).__name__})"
+                self._observe(api, "unreachable", time.perf_counter() - started)
                 continue
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
             if response.status_code >= 500:
                 problem = f"HTTP {response.status_code}"
+                self._observe(api, "http_5xx", elapsed)
                 continue
             try:
                 status = msgspec.json.decode(response.content, type=_Status)
             except msgspec.DecodeError:
                 problem = f"malformed answer (HTTP {response.status_code})"
+                self._observe(api, "malformed", elapsed)
                 continue
-            log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed_ms)
+            self._observe(api, str(status.errcode), elapsed)
+            log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed * 1000)
             if status.errcode in TRANSIENT_ERRCODES:
                 problem = f"errcode {status.errcode}"
                 continue
@@ -498,3 +512,7 @@ class WeChatClient:
                 problem = "answer without the expected fields"
                 continue
         raise UpstreamUnavailable(api, f"{problem} after {self._attempts} attempts")
+
+
+def _unobserved(api: str, errcode: str, seconds: float) -> None:
+    """The observer of a client nobody watches."""

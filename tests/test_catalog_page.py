@@ -23,6 +23,7 @@ from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import text
 
 from gateway.app import create_app
+from gateway.live_registry import LiveRegistry
 from gateway.registry import Registry
 from gateway.sessions import SESSION_COOKIE, WebSessions
 from gateway.settings import Settings
@@ -263,18 +264,21 @@ async def test_a_session_ends_when_it_expires(signed_in: World) -> None:
 
 async def test_a_session_ends_when_its_client_loses_the_scope(world: World, registry: Registry) -> None:
     store = world.services.store.web_sessions
-    token, auditor = await WebSessions(registry, store, secure_cookies=False).login(CLIENT_KEYS["audit"])
+    live = LiveRegistry(registry)
+    sessions = WebSessions(live, store, secure_cookies=False)
+    token, auditor = await sessions.login(CLIENT_KEYS["audit"])
     assert auditor.client_id == "audit"
-    assert await WebSessions(registry, store, secure_cookies=False).resolve(token) == auditor
+    assert await sessions.resolve(token) == auditor
     clients = tuple(
         msgspec.structs.replace(c, scopes=("token",)) if c.id == "audit" else c for c in registry.clients
     )
-    narrowed = msgspec.structs.replace(registry, clients=clients)
-    assert await WebSessions(narrowed, store, secure_cookies=False).resolve(token) is None
+    live.swap(msgspec.structs.replace(registry, clients=clients))  # a reload narrows the client
+    assert await sessions.resolve(token) is None
     assert await store.get(token) is None
-    gone = msgspec.structs.replace(registry, clients=tuple(c for c in clients if c.id != "audit"))
-    token, _ = await WebSessions(registry, store, secure_cookies=False).login(CLIENT_KEYS["audit"])
-    assert await WebSessions(gone, store, secure_cookies=False).resolve(token) is None
+    live.swap(registry)
+    token, _ = await sessions.login(CLIENT_KEYS["audit"])
+    live.swap(msgspec.structs.replace(registry, clients=tuple(c for c in clients if c.id != "audit")))
+    assert await sessions.resolve(token) is None
 
 
 async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: str) -> None:

@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.errors import ApiError, RateLimited, WxError
+from gateway.store.database import STORE_UNAVAILABLE
 
 __all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "exception_handlers"]
 
@@ -136,6 +137,27 @@ def _validation_message(exc: ValidationException) -> str:
     return "; ".join(parts) or str(exc.detail)
 
 
+def store_unavailable_handler(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ErrorBody] | Response[dict[str, object]]:
+    """The database is down or restarting: 503 with ``Retry-After`` (``-1``, "system busy", on /wx), so
+    callers retry instead of treating it as a fault of theirs or of the gateway's code."""
+    if not isinstance(exc, STORE_UNAVAILABLE):
+        return unexpected_error_handler(request, exc)
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    headers = {"Retry-After": "1"}
+    message = "the gateway's database is unreachable; retry shortly"
+    if request.url.path.startswith("/wx/"):
+        body = {"errcode": -1, "errmsg": f"system error: {message}"}
+        return Response(body, status_code=503, headers=headers, media_type=MediaType.JSON)
+    return Response(
+        ErrorBody(ErrorDetail("store_unavailable", message)),
+        status_code=503,
+        headers=headers,
+        media_type=MediaType.JSON,
+    )
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     """Anything else: logged with its type only (a message may carry data), answered without detail."""
     log.error(
@@ -149,5 +171,6 @@ exception_handlers = {
     RateLimited: rate_limited_handler,
     WxError: wx_error_handler,
     HTTPException: http_exception_handler,
+    **dict.fromkeys(STORE_UNAVAILABLE, store_unavailable_handler),
     Exception: unexpected_error_handler,
 }

@@ -13,6 +13,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
+from gateway.tokens import CredentialKey
 
 __all__ = ["HealthController", "PlatformReadiness", "Readiness"]
 
@@ -55,8 +56,31 @@ class HealthController(Controller):
         return Alive("ok")
 
     @get("/metrics", cache=False, media_type="text/plain; version=0.0.4")
-    async def metrics(self, metrics: NamedDependency[Metrics]) -> bytes:
-        """Prometheus exposition."""
+    async def metrics(
+        self,
+        metrics: NamedDependency[Metrics],
+        store: NamedDependency[Store],
+        registry: NamedDependency[Registry],
+        clock: NamedDependency[Callable[[], float]],
+    ) -> bytes:
+        """Prometheus exposition; the gauges of shared state (ticket ages, open breakers, deliveries)
+        are read from the database now, so that every replica reports current values."""
+        try:
+            now = clock()
+            receipts = await store.ticket_receipts()
+            blocked = [CredentialKey.parse(key) for key in await store.credentials.blocked(now)]
+            deliveries = await store.deliveries.counts()
+        except Exception as exc:  # the counters are still worth a scrape when the database is down
+            log.warning("metrics: database unavailable: %s", type(exc).__name__)
+            metrics.sample_failed()
+        else:
+            metrics.sample(
+                (p.id for p in registry.platforms),
+                receipts,
+                ((key.kind, key.platform_id) for key in blocked),
+                deliveries,
+                now,
+            )
         return metrics.render()
 
     @get("/readyz", cache=False)

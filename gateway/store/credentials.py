@@ -164,6 +164,14 @@ class CredentialStore:
             )
             return list(keys)
 
+    async def blocked(self, now: float) -> list[str]:
+        """Keys whose 45009 breaker is open at ``now`` (nothing opened: cheap enough for every scrape)."""
+        async with self._db.sessions() as session:
+            keys = await session.scalars(
+                select(col(Credential.key)).where(col(Credential.blocked_until) > now)
+            )
+            return list(keys)
+
     async def delete(self, *keys: str) -> None:
         """Forget credentials (an authorization was revoked)."""
         async with self._db.sessions.begin() as session:

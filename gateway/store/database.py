@@ -7,11 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.crypto import SecretBox
 
-__all__ = ["Database"]
+__all__ = ["STORE_UNAVAILABLE", "Database"]
+
+# What a database that is down or restarting raises: the driver's errors as SQLAlchemy wraps them, a pool
+# timeout, and the socket's own (asyncpg's connect raises ConnectionRefusedError unwrapped).
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (DBAPIError, SATimeoutError, ConnectionError)
 
 
 class Database:

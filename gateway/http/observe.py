@@ -1,0 +1,79 @@
+"""Every HTTP request: a request id bound to its log lines and echoed back, and its route, status and
+latency counted.
+
+It wraps the app's ASGI handler, outside Litestar's routing, so that requests matching no route (404,
+405) are counted and carry a request id too: Litestar's own middleware runs only around matched handlers.
+The route label is Litestar's path template (``/v1/authorizers/{appid}/access-token``), never the raw
+path, so no appid or id becomes a label. The token route is benchmarked: this adds a few microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import Counter, Histogram
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from gateway.metrics import Metrics
+
+__all__ = ["REQUEST_ID_HEADER", "observed"]
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_HEADER = REQUEST_ID_HEADER.lower().encode()
+# An incoming id is kept when it is short and plain (a load balancer's or a caller's trace id); anything
+# else could forge log lines or blow up a log index, and is replaced.
+_SANE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def observed(app: ASGIApp, metrics: Metrics) -> ASGIApp:
+    """``app`` with request ids and HTTP metrics."""
+    # The labelled children, looked up once per (route, method, status): ``labels()`` costs more than the
+    # increments themselves. Bounded, since routes are the app's templates and methods a fixed set.
+    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        status = 500  # what the client sees if the app fails before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (_HEADER, request_id.encode())]
+            await send(message)
+
+        # bind/reset rather than structlog's bound_contextvars(): a third of the cost, same effect.
+        bound = bind_contextvars(request_id=request_id)
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            reset_contextvars(**bound)
+            route = scope.get("path_template") or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            key = (route, method, status)
+            if key not in children:
+                children[key] = (
+                    metrics.http_requests.labels(route, method, str(status)),
+                    metrics.http_latency.labels(route),
+                )
+            requests, latency = children[key]
+            requests.inc()
+            latency.observe(time.perf_counter() - started)
+
+    return handle
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _HEADER and _SANE_ID.fullmatch(value):
+            return value.decode()
+    return secrets.token_hex(8)

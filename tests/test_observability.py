@@ -1,0 +1,221 @@
+"""Observability: ``/metrics`` after driving the in-process world, request ids, JSON log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+from tests.support.world import OA, RETAIL, World
+
+TOKEN_ROUTE = "/v1/authorizers/{appid}/access-token"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(world: World) -> Samples:
+    response = await world.gateway.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def grew(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+async def test_requests_upstream_calls_renewals_and_state_are_measured(ready: World) -> None:
+    await ready.expire_everything()
+    before = await scrape(ready)
+    assert (await ready.token(OA)).status_code == 200
+    assert (await ready.token(OA)).status_code == 200  # from the cache: no renewal, no upstream call
+    assert (await ready.gateway.get(f"/nowhere/{OA}")).status_code == 404
+    after = await scrape(ready)
+
+    http = "gateway_http_requests_total"
+    assert grew(before, after, http, route=TOKEN_ROUTE, method="GET", status="200") == 2
+    assert grew(before, after, http, route="unmatched", method="GET", status="404") == 1
+    assert grew(before, after, "gateway_http_request_seconds_count", route=TOKEN_ROUTE) == 2
+    wechat = "gateway_wechat_calls_total"
+    assert grew(before, after, wechat, api="api_component_token", errcode="0") == 1
+    assert grew(before, after, wechat, api="api_authorizer_token", errcode="0") == 1
+    assert grew(before, after, "gateway_wechat_call_seconds_count", api="api_authorizer_token") == 1
+    renewals = "gateway_renewals_total"
+    assert grew(before, after, renewals, kind="component", platform="retail", outcome="ok") == 1
+    assert grew(before, after, renewals, kind="authorizer", platform="retail", outcome="ok") == 1
+
+    assert value(after, "gateway_database_up") == 1
+    for platform in ("retail", "finance"):
+        assert 0 <= value(after, "gateway_ticket_age_seconds", platform=platform) < 60
+        for kind in ("component", "authorizer", "jsapi"):
+            assert (("gateway_breakers_open", frozenset({("kind", kind), ("platform", platform)}))) in after
+    assert ("gateway_deliveries", frozenset({("status", "pending")})) in after
+    # Labels carry templates and registry ids, never an appid or a secret.
+    labels = {v for _, pairs in after for _, v in pairs}
+    assert not {v for v in labels if OA in v or RETAIL["appid"] in v or RETAIL["secret"] in v}
+
+
+async def test_45009_counts_a_quota_error_and_shows_the_open_breaker(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", errcode=45009)
+    before = await scrape(ready)
+    for _ in range(3):
+        assert (await ready.token(OA)).json()["error"]["code"] == "wechat_quota_exhausted"
+    after = await scrape(ready)
+
+    assert grew(before, after, "gateway_wechat_calls_total", api="api_authorizer_token", errcode="45009") == 1
+    assert (
+        grew(before, after, "gateway_quota_errors_total", platform="retail", api="api_authorizer_token") == 1
+    )
+    outcome = {"kind": "authorizer", "platform": "retail", "outcome": "wechat_quota_exhausted"}
+    assert grew(before, after, "gateway_renewals_total", **outcome) == 1  # the breaker holds the others
+    assert value(after, "gateway_breakers_open", kind="authorizer", platform="retail") == 1
+    assert value(after, "gateway_breakers_open", kind="component", platform="retail") == 0
+    refused = {"route": TOKEN_ROUTE, "method": "GET", "status": "503"}
+    assert grew(before, after, "gateway_http_requests_total", **refused) == 3
+
+
+async def test_61023_shows_as_a_renewal_needing_reauthorization(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_authorizer_token", errcode=61023, times=1)
+    before = await scrape(ready)
+    assert (await ready.token(OA)).status_code == 409
+    after = await scrape(ready)
+    assert grew(before, after, "gateway_wechat_calls_total", api="api_authorizer_token", errcode="61023") == 1
+    outcome = {"kind": "authorizer", "platform": "retail", "outcome": "reauthorization_required"}
+    assert grew(before, after, "gateway_renewals_total", **outcome) == 1
+
+
+async def test_unreachable_wechat_is_counted_per_attempt(ready: World) -> None:
+    await ready.expire_everything()
+    await ready.fault(endpoint="api_component_token", http_status=503)
+    before = await scrape(ready)
+    assert (await ready.token(OA)).status_code == 503
+    after = await scrape(ready)
+    failed = {"api": "api_component_token", "errcode": "http_5xx"}
+    assert grew(before, after, "gateway_wechat_calls_total", **failed) == 3  # every attempt
+    outcome = {"kind": "component", "platform": "retail", "outcome": "wechat_unavailable"}
+    assert grew(before, after, "gateway_renewals_total", **outcome) == 1
+
+
+async def test_a_platform_without_a_ticket_has_an_infinite_ticket_age(world: World) -> None:
+    samples = await scrape(world)
+    assert value(samples, "gateway_ticket_age_seconds", platform="retail") == math.inf
+
+
+async def test_metrics_answer_with_the_database_down(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert value(await scrape(world), "gateway_database_up") == 1
+
+    async def down() -> dict[str, float]:
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(world.services.store, "ticket_receipts", down)
+    samples = await scrape(world)
+    assert value(samples, "gateway_database_up") == 0
+    assert not [name for name, _ in samples if name == "gateway_ticket_age_seconds"]
+    assert value(samples, "gateway_http_requests_total", route="/metrics", method="GET", status="200") >= 1
+
+
+async def test_request_ids_are_echoed_kept_when_sane_and_made_otherwise(world: World) -> None:
+    made = (await world.gateway.get("/healthz")).headers["x-request-id"]
+    assert len(made) == 16
+    assert made != (await world.gateway.get("/healthz")).headers["x-request-id"]
+    kept = await world.gateway.get("/healthz", headers={"X-Request-Id": "lb-7f3a.2:9"})
+    assert kept.headers["x-request-id"] == "lb-7f3a.2:9"
+    for insane in ("x" * 200, "-leading-dash", "a b", '{"json": 1}'):
+        replaced = await world.gateway.get("/healthz", headers={"X-Request-Id": insane})
+        assert replaced.headers["x-request-id"] not in (insane, made)
+    assert (await world.gateway.get("/nowhere")).headers["x-request-id"]  # unmatched routes too
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The process's logging as ``gateway serve`` sets it up, into a buffer; put back afterwards."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    chatty = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "alembic")}
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    try:
+        yield stream
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        for name, chatty_level in chatty.items():
+            logging.getLogger(name).setLevel(chatty_level)
+
+
+async def test_log_lines_are_json_with_the_request_id_of_their_request(
+    ready: World, log_lines: io.StringIO
+) -> None:
+    await ready.expire_everything()
+    logging.getLogger("gateway.test").warning("outside any request, with %s", "arguments")
+    response = await ready.token(OA)  # renews two tokens: several lines, all in this request
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+
+    outside = next(line for line in lines if line["logger"] == "gateway.test")
+    assert outside["event"] == "outside any request, with arguments"
+    assert outside["level"] == "warning"
+    assert outside["timestamp"].endswith("Z")
+    assert "request_id" not in outside
+    during = [line for line in lines if line.get("request_id") == request_id]
+    events = " | ".join(line["event"] for line in during)
+    assert "wechat api_authorizer_token errcode=0" in events
+    assert "renewed authorizer:retail:" in events
+    assert {line["logger"] for line in during} >= {"gateway.wechat", "gateway.tokens"}
+    assert {line.get("request_id") for line in lines} <= {None, request_id}
+
+
+def test_log_lines_carry_exceptions_and_text_is_readable() -> None:
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        stream = io.StringIO()
+        configure_logging("warning", "json", stream)
+        configure_logging("warning", "json", stream)  # configuring again replaces, never doubles
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("gateway.test").exception("failed")
+        logging.getLogger("gateway.test").info("below the level")
+        (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+        assert (line["event"], line["level"]) == ("failed", "error")
+        assert line["exception"][0]["exc_type"] == "ValueError"
+
+        text = io.StringIO()
+        configure_logging("INFO", "text", text)
+        logging.getLogger("gateway.test").info("plain %s", "words")
+        assert "plain words" in text.getvalue()
+        assert not text.getvalue().startswith("{")
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
+@pytest.mark.parametrize(("level", "fmt"), [("LOUD", "json"), ("INFO", "xml")])
+def test_unknown_log_levels_and_formats_are_refused(level: str, fmt: str) -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_LOG_"):
+        configure_logging(level, fmt, io.StringIO())
