@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.servers import free_port
+
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "config" / "registry.example.yaml"
 RETAIL_APPID = "wxc0mp000000001"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:

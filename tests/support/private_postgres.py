@@ -11,23 +11,17 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.servers import free_port
+
 __all__ = ["PrivatePostgres", "postgres_binaries", "private_postgres"]
 
 _BIN_ROOT = Path("/usr/lib/postgresql")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def postgres_binaries() -> Path | None:
@@ -77,7 +71,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         initdb = [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust"]
         subprocess.run(_as_postgres(initdb), check=True, capture_output=True, timeout=120)
-        server = PrivatePostgres(bindir, datadir, _free_port())
+        server = PrivatePostgres(bindir, datadir, free_port())
         server.start()
         try:
             yield server

@@ -11,7 +11,15 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["serve_in_thread"]
+__all__ = ["free_port", "serve_in_thread"]
+
+
+def free_port() -> int:
+    """A loopback port free at the moment of asking (for a process that binds it itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextmanager
