@@ -14,6 +14,7 @@ from gateway.access import require
 from gateway.catalog import Catalog, CatalogPage
 from gateway.errors import ApiError
 from gateway.http.errors import V1_ERRORS
+from gateway.http.params import whole_number
 from gateway.registry import Client
 from gateway.store import Store
 
@@ -91,8 +92,8 @@ class CatalogController(Controller):
 async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPage:
     """One page of the audit log as the query ``params`` ask: ``limit``, ``cursor`` (an id: older
     entries), ``actor``, ``action``, ``authorizer_appid``, ``platform``, ``since``, ``until``."""
-    limit = _number(params.get("limit"), "limit", 100, 1, 500)
-    before = _number(params.get("cursor"), "cursor", None, 1, 2**62)
+    limit = whole_number(params.get("limit"), "limit", 100, 1, 500)
+    before = whole_number(params.get("cursor"), "cursor", None, 1, 2**62)
     pairs, more = await store.audit.page(
         before_id=before,
         limit=limit or 100,
@@ -100,20 +101,11 @@ async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPag
         action=params.get("action") or None,
         authorizer_appid=params.get("authorizer_appid") or None,
         platform_id=params.get("platform") or None,
-        since=_number(params.get("since"), "since", None, 0, 2**40),
-        until=_number(params.get("until"), "until", None, 0, 2**40),
+        since=whole_number(params.get("since"), "since", None, 0, 2**40),
+        until=whole_number(params.get("until"), "until", None, 0, 2**40),
     )
     items = [
         AuditEntryView(i, r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
         for i, r in pairs
     ]
     return AuditLogPage(items, str(pairs[-1][0]) if more and pairs else None)
-
-
-def _number(raw: str | None, name: str, default: int | None, low: int, high: int) -> int | None:
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        status, code = (400, "invalid_cursor") if name == "cursor" else (422, "invalid_request")
-        raise ApiError(status, code, f"{name}: must be a whole number from {low} to {high}")
-    return int(raw)

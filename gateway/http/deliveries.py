@@ -13,6 +13,7 @@ from gateway.access import require
 from gateway.delivery import DeliveryService
 from gateway.errors import ApiError
 from gateway.http.errors import V1_ERRORS
+from gateway.http.params import whole_number
 from gateway.registry import Client
 from gateway.store import Store
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
@@ -45,14 +46,12 @@ class DeliveriesController(Controller):
         status = params.get("status") or None
         if status is not None and status not in DELIVERY_STATUSES:
             raise ApiError(422, "invalid_request", f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
-        limit = params.get("limit") or "100"
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
-            raise ApiError(422, "invalid_request", f"limit: must be a whole number from 1 to {MAX_PAGE}")
+        limit = whole_number(params.get("limit"), "limit", 100, 1, MAX_PAGE) or 100
         cursor = params.get("cursor") or None
         if cursor is not None and not is_record_id(cursor):
             raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
         items, more = await store.deliveries.page(
-            status=status, client_id=params.get("client") or None, before=cursor, limit=int(limit)
+            status=status, client_id=params.get("client") or None, before=cursor, limit=limit
         )
         return DeliveriesPage(items, items[-1].id if more and items else None)
 

@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 
 from gateway.demo import demo_environment
 from tests.support.flows import approve_authorization, push_ticket
+from tests.support.servers import free_port
 
 __all__ = [
     "AUTHORIZER",
@@ -74,13 +74,6 @@ done = function(summary, latency, requests)
     latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(check: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> object:
