@@ -131,10 +131,14 @@ class Catalog(ReadsRegistry):
         """One page of rows, the total matching, and the cursor of the next page."""
         where = self.filters(params)
         limit = _limit(params.get("limit"))
-        after = _decode_cursor(params.get("cursor"))
+        cursor = _decode_cursor(params.get("cursor"))
+        after, total = (None, None) if cursor is None else cursor
         rows, more = await self._query.page(where, after, limit)
-        total = await self._query.count(where)
-        next_cursor = _encode_cursor(rows[-1].authorizer_appid) if more and rows else None
+        if total is None:
+            # Counted once, on the first page (the whole result when it fits); later pages carry it in
+            # their cursor, so walking a filter costs one count, not one per page.
+            total = len(rows) if after is None and not more else await self._query.count(where)
+        next_cursor = _encode_cursor(rows[-1].authorizer_appid, total) if more and rows else None
         return CatalogPage([self._row(r) for r in rows], total, next_cursor)
 
     async def counts(self, params: Mapping[str, str]) -> CatalogCounts:
@@ -242,17 +246,25 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
-def _encode_cursor(appid: str) -> str:
-    return base64.urlsafe_b64encode(f"v1:{appid}".encode()).decode().rstrip("=")
+def _encode_cursor(appid: str, total: int) -> str:
+    return base64.urlsafe_b64encode(f"v2:{total}:{appid}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(raw: str | None) -> str | None:
+def _decode_cursor(raw: str | None) -> tuple[str, int | None] | None:
+    """(the appid to continue after, the total the first page counted); None without a cursor. A ``v1``
+    cursor (before totals were carried) has no total."""
     if not raw:
         return None
+    invalid = ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out") from None
-    if not decoded.startswith("v1:") or len(decoded) > 70:
-        raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
-    return decoded[3:]
+        raise invalid from None
+    if len(decoded) > 90:
+        raise invalid
+    if decoded.startswith("v1:"):
+        return decoded[3:], None
+    version, total, appid = [*decoded.split(":", 2), "", ""][:3]
+    if version != "v2" or not total.isascii() or not total.isdigit() or len(total) > 12 or not appid:
+        raise invalid
+    return appid, int(total)

@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import select, update
 from sqlmodel import col
 
+from gateway.store.catalog import refresh_entries
 from gateway.store.database import Database
 from gateway.store.tables import Authorization, AuthorizationCode, AuthorizerProfileRow
 
@@ -140,6 +141,7 @@ class AuthorizationStore:
             await session.execute(
                 insert.on_conflict_do_update(index_elements=["platform_id", "authorizer_appid"], set_=values)
             )
+            await session.execute(refresh_entries(self._db, [appid]))
         return StoredAuthorization(platform_id, appid, func_ids, "active", now, now, None)
 
     async def set_refresh_token(self, platform_id: str, appid: str, refresh_token: str) -> None:
@@ -158,6 +160,7 @@ class AuthorizationStore:
                     updated_at=self._db.clock(),
                 )
             )
+            await session.execute(refresh_entries(self._db, [appid]))
 
     async def set_status(self, platform_id: str, appid: str, status: AuthorizationStatus) -> None:
         """Mark an authorization revoked or needing re-authorization (kept for the catalog)."""
@@ -171,6 +174,7 @@ class AuthorizationStore:
                 )
                 .values(status=status, updated_at=now, revoked_at=now if status == "revoked" else None)
             )
+            await session.execute(refresh_entries(self._db, [appid]))
 
     async def code_exchanged(self, code: str) -> bool:
         """Whether this authorization code was exchanged before."""
@@ -209,6 +213,7 @@ class AuthorizationStore:
                     set_={k: v for k, v in values.items() if k != "authorizer_appid"},
                 )
             )
+            await session.execute(refresh_entries(self._db, [profile.authorizer_appid]))
         return stamped
 
     async def save_binding(self, appid: str, binding: str, open_appid: str | None) -> None:
@@ -219,6 +224,7 @@ class AuthorizationStore:
                 .where(col(AuthorizerProfileRow.authorizer_appid) == appid)
                 .values(binding=binding, open_appid=open_appid, binding_checked_at=self._db.clock())
             )
+            await session.execute(refresh_entries(self._db, [appid]))
 
     async def profile(self, appid: str) -> Profile | None:
         """What WeChat last said of ``appid``, or None before any sync."""

@@ -2,24 +2,36 @@
 
 A row's status is derived from its authorizations (active if any is; else needing re-authorization if any
 is; else revoked); its name, kind and binding come from the profile the last sync or authorization saved.
+``catalog_entries`` keeps that summary per authorizer, indexed: every write to an authorization or a
+profile calls ``refresh_entries`` in its own transaction, so a page is one indexed range read in appid
+order that stops after ``limit`` rows, whatever the catalog's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Select, and_, case, exists, func, or_, select
+from sqlalchemy import Executable, Select, case, func, literal, select
 
 from gateway.store.database import Database
-from gateway.store.tables import Authorization, AuthorizerProfileRow, Credential
+from gateway.store.tables import Authorization, AuthorizerProfileRow, CatalogEntry, Credential
 
-__all__ = ["CatalogFilter", "CatalogQuery", "StoredCounts", "StoredGrant", "StoredRow"]
+__all__ = [
+    "CatalogFilter",
+    "CatalogQuery",
+    "StoredCounts",
+    "StoredGrant",
+    "StoredRow",
+    "refresh_entries",
+]
 
 _A = Authorization.__table__  # type: ignore[attr-defined]
 _P = AuthorizerProfileRow.__table__  # type: ignore[attr-defined]
 _C = Credential.__table__  # type: ignore[attr-defined]
+_E = CatalogEntry.__table__  # type: ignore[attr-defined]
+_ENTRY_COLUMNS = ("authorizer_appid", "status", "platforms", "kind", "binding", "search")
 
 
 class CatalogFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,15 +79,72 @@ class StoredCounts(msgspec.Struct, frozen=True, kw_only=True):
     by_platform: dict[str, int]
 
 
-def _status() -> Any:
+def refresh_entries(db: Database, appids: Collection[str]) -> Executable:
+    """The statement that rewrites the catalog entries of ``appids`` from their authorizations and
+    profiles; run it in the transaction that changed them."""
+
     def count(state: str) -> Any:
         return func.sum(case((_A.c.status == state, 1), else_=0))
 
-    return case(
+    status = case(
         (count("active") > 0, "active"),
         (count("reauthorization_required") > 0, "reauthorization_required"),
         else_="revoked",
     )
+    appid = _A.c.authorizer_appid
+    source = (
+        select(
+            appid,
+            status,
+            literal("|") + func.aggregate_strings(_A.c.platform_id, "|") + literal("|"),
+            _P.c.kind,
+            func.coalesce(_P.c.binding, "unknown"),
+            func.lower(
+                appid
+                + literal("\n")
+                + func.coalesce(_P.c.nick_name, "")
+                + literal("\n")
+                + func.coalesce(_P.c.principal_name, "")
+            ),
+        )
+        .select_from(_A.outerjoin(_P, _P.c.authorizer_appid == appid))
+        .where(appid.in_(list(appids)))
+        .group_by(appid, _P.c.kind, _P.c.binding, _P.c.nick_name, _P.c.principal_name)
+    )
+    insert = db.insert(CatalogEntry).from_select(list(_ENTRY_COLUMNS), source)
+    return insert.on_conflict_do_update(
+        index_elements=["authorizer_appid"],
+        set_={name: insert.excluded[name] for name in _ENTRY_COLUMNS[1:]},
+    )
+
+
+def _conditions(where: CatalogFilter) -> list[Any]:
+    conditions: list[Any] = []
+    if where.platform is not None:
+        conditions.append(_E.c.platforms.contains(f"|{where.platform}|", autoescape=True))
+    if where.kind is not None:
+        conditions.append(_E.c.kind == where.kind)
+    if where.status is not None:
+        conditions.append(_E.c.status == where.status)
+    if where.binding is not None:
+        conditions.append(_E.c.binding == where.binding)
+    if where.q:
+        conditions.append(_E.c.search.contains(where.q.lower(), autoescape=True))
+    return conditions
+
+
+def _rows() -> Select[Any]:
+    return select(
+        _E.c.authorizer_appid.label("appid"),
+        _E.c.status,
+        _E.c.kind,
+        _P.c.nick_name,
+        _P.c.principal_name,
+        _P.c.verify_type,
+        _E.c.binding,
+        _P.c.open_appid,
+        _P.c.synced_at,
+    ).select_from(_E.outerjoin(_P, _P.c.authorizer_appid == _E.c.authorizer_appid))
 
 
 class CatalogQuery:
@@ -84,83 +153,40 @@ class CatalogQuery:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _filtered(self, where: CatalogFilter) -> Select[Any]:
-        per_authorizer = (
-            select(_A.c.authorizer_appid.label("appid"), _status().label("status"))
-            .group_by(_A.c.authorizer_appid)
-            .subquery("per_authorizer")
-        )
-        binding = func.coalesce(_P.c.binding, "unknown")
-        query = select(
-            per_authorizer.c.appid,
-            per_authorizer.c.status,
-            _P.c.kind,
-            _P.c.nick_name,
-            _P.c.principal_name,
-            _P.c.verify_type,
-            binding.label("binding"),
-            _P.c.open_appid,
-            _P.c.synced_at,
-        ).select_from(per_authorizer.outerjoin(_P, _P.c.authorizer_appid == per_authorizer.c.appid))
-        conditions: list[Any] = []
-        if where.platform is not None:
-            conditions.append(
-                exists().where(
-                    and_(_A.c.authorizer_appid == per_authorizer.c.appid, _A.c.platform_id == where.platform)
-                )
-            )
-        if where.kind is not None:
-            conditions.append(_P.c.kind == where.kind)
-        if where.status is not None:
-            conditions.append(per_authorizer.c.status == where.status)
-        if where.binding is not None:
-            conditions.append(binding == where.binding)
-        if where.q:
-            needle = where.q.lower()
-            conditions.append(
-                or_(
-                    func.lower(per_authorizer.c.appid).contains(needle, autoescape=True),
-                    func.lower(func.coalesce(_P.c.nick_name, "")).contains(needle, autoescape=True),
-                    func.lower(func.coalesce(_P.c.principal_name, "")).contains(needle, autoescape=True),
-                )
-            )
-        return query.where(*conditions) if conditions else query
-
     async def page(self, where: CatalogFilter, after: str | None, limit: int) -> tuple[list[StoredRow], bool]:
         """Up to ``limit`` rows after the appid ``after``; and whether more follow."""
-        subquery = self._filtered(where).subquery("catalog")
-        paged = select(subquery)
+        query = _rows().where(*_conditions(where))
         if after is not None:
-            paged = paged.where(subquery.c.appid > after)
-        paged = paged.order_by(subquery.c.appid).limit(limit + 1)
+            query = query.where(_E.c.authorizer_appid > after)
+        query = query.order_by(_E.c.authorizer_appid).limit(limit + 1)
         async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(paged)).all()
+            rows = (await conn.execute(query)).all()
             more = len(rows) > limit
             stored = await self._stored(conn, rows[:limit])
         return stored, more
 
     async def one(self, appid: str) -> StoredRow | None:
         """The row of one authorizer, or None when no platform ever held its authorization."""
-        subquery = self._filtered(CatalogFilter()).subquery("catalog")
         async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(select(subquery).where(subquery.c.appid == appid))).all()
+            rows = (await conn.execute(_rows().where(_E.c.authorizer_appid == appid))).all()
             stored = await self._stored(conn, rows)
         return stored[0] if stored else None
 
     async def count(self, where: CatalogFilter) -> int:
         """How many authorizers match."""
-        query = select(func.count()).select_from(self._filtered(where).subquery("catalog"))
+        query = select(func.count()).select_from(_E).where(*_conditions(where))
         async with self._db.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
     async def counts(self, where: CatalogFilter) -> StoredCounts:
         """Of the authorizers that match: how many in each binding state, and how many each platform
         holds an authorization of (any status)."""
-        matching = self._filtered(where).subquery("catalog")
-        by_binding = select(matching.c.binding, func.count()).group_by(matching.c.binding)
+        conditions = _conditions(where)
+        by_binding = select(_E.c.binding, func.count()).where(*conditions).group_by(_E.c.binding)
         by_platform = (
-            select(_A.c.platform_id, func.count(func.distinct(_A.c.authorizer_appid)))
-            .select_from(_A.join(matching, matching.c.appid == _A.c.authorizer_appid))
+            select(_A.c.platform_id, func.count())
+            .select_from(_A.join(_E, _E.c.authorizer_appid == _A.c.authorizer_appid))
+            .where(*conditions)
             .group_by(_A.c.platform_id)
         )
         async with self._db.engine.connect() as conn:

@@ -14,6 +14,7 @@ __all__ = [
     "Authorization",
     "AuthorizationCode",
     "AuthorizerProfileRow",
+    "CatalogEntry",
     "ComponentPush",
     "ComponentTicket",
     "Credential",
@@ -169,6 +170,26 @@ class AuthorizerProfileRow(SQLModel, table=True):
     )
     open_appid: str | None = Field(default=None, max_length=64)
     binding_checked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+
+
+class CatalogEntry(SQLModel, table=True):
+    """One catalog row's filterable summary, derived from the authorizer's authorizations and profile and
+    rewritten with them in the same transaction (gateway.store.catalog.refresh_entries): filtered pages
+    read one indexed table in appid order instead of aggregating every authorization."""
+
+    __tablename__ = "catalog_entries"
+    __table_args__ = (
+        Index("ix_catalog_entries_status", "status", "authorizer_appid"),
+        Index("ix_catalog_entries_kind", "kind", "authorizer_appid"),
+        Index("ix_catalog_entries_binding", "binding", "authorizer_appid"),
+    )
+
+    authorizer_appid: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=32)  # active if any authorization is, else reauthorization_required…
+    platforms: str = Field(sa_column=Column(Text, nullable=False))  # "|a|b|": every platform, any status
+    kind: str | None = Field(default=None, max_length=32)
+    binding: str = Field(max_length=32)
+    search: str = Field(sa_column=Column(Text, nullable=False))  # lower(appid, name, principal) for q
 
 
 class WebSession(SQLModel, table=True):
