@@ -70,11 +70,13 @@ class OpenBindingService(ReadsRegistry):
         """The group's binding open account, from the registry."""
         return self._registry.group.open_appid
 
-    async def check(self, appid: str) -> OpenBinding:
-        """Where ``appid`` is bound, changing nothing (``unbound`` when nowhere)."""
+    async def check(self, appid: str, *, record: bool = True) -> OpenBinding:
+        """Where ``appid`` is bound, changing nothing at WeChat (``unbound`` when nowhere); recorded for
+        the catalog unless ``record`` is false (a catalog sync records it with the profile)."""
         token = await self._token(appid)
         bound_to = await self._guarded(self._wechat.open_get(token))
-        return await self._remember(appid, self._state(bound_to, newly=False))
+        result = self._state(bound_to, newly=False)
+        return await self._remember(appid, result) if record else result
 
     async def ensure(self, appid: str, *, actor: str, dry_run: bool = False) -> OpenBinding:
         """Bind ``appid`` to the group's open account when it is bound nowhere.

@@ -53,7 +53,7 @@ from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
 from gateway.store import Store
-from gateway.store.authorizations import Profile, StoredAuthorization
+from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
 from gateway.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
 from gateway.wechat import AuthorizerDetails, WeChatClient
 
@@ -70,6 +70,7 @@ QUOTA_STRIKES = 3  # 45009 answers in a row on one platform before its remaining
 HOLD_FRACTION = 0.9  # of the interval: how long the syncing replica keeps the lease after a sync
 ACTOR = "catalog-sync"  # in the audit log
 HAVE_OPEN_API = "cgi-bin/open/have"
+BATCH = 200  # authorizations, or profiles with their bindings, written per transaction
 # Routing refusals meaning that no live authorization can ask WeChat anything for the account.
 NO_LIVE_GRANT = frozenset({"authorizer_unknown", "authorization_revoked", "reauthorization_required"})
 
@@ -128,6 +129,12 @@ class _Run:
     gate: asyncio.Semaphore
     profiles: dict[str, Profile] = field(default_factory=dict)  # accounts confirmed live, by appid
     quota_strikes: Counter[str] = field(default_factory=Counter)  # 45009s in a row, by platform
+    # What is learnt is written in batches (a transaction each) rather than one transaction per account:
+    # authorizations to record (and whether to audit them as granted), profiles with their binding, and
+    # profiles whose binding could not be checked (it stays as it was).
+    grants: list[tuple[Grant, bool]] = field(default_factory=list)
+    surveyed: list[tuple[Profile, Binding]] = field(default_factory=list)
+    unsurveyed: list[Profile] = field(default_factory=list)
 
     def problem(self, platform_id: str | None, appid: str | None, problem: str) -> None:
         self.summary.problems.append(SyncProblem(platform_id, appid, problem))
@@ -193,11 +200,13 @@ class CatalogSync(ReadsRegistry):
         run.summary.authorizations = len(pairs)
         step = _stage(track, "authorizer info", len(pairs))
         await asyncio.gather(*(self._examine(pair, run, step) for pair in pairs))
+        await self._write_grants(run, everything=True)
 
         appids = sorted(run.profiles)
         run.summary.authorizers = len(appids)
         step = _stage(track, "open binding", len(appids))
         await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
+        await self._write_surveys(run, everything=True)
 
         run.summary.duration_s = round(time.monotonic() - started, 3)
         summary = run.summary
@@ -275,6 +284,7 @@ class CatalogSync(ReadsRegistry):
             except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(platform_id, pair.appid, f"authorizer info: {_words(exc)}")
             step()
+        await self._write_grants(run)
 
     async def _examine_one(self, pair: _Pair, run: _Run) -> None:
         platform = pair.platform
@@ -309,14 +319,7 @@ class CatalogSync(ReadsRegistry):
             if current is None:
                 run.problem(platform_id, appid, "WeChat gave no refresh token for this authorization")
                 return
-            await store.authorize(platform_id, appid, current, details.func_ids)
-            self._audit.record(
-                ACTOR,
-                "authorization.granted",
-                platform_id=platform_id,
-                authorizer_appid=appid,
-                detail="func_ids " + ",".join(str(i) for i in sorted(details.func_ids)),
-            )
+            run.grants.append((Grant(platform_id, appid, current, details.func_ids), True))
             if stored is None:
                 summary.new += 1
             else:
@@ -324,7 +327,7 @@ class CatalogSync(ReadsRegistry):
         elif current is not None and current != held:
             # The stored refresh token was lost or refused (61023): recovered. Or WeChat's is newer (a
             # re-authorization whose event is still on its way): taken.
-            await store.authorize(platform_id, appid, current, details.func_ids)
+            run.grants.append((Grant(platform_id, appid, current, details.func_ids), False))
             if held is None or stored.status == "reauthorization_required":
                 log.info(
                     "recovered the refresh token of %s on %s from the authorizer list", appid, platform_id
@@ -340,36 +343,60 @@ class CatalogSync(ReadsRegistry):
             summary.reauthorization_required += 1
             return
         elif details.func_ids != stored.func_ids:
-            await store.authorize(platform_id, appid, held, details.func_ids)
+            run.grants.append((Grant(platform_id, appid, held, details.func_ids), False))
             summary.updated += 1
-        else:
-            return
-        self._authorizations.forget_grants(appid)
+
+    async def _write_grants(self, run: _Run, *, everything: bool = False) -> None:
+        """Record the queued authorizations, a batch at a time; all of them with ``everything``."""
+        while len(run.grants) >= BATCH or (everything and run.grants):
+            batch, run.grants = run.grants[:BATCH], run.grants[BATCH:]  # before awaiting: others queue on
+            await self._store.authorizations.authorize_many([grant for grant, _ in batch])
+            for grant, granted in batch:
+                self._authorizations.forget_grants(grant.authorizer_appid)
+                if granted:
+                    self._audit.record(
+                        ACTOR,
+                        "authorization.granted",
+                        platform_id=grant.platform_id,
+                        authorizer_appid=grant.authorizer_appid,
+                        detail="func_ids " + ",".join(str(i) for i in sorted(grant.func_ids)),
+                    )
 
     async def _survey(self, appid: str, run: _Run, step: Callable[[], None]) -> None:
-        """The account's profile and binding, recorded."""
+        """The account's binding, queued with its profile to be recorded."""
+        profile = run.profiles[appid]
         async with run.gate:
             try:
-                await self._store.authorizations.save_profile(run.profiles[appid])
-                state = await self._binding_state(appid, run)
-                run.summary.bindings[state] = run.summary.bindings.get(state, 0) + 1
+                binding = await self._binding_state(appid, run)
+                run.summary.bindings[binding.state] = run.summary.bindings.get(binding.state, 0) + 1
+                run.surveyed.append((profile, binding))
             except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
+                run.unsurveyed.append(profile)
             step()
+        await self._write_surveys(run)
 
-    async def _binding_state(self, appid: str, run: _Run) -> str:
-        """Where ``appid`` is bound, as the catalog says it, recorded with its profile."""
+    async def _write_surveys(self, run: _Run, *, everything: bool = False) -> None:
+        """Record the queued profiles (with their bindings), a batch at a time; all with ``everything``."""
+        store = self._store.authorizations
+        while len(run.surveyed) >= BATCH or (everything and run.surveyed):
+            batch, run.surveyed = run.surveyed[:BATCH], run.surveyed[BATCH:]
+            await store.save_profiles([profile for profile, _ in batch], [binding for _, binding in batch])
+        while len(run.unsurveyed) >= BATCH or (everything and run.unsurveyed):
+            profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
+            await store.save_profiles(profiles)
+
+    async def _binding_state(self, appid: str, run: _Run) -> Binding:
+        """Where ``appid`` is bound, as the catalog says it."""
         try:
-            return (await self._binding.check(appid)).state  # open/get (24 / 25); records the state
+            checked = await self._binding.check(appid, record=False)  # open/get (24 / 25)
         except ApiError as exc:
             if exc.code in NO_LIVE_GRANT:
-                state = "unknown"
-            elif exc.code == "permission_set_missing":
-                state = await self._have_open(appid, run)
-            else:
-                raise
-        await self._store.authorizations.save_binding(appid, state, None)
-        return state
+                return Binding("unknown")
+            if exc.code == "permission_set_missing":
+                return Binding(await self._have_open(appid, run))
+            raise
+        return Binding(checked.state, checked.open_appid)
 
     async def _have_open(self, appid: str, run: _Run) -> str:
         """open/have through a platform holding set 3 or 30: ``unbound``, or ``unknown`` when the account

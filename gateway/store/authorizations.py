@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
@@ -13,7 +15,7 @@ from gateway.store.catalog import refresh_entries
 from gateway.store.database import Database
 from gateway.store.tables import Authorization, AuthorizationCode, AuthorizerProfileRow
 
-__all__ = ["AuthorizationStatus", "AuthorizationStore", "StoredAuthorization"]
+__all__ = ["AuthorizationStatus", "AuthorizationStore", "Binding", "Grant", "Profile", "StoredAuthorization"]
 
 AuthorizationStatus = Literal["active", "revoked", "reauthorization_required"]
 
@@ -30,6 +32,23 @@ class StoredAuthorization(msgspec.Struct, frozen=True):
     revoked_at: float | None
 
 
+@dataclass(frozen=True)
+class Grant:
+    """An authorization to record: who granted which platform what, with its refresh token."""
+
+    platform_id: str
+    authorizer_appid: str
+    refresh_token: str = field(repr=False)  # a secret: never in a repr
+    func_ids: frozenset[int]
+
+
+class Binding(msgspec.Struct, frozen=True):
+    """Where an account is bound: ``bound``, ``bound_elsewhere``, ``unbound`` or ``unknown``."""
+
+    state: str
+    open_appid: str | None = None
+
+
 class Profile(msgspec.Struct, frozen=True):
     """What WeChat last said of an account."""
 
@@ -42,6 +61,10 @@ class Profile(msgspec.Struct, frozen=True):
     service_type: int = 0
     account_status: int = 1
     synced_at: float = 0.0
+
+
+_AUTHORIZATIONS = Authorization.__table__  # type: ignore[attr-defined]  # Core: executemany upserts
+_PROFILES = AuthorizerProfileRow.__table__  # type: ignore[attr-defined]
 
 
 def _func_ids(text: str) -> frozenset[int]:
@@ -126,23 +149,42 @@ class AuthorizationStore:
         self, platform_id: str, appid: str, refresh_token: str, func_ids: frozenset[int]
     ) -> StoredAuthorization:
         """Record a (re-)authorization: active, with this refresh token and these permission sets."""
+        return (await self.authorize_many([Grant(platform_id, appid, refresh_token, func_ids)]))[0]
+
+    async def authorize_many(self, grants: Sequence[Grant]) -> list[StoredAuthorization]:
+        """``authorize`` for many at once, in one transaction (a catalog sync's batches)."""
         now = self._db.clock()
-        values = {
-            "refresh_token_sealed": self._seal(platform_id, appid, refresh_token),
-            "func_ids": ",".join(str(i) for i in sorted(func_ids)),
-            "status": "active",
-            "updated_at": now,
-            "revoked_at": None,
-        }
-        insert = self._db.insert(Authorization).values(
-            platform_id=platform_id, authorizer_appid=appid, authorized_at=now, **values
-        )
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                insert.on_conflict_do_update(index_elements=["platform_id", "authorizer_appid"], set_=values)
-            )
-            await session.execute(refresh_entries(self._db, [appid]))
-        return StoredAuthorization(platform_id, appid, func_ids, "active", now, now, None)
+        # Rows in key order (so are the entries refreshed): concurrent batches lock in one order.
+        ordered = sorted(grants, key=lambda g: (g.platform_id, g.authorizer_appid))
+        rows = [
+            {
+                "platform_id": g.platform_id,
+                "authorizer_appid": g.authorizer_appid,
+                "authorized_at": now,
+                "refresh_token_sealed": self._seal(g.platform_id, g.authorizer_appid, g.refresh_token),
+                "func_ids": ",".join(str(i) for i in sorted(g.func_ids)),
+                "status": "active",
+                "updated_at": now,
+                "revoked_at": None,
+            }
+            for g in ordered
+        ]
+        if rows:
+            insert = self._db.insert(_AUTHORIZATIONS)
+            replaced = ("refresh_token_sealed", "func_ids", "status", "updated_at", "revoked_at")
+            async with self._db.sessions.begin() as session:
+                await session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["platform_id", "authorizer_appid"],
+                        set_={name: insert.excluded[name] for name in replaced},
+                    ),
+                    rows,
+                )
+                await refresh_entries(session, self._db, {g.authorizer_appid for g in grants})
+        return [
+            StoredAuthorization(g.platform_id, g.authorizer_appid, g.func_ids, "active", now, now, None)
+            for g in grants
+        ]
 
     async def set_refresh_token(self, platform_id: str, appid: str, refresh_token: str) -> None:
         """Keep the refresh token WeChat returned (it may change); reactivates a lost authorization."""
@@ -160,7 +202,7 @@ class AuthorizationStore:
                     updated_at=self._db.clock(),
                 )
             )
-            await session.execute(refresh_entries(self._db, [appid]))
+            await refresh_entries(session, self._db, [appid])
 
     async def set_status(self, platform_id: str, appid: str, status: AuthorizationStatus) -> None:
         """Mark an authorization revoked or needing re-authorization (kept for the catalog)."""
@@ -174,7 +216,7 @@ class AuthorizationStore:
                 )
                 .values(status=status, updated_at=now, revoked_at=now if status == "revoked" else None)
             )
-            await session.execute(refresh_entries(self._db, [appid]))
+            await refresh_entries(session, self._db, [appid])
 
     async def code_exchanged(self, code: str) -> bool:
         """Whether this authorization code was exchanged before."""
@@ -203,17 +245,31 @@ class AuthorizationStore:
 
     async def save_profile(self, profile: Profile) -> Profile:
         """Keep what WeChat said of an account, stamped with now."""
-        stamped = msgspec.structs.replace(profile, synced_at=self._db.clock())
-        values = msgspec.structs.asdict(stamped)
-        insert = self._db.insert(AuthorizerProfileRow).values(**values)
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["authorizer_appid"],
-                    set_={k: v for k, v in values.items() if k != "authorizer_appid"},
+        return (await self.save_profiles([profile]))[0]
+
+    async def save_profiles(
+        self, profiles: Sequence[Profile], bindings: Sequence[Binding] | None = None
+    ) -> list[Profile]:
+        """``save_profile`` for many at once, in one transaction; with ``bindings`` (one per profile, in
+        the same order) each account's binding is recorded with its profile (a catalog sync's batches)."""
+        now = self._db.clock()
+        stamped = [msgspec.structs.replace(p, synced_at=now) for p in profiles]
+        rows = [msgspec.structs.asdict(p) for p in stamped]
+        if bindings is not None:
+            for row, binding in zip(rows, bindings, strict=True):
+                row.update(binding=binding.state, open_appid=binding.open_appid, binding_checked_at=now)
+        rows.sort(key=lambda row: str(row["authorizer_appid"]))  # one lock order for concurrent batches
+        if rows:
+            insert = self._db.insert(_PROFILES)
+            async with self._db.sessions.begin() as session:
+                await session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["authorizer_appid"],
+                        set_={name: insert.excluded[name] for name in rows[0] if name != "authorizer_appid"},
+                    ),
+                    rows,
                 )
-            )
-            await session.execute(refresh_entries(self._db, [profile.authorizer_appid]))
+                await refresh_entries(session, self._db, {p.authorizer_appid for p in profiles})
         return stamped
 
     async def save_binding(self, appid: str, binding: str, open_appid: str | None) -> None:
@@ -224,7 +280,7 @@ class AuthorizationStore:
                 .where(col(AuthorizerProfileRow.authorizer_appid) == appid)
                 .values(binding=binding, open_appid=open_appid, binding_checked_at=self._db.clock())
             )
-            await session.execute(refresh_entries(self._db, [appid]))
+            await refresh_entries(session, self._db, [appid])
 
     async def profile(self, appid: str) -> Profile | None:
         """What WeChat last said of ``appid``, or None before any sync."""

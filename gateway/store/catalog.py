@@ -9,11 +9,15 @@ order that stops after ``limit`` rows, whatever the catalog's size.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import Executable, Select, case, func, literal, select
+from sqlalchemy import Executable, Select, bindparam, case, func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.store.database import Database
 from gateway.store.tables import Authorization, AuthorizerProfileRow, CatalogEntry, Credential
@@ -79,9 +83,16 @@ class StoredCounts(msgspec.Struct, frozen=True, kw_only=True):
     by_platform: dict[str, int]
 
 
-def refresh_entries(db: Database, appids: Collection[str]) -> Executable:
-    """The statement that rewrites the catalog entries of ``appids`` from their authorizations and
-    profiles; run it in the transaction that changed them."""
+async def refresh_entries(session: AsyncSession, db: Database, appids: Collection[str]) -> None:
+    """Rewrite the catalog entries of ``appids`` from their authorizations and profiles, in the
+    transaction of ``session`` (the one that changed them)."""
+    if appids:
+        await session.execute(_refresh_statement(db.is_postgresql), {"appids": list(appids)})
+
+
+@functools.cache
+def _refresh_statement(postgresql: bool) -> Executable:
+    """Built once per dialect (it is on the path of every authorization and profile write)."""
 
     def count(state: str) -> Any:
         return func.sum(case((_A.c.status == state, 1), else_=0))
@@ -108,10 +119,12 @@ def refresh_entries(db: Database, appids: Collection[str]) -> Executable:
             ),
         )
         .select_from(_A.outerjoin(_P, _P.c.authorizer_appid == appid))
-        .where(appid.in_(list(appids)))
+        .where(appid.in_(bindparam("appids", expanding=True)))
         .group_by(appid, _P.c.kind, _P.c.binding, _P.c.nick_name, _P.c.principal_name)
+        .order_by(appid)  # rows locked in one order: concurrent refreshes of overlapping sets cannot deadlock
     )
-    insert = db.insert(CatalogEntry).from_select(list(_ENTRY_COLUMNS), source)
+    dialect_insert = pg_insert if postgresql else sqlite_insert
+    insert = dialect_insert(_E).from_select(list(_ENTRY_COLUMNS), source)  # Core: not an ORM bulk insert
     return insert.on_conflict_do_update(
         index_elements=["authorizer_appid"],
         set_={name: insert.excluded[name] for name in _ENTRY_COLUMNS[1:]},

@@ -34,8 +34,9 @@ class Database:
         """Whether the engine speaks PostgreSQL (else SQLite)."""
         return self.engine.dialect.name == "postgresql"
 
-    def insert(self, table: type[Any]) -> postgresql.Insert | sqlite.Insert:
-        """INSERT for ``table`` with the dialect's ON CONFLICT support (spelled alike on both)."""
+    def insert(self, table: Any) -> postgresql.Insert | sqlite.Insert:
+        """INSERT for ``table`` (a model or a Core table) with the dialect's ON CONFLICT support (spelled
+        alike on both)."""
         if self.is_postgresql:
             return postgresql.insert(table)
         return sqlite.insert(table)
