@@ -139,11 +139,23 @@ class AuthorizationStore:
 
     async def refresh_token(self, platform_id: str, appid: str) -> str | None:
         """The stored refresh token of an authorization, opened."""
+        found = await self.get_with_refresh_token(platform_id, appid)
+        return None if found is None else found[1]
+
+    async def get_with_refresh_token(
+        self, platform_id: str, appid: str
+    ) -> tuple[StoredAuthorization, str | None] | None:
+        """One authorization with its refresh token opened (None when lost), in one read; None if none."""
         async with self._db.sessions() as session:
             row = await session.get(Authorization, (platform_id, appid))
-        if row is None or row.refresh_token_sealed is None:
-            return None
-        return self._db.box.open(row.refresh_token_sealed, context=f"refresh:{platform_id}:{appid}")
+            if row is None:
+                return None
+            described = _describe(row)
+        if row.refresh_token_sealed is None:
+            return described, None
+        return described, self._db.box.open(
+            row.refresh_token_sealed, context=f"refresh:{platform_id}:{appid}"
+        )
 
     async def authorize(
         self, platform_id: str, appid: str, refresh_token: str, func_ids: frozenset[int]

@@ -8,12 +8,17 @@ was taken over after a stall cannot overwrite its successor's token. Readers nev
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 from sqlalchemy import ColumnElement, delete, or_, select, update
-from sqlmodel import col
 
 from gateway.store.database import Database
 from gateway.store.tables import Credential
+
+# Core statements on a connection, not ORM sessions: this is the path of every token read and renewal,
+# where the ORM's per-statement work was most of the store's cost.
+_T = Credential.__table__  # type: ignore[attr-defined]
 
 __all__ = ["CredentialStore", "Lease", "StoredCredential"]
 
@@ -49,7 +54,7 @@ class CredentialStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _open(self, row: Credential) -> StoredCredential:
+    def _open(self, row: Any) -> StoredCredential:
         value = (
             self._db.box.open(row.value_sealed, context=f"credential:{row.key}") if row.value_sealed else None
         )
@@ -67,15 +72,15 @@ class CredentialStore:
 
     async def get(self, key: str) -> StoredCredential | None:
         """The credential ``key``, or None if it was never fetched."""
-        async with self._db.sessions() as session:
-            row = await session.get(Credential, key)
-            return None if row is None else self._open(row)
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(_T).where(_T.c.key == key))).first()
+        return None if row is None else self._open(row)
 
     async def get_many(self, prefix: str) -> list[StoredCredential]:
         """Every credential whose key starts with ``prefix``."""
-        async with self._db.sessions() as session:
-            rows = await session.scalars(select(Credential).where(col(Credential.key).startswith(prefix)))
-            return [self._open(row) for row in rows]
+        async with self._db.engine.connect() as conn:
+            rows = (await conn.execute(select(_T).where(_T.c.key.startswith(prefix, autoescape=True)))).all()
+        return [self._open(row) for row in rows]
 
     async def try_lease(self, key: str, owner: str, lease_s: float) -> Lease | None:
         """Take the renewal lease of ``key`` if nobody holds an unexpired one; None if someone does.
@@ -84,38 +89,39 @@ class CredentialStore:
         renewed meanwhile) and whether it was taken over from a holder whose lease lapsed.
         """
         now = self._db.clock()
-        async with self._db.sessions.begin() as session:
-            await session.execute(self._db.insert(Credential).values(key=key).on_conflict_do_nothing())
+        async with self._db.engine.begin() as conn:
+            await conn.execute(self._db.insert(_T).values(key=key).on_conflict_do_nothing())
             # FOR UPDATE on PostgreSQL; on SQLite the INSERT above already holds the write lock.
-            row = (
-                await session.scalars(select(Credential).where(col(Credential.key) == key).with_for_update())
-            ).one()
+            row = (await conn.execute(select(_T).where(_T.c.key == key).with_for_update())).one()
             held_by_other = row.lease_owner is not None and row.lease_owner != owner
             if held_by_other and row.lease_until is not None and row.lease_until >= now:
                 return None
-            row.lease_owner, row.lease_until = owner, now + lease_s
-            return Lease(self._open(row), taken_over=held_by_other)
+            until = now + lease_s
+            await conn.execute(update(_T).where(_T.c.key == key).values(lease_owner=owner, lease_until=until))
+        leased = msgspec.structs.replace(self._open(row), lease_owner=owner, lease_until=until)
+        return Lease(leased, taken_over=held_by_other)
 
     async def extend(self, key: str, owner: str, lease_s: float) -> bool:
         """Push ``owner``'s lease on ``key`` further while a slow fetch goes on; False if it was lost."""
-        async with self._db.sessions.begin() as session:
-            result = await session.execute(
-                update(Credential)
-                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
+                update(_T)
+                .where(_T.c.key == key, _T.c.lease_owner == owner)
                 .values(lease_until=self._db.clock() + lease_s)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)
 
     async def save(self, key: str, owner: str, value: str, *, expires_at: float, renew_after: float) -> bool:
         """Write a freshly fetched value and release the lease; False (nothing written) if the lease
         is no longer ``owner``'s."""
         now = self._db.clock()
-        async with self._db.sessions.begin() as session:
-            result = await session.execute(
-                update(Credential)
-                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
+        sealed = self._db.box.seal(value, context=f"credential:{key}")
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
+                update(_T)
+                .where(_T.c.key == key, _T.c.lease_owner == owner)
                 .values(
-                    value_sealed=self._db.box.seal(value, context=f"credential:{key}"),
+                    value_sealed=sealed,
                     expires_at=expires_at,
                     renew_after=renew_after,
                     fetched_at=now,
@@ -125,7 +131,7 @@ class CredentialStore:
                     problem=None,
                 )
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)
 
     async def release(
         self, key: str, owner: str, *, problem: str | None = None, blocked_until: float | None = None
@@ -134,45 +140,38 @@ class CredentialStore:
         values: dict[str, object] = {"lease_owner": None, "lease_until": None, "problem": problem}
         if blocked_until is not None:
             values["blocked_until"] = blocked_until
-        async with self._db.sessions.begin() as session:
-            await session.execute(
-                update(Credential)
-                .where(col(Credential.key) == key, col(Credential.lease_owner) == owner)
-                .values(**values)
-            )
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(_T).where(_T.c.key == key, _T.c.lease_owner == owner).values(**values))
 
     async def unblock(self, *keys: str, prefix: str | None = None) -> None:
         """Lift the 45009 breaker of ``keys`` and of every credential under ``prefix`` (quota cleared)."""
-        match: ColumnElement[bool] = col(Credential.key).in_(keys)
+        match: ColumnElement[bool] = _T.c.key.in_(keys)
         if prefix is not None:
-            match = or_(match, col(Credential.key).startswith(prefix, autoescape=True))
-        async with self._db.sessions.begin() as session:
-            await session.execute(update(Credential).where(match).values(blocked_until=None, problem=None))
+            match = or_(match, _T.c.key.startswith(prefix, autoescape=True))
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(_T).where(match).values(blocked_until=None, problem=None))
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
         """Keys whose renewal time has come and which no live lease or breaker holds, soonest first."""
-        async with self._db.sessions() as session:
-            keys = await session.scalars(
-                select(col(Credential.key))
-                .where(
-                    col(Credential.renew_after) <= now,
-                    or_(col(Credential.lease_until).is_(None), col(Credential.lease_until) < now),
-                    or_(col(Credential.blocked_until).is_(None), col(Credential.blocked_until) < now),
-                )
-                .order_by(col(Credential.renew_after))
-                .limit(limit)
+        query = (
+            select(_T.c.key)
+            .where(
+                _T.c.renew_after <= now,
+                or_(_T.c.lease_until.is_(None), _T.c.lease_until < now),
+                or_(_T.c.blocked_until.is_(None), _T.c.blocked_until < now),
             )
-            return list(keys)
+            .order_by(_T.c.renew_after)
+            .limit(limit)
+        )
+        async with self._db.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def blocked(self, now: float) -> list[str]:
         """Keys whose 45009 breaker is open at ``now`` (nothing opened: cheap enough for every scrape)."""
-        async with self._db.sessions() as session:
-            keys = await session.scalars(
-                select(col(Credential.key)).where(col(Credential.blocked_until) > now)
-            )
-            return list(keys)
+        async with self._db.engine.connect() as conn:
+            return list((await conn.execute(select(_T.c.key).where(_T.c.blocked_until > now))).scalars())
 
     async def delete(self, *keys: str) -> None:
         """Forget credentials (an authorization was revoked)."""
-        async with self._db.sessions.begin() as session:
-            await session.execute(delete(Credential).where(col(Credential.key).in_(keys)))
+        async with self._db.engine.begin() as conn:
+            await conn.execute(delete(_T).where(_T.c.key.in_(keys)))
