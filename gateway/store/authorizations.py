@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import select, update
@@ -71,12 +71,16 @@ def _func_ids(text: str) -> frozenset[int]:
     return frozenset(int(part) for part in text.split(",") if part)
 
 
-def _describe(row: Authorization) -> StoredAuthorization:
+# What _describe reads: every column but the sealed refresh token.
+_DESCRIBED = tuple(c for c in _AUTHORIZATIONS.c if c.name != "refresh_token_sealed")
+
+
+def _describe(row: Any) -> StoredAuthorization:
     return StoredAuthorization(
         platform_id=row.platform_id,
         authorizer_appid=row.authorizer_appid,
         func_ids=_func_ids(row.func_ids),
-        status=row.status,  # type: ignore[arg-type]  # written only from AuthorizationStatus
+        status=row.status,  # written only from AuthorizationStatus
         authorized_at=row.authorized_at,
         updated_at=row.updated_at,
         revoked_at=row.revoked_at,
@@ -97,18 +101,15 @@ class AuthorizationStore:
         return self._db.box.seal(refresh_token, context=f"refresh:{platform_id}:{appid}")
 
     async def for_authorizer(self, appid: str) -> list[StoredAuthorization]:
-        """Every authorization ``appid`` granted, whatever its status."""
-        async with self._db.sessions() as session:
-            rows = await session.scalars(
-                select(Authorization).where(col(Authorization.authorizer_appid) == appid)
-            )
-            return [_describe(row) for row in rows]
+        """Every authorization ``appid`` granted, whatever its status (a Core read: routing's path)."""
+        query = select(*_DESCRIBED).where(_AUTHORIZATIONS.c.authorizer_appid == appid)
+        async with self._db.engine.connect() as conn:
+            return [_describe(row) for row in await conn.execute(query)]
 
     async def get(self, platform_id: str, appid: str) -> StoredAuthorization | None:
         """One authorization, or None."""
-        async with self._db.sessions() as session:
-            row = await session.get(Authorization, (platform_id, appid))
-            return None if row is None else _describe(row)
+        found = await self.get_with_refresh_token(platform_id, appid)
+        return None if found is None else found[0]
 
     async def active(self, platform_id: str | None = None) -> list[StoredAuthorization]:
         """Active authorizations, of one platform or all."""
@@ -146,16 +147,17 @@ class AuthorizationStore:
         self, platform_id: str, appid: str
     ) -> tuple[StoredAuthorization, str | None] | None:
         """One authorization with its refresh token opened (None when lost), in one read; None if none."""
-        async with self._db.sessions() as session:
-            row = await session.get(Authorization, (platform_id, appid))
-            if row is None:
-                return None
-            described = _describe(row)
-        if row.refresh_token_sealed is None:
-            return described, None
-        return described, self._db.box.open(
-            row.refresh_token_sealed, context=f"refresh:{platform_id}:{appid}"
+        query = select(*_DESCRIBED, _AUTHORIZATIONS.c.refresh_token_sealed).where(
+            _AUTHORIZATIONS.c.platform_id == platform_id, _AUTHORIZATIONS.c.authorizer_appid == appid
         )
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        if row.refresh_token_sealed is None:
+            return _describe(row), None
+        opened = self._db.box.open(row.refresh_token_sealed, context=f"refresh:{platform_id}:{appid}")
+        return _describe(row), opened
 
     async def authorize(
         self, platform_id: str, appid: str, refresh_token: str, func_ids: frozenset[int]

@@ -89,17 +89,26 @@ class CredentialStore:
         renewed meanwhile) and whether it was taken over from a holder whose lease lapsed.
         """
         now = self._db.clock()
+        until = now + lease_s
+        # Free or already ours (the common case, a new key included): taken in one statement. Otherwise
+        # the row is read under lock to tell a live lease from a lapsed one to take over.
+        insert = self._db.insert(_T).values(key=key, lease_owner=owner, lease_until=until)
+        take_free = insert.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"lease_owner": owner, "lease_until": until},
+            where=or_(_T.c.lease_owner.is_(None), _T.c.lease_owner == owner),
+        ).returning(*_T.c)
         async with self._db.engine.begin() as conn:
-            await conn.execute(self._db.insert(_T).values(key=key).on_conflict_do_nothing())
-            # FOR UPDATE on PostgreSQL; on SQLite the INSERT above already holds the write lock.
+            taken = (await conn.execute(take_free)).first()
+            if taken is not None:
+                return Lease(self._open(taken), taken_over=False)
+            # FOR UPDATE on PostgreSQL; on SQLite the upsert above already holds the write lock.
             row = (await conn.execute(select(_T).where(_T.c.key == key).with_for_update())).one()
-            held_by_other = row.lease_owner is not None and row.lease_owner != owner
-            if held_by_other and row.lease_until is not None and row.lease_until >= now:
+            if row.lease_until is not None and row.lease_until >= now:
                 return None
-            until = now + lease_s
             await conn.execute(update(_T).where(_T.c.key == key).values(lease_owner=owner, lease_until=until))
         leased = msgspec.structs.replace(self._open(row), lease_owner=owner, lease_until=until)
-        return Lease(leased, taken_over=held_by_other)
+        return Lease(leased, taken_over=True)
 
     async def extend(self, key: str, owner: str, lease_s: float) -> bool:
         """Push ``owner``'s lease on ``key`` further while a slow fetch goes on; False if it was lost."""
