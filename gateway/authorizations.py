@@ -68,11 +68,15 @@ class AuthorizationService(ReadsRegistry):
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            stored = await self._store.authorizations.for_authorizer(appid)
+            # When an entry lapses, every request in flight for the account would read the store: one does.
+            return await self._reads.run(appid, lambda: self._load_grants(appid, now))
         except STORE_UNAVAILABLE:
             if cached is not None:  # the database is restarting: the last grants known beat a refusal
                 return cached[1]
             raise
+
+    async def _load_grants(self, appid: str, now: float) -> list[Grant]:
+        stored = await self._store.authorizations.for_authorizer(appid)
         grants = [Grant(a.platform_id, a.func_ids, a.status) for a in stored]
         self._grants[appid] = (now + self._cache_s, grants)
         return grants
