@@ -143,10 +143,11 @@ class Catalog(ReadsRegistry):
 
     async def counts(self, params: Mapping[str, str]) -> CatalogCounts:
         """Counts by binding state and by platform of the rows the filters of ``params`` match."""
-        stored = await self._query.counts(self.filters(params))
+        platforms = [p.id for p in self._registry.platforms]
+        stored = await self._query.counts(self.filters(params), platforms)
         return CatalogCounts(
             by_binding={b: stored.by_binding.get(b, 0) for b in BINDINGS},
-            by_platform={p.id: stored.by_platform.get(p.id, 0) for p in self._registry.platforms},
+            by_platform={p: stored.by_platform.get(p, 0) for p in platforms},
         )
 
     async def row(self, appid: str) -> CatalogRow | None:

@@ -77,7 +77,7 @@ class StoredRow(msgspec.Struct, frozen=True):
 
 
 class StoredCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Authorizers by binding state and by platform (only the values that occur)."""
+    """Authorizers by binding state (only the states that occur) and by platform (those asked for)."""
 
     by_binding: dict[str, int]
     by_platform: dict[str, int]
@@ -191,21 +191,24 @@ class CatalogQuery:
         async with self._db.engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def counts(self, where: CatalogFilter) -> StoredCounts:
-        """Of the authorizers that match: how many in each binding state, and how many each platform
-        holds an authorization of (any status)."""
-        conditions = _conditions(where)
-        by_binding = select(_E.c.binding, func.count()).where(*conditions).group_by(_E.c.binding)
-        by_platform = (
-            select(_A.c.platform_id, func.count())
-            .select_from(_A.join(_E, _E.c.authorizer_appid == _A.c.authorizer_appid))
-            .where(*conditions)
-            .group_by(_A.c.platform_id)
+    async def counts(self, where: CatalogFilter, platform_ids: Sequence[str]) -> StoredCounts:
+        """Of the authorizers that match: how many in each binding state, and how many each of
+        ``platform_ids`` holds an authorization of (any status). One pass over the entries."""
+        per_platform = [
+            func.sum(case((_E.c.platforms.contains(f"|{p}|", autoescape=True), 1), else_=0))
+            for p in platform_ids
+        ]
+        query = (
+            select(_E.c.binding, func.count(), *per_platform)
+            .where(*_conditions(where))
+            .group_by(_E.c.binding)
         )
         async with self._db.engine.connect() as conn:
-            bindings = {binding: int(n) for binding, n in (await conn.execute(by_binding)).all()}
-            platforms = {platform: int(n) for platform, n in (await conn.execute(by_platform)).all()}
-        return StoredCounts(by_binding=bindings, by_platform=platforms)
+            rows = (await conn.execute(query)).all()
+        return StoredCounts(
+            by_binding={row[0]: int(row[1]) for row in rows},
+            by_platform={p: sum(int(row[2 + i] or 0) for row in rows) for i, p in enumerate(platform_ids)},
+        )
 
     async def _stored(self, conn: Any, rows: Sequence[Any]) -> list[StoredRow]:
         grants = await self._grants(conn, [row.appid for row in rows])
