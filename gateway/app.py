@@ -33,6 +33,7 @@ from gateway.access import TokenVending
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.binding import OpenBindingService
+from gateway.breaker import BreakerPolicy, UpstreamBreakers
 from gateway.catalog import Catalog
 from gateway.catalog_sync import CatalogSync
 from gateway.delivery import DeliveryPolicy, DeliveryService
@@ -127,7 +128,22 @@ def create_app(
     live = LiveRegistry(registry)
     http = new_http_client(transport=transport)
     metrics = Metrics()
-    wechat = WeChatClient(http, lambda: live.current.wechat.api_base, observe=metrics.observe_wechat_call)
+    breakers = UpstreamBreakers(
+        BreakerPolicy(settings.upstream_breaker_threshold, settings.upstream_breaker_cooldown_s),
+        on_change=metrics.breaker_changed,
+    )
+
+    def platform_of(component_appid: str) -> str | None:
+        platform = live.current.platform_by_appid(component_appid)
+        return None if platform is None else platform.id
+
+    wechat = WeChatClient(
+        http,
+        lambda: live.current.wechat.api_base,
+        observe=metrics.observe_wechat_call,
+        breakers=breakers,
+        platform_of=platform_of,
+    )
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     tokens = TokenService(
         live, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s, metrics=metrics
@@ -143,7 +159,9 @@ def create_app(
     )
     limiter = create_rate_limiter(settings.redis_url, metrics, key_prefix=settings.redis_key_prefix)
     vending = TokenVending(live, authorizations, tokens, audit, limiter)
-    proxy = WxProxy(live, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock)
+    proxy = WxProxy(
+        live, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock, breakers=breakers
+    )
     onboarding = Onboarding(
         live, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
     )

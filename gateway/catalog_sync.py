@@ -55,7 +55,7 @@ from gateway.registry import Platform
 from gateway.store import Store
 from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
 from gateway.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
-from gateway.wechat import AuthorizerDetails, WeChatClient
+from gateway.wechat import AuthorizerDetails, WeChatClient, bounded_calls
 
 __all__ = ["DEFAULT_CONCURRENCY", "JOB_KEY", "CatalogSync", "SyncProblem", "SyncSummary", "Tracker"]
 
@@ -193,20 +193,23 @@ class CatalogSync(ReadsRegistry):
                 raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
             platforms = [platform]
         started = time.monotonic()
-        run = _Run(SyncSummary([p.id for p in platforms]), asyncio.Semaphore(concurrency))
+        # ``concurrency`` bounds the WeChat calls in flight; four times as many accounts are worked on at
+        # once, so that one account's database work overlaps another's call instead of holding a slot.
+        run = _Run(SyncSummary([p.id for p in platforms]), asyncio.Semaphore(4 * concurrency))
 
-        listings = await asyncio.gather(*(self._pairs(p, run) for p in platforms))
-        pairs = [pair for listing in listings for pair in listing]
-        run.summary.authorizations = len(pairs)
-        step = _stage(track, "authorizer info", len(pairs))
-        await asyncio.gather(*(self._examine(pair, run, step) for pair in pairs))
-        await self._write_grants(run, everything=True)
+        with bounded_calls(concurrency):
+            listings = await asyncio.gather(*(self._pairs(p, run) for p in platforms))
+            pairs = [pair for listing in listings for pair in listing]
+            run.summary.authorizations = len(pairs)
+            step = _stage(track, "authorizer info", len(pairs))
+            await asyncio.gather(*(self._examine(pair, run, step) for pair in pairs))
+            await self._write_grants(run, everything=True)
 
-        appids = sorted(run.profiles)
-        run.summary.authorizers = len(appids)
-        step = _stage(track, "open binding", len(appids))
-        await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
-        await self._write_surveys(run, everything=True)
+            appids = sorted(run.profiles)
+            run.summary.authorizers = len(appids)
+            step = _stage(track, "open binding", len(appids))
+            await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
+            await self._write_surveys(run, everything=True)
 
         run.summary.duration_s = round(time.monotonic() - started, 3)
         summary = run.summary

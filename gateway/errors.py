@@ -14,6 +14,7 @@
     ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
     ├── UpstreamError                 WeChat answered with a non-zero errcode
     ├── UpstreamUnavailable           WeChat unreachable, timed out, 5xx, -1 or malformed, after retries
+    │   └── CircuitOpen               not even tried: that (platform, API family) failed too often lately
     ├── RateLimited                   a client past its rate limit: 429 with Retry-After, either shape
     ├── ApiError                      an answer to an HTTP caller: status, machine code, human message
     └── WxError                       an answer on /wx in WeChat's own shape: errcode, errmsg
@@ -109,6 +110,15 @@ class UpstreamUnavailable(GatewayError):
         self.api = api
         self.reason = reason
         super().__init__(f"WeChat {api} unavailable: {reason}")
+
+
+class CircuitOpen(UpstreamUnavailable):
+    """A call refused without reaching WeChat: its breaker (``gateway.breaker``) is open after repeated
+    faults; ``retry_in_s`` is when the next trial call may go (0 while one is under way)."""
+
+    def __init__(self, api: str, reason: str, *, retry_in_s: float) -> None:
+        self.retry_in_s = retry_in_s
+        super().__init__(api, reason)
 
 
 class ApiError(GatewayError):

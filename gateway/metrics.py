@@ -1,8 +1,9 @@
 """Prometheus metrics, one registry per app (so several apps in one process, as in tests, never clash).
 
 Counters and histograms are updated where things happen. The gauges of shared state — ticket ages,
-open breakers, deliveries by status — are read from the database when ``/metrics`` is scraped
-(``sample``), so every replica reports the same, current values whoever did the work.
+open 45009 breakers, deliveries by status — are read from the database when ``/metrics`` is scraped
+(``sample``), so every replica reports the same, current values whoever did the work. The upstream
+breakers (``gateway.breaker``) live in each process: their gauge is this replica's, set at each transition.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.breaker import BreakerKey, BreakerState
 
 __all__ = ["CREDENTIAL_KINDS", "Metrics"]
 
@@ -111,6 +114,20 @@ class Metrics:
             ["kind", "platform"],
             registry=self.registry,
         )
+        self.upstream_breaker_state = Gauge(
+            "gateway_upstream_breaker_state",
+            "This replica's breaker on calls to WeChat, by platform (* when the call named none) and API "
+            "family: 0 closed, 1 open (calls fail fast), 2 half-open (one trial call)",
+            ["platform", "family"],
+            registry=self.registry,
+        )
+        self.upstream_breaker_transitions = Counter(
+            "gateway_upstream_breaker_transitions",
+            "Transitions of this replica's breakers on calls to WeChat, by platform, API family and the "
+            "state entered (closed, open, half_open)",
+            ["platform", "family", "state"],
+            registry=self.registry,
+        )
         self.deliveries = Gauge(
             "gateway_deliveries",
             "Deliveries to subscribers, by status",
@@ -122,6 +139,11 @@ class Metrics:
         """One attempt of a call to WeChat (``WeChatClient``'s observer)."""
         self.wechat_calls.labels(api, errcode).inc()
         self.wechat_latency.labels(api).observe(seconds)
+
+    def breaker_changed(self, key: BreakerKey, state: BreakerState) -> None:
+        """An upstream breaker moved (``UpstreamBreakers``' ``on_change``)."""
+        self.upstream_breaker_state.labels(key.platform, key.family).set(int(state))
+        self.upstream_breaker_transitions.labels(key.platform, key.family, state.name.lower()).inc()
 
     def sample(
         self,

@@ -15,7 +15,7 @@ import msgspec
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
-from gateway.errors import ApiError, UpstreamError
+from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
@@ -111,6 +111,8 @@ class Onboarding(ReadsRegistry):
             )
         except UpstreamError as exc:
             raise ApiError(503, "wechat_unavailable", f"WeChat refused a pre-auth code: {exc}") from None
+        except UpstreamUnavailable as exc:
+            raise ApiError(503, "wechat_unavailable", str(exc)) from None
         params: list[tuple[str, str]] = [
             ("component_appid", platform.component_appid),
             ("pre_auth_code", code),
@@ -200,6 +202,9 @@ class Onboarding(ReadsRegistry):
                 return RedirectPage(502, "Authorization not confirmed", problem=problem)
             what = "has expired" if exc.errcode == 61010 else "is not valid or was already used"
             problem = f"This authorization code {what} ({exc.errcode}), so nothing was recorded."
+        except UpstreamUnavailable:
+            problem = "WeChat could not be reached to confirm the authorization. Please try again."
+            return RedirectPage(503, "Authorization not confirmed", problem=problem)
         except ApiError as exc:
             return RedirectPage(503, "Authorization not confirmed", problem=exc.message)
         try:

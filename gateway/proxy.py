@@ -6,7 +6,9 @@ as ``access_token`` and is sent on to WeChat with the real token of the componen
 tokens never leave through ``/wx``. Refusals are answered as WeChat would: ``{"errcode", "errmsg"}``.
 Every call, ``/wx/cgi-bin/token`` included, counts against the client's rate limit as soon as the client
 is known (``gateway.ratelimit``: 429, errcode 45009). The byte-for-byte forwarding itself lives in
-``gateway.forwarding``.
+``gateway.forwarding``. Forwarded calls go through the upstream breakers (``gateway.breaker``), keyed by
+platform and ``proxy:<prefix>``: WeChat's faults (no answer, HTTP 5xx, ``-1``) still pass through as they
+come, but after repeated ones calls fail fast with ``-1`` until a trial call succeeds.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import msgspec
 from gateway.access import authenticate
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
+from gateway.breaker import BreakerKey, UpstreamBreakers, proxy_family
 from gateway.concurrency import SingleFlight
-from gateway.errors import ApiError, WxError
+from gateway.errors import ApiError, CircuitOpen, WxError
 from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.metrics import Metrics
@@ -94,8 +97,10 @@ class WxProxy(ReadsRegistry):
         limiter: RateLimiter,
         *,
         clock: Callable[[], float] = time.time,
+        breakers: UpstreamBreakers | None = None,
     ) -> None:
         self._live = registry
+        self._breakers = breakers or UpstreamBreakers()
         self._limiter = limiter
         self._store = store
         self._tokens = tokens
@@ -190,8 +195,10 @@ class WxProxy(ReadsRegistry):
             stale: str | None = None
             for _ in range(2):
                 token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
+                if token.value == stale:  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+                    break
                 params = _with_tokens(query, {"component_access_token": token.value})
-                reply = await self._send(method, path, params, headers, spooled)
+                reply = await self._send(platform_id, method, path, params, headers, spooled)
                 errcode = errcode_of(reply.body)
                 if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
                     break
@@ -277,6 +284,7 @@ class WxProxy(ReadsRegistry):
         if platform is None:  # routing chose it, then a reload took it out of the registry
             raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
         stale: str | None = None
+        answered: tuple[Reply, int | None] | None = None
         while True:
             if component_signed:
                 token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
@@ -290,7 +298,9 @@ class WxProxy(ReadsRegistry):
             else:
                 token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
                 params = _with_tokens(query, {"access_token": token.value})
-            reply = await self._send(method, path, params, headers, body)
+            if answered is not None and token.value == stale:
+                return answered  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+            reply = await self._send(platform_id, method, path, params, headers, body)
             errcode = errcode_of(reply.body)
             if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
                 return reply, errcode
@@ -298,6 +308,7 @@ class WxProxy(ReadsRegistry):
                 "wechat says the %s token is stale (%s); renewing and retrying once", platform_id, errcode
             )
             stale = token.value
+            answered = reply, errcode
 
     async def _guarded(self, pending: Awaitable[Token]) -> Token:
         """A token, or the services' refusal in WeChat's shape."""
@@ -308,6 +319,7 @@ class WxProxy(ReadsRegistry):
 
     async def _send(
         self,
+        platform_id: str,
         method: str,
         path: str,
         params: list[tuple[str, str]],
@@ -316,13 +328,28 @@ class WxProxy(ReadsRegistry):
     ) -> Reply:
         url = f"{self._registry.wechat.api_base}/{path}"  # read per call: a reload may move api_base
         try:
-            return await forward(self._http, method, url, params, headers, body)
+            admission = self._breakers.admit(BreakerKey(platform_id, proxy_family(path)), path)
+        except CircuitOpen as exc:
+            raise WxError(-1, f"system error: WeChat keeps failing; {exc.reason}", status=502) from None
+        try:
+            reply = await forward(self._http, method, url, params, headers, body)
         except httpx.TimeoutException:
+            self._breakers.failed(admission)
             raise WxError(-1, "system error: WeChat did not answer in time", status=504) from None
         except httpx.TransportError as exc:
+            self._breakers.failed(admission)
             raise WxError(
                 -1, f"system error: WeChat cannot be reached ({type(exc).__name__})", status=502
             ) from None
+        except BaseException:
+            self._breakers.abandoned(admission)
+            raise
+        # WeChat's own faults pass through unchanged; they count against the breaker all the same.
+        if reply.status >= 500 or errcode_of(reply.body) == -1:
+            self._breakers.failed(admission)
+        else:
+            self._breakers.succeeded(admission)
+        return reply
 
     def _observe(
         self,

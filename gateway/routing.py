@@ -32,6 +32,7 @@ __all__ = [
     "Status",
     "choose_platform",
     "required_sets",
+    "table_entry",
 ]
 
 # API path (no leading "/", no query) → the permission sets of which ANY ONE allows the call. A key ending
@@ -244,6 +245,12 @@ def required_sets(api_path: str) -> frozenset[int] | None:
     does not know the path."""
     entry = _table_entry(api_path)
     return None if entry is None else API_PERMISSION_SETS[entry]
+
+
+def table_entry(api_path: str) -> str | None:
+    """The key of `API_PERMISSION_SETS` that governs ``api_path`` (an exact path, or a prefix ending in
+    ``/``), or None when the table does not know the path: a bounded name for any path a client sends."""
+    return _table_entry(api_path)
 
 
 def choose_platform(

@@ -40,6 +40,9 @@ class Settings:
     redis_key_prefix: str = "gateway:"
     push_window_s: float = 600.0  # how far a WeChat push's timestamp may be from our clock, either way
     pid_file: str | None = None  # names the serving process for `gateway reload` while SIGHUP reloads
+    # Upstream breakers (gateway.breaker): this many faults in a row open one for this long.
+    upstream_breaker_threshold: int = 5
+    upstream_breaker_cooldown_s: float = 10.0
 
     @classmethod
     def from_environ(
@@ -97,6 +100,18 @@ class Settings:
         # No "off": the window is what keeps a captured push from being replayed days later.
         if not 60 <= push_window <= 86400:
             raise ConfigError("GATEWAY_PUSH_WINDOW_S must be between 60 and 86400 seconds")
+        try:
+            breaker_threshold = int(env.get("GATEWAY_UPSTREAM_BREAKER_THRESHOLD", "5"))
+        except ValueError:
+            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_THRESHOLD must be a whole number") from None
+        if not 1 <= breaker_threshold <= 100:
+            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_THRESHOLD must be between 1 and 100")
+        try:
+            breaker_cooldown = float(env.get("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S", "10"))
+        except ValueError:
+            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be a number of seconds") from None
+        if not 1 <= breaker_cooldown <= 600:
+            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be between 1 and 600 seconds")
         redis_url = env.get("GATEWAY_REDIS_URL") or None
         if redis_url is not None and not _is_redis_url(redis_url):
             # The value is not quoted: it may hold a password.
@@ -110,6 +125,8 @@ class Settings:
             catalog_sync_interval_s=sync_interval,
             delivery_timeout_s=delivery_timeout,
             push_window_s=push_window,
+            upstream_breaker_threshold=breaker_threshold,
+            upstream_breaker_cooldown_s=breaker_cooldown,
             database_url=database_url,
             # Previous keys only open: during a key rotation (docs/configuration.md) values sealed under
             # them stay readable until `gateway rotate-secret-key` has re-sealed them all.

@@ -47,6 +47,9 @@ REFRESH_TOKEN_INVALID = 61023
 NOT_AUTHORIZED = 61003
 BEIJING_UTC_OFFSET_S = 8 * 3600
 TAKEOVER_RENEWAL_S = 120.0  # well inside WeChat's (undocumented, reportedly ~5 min) old-token overlap
+# A token WeChat called stale (40001/40014/42001) is renewed at once, but its replacement called stale
+# too within this long is not: a storm of 40001s is reported to callers rather than fed with renewals.
+STALE_RENEWAL_DAMPING_S = 30.0
 
 
 class Token(msgspec.Struct, frozen=True):
@@ -124,6 +127,7 @@ class TokenService(ReadsRegistry):
         self._renewals: SingleFlight[str, Token] = SingleFlight()
         self._reads: SingleFlight[str, StoredCredential | None] = SingleFlight()
         self._rejected_tickets: dict[str, str] = {}  # platform -> the ticket WeChat refused (61005/61006)
+        self._forced: dict[str, tuple[float, str]] = {}  # key -> (when, the value WeChat called stale)
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -198,6 +202,8 @@ class TokenService(ReadsRegistry):
     async def _obtain(self, key: CredentialKey, fetch: Fetch, *, stale: str | None) -> Token:
         name = str(key)
         now = self._clock()
+        if stale is not None:
+            stale = self._damped(name, stale, now)
         cached = self._cache.get(name)
         if cached is not None and stale is None and now < cached.until:
             return cached.token
@@ -216,6 +222,20 @@ class TokenService(ReadsRegistry):
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
             raise _quota_error(key)
         return await self._renewals.run(name, lambda: self._renew(key, fetch, stale=stale, background=False))
+
+    def _damped(self, name: str, stale: str, now: float) -> str | None:
+        """``stale``, or None when another value of ``name`` was already renewed for being called stale
+        less than ``STALE_RENEWAL_DAMPING_S`` ago (per process): then the stored token is handed out as
+        it is, and WeChat's refusal reaches the caller."""
+        forced = self._forced.get(name)
+        if forced is not None and forced[1] != stale and now - forced[0] < STALE_RENEWAL_DAMPING_S:
+            log.warning(
+                "WeChat called %s stale again right after its renewal; not renewing it again yet", name
+            )
+            return None
+        if forced is None or forced[1] != stale:
+            self._forced[name] = (now, stale)
+        return stale
 
     async def _renew_in_background(self, key: CredentialKey) -> None:
         match key.kind:
@@ -375,14 +395,14 @@ class TokenService(ReadsRegistry):
             raise
 
     async def _fetch_authorizer(self, platform: Platform, appid: str) -> FetchedToken:
-        authorization = await self._store.authorizations.get(platform.id, appid)
-        if authorization is None:
+        found = await self._store.authorizations.get_with_refresh_token(platform.id, appid)
+        if found is None:
             raise ApiError(404, "authorizer_unknown", f"{appid} has not authorized platform '{platform.id}'")
+        authorization, refresh_token = found
         if authorization.status == "revoked":
             raise ApiError(
                 410, "authorization_revoked", f"{appid} revoked its authorization of '{platform.id}'"
             )
-        refresh_token = await self._store.authorizations.refresh_token(platform.id, appid)
         if authorization.status == "reauthorization_required" or refresh_token is None:
             raise _reauthorization_required(platform.id, appid)
         component = await self.component_token(platform.id)
@@ -416,8 +436,11 @@ class TokenService(ReadsRegistry):
                 ) from None
             if exc.errcode not in STALE_TOKEN_ERRCODES:
                 raise
+            refused = exc
         # The component token went stale at WeChat before its time: renew it (once) and retry.
         fresh = await self.component_token(platform.id, stale=component.value)
+        if fresh.value == component.value:  # not renewed again so soon (_damped): no second try
+            raise refused
         return await self._wechat.authorizer_token(
             fresh.value, platform.component_appid, appid, refresh_token
         )
@@ -450,13 +473,17 @@ class TokenService(ReadsRegistry):
 
     async def _fetch_jsapi(self, platform_id: str, appid: str) -> FetchedToken:
         token = await self.authorizer_token(platform_id, appid)
+        component_appid = self._platform(platform_id).component_appid  # the breaker's key
         try:
-            return await self._wechat.jsapi_ticket(token.value)
+            return await self._wechat.jsapi_ticket(token.value, component_appid=component_appid)
         except UpstreamError as exc:
             if exc.errcode not in STALE_TOKEN_ERRCODES:
                 raise
+            refused = exc
         fresh = await self.authorizer_token(platform_id, appid, stale=token.value)
-        return await self._wechat.jsapi_ticket(fresh.value)
+        if fresh.value == token.value:  # not renewed again so soon (_damped): no second try
+            raise refused
+        return await self._wechat.jsapi_ticket(fresh.value, component_appid=component_appid)
 
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)

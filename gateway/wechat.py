@@ -2,19 +2,23 @@
 
 Every answer is decoded into a Struct; a non-zero ``errcode`` raises UpstreamError. Transient faults —
 ``-1``, timeouts, connection errors, HTTP 5xx, malformed JSON — are retried a bounded number of times
-with jittered exponential backoff, then raise UpstreamUnavailable. Nothing here touches stored state.
+with jittered exponential backoff, then raise UpstreamUnavailable. Every attempt goes through the
+breaker of its (platform, API family) (``gateway.breaker``): after repeated faults calls fail fast with
+CircuitOpen instead of reaching WeChat. Nothing here touches stored state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import aiohttp
@@ -22,7 +26,8 @@ import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from gateway.errors import ConfigError, UpstreamError, UpstreamUnavailable
+from gateway.breaker import ANY_PLATFORM, BreakerKey, BreakerState, UpstreamBreakers, family_of
+from gateway.errors import CircuitOpen, ConfigError, UpstreamError, UpstreamUnavailable
 from gateway.log_redaction import redact_httpx_queries
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "CallObserver",
     "FetchedToken",
     "WeChatClient",
+    "bounded_calls",
     "new_http_client",
 ]
 
@@ -45,11 +51,27 @@ _RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
 
 
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+RETRY_BACKOFF_S = 0.2  # the n-th retry waits up to RETRY_BACKOFF_S * 2**n (full jitter)
 UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
 # The network under the client (GATEWAY_UPSTREAM_TRANSPORT); docs/benchmarks.md has the figures behind
 # the default.
 UPSTREAM_TRANSPORTS = ("aiohttp", "httpx")
 DEFAULT_UPSTREAM_TRANSPORT = "aiohttp"
+
+
+# A bound on WeChat calls in flight set by a caller for everything it starts (tasks copy the context):
+# a catalog sync bounds its calls, not its tasks, so database work overlaps WeChat's answers.
+_CALL_GATE: ContextVar[asyncio.Semaphore | None] = ContextVar("wechat_call_gate", default=None)
+
+
+@contextlib.contextmanager
+def bounded_calls(limit: int) -> Iterator[None]:
+    """Inside this block, and in the tasks started from it, at most ``limit`` WeChat calls at a time."""
+    token = _CALL_GATE.set(asyncio.Semaphore(limit))
+    try:
+        yield
+    finally:
+        _CALL_GATE.reset(token)
 
 
 def new_http_client(
@@ -276,9 +298,17 @@ OPEN_UNBOUND = 89002  # open/get: the account is bound to no open account
 CallObserver = Callable[[str, str, float], None]
 
 
+class _Fault(msgspec.Struct, frozen=True):
+    """An attempt that got no useful answer, and why."""
+
+    problem: str
+
+
 class WeChatClient:
     """WeChat's APIs at ``api_base()``, asked before each attempt (a registry reload may move it);
-    ``attempts`` bounds the tries for transient faults; ``observe`` is told of every attempt."""
+    ``attempts`` bounds the tries for transient faults; ``observe`` is told of every attempt;
+    ``breakers`` guard every attempt, keyed by the platform ``platform_of`` names for the call's
+    component appid (``*`` when there is none, or no ``platform_of``) and the API family."""
 
     def __init__(
         self,
@@ -286,15 +316,19 @@ class WeChatClient:
         api_base: Callable[[], str],
         *,
         attempts: int = 3,
-        backoff_s: float = 0.2,
+        backoff_s: float | None = None,
         rng: random.Random | None = None,
         observe: CallObserver | None = None,
+        breakers: UpstreamBreakers | None = None,
+        platform_of: Callable[[str], str | None] | None = None,
     ) -> None:
+        self.breakers = breakers or UpstreamBreakers()
+        self._platform_of = platform_of
         self._http = http
         self._observe = observe or _unobserved
         self._base = api_base
         self._attempts = attempts
-        self._backoff_s = backoff_s
+        self._backoff_s = RETRY_BACKOFF_S if backoff_s is None else backoff_s
         self._rng = rng or random.Random()
 
     async def component_token(self, component_appid: str, secret: str, ticket: str) -> FetchedToken:
@@ -391,11 +425,19 @@ class WeChatClient:
             grant.authorizer_refresh_token,
         )
 
-    async def open_get(self, authorizer_token: str) -> str | None:
-        """open/get: the open account the authorizer is bound to, or None when unbound."""
+    async def open_get(self, authorizer_token: str, *, component_appid: str | None = None) -> str | None:
+        """open/get: the open account the authorizer is bound to, or None when unbound.
+
+        ``component_appid`` (here and in the other calls made with an authorizer token) names the
+        component whose token it is, for the breaker's key; without it the call counts under ``*``."""
         try:
             answer = await self._call(
-                "POST", "cgi-bin/open/get", {"access_token": authorizer_token}, {}, _OpenAppid
+                "POST",
+                "cgi-bin/open/get",
+                {"access_token": authorizer_token},
+                {},
+                _OpenAppid,
+                component_appid=component_appid,
             )
         except UpstreamError as exc:
             if exc.errcode == OPEN_UNBOUND:
@@ -403,28 +445,47 @@ class WeChatClient:
             raise
         return answer.open_appid
 
-    async def open_have(self, authorizer_token: str) -> bool:
+    async def open_have(self, authorizer_token: str, *, component_appid: str | None = None) -> bool:
         """open/have: whether the authorizer is bound to an open account (not which one; it needs only
         set 3 or 30, where open/get needs 24 or 25)."""
         answer = await self._call(
-            "GET", "cgi-bin/open/have", {"access_token": authorizer_token}, None, _HaveOpen
+            "GET",
+            "cgi-bin/open/have",
+            {"access_token": authorizer_token},
+            None,
+            _HaveOpen,
+            component_appid=component_appid,
         )
         return answer.have_open
 
-    async def open_bind(self, authorizer_token: str, open_appid: str) -> None:
+    async def open_bind(
+        self, authorizer_token: str, open_appid: str, *, component_appid: str | None = None
+    ) -> None:
         """open/bind: bind the authorizer to ``open_appid``."""
         await self._call(
-            "POST", "cgi-bin/open/bind", {"access_token": authorizer_token}, {"open_appid": open_appid}, _Ok
+            "POST",
+            "cgi-bin/open/bind",
+            {"access_token": authorizer_token},
+            {"open_appid": open_appid},
+            _Ok,
+            component_appid=component_appid,
         )
 
-    async def open_create(self, authorizer_token: str) -> str:
+    async def open_create(self, authorizer_token: str, *, component_appid: str | None = None) -> str:
         """open/create: a new open account with the authorizer's principal, the authorizer bound to it."""
         answer = await self._call(
-            "POST", "cgi-bin/open/create", {"access_token": authorizer_token}, {}, _OpenAppid
+            "POST",
+            "cgi-bin/open/create",
+            {"access_token": authorizer_token},
+            {},
+            _OpenAppid,
+            component_appid=component_appid,
         )
         return answer.open_appid
 
-    async def jsapi_ticket(self, authorizer_token: str) -> FetchedToken:
+    async def jsapi_ticket(
+        self, authorizer_token: str, *, component_appid: str | None = None
+    ) -> FetchedToken:
         """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""
         answer = await self._call(
             "GET",
@@ -432,10 +493,13 @@ class WeChatClient:
             {"access_token": authorizer_token, "type": "jsapi"},
             None,
             _Ticket,
+            component_appid=component_appid,
         )
         return FetchedToken(answer.ticket, answer.expires_in)
 
-    async def send_custom_text(self, authorizer_token: str, touser: str, content: str) -> None:
+    async def send_custom_text(
+        self, authorizer_token: str, touser: str, content: str, *, component_appid: str | None = None
+    ) -> None:
         """message/custom/send: a text customer-service message to a user of an official account or
         mini program."""
         await self._call(
@@ -444,6 +508,7 @@ class WeChatClient:
             {"access_token": authorizer_token},
             {"touser": touser, "msgtype": "text", "text": {"content": content}},
             _Status,
+            component_appid=component_appid,
         )
 
     async def clear_quota(self, component_appid: str, secret: str, appid: str | None) -> None:
@@ -468,50 +533,91 @@ class WeChatClient:
         shape: type[T],
         *,
         attempts: int | None = None,
+        component_appid: str | None = None,
     ) -> T:
         steps = path.split("/")
         api = steps[-2] if steps[-1] == "v2" else steps[-1]  # clear_quota/v2: "clear_quota"
+        if component_appid is None and body is not None and isinstance(body.get("component_appid"), str):
+            component_appid = body["component_appid"]
+        key = self._breaker_key(path, component_appid)
+        tries = attempts or self._attempts
         problem = "no attempt made"
-        for attempt in range(attempts or self._attempts):
-            if attempt:
-                # Full jitter: replicas that failed together do not retry together.
+        for attempt in range(tries):
+            if attempt and self.breakers.state(key) is not BreakerState.OPEN:
+                # Full jitter: replicas that failed together do not retry together. (Once the breaker
+                # is open, the call gives up at once rather than wait to become its trial.)
                 await asyncio.sleep(self._rng.uniform(0, self._backoff_s * 2**attempt))
-            started = time.perf_counter()
             try:
-                url = f"{self._base().rstrip('/')}/{path}"
-                response = await self._http.request(method, url, params=params, json=body)
-            except httpx.TimeoutException:
-                problem = "timed out"
-                self._observe(api, "timeout", time.perf_counter() - started)
-                continue
-            except httpx.TransportError as exc:
-                problem = f"cannot connect ({type(exc).__name__})"
-                self._observe(api, "unreachable", time.perf_counter() - started)
-                continue
-            elapsed = time.perf_counter() - started
-            if response.status_code >= 500:
-                problem = f"HTTP {response.status_code}"
-                self._observe(api, "http_5xx", elapsed)
-                continue
+                admission = self.breakers.admit(key, api)
+            except CircuitOpen as exc:
+                if not attempt:
+                    raise
+                # It opened meanwhile (our own faults, or with others' too): say what ours were.
+                reason = f"{problem} after {attempt} attempts, then {exc.reason}"
+                raise CircuitOpen(api, reason, retry_in_s=exc.retry_in_s) from None
             try:
-                status = msgspec.json.decode(response.content, type=_Status)
-            except msgspec.DecodeError:
-                problem = f"malformed answer (HTTP {response.status_code})"
-                self._observe(api, "malformed", elapsed)
+                gate = _CALL_GATE.get()
+                async with gate if gate is not None else contextlib.nullcontext():
+                    outcome = await self._attempt(method, path, params, body, shape, api)
+            except UpstreamError:
+                self.breakers.succeeded(admission)  # a refusal is an answer: WeChat is reachable
+                raise
+            except BaseException:
+                self.breakers.abandoned(admission)
+                raise
+            if isinstance(outcome, _Fault):
+                self.breakers.failed(admission)
+                problem = outcome.problem
                 continue
-            self._observe(api, str(status.errcode), elapsed)
-            log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed * 1000)
-            if status.errcode in TRANSIENT_ERRCODES:
-                problem = f"errcode {status.errcode}"
-                continue
-            if status.errcode != 0:
-                raise UpstreamError(api, status.errcode, _RID.sub("", status.errmsg))
-            try:
-                return msgspec.json.decode(response.content, type=shape)
-            except msgspec.DecodeError:
-                problem = "answer without the expected fields"
-                continue
-        raise UpstreamUnavailable(api, f"{problem} after {self._attempts} attempts")
+            self.breakers.succeeded(admission)
+            return outcome
+        raise UpstreamUnavailable(api, f"{problem} after {tries} attempts")
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        shape: type[T],
+        api: str,
+    ) -> T | _Fault:
+        """One attempt: WeChat's answer decoded, a `_Fault`, or UpstreamError for a refusal."""
+        started = time.perf_counter()
+        try:
+            url = f"{self._base().rstrip('/')}/{path}"
+            response = await self._http.request(method, url, params=params, json=body)
+        except httpx.TimeoutException:
+            self._observe(api, "timeout", time.perf_counter() - started)
+            return _Fault("timed out")
+        except httpx.TransportError as exc:
+            self._observe(api, "unreachable", time.perf_counter() - started)
+            return _Fault(f"cannot connect ({type(exc).__name__})")
+        elapsed = time.perf_counter() - started
+        if response.status_code >= 500:
+            self._observe(api, "http_5xx", elapsed)
+            return _Fault(f"HTTP {response.status_code}")
+        try:
+            status = msgspec.json.decode(response.content, type=_Status)
+        except msgspec.DecodeError:
+            self._observe(api, "malformed", elapsed)
+            return _Fault(f"malformed answer (HTTP {response.status_code})")
+        self._observe(api, str(status.errcode), elapsed)
+        log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed * 1000)
+        if status.errcode in TRANSIENT_ERRCODES:
+            return _Fault(f"errcode {status.errcode}")
+        if status.errcode != 0:
+            raise UpstreamError(api, status.errcode, _RID.sub("", status.errmsg))
+        try:
+            return msgspec.json.decode(response.content, type=shape)
+        except msgspec.DecodeError:
+            return _Fault("answer without the expected fields")
+
+    def _breaker_key(self, path: str, component_appid: str | None) -> BreakerKey:
+        platform = None
+        if component_appid is not None and self._platform_of is not None:
+            platform = self._platform_of(component_appid)
+        return BreakerKey(platform or ANY_PLATFORM, family_of(path))
 
 
 def _unobserved(api: str, errcode: str, seconds: float) -> None:

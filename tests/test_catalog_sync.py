@@ -14,7 +14,7 @@ from sqlalchemy import text
 from gateway.catalog_sync import JOB_KEY, QUOTA_STRIKES
 from gateway.errors import ConfigError
 from gateway.settings import Settings
-from gateway.wechat import AuthorizerDetails, WeChatClient
+from gateway.wechat import WeChatClient
 from tests.support.world import FINANCE, OA, RETAIL, World
 
 GROUP_OPEN = "wx0pen0000000001"  # the test registry's group.open_appid
@@ -326,10 +326,10 @@ async def test_the_number_of_calls_at_a_time_is_bounded(
 ) -> None:
     await seed(ready, 24, seed=13)
     in_flight = 0
-    most: list[int] = []  # the most calls in flight at once, per sync
-    original = WeChatClient.authorizer_details
+    most: list[int] = []  # the most requests to WeChat in flight at once, per sync
+    original = WeChatClient._attempt  # one HTTP request to WeChat
 
-    async def counted(self: WeChatClient, *args: Any, **kwargs: Any) -> AuthorizerDetails:
+    async def counted(self: WeChatClient, *args: Any, **kwargs: Any) -> Any:
         nonlocal in_flight
         in_flight += 1
         most[-1] = max(most[-1], in_flight)
@@ -338,7 +338,7 @@ async def test_the_number_of_calls_at_a_time_is_bounded(
         finally:
             in_flight -= 1
 
-    monkeypatch.setattr(WeChatClient, "authorizer_details", counted)
+    monkeypatch.setattr(WeChatClient, "_attempt", counted)
     await ready.fault(endpoint="api_get_authorizer_info", delay_s=0.1)  # so that calls overlap
     for concurrency in (4, 64):
         most.append(0)

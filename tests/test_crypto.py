@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,22 @@ def test_round_trip_against_wechatpy_any_text(message: str) -> None:
     encrypt = ours.encrypt(message.encode())
     envelope = f"<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
     assert _wechatpy().decrypt_message(envelope, ours.sign("1", "n", encrypt), "1", "n") == message
+
+
+def test_one_instance_decrypts_any_sequence_of_messages_and_threads() -> None:
+    # decrypt reuses one CBC decryptor per thread: neither an earlier message, a failed one, nor another
+    # thread's may change what the next one decrypts to.
+    sender = MessageCrypto(TOKEN, AES_KEY, APPID)
+    messages = [f"<xml><N>{n}</N>{'x' * (n * 7 % 90)}</xml>".encode() for n in range(60)]
+    encrypted = [sender.encrypt(m) for m in messages]
+    receiver = MessageCrypto(TOKEN, AES_KEY, APPID)
+    for message, encrypt in zip(messages, encrypted, strict=True):
+        assert receiver.decrypt(encrypt) == message
+        with pytest.raises(CryptoError):
+            receiver.decrypt(_raw_encrypt(b"\x00" * 48))
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(20):
+            assert list(pool.map(receiver.decrypt, encrypted)) == messages
 
 
 # --- one clean error for each way a ciphertext can be wrong ------------------------------------

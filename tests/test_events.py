@@ -15,6 +15,7 @@ from gateway.events import (
     Unauthorized,
     UpdateAuthorized,
     build_xml,
+    flatten,
     parse_component_event,
     parse_envelope,
     parse_xml,
@@ -62,6 +63,39 @@ def test_envelope_forms() -> None:
         parse_envelope(b"<xml><AppId>wxc1</AppId></xml>")
     with pytest.raises(XmlRejected, match="root element"):
         parse_envelope(b"<other><Encrypt>abc</Encrypt></other>")
+
+
+@pytest.mark.parametrize("document", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_envelopes_are_refused_as_documents_are(document: bytes) -> None:
+    # The envelope is read by expat directly, not by defusedxml: the same refusals, the same reasons.
+    with pytest.raises(XmlRejected) as tree:
+        parse_xml(document)
+    with pytest.raises(XmlRejected) as envelope:
+        parse_envelope(document)
+    assert str(envelope.value).split(":")[0] == str(tree.value).split(":")[0]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"<xml><AppId> wxc1 </AppId><Encrypt><![CDATA[abc=]]></Encrypt></xml>",
+        b'<?xml version="1.0" encoding="utf-8"?><xml><!-- c --><Encrypt>a<![CDATA[b]]>c</Encrypt></xml>',
+        b"<xml><Encrypt>old</Encrypt><Encrypt>new</Encrypt><AppId><x>1</x></AppId></xml>",
+        b'<xml xmlns:w="urn:w"><w:Encrypt>ns</w:Encrypt><Encrypt>plain</Encrypt><ToUserName/></xml>',
+        b"<xml>\n  <Encrypt>\n  abc=\n  </Encrypt>\n  <ToUserName>gh_1</ToUserName>\n</xml>\n",
+        "<xml><ToUserName>公众号</ToUserName><Encrypt>abc</Encrypt></xml>".encode(),
+        '<?xml version="1.0" encoding="utf-16"?><xml><Encrypt>abc</Encrypt></xml>'.encode("utf-16"),
+    ],
+)
+def test_envelope_fields_are_those_of_the_tree(document: bytes) -> None:
+    root = parse_xml(document)
+    fields = flatten(root)
+    envelope = parse_envelope(document)
+    assert (envelope.encrypt, envelope.app_id, envelope.to_user_name) == (
+        fields["Encrypt"],
+        fields.get("AppId") or None,
+        fields.get("ToUserName"),
+    )
 
 
 def _event(fields: dict[str, str | int | dict[str, str | int]]) -> bytes:

@@ -1,9 +1,14 @@
 """What every benchmark needs: server processes on loopback, a load generator process, medians, a table.
 
 The load comes from ``wrk`` when it is installed (one thread: the servers get the other core), else from
-``python -m tests.bench._load``. Either way it is another process, bounded in connections and time.
-``deploy`` starts the gateway (one process or several on one database) and the simulator, with one
-authorizer authorized; ``cpu_seconds`` and ``profile`` look at a server process from outside.
+``python -m tests.bench._load``. Either way it is another process, bounded in connections and time; it
+sends one GET again and again, or POSTs the lines of a file (``write_posts``) in turn. ``deploy`` starts the
+gateway (one process or several on one database) and the simulator, with one authorizer authorized;
+``cpu_seconds`` and ``profile`` look at a server process from outside. ``success_route`` is the bare POST
+route that push benchmarks measure against.
+
+A benchmark's results are ``Row``s: one figure of ours against its baseline, with the benchmark's name
+(``bench``) and what it measures (``kind``) for the suite's combined table and chart (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
+from litestar import Litestar, Request, post
 
 from gateway.demo import demo_environment
 from tests.support.flows import approve_authorization, push_ticket
@@ -40,6 +47,7 @@ __all__ = [
     "TOKEN_PATH",
     "Deployment",
     "Gateway",
+    "Kind",
     "Load",
     "Row",
     "Server",
@@ -52,7 +60,10 @@ __all__ = [
     "print_table",
     "profile",
     "run_load",
+    "success_route",
+    "table_lines",
     "wait_for",
+    "write_posts",
 ]
 
 ROOT = Path(__file__).parents[2]
@@ -72,6 +83,24 @@ done = function(summary, latency, requests)
     '"p50_ms": %f, "p99_ms": %f}\\n',
     summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
     latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+# With a file of POSTs (``write_posts``): each request is the next line's, from the start again at the end.
+_WRK_POSTS = """
+local posts = {}
+local next_post = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local tab = line:find("\t", 1, true)
+    local headers = {["Content-Type"] = "text/xml"}
+    for name, value in pairs(wrk.headers) do headers[name] = value end
+    posts[#posts + 1] = wrk.format("POST", line:sub(1, tab - 1), headers, line:sub(tab + 1))
+  end
+end
+request = function()
+  next_post = next_post % #posts + 1
+  return posts[next_post]
 end
 """
 
@@ -141,6 +170,19 @@ class Load:
         return self.requests / self.duration_s
 
 
+def write_posts(path: Path, posts: Iterable[tuple[str, str]]) -> int:
+    """Write ``(target, body)`` pairs for ``run_load(posts=path)``: one ``TARGET<TAB>BODY`` line each, the
+    target a path with its query; neither may hold a tab or a newline. Returns how many were written."""
+    count = 0
+    with path.open("w") as file:
+        for target, body in posts:
+            if any(c in target + body for c in "\t\n\r"):
+                raise ValueError("a POST's target or body holds a tab or a line break")
+            file.write(f"{target}\t{body}\n")
+            count += 1
+    return count
+
+
 def load_tool(choice: str = "auto") -> str:
     """``wrk`` or ``python``; ``auto`` is wrk when it is installed."""
     if choice == "auto":
@@ -149,19 +191,30 @@ def load_tool(choice: str = "auto") -> str:
 
 
 def run_load(
-    url: str, *, headers: dict[str, str], connections: int, duration_s: float, tool: str = "auto"
+    url: str,
+    *,
+    headers: dict[str, str],
+    connections: int,
+    duration_s: float,
+    tool: str = "auto",
+    posts: Path | None = None,
 ) -> Load:
-    """Load ``url`` with ``connections`` keep-alive connections for ``duration_s`` from another process."""
+    """Load ``url`` with ``connections`` keep-alive connections for ``duration_s`` from another process.
+
+    With ``posts`` (a file from ``write_posts``) each request is the next POST of the file on ``url``'s
+    host, starting over when the file runs out; otherwise every request is a GET of ``url``."""
     header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     with tempfile.TemporaryDirectory() as tmp:
         if load_tool(tool) == "wrk":
             script = Path(tmp) / "report.lua"
-            script.write_text(_WRK_REPORT)
+            script.write_text(_WRK_REPORT + (_WRK_POSTS if posts is not None else ""))
             command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "10s"]
             command += ["-s", str(script), *header_args, url]
+            command += ["--", str(posts)] if posts is not None else []
         else:
             command = [sys.executable, "-m", "tests.bench._load", url, "-c", str(connections)]
             command += ["-d", f"{duration_s:g}", *header_args]
+            command += ["--posts", str(posts)] if posts is not None else []
         done = subprocess.run(
             command, cwd=ROOT, capture_output=True, text=True, timeout=duration_s + 30, check=True
         )
@@ -190,11 +243,16 @@ def machine() -> str:
     )
 
 
+Kind = Literal["throughput", "latency", "cpu", "memory", "time", ""]
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the result table; ``target`` (and so pass/fail) only where the issue sets one.
 
     The target bounds the ratio ours/baseline, or with ``added`` the difference ours − baseline.
+    ``kind`` says what the figure measures (the suite's chart draws throughput and latency; ``""``: none
+    of these), ``bench`` which benchmark measured it (the suite fills it in when it is left empty).
     """
 
     figure: str
@@ -203,6 +261,8 @@ class Row:
     target: float | None = None
     higher_is_better: bool = True
     added: bool = False
+    kind: Kind = ""
+    bench: str = ""
 
     @property
     def ratio(self) -> float:
@@ -228,22 +288,62 @@ def _number(value: float) -> str:
     return f"{value:,.1f}" if abs(value) >= 10 else f"{value:,.3g}"
 
 
-def print_table(rows: Sequence[Row], *, ours: str = "ours", baseline: str = "baseline") -> None:
-    header = ("figure", ours, baseline, "ratio", "target", "result")
+def table_lines(
+    rows: Sequence[Row],
+    *,
+    ours: str = "ours",
+    baseline: str = "baseline",
+    with_bench: bool = False,
+    markdown: bool = False,
+) -> list[str]:
+    """The rows as an aligned text table (``markdown``: a Markdown one), the benchmark's name first with
+    ``with_bench``."""
+    header = (*(["bench"] if with_bench else []), "figure", ours, baseline, "ratio", "target", "result")
     lines = [
-        (r.figure, _number(r.ours), _number(r.baseline), f"{r.ratio:.2f}", r.target_text, r.verdict)
+        (
+            *([r.bench] if with_bench else []),
+            r.figure,
+            _number(r.ours),
+            _number(r.baseline),
+            f"{r.ratio:.2f}",
+            r.target_text,
+            r.verdict,
+        )
         for r in rows
     ]
+    texts = len(header) - 5  # the leading columns of text: aligned left, the figures right
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
-    for i, line in enumerate([header, *lines]):
-        print(
-            "  ".join(
-                cell.ljust(w) if j == 0 else cell.rjust(w)
-                for j, (cell, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+
+    def cells(line: Sequence[str]) -> list[str]:
+        return [
+            cell.ljust(w) if j < texts else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+
+    if markdown:  # the figures aligned right, the result left
+        last = len(widths) - 1
+        rule = ["-" * (w - 1) + ":" if texts <= j < last else "-" * w for j, w in enumerate(widths)]
+        body = [[*cells(line)[:-1], line[-1].ljust(widths[-1])] for line in (header, *lines)]
+        return ["| " + " | ".join(line) + " |" for line in (body[0], rule, *body[1:])]
+    out = ["  ".join(cells(header)).rstrip(), "  ".join("-" * w for w in widths)]
+    return out + ["  ".join(cells(line)).rstrip() for line in lines]
+
+
+def print_table(rows: Sequence[Row], *, ours: str = "ours", baseline: str = "baseline") -> None:
+    for line in table_lines(rows, ours=ours, baseline=baseline):
+        print(line)
+
+
+def success_route(path: str) -> Litestar:
+    """A Litestar app with one POST route on ``path`` that reads the body and answers ``success``: what a
+    WeChat push costs a server that does nothing with it."""
+
+    @post(path, status_code=200, media_type="text/plain")
+    async def receive(request: Request[Any, Any, Any]) -> str:
+        await request.body()
+        return "success"
+
+    return Litestar([receive], openapi_config=None, logging_config=None)
 
 
 # --- looking at a server process ----------------------------------------------------------------------
@@ -266,8 +366,10 @@ def profile(
     connections: int,
     duration_s: float,
     tool: str = "auto",
+    posts: Path | None = None,
 ) -> None:
-    """py-spy on ``pid`` while one more round loads ``url``; the format follows ``out``'s suffix."""
+    """py-spy on ``pid`` while one more round loads ``url`` (with ``posts``: POSTs them, as ``run_load``);
+    the format follows ``out``'s suffix."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     formats = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
     # Blocking sampling (py-spy pauses the process for each sample): slower, but stacks are not torn.
@@ -275,7 +377,7 @@ def profile(
     command += ["--format", formats.get(out.suffix, "flamegraph"), "--output", str(out)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        run_load(url, headers=headers, connections=connections, duration_s=duration_s, tool=tool)
+        run_load(url, headers=headers, connections=connections, duration_s=duration_s, tool=tool, posts=posts)
     finally:
         _, errors = spy.communicate(timeout=duration_s + 30)
     if spy.returncode != 0:

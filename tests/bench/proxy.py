@@ -22,6 +22,7 @@ figures are medians over the rounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,8 +167,21 @@ def _simulator_cpu(rounds: Sequence[Round]) -> float:
     return _median([r.per_thousand(r.simulator_cpu_s) for r in rounds])
 
 
-def report(results: dict[str, dict[str, list[Round]]], transports: Sequence[str], connections: int) -> None:
+def _latency(figure: str, ours: float, baseline: float) -> Row:
+    return Row(figure, ours, baseline, higher_is_better=False, kind="latency")
+
+
+def _throughput(figure: str, ours: float, baseline: float) -> Row:
+    return Row(figure, ours, baseline, kind="throughput")
+
+
+def report(
+    results: dict[str, dict[str, list[Round]]], transports: Sequence[str], connections: int
+) -> list[Row]:
+    """Print the tables; return their rows, each figure prefixed by its transport (``aiohttp: …``) or by
+    the comparison of the two (``aiohttp vs httpx: …``)."""
     a, b, c = results["a"], results["b"], results["c"]
+    returned: list[Row] = []
     for scenario, by_target in results.items():
         for name, rounds in by_target.items():
             errors = sum(r.load.bad_status + r.load.socket_errors for r in rounds)
@@ -179,33 +193,40 @@ def report(results: dict[str, dict[str, list[Round]]], transports: Sequence[str]
         ours = {key: median_load([r.load for r in rounds[name]]) for key, rounds in results.items()}
         added = [g.load.p50_ms - d.load.p50_ms for g, d in zip(a[name], a[DIRECT], strict=True)]
         paired = [g.load.rps / d.load.rps for g, d in zip(b[name], b[DIRECT], strict=True)]
+        rows = [
+            Row(
+                "(a) latency p50 ms, concurrency 1",
+                ours["a"].p50_ms,
+                direct["a"].p50_ms,
+                target=ADDED_LATENCY_MS,
+                higher_is_better=False,
+                added=True,
+                kind="latency",
+            ),
+            _latency("(a) latency p99 ms, concurrency 1", ours["a"].p99_ms, direct["a"].p99_ms),
+            Row(
+                "(b) requests/s, 20 ms upstream, c 32",
+                ours["b"].rps,
+                direct["b"].rps,
+                THROUGHPUT_RATIO,
+                kind="throughput",
+            ),
+            _latency("(b) latency p50 ms, 20 ms upstream", ours["b"].p50_ms, direct["b"].p50_ms),
+            _latency("(b) latency p99 ms, 20 ms upstream", ours["b"].p99_ms, direct["b"].p99_ms),
+            _throughput(f"(c) requests/s, concurrency {connections}", ours["c"].rps, direct["c"].rps),
+            _latency(f"(c) latency p50 ms, concurrency {connections}", ours["c"].p50_ms, direct["c"].p50_ms),
+            Row(
+                "(c) CPU-s per 1,000 calls: gateway | simulator",
+                _gateway_cpu(c[name]),
+                _simulator_cpu(c[DIRECT]),
+                higher_is_better=False,
+                kind="cpu",
+            ),
+        ]
         print()
         print(f"gateway with the {transport} transport, against direct calls to the simulator")
-        print_table(
-            [
-                Row(
-                    "(a) latency p50 ms, concurrency 1",
-                    ours["a"].p50_ms,
-                    direct["a"].p50_ms,
-                    target=ADDED_LATENCY_MS,
-                    higher_is_better=False,
-                    added=True,
-                ),
-                Row("(a) latency p99 ms, concurrency 1", ours["a"].p99_ms, direct["a"].p99_ms),
-                Row("(b) requests/s, 20 ms upstream, c 32", ours["b"].rps, direct["b"].rps, THROUGHPUT_RATIO),
-                Row("(b) latency p50 ms, 20 ms upstream", ours["b"].p50_ms, direct["b"].p50_ms),
-                Row("(b) latency p99 ms, 20 ms upstream", ours["b"].p99_ms, direct["b"].p99_ms),
-                Row(f"(c) requests/s, concurrency {connections}", ours["c"].rps, direct["c"].rps),
-                Row(f"(c) latency p50 ms, concurrency {connections}", ours["c"].p50_ms, direct["c"].p50_ms),
-                Row(
-                    "(c) CPU-s per 1,000 calls: gateway | simulator",
-                    _gateway_cpu(c[name]),
-                    _simulator_cpu(c[DIRECT]),
-                ),
-            ],
-            ours="gateway",
-            baseline="direct",
-        )
+        print_table(rows, ours="gateway", baseline="direct")
+        returned += [dataclasses.replace(r, figure=f"{transport}: {r.figure}") for r in rows]
         print(
             f"(a) added p50 ms of each round's pair: {', '.join(f'{x:.2f}' for x in added)} "
             f"(median {_median(added):.2f}); "
@@ -213,7 +234,7 @@ def report(results: dict[str, dict[str, list[Round]]], transports: Sequence[str]
             f"(median {_median(paired):.2f})"
         )
     if len(transports) < 2:
-        return
+        return returned
     ours_t, base_t = transports[-1], transports[0]
     ours_n, base_n = _gateway_name(ours_t), _gateway_name(base_t)
 
@@ -228,10 +249,13 @@ def report(results: dict[str, dict[str, list[Round]]], transports: Sequence[str]
             median_of(a[ours_n], "p50_ms") - median_of(a[DIRECT], "p50_ms"),
             median_of(a[base_n], "p50_ms") - median_of(a[DIRECT], "p50_ms"),
             higher_is_better=False,
+            kind="latency",
         ),
-        Row("(b) requests/s, 20 ms upstream", median_of(b[ours_n], "rps"), median_of(b[base_n], "rps")),
-        Row("(c) requests/s", median_of(c[ours_n], "rps"), median_of(c[base_n], "rps")),
-        Row("(c) latency p99 ms", median_of(c[ours_n], "p99_ms"), median_of(c[base_n], "p99_ms")),
+        _throughput(
+            "(b) requests/s, 20 ms upstream", median_of(b[ours_n], "rps"), median_of(b[base_n], "rps")
+        ),
+        _throughput("(c) requests/s", median_of(c[ours_n], "rps"), median_of(c[base_n], "rps")),
+        _latency("(c) latency p99 ms", median_of(c[ours_n], "p99_ms"), median_of(c[base_n], "p99_ms")),
     ]
     for key, by_target in results.items():
         rows.append(
@@ -240,9 +264,11 @@ def report(results: dict[str, dict[str, list[Round]]], transports: Sequence[str]
                 _gateway_cpu(by_target[ours_n]),
                 _gateway_cpu(by_target[base_n]),
                 higher_is_better=False,
+                kind="cpu",
             )
         )
     print_table(rows, ours=ours_t, baseline=base_t)
+    return returned + [dataclasses.replace(r, figure=f"{ours_t} vs {base_t}: {r.figure}") for r in rows]
 
 
 def run(
@@ -253,7 +279,7 @@ def run(
     transports: Sequence[str],
     profile_to: Path | None,
     profile_scenario: str,
-) -> None:
+) -> list[Row]:
     gateways = {_gateway_name(t): {"GATEWAY_UPSTREAM_TRANSPORT": t} for t in transports}
     with deploy("bench-proxy-", gateways) as deployment:
         bench = Bench(deployment, duration_s, tool)
@@ -268,7 +294,7 @@ def run(
             print(f"({scenario.key}) {scenario.title}", flush=True)
             results[scenario.key] = bench.measure(scenario, rounds)
         print(f"machine after: {machine()}")
-        report(results, transports, connections)
+        rows = report(results, transports, connections)
         if profile_to is not None:
             scenario = next(s for s in scenarios(connections) if s.key == profile_scenario)
             bench.delay(scenario.delay_s)
@@ -289,6 +315,19 @@ def run(
                     )
             finally:
                 bench.delay(0)
+    return rows
+
+
+def default_transports() -> list[str]:
+    """Every upstream transport, the default last: it is compared against the first."""
+    others = [t for t in UPSTREAM_TRANSPORTS if t != DEFAULT_UPSTREAM_TRANSPORT]
+    return [*others, DEFAULT_UPSTREAM_TRANSPORT]
+
+
+def suite(quick: bool) -> list[Row]:
+    """The defaults, or for ``quick`` 2 rounds of 2 s per scenario and target."""
+    rounds, duration_s = (2, 2.0) if quick else (5, 5.0)
+    return run(rounds, duration_s, 50, "auto", default_transports(), None, "c")
 
 
 def main() -> None:
@@ -308,9 +347,7 @@ def main() -> None:
         default="auto",
         help="load generator (auto: wrk if installed)",
     )
-    default = ",".join(
-        [t for t in UPSTREAM_TRANSPORTS if t != DEFAULT_UPSTREAM_TRANSPORT] + [DEFAULT_UPSTREAM_TRANSPORT]
-    )
+    default = ",".join(default_transports())
     parser.add_argument(
         "--transports",
         default=default,

@@ -83,7 +83,7 @@ def _serve_baseline(port: int, body_bytes: int) -> None:
 # --- the run ---------------------------------------------------------------------------------------
 
 
-def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to: Path | None) -> None:
+def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to: Path | None) -> list[Row]:
     with deploy("bench-tokens-") as deployment:
         gateway = deployment.gateways["gateway"]
         assert deployment.token is not None
@@ -131,13 +131,12 @@ def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to:
             if errors:
                 print(f"WARNING: {name}: {errors} failed requests; its figures are not valid")
         print()
-        print_table(
-            [
-                Row("requests/s (median)", ours.rps, base.rps, target=TARGET),
-                Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms),
-                Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms),
-            ]
-        )
+        rows = [
+            Row("requests/s (median)", ours.rps, base.rps, target=TARGET, kind="throughput"),
+            Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms, higher_is_better=False, kind="latency"),
+            Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms, higher_is_better=False, kind="latency"),
+        ]
+        print_table(rows)
         print(
             f"ratio of each round's pair: {', '.join(f'{r:.2f}' for r in paired)} "
             f"(median {statistics.median(paired):.2f})"
@@ -153,6 +152,12 @@ def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to:
                 duration_s=duration_s,
                 tool=tool,
             )
+    return rows
+
+
+def suite(quick: bool) -> list[Row]:
+    """The defaults, or for ``quick`` 2 rounds of 2 s."""
+    return run(2, 2.0, 50, "auto", None) if quick else run(5, 5.0, 50, "auto", None)
 
 
 def main() -> None:
