@@ -25,7 +25,7 @@ from gateway.http.deliveries import DeliveriesPage
 from gateway.logs import configure_logging
 from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
 from gateway.registry import load_registry
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from gateway.store import create_engine, upgrade
@@ -195,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = load_registry(settings.config_path)
-    asyncio.run(serve([Listener(create_app(settings, registry), args.host, args.port)]))
+    run_event_loop(serve([Listener(create_app(settings, registry), args.host, args.port)]))
     return 0
 
 
@@ -229,7 +229,7 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
 
-    asyncio.run(run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    run_event_loop(run_demo(Path(args.config), args.host, args.port, args.simulator_port))
     return 0
 
 
@@ -468,7 +468,7 @@ def _simulate(args: argparse.Namespace) -> int:
         ]
     app = create_simulator_app(SimulatorConfig(components=components, ticket_interval_s=args.ticket_interval))
     print(f"WeChat simulator on http://{args.host}:{args.port} (control API under /sim)", flush=True)
-    asyncio.run(serve([Listener(app, args.host, args.port)]))
+    run_event_loop(serve([Listener(app, args.host, args.port)]))
     return 0
 
 

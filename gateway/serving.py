@@ -1,17 +1,29 @@
-"""Running ASGI apps under uvicorn, one or several in one event loop, stopped together by a signal."""
+"""Running ASGI apps under uvicorn, one or several in one event loop, stopped together by a signal.
+
+The event loop and HTTP parser were chosen by measurement (docs/benchmarks.md, "The ASGI server"):
+uvloop and httptools, where installed. ``GATEWAY_EVENT_LOOP=asyncio`` and ``GATEWAY_HTTP_PARSER=h11``
+select the standard library's loop and the pure-Python parser instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import os
 import signal
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import uvicorn
 from litestar import Litestar
 
-__all__ = ["DRAIN_S", "Listener", "serve"]
+from gateway.errors import ConfigError
+
+__all__ = ["DRAIN_S", "Listener", "run_event_loop", "serve"]
+
+T = TypeVar("T")
 
 # On SIGTERM, requests in flight get this long to finish (a proxied call's upstream timeouts fit in it);
 # then the lifespan stops the background work, which releases its leases.
@@ -54,6 +66,7 @@ async def serve(
                 log_level="warning",
                 log_config=None,  # uvicorn's lines go through the process's handler (JSON), not its own
                 lifespan="on",
+                http=_http_parser(),
                 timeout_graceful_shutdown=DRAIN_S,
             )
         )
@@ -91,3 +104,27 @@ async def serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` (serving, say) to its end on the chosen event loop: uvloop when it is installed,
+    unless ``GATEWAY_EVENT_LOOP`` is ``asyncio``."""
+    choice = os.environ.get("GATEWAY_EVENT_LOOP", "") or "auto"
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError("GATEWAY_EVENT_LOOP must be auto, uvloop or asyncio")
+    if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
+        return asyncio.run(main)
+    import uvloop  # optional: only where it is installed (not on Windows)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def _http_parser() -> str:
+    """uvicorn's ``http``: httptools when installed, unless ``GATEWAY_HTTP_PARSER`` is ``h11``."""
+    choice = os.environ.get("GATEWAY_HTTP_PARSER", "") or "auto"
+    if choice not in ("auto", "httptools", "h11"):
+        raise ConfigError("GATEWAY_HTTP_PARSER must be auto, httptools or h11")
+    if choice == "auto":
+        return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    return choice

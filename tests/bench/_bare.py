@@ -11,14 +11,13 @@ measured against.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 import msgspec
 from litestar import Litestar, Response, get
 
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 
 
 class _Token(msgspec.Struct, frozen=True):
@@ -45,7 +44,7 @@ def main() -> None:
     # As `gateway serve` does: logging configured by the process, the app under gateway.serving.serve.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     app = Litestar(route_handlers=[access_token, healthz], logging_config=None)
-    asyncio.run(serve([Listener(app, "127.0.0.1", args.port)]))
+    run_event_loop(serve([Listener(app, "127.0.0.1", args.port)]))
 
 
 if __name__ == "__main__":

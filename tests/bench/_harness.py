@@ -459,8 +459,11 @@ def deploy(
             EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url) + registry_suffix
         )
         # The caller's environment without gateway settings or registry secrets, then generated ones.
+        # The server's loop and parser (gateway.serving) pass through: every server of a run, the
+        # baselines included, runs on the same ones.
         ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+        kept = ("GATEWAY_EVENT_LOOP", "GATEWAY_HTTP_PARSER")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ours) or k in kept}
         env.update(demo_environment(EXAMPLE, {}))
         env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
         deployment = Deployment(workdir, env, registry, simulator_url)

@@ -63,7 +63,7 @@ import httpx
 from litestar import Litestar, Request, Response, get
 
 from gateway.demo import demo_environment
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 from tests.bench._harness import (
     EXAMPLE,
     ROOT,
@@ -431,7 +431,9 @@ def _serve_baseline(port: int, bodies_file: Path) -> None:
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    asyncio.run(serve([Listener(Litestar(route_handlers=[catalog], logging_config=None), "127.0.0.1", port)]))
+    run_event_loop(
+        serve([Listener(Litestar(route_handlers=[catalog], logging_config=None), "127.0.0.1", port)])
+    )
 
 
 # --- process memory ---------------------------------------------------------------------------------

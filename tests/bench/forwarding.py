@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, Response, get, post
 
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 from gateway.simulator import SimComponent
 from gateway.simulator.pushes import message_envelope
 from gateway.simulator.state import UserMessage
@@ -275,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pace", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline is not None:
-        asyncio.run(serve([Listener(success_route(PATH), "127.0.0.1", args.serve_baseline)]))
+        run_event_loop(serve([Listener(success_route(PATH), "127.0.0.1", args.serve_baseline)]))
     elif args.serve_subscriber is not None:
-        asyncio.run(serve([Listener(subscriber_app(), "127.0.0.1", args.serve_subscriber)]))
+        run_event_loop(serve([Listener(subscriber_app(), "127.0.0.1", args.serve_subscriber)]))
     elif args.push_load is not None:
         pushes = [json.loads(line) for line in args.requests.read_text().splitlines()]
         report = asyncio.run(_push_load(args.push_load, pushes, args.connections, args.duration, args.pace))

@@ -28,7 +28,6 @@ WeChat sends it (``gateway.simulator.pushes.envelope``): query parameters and th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import gc
 import itertools
@@ -47,7 +46,7 @@ from wechatpy.crypto import WeChatCrypto
 from gateway.crypto import MessageCrypto
 from gateway.demo import demo_environment
 from gateway.pushes import PushParameters, decrypt_push, read_envelope
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 from gateway.simulator import SimComponent
 from gateway.simulator.pushes import envelope
 from gateway.simulator.state import Event
@@ -403,7 +402,7 @@ def main() -> None:
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline is not None:
-        asyncio.run(serve([Listener(success_route(PATH), "127.0.0.1", args.serve_baseline)]))
+        run_event_loop(serve([Listener(success_route(PATH), "127.0.0.1", args.serve_baseline)]))
         return
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     if skip - set(PARTS):

@@ -14,7 +14,6 @@ The figure is the ratio of median requests/s, gateway over baseline; the issue's
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import statistics
 import sys
@@ -24,7 +23,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Response, get
 
-from gateway.serving import Listener, serve
+from gateway.serving import Listener, run_event_loop, serve
 from tests.bench._harness import (
     AUTHORIZER,
     CLIENT_KEY,
@@ -77,7 +76,7 @@ def baseline_app(body_bytes: int) -> Litestar:
 def _serve_baseline(port: int, body_bytes: int) -> None:
     # As `gateway serve` does: logging configured by the process, the app under gateway.serving.serve.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    asyncio.run(serve([Listener(baseline_app(body_bytes), "127.0.0.1", port)]))
+    run_event_loop(serve([Listener(baseline_app(body_bytes), "127.0.0.1", port)]))
 
 
 # --- the run ---------------------------------------------------------------------------------------
