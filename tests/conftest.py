@@ -23,6 +23,7 @@ from gateway.app import create_app
 from gateway.crypto import MessageCrypto, SecretBox
 from gateway.registry import Registry, parse_registry
 from gateway.settings import Settings
+from gateway.store import Store, create_engine, upgrade
 
 pytest_plugins = ["tests.support.world"]
 
@@ -145,6 +146,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     await _reset_postgres(url)
     return url
+
+
+@pytest.fixture
+async def store(database_url: str, secret_box: SecretBox) -> AsyncIterator[Store]:
+    """The store on ``database_url``, migrated, with a fixed clock."""
+    engine = create_engine(database_url)
+    await upgrade(engine)
+    yield Store(engine, secret_box, clock=lambda: 1_700_000_000.0)
+    await engine.dispose()
 
 
 @pytest.fixture

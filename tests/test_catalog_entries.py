@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, text
 
 from gateway.crypto import SecretBox
@@ -69,14 +68,6 @@ async def stored_entries(store: Store) -> Entries:
         )
         for row in rows
     }
-
-
-@pytest.fixture
-async def store(database_url: str, secret_box: SecretBox) -> Store:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield Store(engine, secret_box, clock=lambda: 1_700_000_000.0)  # type: ignore[misc]
-    await engine.dispose()
 
 
 async def test_every_store_write_keeps_the_entries_current(store: Store) -> None:

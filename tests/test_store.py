@@ -19,14 +19,6 @@ from gateway.store.migrate import alembic_config
 from gateway.store.tables import metadata
 
 
-@pytest.fixture
-async def store(database_url: str, secret_box: SecretBox) -> Store:
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    yield Store(engine, secret_box, clock=lambda: 1_700_000_000.0)  # type: ignore[misc]
-    await engine.dispose()
-
-
 async def test_migrations_match_the_models(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
