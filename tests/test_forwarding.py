@@ -75,7 +75,7 @@ async def _upstream(scope: Scope, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    with serve_in_thread(_upstream) as url:
+    with serve_in_thread(_upstream, http="h11") as url:
         yield url
 
 

@@ -26,16 +26,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, host: str = "127.0.0.1", startup_timeout_s: float = 10.0) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, *, host: str = "127.0.0.1", http: str = "auto", startup_timeout_s: float = 10.0
+) -> Iterator[str]:
     """Run ``app`` under uvicorn (lifespan on) on a free port of ``host``; yields its base URL.
 
-    The socket is bound before the server starts, so no other process can take the port in between.
+    ``http`` picks uvicorn's parser: "h11" keeps a forward proxy's absolute request-target whole in
+    ``raw_path``, where httptools (uvicorn's choice when installed) keeps only its path. The socket is
+    bound before the server starts, so no other process can take the port in between.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
