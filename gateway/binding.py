@@ -73,8 +73,8 @@ class OpenBindingService(ReadsRegistry):
     async def check(self, appid: str, *, record: bool = True) -> OpenBinding:
         """Where ``appid`` is bound, changing nothing at WeChat (``unbound`` when nowhere); recorded for
         the catalog unless ``record`` is false (a catalog sync records it with the profile)."""
-        token = await self._token(appid)
-        bound_to = await self._guarded(self._wechat.open_get(token))
+        token, component_appid = await self._token(appid)
+        bound_to = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         result = self._state(bound_to, newly=False)
         return await self._remember(appid, result) if record else result
 
@@ -83,14 +83,16 @@ class OpenBindingService(ReadsRegistry):
 
         With ``dry_run`` the answer says what would happen (``unbound`` stays ``unbound``).
         """
-        token = await self._token(appid)
-        bound_to = await self._guarded(self._wechat.open_get(token))
+        token, component_appid = await self._token(appid)
+        bound_to = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         if bound_to is not None or dry_run:
             result = self._state(bound_to, newly=False)
             if result.state == "bound_elsewhere":
                 self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound_to)
             return await self._remember(appid, result)
-        await self._guarded(self._wechat.open_bind(token, self.group_open_appid))
+        await self._guarded(
+            self._wechat.open_bind(token, self.group_open_appid, component_appid=component_appid)
+        )
         self._audit.record(actor, "binding.bound", authorizer_appid=appid, detail=self.group_open_appid)
         return await self._remember(appid, OpenBinding("newly_bound", self.group_open_appid))
 
@@ -102,8 +104,8 @@ class OpenBindingService(ReadsRegistry):
 
     async def create_from(self, appid: str, *, actor: str) -> str:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
-        token = await self._token(appid)
-        open_appid = await self._guarded(self._wechat.open_create(token))
+        token, component_appid = await self._token(appid)
+        open_appid = await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
         self._audit.record(actor, "binding.created", authorizer_appid=appid, detail=open_appid)
         return open_appid
 
@@ -114,7 +116,9 @@ class OpenBindingService(ReadsRegistry):
             return OpenBinding("newly_bound" if newly else "bound", bound_to)
         return OpenBinding("bound_elsewhere", bound_to)
 
-    async def _token(self, appid: str) -> str:
+    async def _token(self, appid: str) -> tuple[str, str | None]:
+        """The authorizer token of ``appid`` from the platform routing picks for open/*, with that
+        platform's component_appid (the upstream breaker's key; None if a reload just removed it)."""
         try:
             platform_id = await self._authorizations.route(appid, OPEN_API)
         except ApiError as exc:
@@ -126,7 +130,9 @@ class OpenBindingService(ReadsRegistry):
                     f"open-platform account management, for {appid}",
                 ) from None
             raise
-        return (await self._tokens.authorizer_token(platform_id, appid)).value
+        token = await self._tokens.authorizer_token(platform_id, appid)
+        platform = self._registry.platform(platform_id)
+        return token.value, None if platform is None else platform.component_appid
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:

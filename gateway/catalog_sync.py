@@ -411,7 +411,9 @@ class CatalogSync(ReadsRegistry):
             if exc.code == "permission_set_missing" or exc.code in NO_LIVE_GRANT:
                 return "unknown"
             raise
-        if not await self._wechat.open_have(token.value):
+        platform = self._registry.platform(platform_id)
+        component_appid = None if platform is None else platform.component_appid
+        if not await self._wechat.open_have(token.value, component_appid=component_appid):
             return "unbound"
         run.summary.bound_unidentified += 1
         return "unknown"

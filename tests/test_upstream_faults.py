@@ -30,6 +30,7 @@ import gateway.wechat
 from gateway.app import Services, create_app
 from gateway.breaker import UpstreamBreakers
 from gateway.crypto import SecretBox
+from gateway.errors import ApiError
 from gateway.registry import Registry, parse_registry
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, make_settings, registry_environ
@@ -353,11 +354,21 @@ async def test_other_families_have_breakers_of_their_own(upstream: World) -> Non
     assert await world.calls("api_create_preauthcode") == THRESHOLD
     assert breaker(services, "authorization") == 1
 
+    # Open-account calls go with an authorizer token alone: they count under the platform that served it.
+    await world.fault(endpoint="open/get", http_status=502)
+    for _ in range(2):
+        with pytest.raises(ApiError) as check_refused:
+            await services.binding.check(OA)
+        assert check_refused.value.code == "wechat_unavailable"
+    assert breaker(services, "open_account") == 1 and breaker(services, "open_account", platform="*") == 0
+
     await world.sim.delete("/sim/faults")
     await after_cool_down()
     assert (await world.token(OA, kind="jsapi-ticket")).status_code == 200
     assert (await link()).status_code == 200
+    await services.binding.check(OA)
     assert breaker(services, "jsapi_ticket") == breaker(services, "authorization") == 0
+    assert breaker(services, "open_account") == 0
 
 
 # --- WeChat's refusals: handled where they mean something, never the breaker ------------------------------

@@ -9,6 +9,7 @@ path, so no appid or id becomes a label. The token route is benchmarked: this ad
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -27,6 +28,10 @@ _HEADER = REQUEST_ID_HEADER.lower().encode()
 # An incoming id is kept when it is short and plain (a load balancer's or a caller's trace id); anything
 # else could forge log lines or blow up a log index, and is replaced.
 _SANE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# Generated ids: this process's random prefix and a counter, unique across replicas and restarts without
+# a system call per request (an id names a request; it is no secret).
+_ID_PREFIX = secrets.token_hex(4)
+_next_id = itertools.count(1)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -76,4 +81,4 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == _HEADER and _SANE_ID.fullmatch(value):
             return value.decode()
-    return secrets.token_hex(8)
+    return f"{_ID_PREFIX}{next(_next_id):08x}"

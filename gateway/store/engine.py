@@ -13,7 +13,7 @@ __all__ = ["create_engine"]
 def create_engine(url: str) -> AsyncEngine:
     """Create the engine for ``url``; SQLite gets WAL and a busy timeout so concurrent writers wait."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=15, max_overflow=5)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # 5 + 10 per replica: several replicas must fit PostgreSQL's default max_connections (100).
