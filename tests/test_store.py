@@ -6,6 +6,8 @@ import asyncio
 import os
 
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -143,3 +145,40 @@ async def test_state_survives_a_new_engine(database_url: str, secret_box: Secret
                 assert stored.ticket == "kept"
         finally:
             await engine.dispose()
+
+
+async def test_pushes_arriving_together_share_one_transaction(store: Store) -> None:
+    commits: list[None] = []
+    sqlalchemy.event.listen(store.engine.sync_engine, "commit", lambda _conn: commits.append(None))
+    tickets = [ComponentVerifyTicket("wxc1", 1000 + (n * 7) % 50, f"ticket-{n}") for n in range(50)]
+    events = [Unauthorized("wxc1", 100, f"wxa{n}") for n in range(10)]
+    results = await asyncio.gather(
+        *(store.record_push("retail", "c" * 40, f"t{n}", t) for n, t in enumerate(tickets)),
+        *(store.record_push("retail", "c" * 40, f"e{n}", e) for n, e in enumerate(events)),
+        store.record_push("retail", "c" * 40, "t0", tickets[0]),  # a copy of the first, in the same batch
+    )
+    assert results == [True] * 60 + [False]
+    assert len(commits) == 1
+    stored = await store.ticket("retail")
+    # The newest of the batch, though others were queued after it.
+    assert stored is not None and stored.create_time == 1049 and stored.ticket == "ticket-7"
+    assert len(await store.pending_authorization_events()) == 10
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM component_pushes"))).scalar_one() == 60
+
+
+async def test_a_push_the_database_refuses_fails_alone(store: Store) -> None:
+    broken = ComponentVerifyTicket("wxc1", None, "no time")  # type: ignore[arg-type]
+    good = [ComponentVerifyTicket("wxc1", 100 + n, f"ticket-{n}") for n in range(3)]
+    results = await asyncio.gather(
+        *(store.record_push("retail", "d" * 40, f"g{n}", t) for n, t in enumerate(good)),
+        store.record_push("retail", "d" * 40, "broken", broken),
+        return_exceptions=True,
+    )
+    assert results[:3] == [True] * 3
+    assert isinstance(results[3], sqlalchemy.exc.IntegrityError)
+    stored = await store.ticket("retail")
+    assert stored is not None and stored.ticket == "ticket-2"
+    async with store.engine.connect() as conn:
+        nonces = (await conn.execute(text("SELECT nonce FROM component_pushes ORDER BY nonce"))).scalars()
+        assert list(nonces) == ["g0", "g1", "g2"]

@@ -29,6 +29,7 @@ from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.gateway_tokens import GatewayTokenStore
+from gateway.store.push_log import PendingPush, PushLog
 from gateway.store.tables import ComponentPush, ComponentTicket
 from gateway.store.web_sessions import WebSessionStore
 
@@ -75,6 +76,7 @@ class Store:
         self.catalog = CatalogQuery(self._db)
         self.web_sessions = WebSessionStore(self._db)
         self.deliveries = DeliveryStore(self._db)
+        self._pushes = PushLog(self._db)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -89,7 +91,8 @@ class Store:
     async def record_push(
         self, platform_id: str, msg_signature: str, nonce: str, event: ComponentEvent
     ) -> bool:
-        """Record an authenticated push and apply what it carries, in one transaction.
+        """Record an authenticated push and apply what it carries, in one transaction (shared with the
+        pushes that arrive meanwhile: `PushLog`).
 
         Returns False, changing nothing, when the same (signature, nonce) was recorded before: WeChat
         retried. A verify ticket replaces the stored one unless the stored one is newer.
@@ -99,44 +102,25 @@ class Store:
         payload = None
         if is_authorization_event(event):
             payload = self._box.seal(msgspec.json.encode(event).decode(), context=f"push:{platform_id}")
-        async with self._sessions.begin() as session:
-            insert = self._insert(ComponentPush).values(
-                platform_id=platform_id,
-                msg_signature=msg_signature,
-                nonce=nonce,
-                info_type=info_type(event),
-                authorizer_appid=authorizer,
-                create_time=event.create_time,
-                received_at=now,
-                payload_sealed=payload,
-            )
-            inserted = await session.execute(
-                insert.on_conflict_do_nothing(
-                    index_elements=["platform_id", "msg_signature", "nonce"]
-                ).returning(col(ComponentPush.id))
-            )
-            if inserted.scalar_one_or_none() is None:
-                return False
-            if isinstance(event, ComponentVerifyTicket):
-                await session.execute(self._ticket_upsert(platform_id, event, now))
-        return True
-
-    def _ticket_upsert(self, platform_id: str, event: ComponentVerifyTicket, now: float) -> Any:
-        values = {
-            "ticket_sealed": self._box.seal(event.ticket, context=f"ticket:{platform_id}"),
+        ticket = None
+        if isinstance(event, ComponentVerifyTicket):
+            ticket = {
+                "platform_id": platform_id,
+                "ticket_sealed": self._box.seal(event.ticket, context=f"ticket:{platform_id}"),
+                "create_time": event.create_time,
+                "received_at": now,
+            }
+        row = {
+            "platform_id": platform_id,
+            "msg_signature": msg_signature,
+            "nonce": nonce,
+            "info_type": info_type(event),
+            "authorizer_appid": authorizer,
             "create_time": event.create_time,
             "received_at": now,
+            "payload_sealed": payload,
         }
-        insert = self._insert(ComponentTicket).values(platform_id=platform_id, **values)
-        # Pushes may arrive out of order: an older ticket never replaces a newer one.
-        return insert.on_conflict_do_update(
-            index_elements=["platform_id"],
-            set_=values,
-            where=col(ComponentTicket.create_time) <= insert.excluded.create_time,
-        )
-
-    def _insert(self, table: type[Any]) -> Any:
-        return self._db.insert(table)
+        return await self._pushes.record(PendingPush(row, ticket))
 
     async def ticket(self, platform_id: str) -> StoredTicket | None:
         """The newest verify ticket of ``platform_id``, or None before the first push."""

@@ -1,0 +1,152 @@
+"""The log of accepted pushes, written by group commit.
+
+Every push must be stored before WeChat hears ``success``, and one transaction per push made the store the
+bottleneck of the event URL: on SQLite each transaction is a dozen hand-offs to aiosqlite's thread, and
+concurrent writers queue in SQLite's busy handler, which sleeps up to 100 ms at a time. Here the pushes
+that arrive while a transaction is being written wait for the next one, and each transaction writes its
+whole batch with two statements: one multi-row INSERT of the pushes that skips those seen before
+(RETURNING the new ones) and one upsert per platform of the newest verify ticket among them. Each caller
+is answered when its batch has committed, and a failed batch fails every caller in it, so nothing is
+acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store.database import Database
+from gateway.store.tables import ComponentPush, ComponentTicket
+
+__all__ = ["PendingPush", "PushLog"]
+
+# Pushes per transaction: enough for any burst WeChat sends, few enough that a batch's parameters
+# (eight per push) stay far below SQLite's limit of 32,766.
+MAX_BATCH = 256
+
+_PUSHES = ComponentPush.__table__  # type: ignore[attr-defined]
+_TICKETS = ComponentTicket.__table__  # type: ignore[attr-defined]
+_KEY = ("platform_id", "msg_signature", "nonce")
+
+
+@dataclass(frozen=True)
+class PendingPush:
+    """One push to record: its row (the ``component_pushes`` columns, sealed payload included) and, for a
+    verify ticket, the ``component_tickets`` values to upsert (the ticket already sealed)."""
+
+    row: dict[str, Any]
+    ticket: dict[str, Any] | None = None
+
+
+@dataclass
+class _Waiting:
+    push: PendingPush
+    answer: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def __post_init__(self) -> None:
+        # A caller that went away leaves its answer unread: a failure in it must not be logged as lost.
+        self.answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+class PushLog:
+    """Records pushes in batches: `record` returns once its push is stored (True) or was stored before
+    (False: a retry or a replay), and raises what the transaction raised if it failed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._insert_new = (
+            db.insert(_PUSHES)
+            .on_conflict_do_nothing(index_elements=list(_KEY))
+            .returning(*(_PUSHES.c[name] for name in _KEY))
+        )
+        tickets = db.insert(_TICKETS)
+        # Pushes may arrive out of order: an older ticket never replaces a newer one.
+        self._upsert_ticket = tickets.on_conflict_do_update(
+            index_elements=["platform_id"],
+            set_={name: tickets.excluded[name] for name in ("ticket_sealed", "create_time", "received_at")},
+            where=_TICKETS.c.create_time <= tickets.excluded.create_time,
+        )
+        self._queue: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, push: PendingPush) -> bool:
+        """Queue ``push`` for the next transaction and wait for its commit."""
+        waiting = _Waiting(push)
+        self._queue.append(waiting)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="push-log-writer")
+        # The batch is written whether or not this caller still waits (a client that hung up is
+        # answered by WeChat's retry, found to be a duplicate).
+        return await asyncio.shield(waiting.answer)
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[: len(batch)]
+            if len(batch) == 1:
+                await self._write_and_answer(batch)
+                continue
+            try:
+                stored = await self._write(batch)
+            except Exception:
+                # One bad push must not fail the others: each is tried again in a transaction of its
+                # own (when the database is down, each fails alike).
+                for waiting in batch:
+                    await self._write_and_answer([waiting])
+                continue
+            except BaseException as exc:  # cancelled at shutdown: the callers hear of it too
+                _fail(batch, exc)
+                raise
+            _settle(batch, stored)
+
+    async def _write_and_answer(self, batch: list[_Waiting]) -> None:
+        try:
+            stored = await self._write(batch)
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        except BaseException as exc:
+            _fail(batch, exc)
+            raise
+        _settle(batch, stored)
+
+    async def _write(self, batch: list[_Waiting]) -> dict[tuple[Any, ...], bool]:
+        """Write ``batch`` in one transaction; the keys of the pushes stored now, each True once (a push
+        queued twice in one batch is stored by its first copy only)."""
+        async with self._db.engine.begin() as conn:
+            # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
+            # from one statement compiled once, where .values([...]) compiles anew for each batch size.
+            inserted = await conn.execute(self._insert_new, [waiting.push.row for waiting in batch])
+            stored = {tuple(row): True for row in inserted}
+            newest: dict[str, dict[str, Any]] = {}
+            for waiting in batch:
+                ticket = waiting.push.ticket
+                if ticket is None or _key(waiting.push.row) not in stored:
+                    continue
+                held = newest.get(ticket["platform_id"])
+                if held is None or ticket["create_time"] >= held["create_time"]:
+                    newest[ticket["platform_id"]] = ticket
+            if newest:
+                await conn.execute(self._upsert_ticket, list(newest.values()))
+        return stored
+
+
+def _settle(batch: list[_Waiting], stored: dict[tuple[Any, ...], bool]) -> None:
+    for waiting in batch:
+        if not waiting.answer.done():
+            waiting.answer.set_result(stored.pop(_key(waiting.push.row), False))
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for waiting in batch:
+        if waiting.answer.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            waiting.answer.cancel()
+        else:
+            waiting.answer.set_exception(exc)
+
+
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in _KEY)
