@@ -6,8 +6,8 @@ concurrent writers queue in SQLite's busy handler, which sleeps up to 100 ms at 
 that arrive while a transaction is being written wait for the next one, and each transaction writes its
 whole batch with two statements: one multi-row INSERT of the pushes that skips those seen before
 (RETURNING the new ones) and one upsert per platform of the newest verify ticket among them. Each caller
-is answered when its batch has committed, and a failed batch fails every caller in it, so nothing is
-acknowledged that is not stored.
+is answered when its batch has committed; a batch that fails is retried push by push, so a push the
+database refuses fails alone, and nothing is acknowledged that is not stored.
 """
 
 from __future__ import annotations
@@ -74,41 +74,37 @@ class PushLog:
         """Queue ``push`` for the next transaction and wait for its commit."""
         waiting = _Waiting(push)
         self._queue.append(waiting)
-        if self._writer is None or self._writer.done():
+        writer = self._writer
+        if writer is None or writer.done() or writer.get_loop() is not asyncio.get_running_loop():
             self._writer = asyncio.create_task(self._write_queued(), name="push-log-writer")
         # The batch is written whether or not this caller still waits (a client that hung up is
         # answered by WeChat's retry, found to be a duplicate).
         return await asyncio.shield(waiting.answer)
 
     async def _write_queued(self) -> None:
-        while self._queue:
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[: len(batch)]
-            if len(batch) == 1:
-                await self._write_and_answer(batch)
-                continue
-            try:
-                stored = await self._write(batch)
-            except Exception:
-                # One bad push must not fail the others: each is tried again in a transaction of its
-                # own (when the database is down, each fails alike).
-                for waiting in batch:
-                    await self._write_and_answer([waiting])
-                continue
-            except BaseException as exc:  # cancelled at shutdown: the callers hear of it too
-                _fail(batch, exc)
-                raise
-            _settle(batch, stored)
+        batch: list[_Waiting] = []
+        try:
+            while self._queue:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[: len(batch)]
+                await self._write_batch(batch)
+        except BaseException as exc:  # cancelled (shutdown): every caller still waiting hears of it
+            _fail(batch + self._queue, exc)
+            self._queue.clear()
+            raise
 
-    async def _write_and_answer(self, batch: list[_Waiting]) -> None:
+    async def _write_batch(self, batch: list[_Waiting]) -> None:
         try:
             stored = await self._write(batch)
         except Exception as exc:
-            _fail(batch, exc)
+            if len(batch) == 1:
+                _fail(batch, exc)
+                return
+            # One bad push must not fail the others: each is tried again in a transaction of its own
+            # (when the database is down, each fails alike).
+            for waiting in batch:
+                await self._write_batch([waiting])
             return
-        except BaseException as exc:
-            _fail(batch, exc)
-            raise
         _settle(batch, stored)
 
     async def _write(self, batch: list[_Waiting]) -> dict[tuple[Any, ...], bool]:
