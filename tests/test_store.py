@@ -156,8 +156,10 @@ async def test_pushes_arriving_together_share_one_transaction(store: Store) -> N
         *(store.record_push("retail", "c" * 40, f"t{n}", t) for n, t in enumerate(tickets)),
         *(store.record_push("retail", "c" * 40, f"e{n}", e) for n, e in enumerate(events)),
         store.record_push("retail", "c" * 40, "t0", tickets[0]),  # a copy of the first, in the same batch
+        # A replay of the second under its signature and nonce, with a newer ticket: stored nowhere.
+        store.record_push("retail", "c" * 40, "t1", ComponentVerifyTicket("wxc1", 5000, "replayed")),
     )
-    assert results == [True] * 60 + [False]
+    assert results == [True] * 60 + [False, False]
     assert len(commits) == 1
     stored = await store.ticket("retail")
     # The newest of the batch, though others were queued after it.

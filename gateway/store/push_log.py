@@ -113,18 +113,23 @@ class PushLog:
         async with self._db.engine.begin() as conn:
             # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
             # from one statement compiled once, where .values([...]) compiles anew for each batch size.
-            inserted = await conn.execute(self._insert_new, [waiting.push.row for waiting in batch])
+            # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
+            # their locks in one order and cannot deadlock on each other.
+            rows = sorted((waiting.push.row for waiting in batch), key=_key)
+            inserted = await conn.execute(self._insert_new, rows)
             stored = {tuple(row): True for row in inserted}
             newest: dict[str, dict[str, Any]] = {}
+            applied: set[tuple[Any, ...]] = set()  # a copy queued later under the same key changes nothing
             for waiting in batch:
-                ticket = waiting.push.ticket
-                if ticket is None or _key(waiting.push.row) not in stored:
+                key, ticket = _key(waiting.push.row), waiting.push.ticket
+                if ticket is None or key not in stored or key in applied:
                     continue
+                applied.add(key)
                 held = newest.get(ticket["platform_id"])
                 if held is None or ticket["create_time"] >= held["create_time"]:
                     newest[ticket["platform_id"]] = ticket
             if newest:
-                await conn.execute(self._upsert_ticket, list(newest.values()))
+                await conn.execute(self._upsert_ticket, [newest[p] for p in sorted(newest)])
         return stored
 
 
