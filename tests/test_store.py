@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -184,3 +185,9 @@ async def test_a_push_the_database_refuses_fails_alone(store: Store) -> None:
     async with store.engine.connect() as conn:
         nonces = (await conn.execute(text("SELECT nonce FROM component_pushes ORDER BY nonce"))).scalars()
         assert list(nonces) == ["g0", "g1", "g2"]
+
+
+def test_sqlite_files_keep_their_connections_and_memory_databases_still_open(tmp_path: Path) -> None:
+    assert create_engine(f"sqlite+aiosqlite:///{tmp_path}/g.db").pool.size() == 15  # type: ignore[attr-defined]
+    # One shared connection (SQLAlchemy's StaticPool): pool sizes would be refused.
+    assert type(create_engine("sqlite+aiosqlite:///:memory:").pool).__name__ == "StaticPool"
