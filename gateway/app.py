@@ -239,7 +239,8 @@ def create_app(
                         catalog_sync.run_schedule(stop, settings.catalog_sync_interval_s), name="catalog-sync"
                     )
                 )
-        tasks.append(asyncio.create_task(audit.run(stop), name="audit-flush"))
+        retention_s = settings.audit_retention_days * 86400 or None
+        tasks.append(asyncio.create_task(audit.run(stop, retention_s=retention_s), name="audit-flush"))
         try:
             with reload_on_sighup(live, settings.config_path, settings.pid_file):
                 yield

@@ -15,6 +15,7 @@ __all__ = ["AuditTrail"]
 log = logging.getLogger(__name__)
 
 FLUSH_BATCH = 256
+PURGE_EVERY_S = 3600.0
 
 
 class AuditTrail:
@@ -53,8 +54,25 @@ class AuditTrail:
                 self._pending[:0] = batch
                 raise
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
-        """Flush periodically until ``stop``, then once more."""
+    async def purge(self, retention_s: float) -> int:
+        """Delete the records older than ``retention_s``; how many went."""
+        removed = await self._log.purge(self._clock() - retention_s)
+        if removed:
+            log.info("audit retention: %d records older than %.0f days deleted", removed, retention_s / 86400)
+        return removed
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        interval_s: float = 0.5,
+        *,
+        retention_s: float | None = None,
+        purge_every_s: float = PURGE_EVERY_S,
+    ) -> None:
+        """Flush periodically until ``stop``, then once more; with ``retention_s``, also delete older
+        records, once at start and then every ``purge_every_s`` (every replica does: a delete finds
+        nothing another already deleted)."""
+        purged_at: float | None = None
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
@@ -62,3 +80,10 @@ class AuditTrail:
                 await self.flush()
             except Exception:  # the database may be restarting; keep the records and try again
                 log.exception("audit flush failed; %d records kept for the next try", len(self._pending))
+            now = self._clock()
+            if retention_s and not stop.is_set() and (purged_at is None or now - purged_at >= purge_every_s):
+                purged_at = now
+                try:
+                    await self.purge(retention_s)
+                except Exception:  # as above: the next round tries again
+                    log.exception("audit retention: deleting old records failed")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlmodel import col
 
 from gateway.store.database import Database
@@ -40,6 +40,21 @@ class AuditLog:
         rows = [(r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail) for r in records]
         async with self._db.engine.begin() as conn:
             await conn.exec_driver_sql(self._insert_sql(conn.dialect.paramstyle), rows)
+
+    async def purge(self, older_than: float, chunk: int = 5_000) -> int:
+        """Delete the records from before ``older_than``, ``chunk`` rows per transaction (so replicas'
+        flushes never wait long behind it); how many went."""
+        oldest = (
+            select(col(AuditEntry.id)).where(col(AuditEntry.at) < older_than).order_by(col(AuditEntry.id))
+        )
+        purge = delete(AuditEntry).where(col(AuditEntry.id).in_(oldest.limit(chunk)))
+        removed = 0
+        while True:
+            async with self._db.engine.begin() as conn:
+                gone = (await conn.execute(purge)).rowcount
+            removed += gone
+            if gone < chunk:
+                return removed
 
     @staticmethod
     def _insert_sql(paramstyle: str | None) -> str:
