@@ -184,7 +184,7 @@ def create_app(
     inbox = Inbox(subscriptions, store, authorizations, deliveries, clock=clock)
     messages = MessageService(
         live,
-        HandlerChain(ReleaseTest(authorizations, tokens, wechat), inbox),
+        HandlerChain(ReleaseTest(live, authorizations, tokens, wechat), inbox),
         window_s=settings.push_window_s,
         clock=clock,
     )

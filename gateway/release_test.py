@@ -23,6 +23,7 @@ from functools import partial
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import UserMessage
+from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.messages import Reply
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
@@ -54,12 +55,17 @@ TEXT_PROBE = "TESTCOMPONENT_MSG_TYPE_TEXT"
 API_PROBE = "QUERY_AUTH_CODE:"
 
 
-class ReleaseTest:
+class ReleaseTest(ReadsRegistry):
     """The MessageHandler that answers the release test's accounts; every other account gets no reply."""
 
     def __init__(
-        self, authorizations: AuthorizationService, tokens: TokenService, wechat: WeChatClient
+        self,
+        registry: LiveRegistry,
+        authorizations: AuthorizationService,
+        tokens: TokenService,
+        wechat: WeChatClient,
     ) -> None:
+        self._live = registry
         self._authorizations = authorizations
         self._tokens = tokens
         self._wechat = wechat
@@ -85,7 +91,13 @@ class ReleaseTest:
         try:
             await self._authorizations.exchange_code(platform_id, code, actor="wechat")
             token = await self._tokens.authorizer_token(platform_id, authorizer_appid)
-            await self._wechat.send_custom_text(token.value, message.from_user_name, f"{code}_from_api")
+            platform = self._registry.platform(platform_id)
+            await self._wechat.send_custom_text(
+                token.value,
+                message.from_user_name,
+                f"{code}_from_api",
+                component_appid=None if platform is None else platform.component_appid,
+            )
         except (UpstreamError, UpstreamUnavailable, ApiError) as exc:
             log.warning("release test of %s on %s: no API reply: %s", authorizer_appid, platform_id, exc)
             return
