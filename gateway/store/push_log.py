@@ -107,9 +107,9 @@ class PushLog:
             return
         _settle(batch, stored)
 
-    async def _write(self, batch: list[_Waiting]) -> dict[tuple[Any, ...], bool]:
-        """Write ``batch`` in one transaction; the keys of the pushes stored now, each True once (a push
-        queued twice in one batch is stored by its first copy only)."""
+    async def _write(self, batch: list[_Waiting]) -> set[tuple[Any, ...]]:
+        """Write ``batch`` in one transaction; the keys of the pushes stored now (a push queued twice in
+        one batch is stored by its first copy only)."""
         async with self._db.engine.begin() as conn:
             # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
             # from one statement compiled once, where .values([...]) compiles anew for each batch size.
@@ -117,7 +117,7 @@ class PushLog:
             # their locks in one order and cannot deadlock on each other.
             rows = sorted((waiting.push.row for waiting in batch), key=_key)
             inserted = await conn.execute(self._insert_new, rows)
-            stored = {tuple(row): True for row in inserted}
+            stored = {tuple(row) for row in inserted}
             newest: dict[str, dict[str, Any]] = {}
             applied: set[tuple[Any, ...]] = set()  # a copy queued later under the same key changes nothing
             for waiting in batch:
@@ -133,10 +133,13 @@ class PushLog:
         return stored
 
 
-def _settle(batch: list[_Waiting], stored: dict[tuple[Any, ...], bool]) -> None:
+def _settle(batch: list[_Waiting], stored: set[tuple[Any, ...]]) -> None:
+    """Answer each caller: True for the first copy of each key stored now, False for the rest."""
     for waiting in batch:
+        key = _key(waiting.push.row)
         if not waiting.answer.done():
-            waiting.answer.set_result(stored.pop(_key(waiting.push.row), False))
+            waiting.answer.set_result(key in stored)
+        stored.discard(key)
 
 
 def _fail(batch: list[_Waiting], exc: BaseException) -> None:
