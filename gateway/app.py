@@ -56,7 +56,7 @@ from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.inbox import Inbox
 from gateway.intake import EventIntake
-from gateway.live_registry import LiveRegistry, reload_on_sighup
+from gateway.live_registry import LiveRegistry, RegistryChanges, reload_on_sighup
 from gateway.messages import HandlerChain, MessageService
 from gateway.metrics import Metrics
 from gateway.onboarding import Onboarding
@@ -132,6 +132,16 @@ def create_app(
         BreakerPolicy(settings.upstream_breaker_threshold, settings.upstream_breaker_cooldown_s),
         on_change=metrics.breaker_changed,
     )
+
+    def forget_breakers(changes: RegistryChanges) -> None:
+        # What the old host did says nothing of a new one (a disaster-recovery host, say); a removed
+        # platform's breakers would otherwise stay in the metrics as they were.
+        if changes.api_base_changed:
+            breakers.forget()
+        elif changes.platforms_removed:
+            breakers.forget(changes.platforms_removed)
+
+    live.on_swap(forget_breakers)
 
     def platform_of(component_appid: str) -> str | None:
         platform = live.current.platform_by_appid(component_appid)

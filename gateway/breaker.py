@@ -41,7 +41,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from gateway.errors import CircuitOpen
@@ -242,6 +242,17 @@ class UpstreamBreakers:
     def states(self) -> dict[BreakerKey, BreakerState]:
         """Every breaker made so far, and its state."""
         return {key: breaker.state for key, breaker in self._breakers.items()}
+
+    def forget(self, platforms: Collection[str] | None = None) -> None:
+        """Drop the breakers of ``platforms`` (every breaker when None), as if no call had been made: a
+        reload pointed WeChat's API at another host, or removed those platforms. Those not closed are
+        reported closed."""
+        for key in [k for k in self._breakers if platforms is None or k.platform in platforms]:
+            breaker = self._breakers.pop(key)
+            if breaker.state is not BreakerState.CLOSED:
+                log.info("upstream breaker %s reset by a registry reload", key)
+                if self._on_change is not None:
+                    self._on_change(key, BreakerState.CLOSED)
 
     def _breaker(self, key: BreakerKey) -> CircuitBreaker:
         breaker = self._breakers.get(key)

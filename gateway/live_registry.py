@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -84,6 +84,11 @@ class LiveRegistry:
 
     def __init__(self, registry: Registry) -> None:
         self._current = registry
+        self._listeners: list[Callable[[RegistryChanges], None]] = []
+
+    def on_swap(self, listener: Callable[[RegistryChanges], None]) -> None:
+        """Call ``listener`` with what changed after every swap (the new registry already in force)."""
+        self._listeners.append(listener)
 
     @property
     def current(self) -> Registry:
@@ -94,6 +99,8 @@ class LiveRegistry:
         """Put ``registry`` (already validated) in force and say what changed."""
         changes = RegistryChanges.between(self._current, registry)
         self._current = registry
+        for listener in self._listeners:
+            listener(changes)
         return changes
 
     def reload(self, path: str | Path) -> bool:

@@ -65,6 +65,25 @@ def test_it_opens_after_the_threshold_of_faults_in_a_row_and_only_for_its_key() 
     breakers.admit(OTHER, "api_authorizer_token")  # another platform's breaker is its own
 
 
+def test_forgotten_breakers_start_closed_and_are_reported_so() -> None:
+    breakers, _, seen = board(threshold=2)
+    third = BreakerKey("ecom", "jsapi_ticket")
+    fail(breakers, times=2)
+    fail(breakers, OTHER, times=2)
+    fail(breakers, third)  # one fault: still closed
+    seen.clear()
+
+    breakers.forget(["retail", "ecom"])
+    assert seen == ["retail/authorizer_token CLOSED"]  # only what was not closed is reported
+    assert breakers.states() == {OTHER: BreakerState.OPEN}
+    breakers.succeeded(breakers.admit(KEY, "api_authorizer_token"))  # calls go through again
+    fail(breakers, third)  # and the count started over
+    assert breakers.state(third) is BreakerState.CLOSED
+
+    breakers.forget()
+    assert breakers.states() == {} and seen[-1] == "finance/authorizer_token CLOSED"
+
+
 def test_after_the_cool_down_one_trial_call_decides() -> None:
     breakers, clock, seen = board(threshold=1, cooldown_s=10)
     fail(breakers)

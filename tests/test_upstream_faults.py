@@ -371,6 +371,26 @@ async def test_other_families_have_breakers_of_their_own(upstream: World) -> Non
     assert breaker(services, "open_account") == 0
 
 
+async def test_a_reload_to_another_api_host_closes_the_breakers(upstream: World) -> None:
+    world, services = upstream, upstream.services
+    await world.fault(endpoint="ticket/getticket", http_status=503)
+    assert await refusals(world, 2, kind="jsapi-ticket") == [(503, "wechat_unavailable")] * 2
+    assert breaker(services, "jsapi_ticket") == 1
+    await world.sim.delete("/sim/faults")
+    current = services.registry.current.wechat.api_base
+
+    # A reload that leaves WeChat's host as it was leaves the breakers as they are...
+    services.registry.swap(registry_at(current))
+    assert breaker(services, "jsapi_ticket") == 1
+    assert await refusals(world, 1, kind="jsapi-ticket") == [(503, "wechat_unavailable")]
+    assert await world.calls("ticket/getticket") == THRESHOLD
+
+    # ...and one to another host (the same simulator by another name) closes them, before any cool-down.
+    services.registry.swap(registry_at(current.replace("127.0.0.1", "localhost")))
+    assert breaker(services, "jsapi_ticket") == 0
+    assert (await world.token(OA, kind="jsapi-ticket")).status_code == 200
+
+
 # --- WeChat's refusals: handled where they mean something, never the breaker ------------------------------
 
 
