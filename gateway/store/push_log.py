@@ -95,7 +95,7 @@ class PushLog:
 
     async def _write_batch(self, batch: list[_Waiting]) -> None:
         try:
-            stored = await self._write(batch)
+            winners = await self._write(batch)
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -105,41 +105,42 @@ class PushLog:
             for waiting in batch:
                 await self._write_batch([waiting])
             return
-        _settle(batch, stored)
+        _settle(batch, winners)
 
-    async def _write(self, batch: list[_Waiting]) -> set[tuple[Any, ...]]:
-        """Write ``batch`` in one transaction; the keys of the pushes stored now (a push queued twice in
-        one batch is stored by its first copy only)."""
+    async def _write(self, batch: list[_Waiting]) -> list[_Waiting]:
+        """Write ``batch`` in one transaction; the callers whose pushes were stored now (of a push queued
+        twice in one batch, the first copy: a later one changes nothing)."""
         async with self._db.engine.begin() as conn:
             # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
             # from one statement compiled once, where .values([...]) compiles anew for each batch size.
             # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
             # their locks in one order and cannot deadlock on each other.
             rows = sorted((waiting.push.row for waiting in batch), key=_key)
-            inserted = await conn.execute(self._insert_new, rows)
-            stored = {tuple(row) for row in inserted}
-            newest: dict[str, dict[str, Any]] = {}
-            applied: set[tuple[Any, ...]] = set()  # a copy queued later under the same key changes nothing
+            stored = {tuple(row) for row in await conn.execute(self._insert_new, rows)}
+            winners = []
             for waiting in batch:
-                key, ticket = _key(waiting.push.row), waiting.push.ticket
-                if ticket is None or key not in stored or key in applied:
+                key = _key(waiting.push.row)
+                if key in stored:
+                    stored.remove(key)
+                    winners.append(waiting)
+            newest: dict[str, dict[str, Any]] = {}
+            for ticket in (waiting.push.ticket for waiting in winners):
+                if ticket is None:
                     continue
-                applied.add(key)
                 held = newest.get(ticket["platform_id"])
                 if held is None or ticket["create_time"] >= held["create_time"]:
                     newest[ticket["platform_id"]] = ticket
             if newest:
                 await conn.execute(self._upsert_ticket, [newest[p] for p in sorted(newest)])
-        return stored
+        return winners
 
 
-def _settle(batch: list[_Waiting], stored: set[tuple[Any, ...]]) -> None:
-    """Answer each caller: True for the first copy of each key stored now, False for the rest."""
+def _settle(batch: list[_Waiting], winners: list[_Waiting]) -> None:
+    """Answer each caller: True when its push was stored now, False when it had been before."""
+    stored_now = {id(waiting) for waiting in winners}
     for waiting in batch:
-        key = _key(waiting.push.row)
         if not waiting.answer.done():
-            waiting.answer.set_result(key in stored)
-        stored.discard(key)
+            waiting.answer.set_result(id(waiting) in stored_now)
 
 
 def _fail(batch: list[_Waiting], exc: BaseException) -> None:
