@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import msgspec
 
@@ -16,7 +17,16 @@ from gateway.ratelimit import RateLimiter
 from gateway.registry import Client, Registry, Scope
 from gateway.tokens import Token, TokenService
 
-__all__ = ["IssuedTicket", "IssuedToken", "TokenVending", "authenticate", "require"]
+__all__ = [
+    "ACCESS_TOKEN",
+    "JSAPI_TICKET",
+    "IssuedTicket",
+    "IssuedToken",
+    "TokenVending",
+    "Vended",
+    "authenticate",
+    "require",
+]
 
 
 def authenticate(registry: Registry, authorization: str | None) -> Client:
@@ -66,6 +76,22 @@ class IssuedTicket(msgspec.Struct, frozen=True):
     expires_at: int
 
 
+Issued = TypeVar("Issued", IssuedToken, IssuedTicket)
+
+
+@dataclass(frozen=True)
+class Vended(Generic[Issued]):
+    """One of the two things vended: its credential kind, audit action and answer."""
+
+    kind: str
+    action: str
+    answer: type[Issued]
+
+
+ACCESS_TOKEN = Vended("authorizer", "token.issued", IssuedToken)
+JSAPI_TICKET = Vended("jsapi", "jsapi_ticket.issued", IssuedTicket)
+
+
 class TokenVending(ReadsRegistry):
     """Hands authorizer tokens and JS-SDK tickets to internal apps, each one audited."""
 
@@ -94,19 +120,45 @@ class TokenVending(ReadsRegistry):
 
     async def access_token(self, client: Client, appid: str) -> IssuedToken:
         """The authorizer_access_token of ``appid`` through the platform routing picks."""
-        token = await self._issue(client, appid, "token.issued", self._tokens.authorizer_token)
-        return IssuedToken(appid, token.platform_id, token.value, int(token.expires_at))
+        return await self.issue(client, appid, ACCESS_TOKEN)
 
     async def jsapi_ticket(self, client: Client, appid: str) -> IssuedTicket:
         """The JS-SDK ticket of ``appid``."""
-        token = await self._issue(client, appid, "jsapi_ticket.issued", self._tokens.jsapi_ticket)
-        return IssuedTicket(appid, token.platform_id, token.value, int(token.expires_at))
+        return await self.issue(client, appid, JSAPI_TICKET)
 
-    async def _issue(
-        self, client: Client, appid: str, action: str, get: Callable[[str, str], Awaitable[Token]]
-    ) -> Token:
+    async def issue(self, client: Client, appid: str, what: Vended[Issued]) -> Issued:
+        """``what`` for ``appid``: checked, routed, obtained (from memory, the store or WeChat), audited."""
         require(client, "token", appid)
         platform_id = await self._authorizations.route(appid, None)
-        token = await get(platform_id, appid)
-        self._audit.record(client.id, action, platform_id=platform_id, authorizer_appid=appid)
-        return token
+        if what is ACCESS_TOKEN:
+            token = await self._tokens.authorizer_token(platform_id, appid)
+        else:
+            token = await self._tokens.jsapi_ticket(platform_id, appid)
+        return self._issued(client, appid, what, token)
+
+    def from_memory(
+        self, authorization: str | None, appid: str, what: Vended[Issued]
+    ) -> tuple[Client, Token] | None:
+        """The client and the token that `authenticate` then `issue` would settle on, when every check
+        passes and all they need is in this process's memory; None otherwise, and then only the full
+        path can answer (it also words every refusal). Counts and records nothing: see `hand_over`."""
+        try:
+            client = authenticate(self._registry, authorization)
+            require(client, "token", appid)
+            platform_id = self._authorizations.route_from_memory(appid, None)
+        except ApiError:
+            return None
+        if platform_id is None:
+            return None
+        token = self._tokens.from_memory(what.kind, platform_id, appid)
+        return None if token is None else (client, token)
+
+    async def hand_over(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
+        """What `from_memory` found, once the client's rate limit admits it (`RateLimited` if not):
+        audited and counted as the full path would have."""
+        await self._limiter.admit(client)
+        return self._issued(client, appid, what, token)
+
+    def _issued(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
+        self._audit.record(client.id, what.action, platform_id=token.platform_id, authorizer_appid=appid)
+        return what.answer(appid, token.platform_id, token.value, int(token.expires_at))

@@ -46,6 +46,7 @@ from gateway.http.messages import WeChatMessagesController
 from gateway.http.observe import observed
 from gateway.http.pages import CatalogPagesController
 from gateway.http.quota import QuotaController
+from gateway.http.tokens_from_memory import answer_tokens_from_memory
 from gateway.http.v1 import (
     AuthorizerTokensController,
     OpenBindingController,
@@ -310,5 +311,7 @@ def create_app(
         before_request=refuse_announced_oversize,
         state=State({"services": services}),
     )
-    app.asgi_handler = observed(app.asgi_handler, metrics)
+    app.asgi_handler = observed(
+        answer_tokens_from_memory(app.asgi_handler, vending, app.exception_handlers), metrics
+    )
     return app

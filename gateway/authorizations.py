@@ -91,6 +91,15 @@ class AuthorizationService(ReadsRegistry):
         grants = await self.grants(appid)
         return choose_platform([p.id for p in registry.platforms], registry.pins, appid, grants, api_path)
 
+    def route_from_memory(self, appid: str, api_path: str | None) -> str | None:
+        """What `route` answers, when the grants are cached and fresh; None when they are not (nothing is
+        read). Raises as `route` does."""
+        registry = self._registry
+        cached = self._grants.get(appid)
+        if cached is None or cached[0] <= self._clock():
+            return None
+        return choose_platform([p.id for p in registry.platforms], registry.pins, appid, cached[1], api_path)
+
     # --- codes and events ---------------------------------------------------------------------------
 
     async def exchange_code(self, platform_id: str, code: str, *, actor: str) -> StoredAuthorization | None:

@@ -149,6 +149,14 @@ class TokenService(ReadsRegistry):
         key = CredentialKey("jsapi", platform_id, appid)
         return await self._obtain(key, lambda: self._fetch_jsapi(platform_id, appid), stale=stale)
 
+    def from_memory(self, kind: str, platform_id: str, appid: str) -> Token | None:
+        """The ``authorizer`` token or ``jsapi`` ticket that `authorizer_token` or `jsapi_ticket` would
+        answer at once from this process's cache; None when they would have to read or renew it."""
+        cached = self._cache.get(str(CredentialKey(kind, platform_id, appid)))
+        if cached is not None and self._clock() < cached.until:
+            return cached.token
+        return None
+
     async def forget_authorizer(self, platform_id: str, appid: str) -> None:
         """Drop every token of an authorization (revoked)."""
         keys = [str(CredentialKey(kind, platform_id, appid)) for kind in ("authorizer", "jsapi")]

@@ -1,0 +1,115 @@
+"""The token routes' answers from memory, in front of Litestar.
+
+``GET /v1/authorizers/{appid}/access-token`` (and ``/jsapi-ticket``) is the gateway's busiest route, and
+once the client, the authorizer's grants and the token are in memory, Litestar's request pipeline
+(routing, the request object, dependency injection, response building) costs more than everything the
+route itself does (docs/benchmarks.md). So this ASGI wrapper answers such a request itself, with the same
+checks, rate limit, audit record and bytes as the route, and hands every other request to the app
+untouched: one that any check refuses, whose grants or token would have to be read or renewed, with a
+body, or of any other shape. Refusals are therefore always worded by the route (`gateway.http.errors`),
+and the controller stays the one documented in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import msgspec
+from litestar import Request, Response
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    ExceptionHandlersMap,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    Scope,
+    Send,
+)
+
+from gateway.access import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
+from gateway.registry import Client
+from gateway.tokens import Token
+
+__all__ = ["answer_tokens_from_memory"]
+
+_PREFIX = "/v1/authorizers/"
+_ROUTES: dict[str, tuple[Vended[Any], str]] = {
+    # the last path segment -> what is vended, and the route's template (the metrics' label)
+    "access-token": (ACCESS_TOKEN, "/v1/authorizers/{appid}/access-token"),
+    "jsapi-ticket": (JSAPI_TICKET, "/v1/authorizers/{appid}/jsapi-ticket"),
+}
+# Headers after which only the app may answer: a body (the app caps and refuses it), and a Host outside a
+# plain subset of what Litestar accepts (Litestar refuses malformed ones).
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_PLAIN_HOST = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
+_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_encode = msgspec.json.Encoder().encode
+
+
+class _Found(NamedTuple):
+    appid: str
+    what: Vended[Any]
+    template: str
+    client: Client
+    token: Token
+
+
+def answer_tokens_from_memory(app: ASGIApp, vending: TokenVending, handlers: ExceptionHandlersMap) -> ASGIApp:
+    """``app`` (the Litestar app's ASGI handler), with the token routes answered from memory when they
+    can be; ``handlers`` are the app's exception handlers, for a refusal of the rate limit."""
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        # A str-valued enum: the server's plain "http" compares equal (`is` would not).
+        found = _from_memory(scope, vending) if scope["type"] == ScopeType.HTTP else None
+        if found is None:
+            await app(scope, receive, send)
+            return
+        scope["path_template"] = found.template
+        try:
+            issued = await vending.hand_over(found.client, found.appid, found.what, found.token)
+        except Exception as exc:  # answered as the app would: 429 with Retry-After, or 500 and logged
+            await _answer_error(scope, receive, send, handlers, exc)
+            return
+        body = _encode(issued)
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_HEADERS, (b"content-length", b"%d" % len(body))],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return handle
+
+
+def _from_memory(scope: HTTPScope, vending: TokenVending) -> _Found | None:
+    """What to answer, when this request is one the wrapper may answer and the answer is in memory."""
+    path: str = scope["path"]
+    if scope["method"] != "GET" or not path.startswith(_PREFIX) or scope.get("root_path"):
+        return None
+    appid, _, last = path[len(_PREFIX) :].partition("/")
+    route = _ROUTES.get(last)
+    if route is None:
+        return None
+    authorization = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name in _BODY_HEADERS or (name == b"host" and not _PLAIN_HOST.fullmatch(value)):
+            return None
+    what, template = route
+    found = vending.from_memory(authorization, appid, what)
+    return None if found is None else _Found(appid, what, template, *found)
+
+
+async def _answer_error(
+    scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
+) -> None:
+    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would."""
+    handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
+    request: Request[Any, Any, Any] = Request(scope, receive)
+    response: Response[Any] = handler(request, exc)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)

@@ -1,0 +1,209 @@
+"""The token routes answered from memory in front of Litestar (`gateway.http.tokens_from_memory`): the
+same answers as the route, and every request it may not answer left to the route."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from gateway.access import TokenVending
+from gateway.crypto import SecretBox
+from gateway.registry import RateLimit, Registry
+from tests.conftest import CLIENT_KEYS
+from tests.support.flows import push_ticket
+from tests.support.world import OA, RETAIL, World, open_world
+
+KINDS = ["access-token", "jsapi-ticket"]
+# A request with a body header is one the wrapper never answers: the route does, as without the wrapper.
+TO_THE_ROUTE = {"Content-Length": "0"}
+
+
+class HandOvers:
+    """Counts the answers given from memory (`TokenVending.hand_over` is only called there)."""
+
+    def __init__(self, vending: TokenVending, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.fail: Exception | None = None
+        original: Callable[..., Awaitable[Any]] = vending.hand_over
+
+        async def counted(*args: Any) -> Any:
+            self.count += 1
+            if self.fail is not None:
+                raise self.fail
+            return await original(*args)
+
+        monkeypatch.setattr(vending, "hand_over", counted)
+
+
+@pytest.fixture
+def from_memory(ready: World, monkeypatch: pytest.MonkeyPatch) -> HandOvers:
+    return HandOvers(ready.services.vending, monkeypatch)
+
+
+def bearer(client: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {CLIENT_KEYS[client]}"}
+
+
+def comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Status, body and headers, but the request id (another on each request), which must be there."""
+    assert response.headers["x-request-id"]
+    headers = sorted((k, v) for k, v in response.headers.items() if k != "x-request-id")
+    return response.status_code, response.content, headers
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_cached_token_is_answered_exactly_as_the_route_answers_it(
+    ready: World, from_memory: HandOvers, kind: str
+) -> None:
+    path = f"/v1/authorizers/{OA}/{kind}"
+    first = await ready.gateway.get(path, headers=bearer("crm"))  # reads and fetches: the route
+    assert first.status_code == 200, first.text
+    assert from_memory.count == 0
+
+    remembered = await ready.gateway.get(path, headers=bearer("crm"))
+    assert from_memory.count == 1
+    routed = await ready.gateway.get(path, headers=bearer("crm") | TO_THE_ROUTE)
+    assert from_memory.count == 1
+
+    assert comparable(remembered) == comparable(routed) == comparable(first)
+    # Audited and counted like the route's answers: one audit record and one metric sample each.
+    await ready.services.audit.flush()
+    action = "token.issued" if kind == "access-token" else "jsapi_ticket.issued"
+    records = await ready.services.store.audit.recent(authorizer_appid=OA)
+    assert [(r.actor, r.action, r.platform_id) for r in records if r.action == action] == [
+        ("crm", action, "retail")
+    ] * 3
+    samples = [
+        s
+        for metric in ready.services.metrics.registry.collect()
+        if metric.name == "gateway_http_requests"
+        for s in metric.samples
+        if s.name == "gateway_http_requests_total" and s.labels["route"].endswith(kind)
+    ]
+    assert [(s.labels["route"], s.labels["status"], s.value) for s in samples] == [
+        (f"/v1/authorizers/{{appid}}/{kind}", "200", 3.0)
+    ]
+
+
+async def test_every_refusal_comes_from_the_route_even_with_the_token_in_memory(
+    ready: World, from_memory: HandOvers
+) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    path = f"/v1/authorizers/{OA}/access-token"
+    refusals = {
+        "no key": {},
+        "unknown key": {"Authorization": "Bearer not-a-key"},
+        "another scheme": {"Authorization": f"Basic {CLIENT_KEYS['crm']}"},
+        "no token scope": bearer("audit"),
+    }
+    for why, headers in refusals.items():
+        refused = await ready.gateway.get(path, headers=headers)
+        routed = await ready.gateway.get(path, headers=headers | TO_THE_ROUTE)
+        assert refused.status_code in (401, 403), why
+        assert comparable(refused) == comparable(routed), why
+    # A client limited to some authorizers: answered from memory for those.
+    assert (await ready.gateway.get(path, headers=bearer("limited"))).status_code == 200
+    assert from_memory.count == 1
+
+    # A revocation stops the answers from memory at once: the route says 410.
+    revoke = await ready.sim.post(
+        "/sim/authorizations/revoke", json={"component_appid": RETAIL["appid"], "authorizer_appid": OA}
+    )
+    assert revoke.status_code == 200
+    await ready.services.authorizations.process_pending()
+    gone = await ready.token(OA)
+    assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
+    assert from_memory.count == 1
+
+
+async def test_an_expired_token_is_renewed_by_the_route_then_answered_from_memory(
+    ready: World, from_memory: HandOvers
+) -> None:
+    before = (await ready.token(OA)).json()["access_token"]
+    await ready.expire_everything()
+    await ready.reset_counters()
+    renewed = await ready.token(OA)
+    assert renewed.json()["access_token"] != before
+    assert (from_memory.count, await ready.calls("api_authorizer_token", OA)) == (0, 1)
+    assert (await ready.token(OA)).json() == renewed.json()
+    assert from_memory.count == 1
+
+
+@pytest.mark.parametrize(
+    ("what", "method", "suffix", "headers"),
+    [
+        ("HEAD", "HEAD", "", {}),
+        ("POST", "POST", "", {}),
+        ("a trailing slash", "GET", "/", {}),
+        ("a further segment", "GET", "/more", {}),
+        ("a body", "GET", "", {"Transfer-Encoding": "chunked"}),
+        ("an unusual Host", "GET", "", {"Host": "gateway.test!"}),
+    ],
+)
+async def test_requests_of_other_shapes_go_to_the_route(
+    ready: World, from_memory: HandOvers, what: str, method: str, suffix: str, headers: dict[str, str]
+) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    path = f"/v1/authorizers/{OA}/access-token{suffix}"
+    response = await ready.gateway.request(method, path, headers=bearer("crm") | headers)
+    assert from_memory.count == 0, what
+    assert response.status_code != 500, response.text
+
+
+async def test_a_query_string_changes_nothing(ready: World, from_memory: HandOvers) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    response = await ready.gateway.get(f"/v1/authorizers/{OA}/access-token?fresh=1", headers=bearer("crm"))
+    assert (response.status_code, from_memory.count) == (200, 1)
+
+
+async def test_a_failure_after_the_checks_is_answered_as_the_app_answers_it(
+    ready: World, from_memory: HandOvers, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    from_memory.fail = RuntimeError("the secret token value")
+    with caplog.at_level(logging.ERROR):
+        failed = await ready.token(OA)
+    assert failed.status_code == 500
+    assert failed.json() == {
+        "error": {"code": "internal_error", "message": "the gateway failed; see its log"}
+    }
+    assert "RuntimeError" in caplog.text and "access-token" in caplog.text
+    assert failed.headers["x-request-id"]
+
+
+@pytest.fixture
+async def limited_crm(
+    registry: Registry, database_url: str, secret_box: SecretBox, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[World, HandOvers]]:
+    slow = RateLimit(per_second=0.01, burst=2)  # no refill during the test
+    clients = tuple(
+        msgspec.structs.replace(c, rate_limit=slow) if c.id == "crm" else c for c in registry.clients
+    )
+    async with open_world(msgspec.structs.replace(registry, clients=clients), database_url, secret_box) as w:
+        assert (await push_ticket(w.sim, RETAIL["appid"]))["body"] == "success"
+        await w.authorize("retail", OA, [1, 2, 24])
+        yield w, HandOvers(w.services.vending, monkeypatch)
+
+
+async def test_the_rate_limit_refuses_from_memory_as_the_route_does(
+    limited_crm: tuple[World, HandOvers],
+) -> None:
+    world, from_memory = limited_crm
+    assert (await world.token(OA)).status_code == 200  # the route, which warms the cache
+    assert (await world.token(OA)).status_code == 200  # from memory: the burst of 2 is spent
+    refused = await world.token(OA)
+    assert from_memory.count == 2
+    routed = await world.gateway.get(
+        f"/v1/authorizers/{OA}/access-token", headers=bearer("crm") | TO_THE_ROUTE
+    )
+    assert refused.status_code == 429
+    assert comparable(refused) == comparable(routed)
+    assert refused.headers["retry-after"] == "100"
+    await world.services.audit.flush()
+    records = await world.services.store.audit.recent(authorizer_appid=OA)
+    assert len([r for r in records if r.action == "token.issued"]) == 2  # refusals are not handed tokens
