@@ -31,6 +31,7 @@ from tests.bench._harness import (
     TOKEN_PATH,
     Load,
     Row,
+    cpu_seconds,
     deploy,
     free_port,
     load_tool,
@@ -90,20 +91,25 @@ def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to:
         baseline_port = free_port()
         baseline_url = f"http://127.0.0.1:{baseline_port}"
         baseline_args = ["tests.bench.tokens", "--serve-baseline", str(baseline_port)]
-        deployment.start("baseline", [*baseline_args, "--body-bytes", str(body_bytes)])
+        baseline = deployment.start("baseline", [*baseline_args, "--body-bytes", str(body_bytes)])
         wait_for(lambda: httpx.get(baseline_url + PATH).status_code == 200, what="the baseline")
         same = httpx.get(baseline_url + PATH)
         if len(same.content) != body_bytes:
             raise RuntimeError(f"baseline body is {len(same.content)} bytes, ours {body_bytes}")
 
         targets = {"gateway": gateway.url + PATH, "baseline": baseline_url + PATH}
+        pids = {"gateway": gateway.server.pid, "baseline": baseline.pid}
         headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        cpu_us: dict[str, list[float]] = {"gateway": [], "baseline": []}
 
         def load(name: str) -> Load:
             deployment.check_alive()
-            return run_load(
+            cpu_before = cpu_seconds(pids[name])
+            result = run_load(
                 targets[name], headers=headers, connections=connections, duration_s=duration_s, tool=tool
             )
+            cpu_us[name].append((cpu_seconds(pids[name]) - cpu_before) / max(result.requests, 1) * 1e6)
+            return result
 
         print(f"machine: {machine()}")
         print(
@@ -112,6 +118,7 @@ def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to:
         )
         for name in targets:  # warm-up, discarded
             load(name)
+            cpu_us[name].clear()
         results: dict[str, list[Load]] = {"gateway": [], "baseline": []}
         for i in range(rounds):
             order = ("gateway", "baseline") if i % 2 == 0 else ("baseline", "gateway")
@@ -134,6 +141,13 @@ def run(rounds: int, duration_s: float, connections: int, tool: str, profile_to:
             Row("requests/s (median)", ours.rps, base.rps, target=TARGET, kind="throughput"),
             Row("latency p50 ms (median)", ours.p50_ms, base.p50_ms, higher_is_better=False, kind="latency"),
             Row("latency p99 ms (median)", ours.p99_ms, base.p99_ms, higher_is_better=False, kind="latency"),
+            Row(
+                "server CPU µs per request (median)",
+                statistics.median(cpu_us["gateway"]),
+                statistics.median(cpu_us["baseline"]),
+                higher_is_better=False,
+                kind="cpu",
+            ),
         ]
         print_table(rows)
         print(
