@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import uvloop
@@ -46,3 +49,31 @@ def test_an_unknown_parser_names_the_setting(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GATEWAY_HTTP_PARSER", "trio")
     with pytest.raises(ConfigError, match="GATEWAY_HTTP_PARSER"):
         _http_parser()
+
+
+def test_what_start_up_made_is_frozen_out_of_the_garbage_collector() -> None:
+    # In a process of its own: serve() takes the signals, and freezing is for the whole process.
+    script = textwrap.dedent(
+        """
+        import gc, os, signal
+        from litestar import Litestar, get
+        from gateway.serving import Listener, run_event_loop, serve
+
+        @get("/")
+        async def index() -> str:
+            return "ok"
+
+        def started() -> None:
+            print(gc.get_freeze_count(), flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        before = gc.get_freeze_count()
+        run_event_loop(serve([Listener(Litestar([index]), "127.0.0.1", 0)], on_started=started))
+        print(before)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    frozen, before = map(int, done.stdout.split())
+    assert before == 0
+    assert frozen > 1000  # the modules, the app and its routes
