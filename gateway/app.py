@@ -66,6 +66,7 @@ from gateway.quota import QuotaClearing
 from gateway.ratelimit import create_rate_limiter
 from gateway.registry import Registry
 from gateway.release_test import ReleaseTest
+from gateway.retention import EventRetention
 from gateway.sessions import WebSessions
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
@@ -120,7 +121,8 @@ def create_app(
     """Build the gateway, starting with ``registry`` (a reload swaps in another: `LiveRegistry`).
 
     ``migrate`` applies the schema on start-up; ``background`` runs the renewer, the authorization
-    event worker, the delivery worker and the catalog sync schedule (the audit flush always runs);
+    event worker, the delivery worker, event retention and the catalog sync schedule (the audit flush
+    always runs);
     ``transport`` replaces the network under the upstream client (tests reach the simulator in-process
     this way); ``delivery_policy`` sets the pace of forwarding to subscribers.
     """
@@ -244,6 +246,9 @@ def create_app(
                 asyncio.create_task(authorizations.run_worker(stop), name="authorization-events"),
                 asyncio.create_task(deliveries.run_worker(stop), name="deliveries"),
             ]
+            if settings.event_retention_days:
+                retention = EventRetention(store, settings.event_retention_days * 86400, clock=clock)
+                tasks.append(asyncio.create_task(retention.run(stop), name="event-retention"))
             if settings.catalog_sync_interval_s:
                 tasks.append(
                     asyncio.create_task(

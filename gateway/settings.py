@@ -24,6 +24,7 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_CATALOG_SYNC_INTERVAL_S = 6 * 3600.0
 MIN_CATALOG_SYNC_INTERVAL_S = 60.0
 DEFAULT_AUDIT_RETENTION_DAYS = 365.0
+DEFAULT_EVENT_RETENTION_DAYS = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Settings:
     redis_key_prefix: str = "gateway:"
     push_window_s: float = 600.0  # how far a WeChat push's timestamp may be from our clock, either way
     audit_retention_days: float = DEFAULT_AUDIT_RETENTION_DAYS  # 0: audit rows are kept forever
+    # Pushes, user messages and their deliveries, once nothing waits on them (0: kept forever).
+    event_retention_days: float = DEFAULT_EVENT_RETENTION_DAYS
     pid_file: str | None = None  # names the serving process for `gateway reload` while SIGHUP reloads
     # Upstream breakers (gateway.breaker): this many faults in a row open one for this long.
     upstream_breaker_threshold: int = 5
@@ -114,12 +117,8 @@ class Settings:
             raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be a number of seconds") from None
         if not 1 <= breaker_cooldown <= 600:
             raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be between 1 and 600 seconds")
-        try:
-            retention = float(env.get("GATEWAY_AUDIT_RETENTION_DAYS", str(DEFAULT_AUDIT_RETENTION_DAYS)))
-        except ValueError:
-            raise ConfigError("GATEWAY_AUDIT_RETENTION_DAYS must be a number of days") from None
-        if retention != 0 and not 1 <= retention <= 36500:
-            raise ConfigError("GATEWAY_AUDIT_RETENTION_DAYS must be 0 (keep forever) or 1 to 36500 days")
+        retention = _retention_days(env, "GATEWAY_AUDIT_RETENTION_DAYS", DEFAULT_AUDIT_RETENTION_DAYS)
+        event_retention = _retention_days(env, "GATEWAY_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)
         redis_url = env.get("GATEWAY_REDIS_URL") or None
         if redis_url is not None and not _is_redis_url(redis_url):
             # The value is not quoted: it may hold a password.
@@ -134,6 +133,7 @@ class Settings:
             delivery_timeout_s=delivery_timeout,
             push_window_s=push_window,
             audit_retention_days=retention,
+            event_retention_days=event_retention,
             upstream_breaker_threshold=breaker_threshold,
             upstream_breaker_cooldown_s=breaker_cooldown,
             database_url=database_url,
@@ -153,3 +153,14 @@ def _is_redis_url(url: str) -> bool:
     if parts.scheme == "unix":
         return bool(parts.path)
     return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+
+
+def _retention_days(env: Mapping[str, str], name: str, default: float) -> float:
+    """A retention in days from ``name``: 0 (keep forever) or 1 to 36500."""
+    try:
+        days = float(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of days") from None
+    if days != 0 and not 1 <= days <= 36500:
+        raise ConfigError(f"{name} must be 0 (keep forever) or 1 to 36500 days")
+    return days

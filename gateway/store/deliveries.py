@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import msgspec
-from sqlalchemy import Select, func, insert, or_, select, update
+from sqlalchemy import Select, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -304,6 +304,30 @@ class DeliveryStore:
         if not result.rowcount:  # type: ignore[attr-defined]
             return None
         return await self.get(delivery_id)
+
+    async def purge(self, older_than: float, chunk: int = 1_000) -> int:
+        """Delete the messages received before ``older_than`` whose deliveries are all settled (delivered
+        or failed), with those deliveries, ``chunk`` messages per transaction; how many messages went.
+        A message with a delivery still pending stays, however old."""
+        pending = select(col(Delivery.id)).where(
+            col(Delivery.message_id) == col(InboundMessage.id), col(Delivery.status) == "pending"
+        )
+        oldest = (
+            select(col(InboundMessage.id))
+            .where(col(InboundMessage.received_at) < older_than, ~pending.exists())
+            .order_by(col(InboundMessage.id))
+            .limit(chunk)
+        )
+        removed = 0
+        while True:
+            async with self._db.engine.begin() as conn:
+                ids = list((await conn.execute(oldest)).scalars())
+                if ids:
+                    await conn.execute(delete(Delivery).where(col(Delivery.message_id).in_(ids)))
+                    await conn.execute(delete(InboundMessage).where(col(InboundMessage.id).in_(ids)))
+            removed += len(ids)
+            if len(ids) < chunk:
+                return removed
 
     async def counts(self) -> dict[str, int]:
         """How many deliveries are in each status (for metrics and health)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
@@ -121,6 +121,28 @@ class Store:
             "payload_sealed": payload,
         }
         return await self._pushes.record(PendingPush(row, ticket))
+
+    async def purge_pushes(self, older_than: float, chunk: int = 5_000) -> int:
+        """Delete the pushes received before ``older_than`` that nothing waits on (verify tickets, and
+        authorization events already acted on), ``chunk`` per transaction; how many went. Their replay
+        guard is no longer needed: a push that old is refused by its timestamp."""
+        settled = or_(
+            col(ComponentPush.payload_sealed).is_(None), col(ComponentPush.processed_at).is_not(None)
+        )
+        oldest = (
+            select(col(ComponentPush.id))
+            .where(col(ComponentPush.received_at) < older_than, settled)
+            .order_by(col(ComponentPush.id))
+            .limit(chunk)
+        )
+        purge = delete(ComponentPush).where(col(ComponentPush.id).in_(oldest))
+        removed = 0
+        while True:
+            async with self._engine.begin() as conn:
+                gone = (await conn.execute(purge)).rowcount
+            removed += gone
+            if gone < chunk:
+                return removed
 
     async def ticket(self, platform_id: str) -> StoredTicket | None:
         """The newest verify ticket of ``platform_id``, or None before the first push."""

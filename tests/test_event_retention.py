@@ -1,0 +1,161 @@
+"""Event retention: pushes, messages and deliveries older than GATEWAY_EVENT_RETENTION_DAYS are deleted
+once nothing waits on them, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.crypto import SecretBox
+from gateway.errors import ConfigError
+from gateway.events import Authorized, ComponentVerifyTicket
+from gateway.retention import EventRetention
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.store.deliveries import NewDelivery, NewMessage, new_record_id
+from gateway.store.tables import ComponentPush, Delivery, InboundMessage
+
+DAY = 86400.0
+NOW = 1_700_000_000.0  # the store fixture's clock
+COMPONENT = "wxc0mp000000001"
+OWNER = "replica-1"
+
+
+def at(store: Store, secret_box: SecretBox, when: float) -> Store:
+    """The same database, seen by a store whose clock says ``when``."""
+    return Store(store.engine, secret_box, clock=lambda: when)
+
+
+def authorized(appid: str, code: str) -> Authorized:
+    return Authorized(COMPONENT, 1, appid, code, 2, "pre")
+
+
+async def count(store: Store, table: type) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_old_pushes_go_unless_an_event_still_waits_on_them(store: Store, secret_box: SecretBox) -> None:
+    old = at(store, secret_box, NOW - 40 * DAY)
+    for n in range(12):  # twelve old tickets: three transactions of five
+        assert await old.record_push("retail", f"sig{n}", f"old{n}", ComponentVerifyTicket(COMPONENT, n, "t"))
+    assert await old.record_push("retail", "sig", "acted", authorized("wxa0000000000001", "code-1"))
+    assert await old.record_push("retail", "sig", "waiting", authorized("wxa0000000000002", "code-2"))
+    acted, waiting = await store.pending_authorization_events()
+    await store.mark_processed(acted.id)
+    recent = at(store, secret_box, NOW - 29 * DAY)
+    assert await recent.record_push("retail", "sig", "recent", ComponentVerifyTicket(COMPONENT, 99, "t2"))
+
+    assert await store.purge_pushes(NOW - 30 * DAY, chunk=5) == 13
+
+    async with store.engine.connect() as conn:
+        left = set((await conn.execute(select(ComponentPush.nonce))).scalars())  # type: ignore[call-overload]
+    assert left == {"waiting", "recent"}
+    assert [e.id for e in await store.pending_authorization_events()] == [waiting.id]
+    # The newest ticket stays where it is kept: in component_tickets, not in the push log.
+    ticket = await store.ticket("retail")
+    assert ticket is not None and ticket.ticket == "t2"
+    assert await store.purge_pushes(NOW - 30 * DAY, chunk=5) == 0
+
+
+def message(when: float, key: str) -> NewMessage:
+    return NewMessage(
+        new_record_id(when), "retail", "wxa0000000000001", key, "text", None, when, "forwarded", b"{}"
+    )
+
+
+async def test_old_messages_go_with_their_deliveries_once_every_one_is_settled(store: Store) -> None:
+    deliveries = store.deliveries
+    old = NOW - 40 * DAY
+    settled = [message(old + n, f"settled{n}") for n in range(3)]
+    for n, m in enumerate(settled):
+        done = [NewDelivery(new_record_id(old + n), "crm", "https://crm.test/a", reply=True)]
+        assert await deliveries.record(m, done, give_up_at=old + DAY, lease=(OWNER, NOW + 60))
+        assert await deliveries.delivered(done[0].id, OWNER, 200)
+    # One of two deliveries failed for good, the other is still being retried: the message stays.
+    busy = message(old + 10, "busy")
+    failed, retrying = (
+        NewDelivery(new_record_id(old + 10 + n), "crm", f"https://crm.test/{n}", reply=n == 0) for n in (0, 1)
+    )
+    assert await deliveries.record(busy, [failed], give_up_at=NOW + DAY, lease=(OWNER, NOW + 60))
+    assert await deliveries.dead_letter(failed.id, OWNER, 500, "HTTP 500")
+    assert await deliveries.record(
+        message(old + 11, "other"), [], give_up_at=NOW + DAY
+    )  # no subscription: a message without deliveries
+    async with store.engine.begin() as conn:  # a second delivery of `busy`, pending
+        await conn.execute(
+            Delivery.__table__.insert().values(  # type: ignore[attr-defined]
+                id=retrying.id,
+                message_id=busy.id,
+                client_id="crm",
+                url=retrying.url,
+                reply=False,
+                status="pending",
+                attempts=1,
+                created_at=old,
+                next_attempt_at=NOW,
+                give_up_at=NOW + DAY,
+            )
+        )
+    fresh = message(NOW - DAY, "fresh")
+    assert await deliveries.record(
+        fresh, [NewDelivery(new_record_id(NOW), "crm", "https://crm.test/a")], give_up_at=NOW + DAY
+    )
+
+    assert await deliveries.purge(NOW - 30 * DAY, chunk=2) == 4  # three settled, one without deliveries
+
+    async with store.engine.connect() as conn:
+        messages = set((await conn.execute(select(InboundMessage.dedup_key))).scalars())  # type: ignore[call-overload]
+    assert messages == {"busy", "fresh"}
+    assert await count(store, Delivery) == 3  # busy's two, fresh's one
+    assert (await deliveries.get(failed.id)) is not None
+
+
+async def test_the_retention_task_purges_at_start_then_hourly_and_logs_counts(
+    store: Store, secret_box: SecretBox, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [NOW]
+    old = at(store, secret_box, NOW - 31 * DAY)
+    assert await old.record_push("retail", "sig", "a", ComponentVerifyTicket(COMPONENT, 1, "t"))
+    retention = EventRetention(store, 30 * DAY, clock=lambda: clock[0])
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="gateway.retention"):
+        running = asyncio.create_task(retention.run(stop, every_s=0.05))
+        try:
+            for _ in range(100):
+                if await count(store, ComponentPush) == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert await count(store, ComponentPush) == 0
+            # 29 days old now, 31 after the clock moves: the next pass takes it.
+            assert await at(store, secret_box, NOW - 29 * DAY).record_push(
+                "retail", "sig", "b", ComponentVerifyTicket(COMPONENT, 2, "t")
+            )
+            clock[0] = NOW + 2 * DAY
+            for _ in range(100):
+                if await count(store, ComponentPush) == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert await count(store, ComponentPush) == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 5)
+    assert "1 pushes and 0 messages older than 30 days deleted" in caplog.text
+
+
+@pytest.mark.parametrize(("value", "days"), [(None, 30.0), ("0", 0.0), ("1", 1.0), ("36500", 36500.0)])
+def test_the_setting(value: str | None, days: float) -> None:
+    env = {"GATEWAY_SECRET_KEY": "A" * 43 + "="}
+    if value is not None:
+        env["GATEWAY_EVENT_RETENTION_DAYS"] = value
+    assert Settings.from_environ(env).event_retention_days == days
+
+
+@pytest.mark.parametrize("value", ["0.5", "36501", "-1", "a month"])
+def test_a_bad_setting_is_named(value: str) -> None:
+    env = {"GATEWAY_SECRET_KEY": "A" * 43 + "=", "GATEWAY_EVENT_RETENTION_DAYS": value}
+    with pytest.raises(ConfigError, match="GATEWAY_EVENT_RETENTION_DAYS"):
+        Settings.from_environ(env)
