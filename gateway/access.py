@@ -130,10 +130,12 @@ class TokenVending(ReadsRegistry):
         """``what`` for ``appid``: checked, routed, obtained (from memory, the store or WeChat), audited."""
         require(client, "token", appid)
         platform_id = await self._authorizations.route(appid, None)
-        if what is ACCESS_TOKEN:
+        if what.kind == ACCESS_TOKEN.kind:
             token = await self._tokens.authorizer_token(platform_id, appid)
-        else:
+        elif what.kind == JSAPI_TICKET.kind:
             token = await self._tokens.jsapi_ticket(platform_id, appid)
+        else:
+            raise ValueError(f"nothing vended is of kind {what.kind!r}")
         return self._issued(client, appid, what, token)
 
     def from_memory(
@@ -144,20 +146,29 @@ class TokenVending(ReadsRegistry):
         path can answer (it also words every refusal). Counts and records nothing: see `hand_over`."""
         try:
             client = authenticate(self._registry, authorization)
-            require(client, "token", appid)
-            platform_id = self._authorizations.route_from_memory(appid, None)
         except ApiError:
             return None
-        if platform_id is None:
-            return None
-        token = self._tokens.from_memory(what.kind, platform_id, appid)
+        token = self._remembered(client, appid, what)
         return None if token is None else (client, token)
 
     async def hand_over(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
         """What `from_memory` found, once the client's rate limit admits it (`RateLimited` if not):
         audited and counted as the full path would have."""
         await self._limiter.admit(client)
+        # Admission may have waited (on Redis) through a revocation, a reload or a renewal: when memory no
+        # longer says the same, the rest of the full path answers, as it would have after admission.
+        if self._remembered(client, appid, what) != token:
+            return await self.issue(client, appid, what)
         return self._issued(client, appid, what, token)
+
+    def _remembered(self, client: Client, appid: str, what: Vended[Issued]) -> Token | None:
+        """The token `issue` would answer at once from memory, or None (a check refuses, or it would read)."""
+        try:
+            require(client, "token", appid)
+            platform_id = self._authorizations.route_from_memory(appid, None)
+        except ApiError:
+            return None
+        return None if platform_id is None else self._tokens.from_memory(what.kind, platform_id, appid)
 
     def _issued(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
         self._audit.record(client.id, what.action, platform_id=token.platform_id, authorizer_appid=appid)

@@ -3,20 +3,23 @@ same answers as the route, and every request it may not answer left to the route
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+from sqlalchemy import text
 
 from gateway.access import TokenVending
 from gateway.crypto import SecretBox
 from gateway.registry import RateLimit, Registry
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
-from tests.support.world import OA, RETAIL, World, open_world
+from tests.support.world import OA, OA2, RETAIL, World, open_world
 
 KINDS = ["access-token", "jsapi-ticket"]
 # A request with a body header is one the wrapper never answers: the route does, as without the wrapper.
@@ -106,9 +109,17 @@ async def test_every_refusal_comes_from_the_route_even_with_the_token_in_memory(
         routed = await ready.gateway.get(path, headers=headers | TO_THE_ROUTE)
         assert refused.status_code in (401, 403), why
         assert comparable(refused) == comparable(routed), why
-    # A client limited to some authorizers: answered from memory for those.
+    # A client limited to some authorizers: answered from memory for those, refused by the route for
+    # another whose token is in memory too.
     assert (await ready.gateway.get(path, headers=bearer("limited"))).status_code == 200
     assert from_memory.count == 1
+    await ready.authorize("retail", OA2, [1])
+    assert (await ready.token(OA2)).status_code == 200
+    assert (await ready.token(OA2)).status_code == 200
+    assert from_memory.count == 2
+    outside = await ready.gateway.get(f"/v1/authorizers/{OA2}/access-token", headers=bearer("limited"))
+    assert (outside.status_code, outside.json()["error"]["code"]) == (403, "forbidden")
+    assert from_memory.count == 2
 
     # A revocation stops the answers from memory at once: the route says 410.
     revoke = await ready.sim.post(
@@ -118,7 +129,7 @@ async def test_every_refusal_comes_from_the_route_even_with_the_token_in_memory(
     await ready.services.authorizations.process_pending()
     gone = await ready.token(OA)
     assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
-    assert from_memory.count == 1
+    assert from_memory.count == 2
 
 
 async def test_an_expired_token_is_renewed_by_the_route_then_answered_from_memory(
@@ -132,6 +143,66 @@ async def test_an_expired_token_is_renewed_by_the_route_then_answered_from_memor
     assert (from_memory.count, await ready.calls("api_authorizer_token", OA)) == (0, 1)
     assert (await ready.token(OA)).json() == renewed.json()
     assert from_memory.count == 1
+
+
+async def test_a_revocation_during_the_rate_limits_wait_is_answered_by_the_route(
+    ready: World, from_memory: HandOvers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (await ready.token(OA)).status_code == 200
+    limiter = ready.services.vending._limiter
+    admitted, waiting = asyncio.Event(), asyncio.Event()
+
+    async def slow_admit(client: Any) -> None:  # as Redis may take a while to answer
+        waiting.set()
+        await admitted.wait()
+
+    monkeypatch.setattr(limiter, "admit", slow_admit)
+    asked = asyncio.create_task(ready.token(OA))
+    await asyncio.wait_for(waiting.wait(), 5)
+    revoke = await ready.sim.post(
+        "/sim/authorizations/revoke", json={"component_appid": RETAIL["appid"], "authorizer_appid": OA}
+    )
+    assert revoke.status_code == 200
+    await ready.services.authorizations.process_pending()
+    admitted.set()
+
+    answer = await asyncio.wait_for(asked, 5)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (410, "authorization_revoked")
+    assert from_memory.count == 1
+    await ready.services.audit.flush()
+    records = await ready.services.store.audit.recent(authorizer_appid=OA)
+    assert len([r for r in records if r.action == "token.issued"]) == 1  # the first request's only
+
+
+@pytest.fixture
+async def shifted(
+    registry: Registry, database_url: str, secret_box: SecretBox, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[World, list[float], HandOvers]]:
+    """``ready``'s world on a clock the test moves forward: (world, [seconds ahead], hand-overs)."""
+    ahead = [0.0]
+    async with open_world(registry, database_url, secret_box, clock=lambda: time.time() + ahead[0]) as w:
+        assert (await push_ticket(w.sim, RETAIL["appid"]))["body"] == "success"
+        await w.authorize("retail", OA, [1, 2, 24])
+        yield w, ahead, HandOvers(w.services.vending, monkeypatch)
+
+
+async def test_grants_are_answered_from_memory_only_while_their_cache_holds(
+    shifted: tuple[World, list[float], HandOvers],
+) -> None:
+    world, ahead, from_memory = shifted
+    assert (await world.token(OA)).status_code == 200
+    assert (await world.token(OA)).status_code == 200
+    assert from_memory.count == 1
+    # Revoked behind the process's back (another replica acted on the event): the cached grants hold
+    # for their 2 s, the token's cache for its 5 s.
+    async with world.services.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE authorizations SET status = 'revoked', revoked_at = 1"))
+    assert (await world.token(OA)).status_code == 200
+    assert from_memory.count == 2
+    ahead[0] = 3.0
+    gone = await world.token(OA)
+    assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
+    assert from_memory.count == 2
 
 
 @pytest.mark.parametrize(

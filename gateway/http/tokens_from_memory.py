@@ -108,7 +108,9 @@ def _from_memory(scope: HTTPScope, vending: TokenVending) -> _Found | None:
 async def _answer_error(
     scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
 ) -> None:
-    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would."""
+    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would: the app's
+    map is the only one (no route or controller sets handlers, nor ``after_exception`` hooks), and it
+    maps ``Exception``."""
     handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
     request: Request[Any, Any, Any] = Request(scope, receive)
     response: Response[Any] = handler(request, exc)
