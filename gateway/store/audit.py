@@ -48,13 +48,7 @@ class AuditLog:
             select(col(AuditEntry.id)).where(col(AuditEntry.at) < older_than).order_by(col(AuditEntry.id))
         )
         purge = delete(AuditEntry).where(col(AuditEntry.id).in_(oldest.limit(chunk)))
-        removed = 0
-        while True:
-            async with self._db.engine.begin() as conn:
-                gone = (await conn.execute(purge)).rowcount
-            removed += gone
-            if gone < chunk:
-                return removed
+        return await self._db.delete_in_chunks(purge, chunk)
 
     @staticmethod
     def _insert_sql(paramstyle: str | None) -> str:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
@@ -33,6 +34,18 @@ class Database:
     def is_postgresql(self) -> bool:
         """Whether the engine speaks PostgreSQL (else SQLite)."""
         return self.engine.dialect.name == "postgresql"
+
+    async def delete_in_chunks(self, statement: Delete, chunk: int) -> int:
+        """Run ``statement`` (a DELETE of at most ``chunk`` rows) in a transaction of its own, again and
+        again until it deletes fewer; how many rows went. Short transactions: a large purge never holds
+        a replica's writes up for long."""
+        removed = 0
+        while True:
+            async with self.engine.begin() as conn:
+                gone = int((await conn.execute(statement)).rowcount)
+            removed += gone
+            if gone < chunk:
+                return removed
 
     def insert(self, table: Any) -> postgresql.Insert | sqlite.Insert:
         """INSERT for ``table`` (a model or a Core table) with the dialect's ON CONFLICT support (spelled

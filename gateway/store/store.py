@@ -135,14 +135,9 @@ class Store:
             .order_by(col(ComponentPush.id))
             .limit(chunk)
         )
-        purge = delete(ComponentPush).where(col(ComponentPush.id).in_(oldest))
-        removed = 0
-        while True:
-            async with self._engine.begin() as conn:
-                gone = (await conn.execute(purge)).rowcount
-            removed += gone
-            if gone < chunk:
-                return removed
+        return await self._db.delete_in_chunks(
+            delete(ComponentPush).where(col(ComponentPush.id).in_(oldest)), chunk
+        )
 
     async def ticket(self, platform_id: str) -> StoredTicket | None:
         """The newest verify ticket of ``platform_id``, or None before the first push."""
