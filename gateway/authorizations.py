@@ -87,18 +87,19 @@ class AuthorizationService(ReadsRegistry):
 
     async def route(self, appid: str, api_path: str | None) -> str:
         """The platform that serves ``appid`` for ``api_path`` (None: any API, as for token vending)."""
-        registry = self._registry  # one registry for the order and the pins, whatever a reload does
-        grants = await self.grants(appid)
-        return choose_platform([p.id for p in registry.platforms], registry.pins, appid, grants, api_path)
+        return self._choose(appid, await self.grants(appid), api_path)
 
     def route_from_memory(self, appid: str, api_path: str | None) -> str | None:
         """What `route` answers, when the grants are cached and fresh; None when they are not (nothing is
         read). Raises as `route` does."""
-        registry = self._registry
         cached = self._grants.get(appid)
         if cached is None or cached[0] <= self._clock():
             return None
-        return choose_platform([p.id for p in registry.platforms], registry.pins, appid, cached[1], api_path)
+        return self._choose(appid, cached[1], api_path)
+
+    def _choose(self, appid: str, grants: list[Grant], api_path: str | None) -> str:
+        registry = self._registry  # one registry for the order and the pins, whatever a reload does
+        return choose_platform([p.id for p in registry.platforms], registry.pins, appid, grants, api_path)
 
     # --- codes and events ---------------------------------------------------------------------------
 
