@@ -266,7 +266,7 @@ def create_app(
             await webhooks.aclose()
             await http.aclose()
             await limiter.aclose()
-            await engine.dispose()
+            await store.aclose()
 
     app = Litestar(
         route_handlers=[

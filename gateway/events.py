@@ -110,26 +110,32 @@ def block(root: Element, tag: str) -> dict[str, str]:
 
 
 class _FlatReader:
-    """Expat callbacks that keep the root's tag and ``flatten`` of the root, building no tree.
+    """Expat callbacks that keep the root's tag, ``flatten`` of the root and ``block`` of each of its
+    children, building no tree.
 
     The refusals are defusedxml's (``parse_xml``): a DTD, an entity declaration or an external reference
     raises XmlRejected as soon as expat reports it, and so does nesting deeper than ``MAX_DEPTH``. Tags
     are named as ElementTree names them (``{namespace}tag``). About a third of the cost of ``parse_xml``
-    and ``flatten`` on an envelope, which every push pays before its signature is checked.
+    and ``flatten`` on an envelope or an event, which every push pays.
     """
 
-    __slots__ = ("depth", "fields", "leaf", "root", "text")
+    __slots__ = ("blocks", "depth", "fields", "inner", "inner_leaf", "inner_text", "leaf", "root", "text")
 
     def __init__(self) -> None:
         self.root = ""
         self.depth = 0
         self.fields: dict[str, str] = {}
+        self.blocks: dict[str, dict[str, str]] = {}
         self.text: list[str] = []
         self.leaf = True
+        self.inner: dict[str, str] | None = None  # the block being read: of the first child of its tag
+        self.inner_text: list[str] = []
+        self.inner_leaf = True
 
     @classmethod
-    def read(cls, document: bytes) -> tuple[str, dict[str, str]]:
-        """The root's tag and the stripped text of each of its childless children, by tag."""
+    def read(cls, document: bytes) -> _FlatReader:
+        """The reader, having read ``document``: ``root`` is the root's tag, ``fields`` the stripped text
+        of each of its childless children by tag, ``blocks`` the same of the children of each child."""
         reader = cls()
         parser = expat.ParserCreate(namespace_separator="}")
         parser.buffer_text = True
@@ -144,7 +150,7 @@ class _FlatReader:
             parser.Parse(document, True)
         except (expat.ExpatError, ValueError, LookupError) as exc:
             raise XmlRejected(f"not well-formed XML: {exc}") from exc
-        return reader.root, reader.fields
+        return reader
 
     def start(self, tag: str, attributes: object) -> None:
         self.depth += 1
@@ -153,19 +159,28 @@ class _FlatReader:
         elif self.depth == 2:
             self.text = []
             self.leaf = True
+            name = _qualified(tag)
+            # As ``root.find(tag)``: a later child of the same tag has no block of its own.
+            self.inner = None if name in self.blocks else self.blocks.setdefault(name, {})
         elif self.depth > MAX_DEPTH:
             raise XmlRejected(f"XML nested deeper than {MAX_DEPTH} levels")
         else:
             self.leaf = False
+            self.inner_leaf = self.depth == 3
+            self.inner_text = []
 
     def end(self, tag: str) -> None:
         if self.depth == 2 and self.leaf:
             self.fields[_qualified(tag)] = "".join(self.text).strip()
+        elif self.depth == 3 and self.inner_leaf and self.inner is not None:
+            self.inner[_qualified(tag)] = "".join(self.inner_text).strip()
         self.depth -= 1
 
     def data(self, text: str) -> None:
         if self.depth == 2:
             self.text.append(text)
+        elif self.depth == 3:
+            self.inner_text.append(text)
 
 
 def _qualified(tag: str) -> str:
@@ -195,9 +210,10 @@ class Envelope(msgspec.Struct, frozen=True):
 
 def parse_envelope(body: bytes) -> Envelope:
     """Parse the POSTed ``<xml><AppId/><Encrypt/></xml>`` (or ``ToUserName`` form) of a push."""
-    root, fields = _FlatReader.read(body)
-    if root != "xml":
-        raise XmlRejected(f"root element is <{root}>, expected <xml>")
+    reader = _FlatReader.read(body)
+    if reader.root != "xml":
+        raise XmlRejected(f"root element is <{reader.root}>, expected <xml>")
+    fields = reader.fields
     encrypt = fields.get("Encrypt")
     if not encrypt:
         raise XmlRejected("the Encrypt element is missing or empty")
@@ -289,8 +305,8 @@ def info_type(event: ComponentEvent) -> str:
 
 def parse_component_event(document: bytes) -> ComponentEvent:
     """Parse the decrypted XML of a push to the authorization event URL into its typed event."""
-    root = parse_xml(document)
-    fields = flatten(root)
+    reader = _FlatReader.read(document)
+    fields = reader.fields
     app_id = _appid(fields, "AppId")
     create_time = _integer(fields, "CreateTime")
     info_type = _required(fields, "InfoType")
@@ -319,7 +335,7 @@ def parse_component_event(document: bytes) -> ComponentEvent:
                 status=_integer(fields, "status"),
                 auth_code=fields.get("auth_code", ""),
                 msg=fields.get("msg", ""),
-                info=block(root, "info"),
+                info=reader.blocks.get("info", {}),
             )
         case _:
             return OtherComponentEvent(app_id, create_time, info_type, fields)

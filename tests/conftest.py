@@ -153,8 +153,9 @@ async def store(database_url: str, secret_box: SecretBox) -> AsyncIterator[Store
     """The store on ``database_url``, migrated, with a fixed clock."""
     engine = create_engine(database_url)
     await upgrade(engine)
-    yield Store(engine, secret_box, clock=lambda: 1_700_000_000.0)
-    await engine.dispose()
+    store = Store(engine, secret_box, clock=lambda: 1_700_000_000.0)
+    yield store
+    await store.aclose()
 
 
 @pytest.fixture

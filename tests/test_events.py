@@ -14,6 +14,7 @@ from gateway.events import (
     OtherComponentEvent,
     Unauthorized,
     UpdateAuthorized,
+    block,
     build_xml,
     flatten,
     parse_component_event,
@@ -164,6 +165,33 @@ def test_fast_register_parses_by_element_name_in_any_order() -> None:
     )
     assert isinstance(event, FastRegister)
     assert (event.appid, event.status, event.auth_code, event.info["name"]) == ("wxnew", 0, "code1", "ACME")
+
+
+_FAST_REGISTER = (
+    b"<xml><AppId>wxc1</AppId><CreateTime>5</CreateTime><InfoType>notify_third_fasteregister</InfoType>"
+    b"<appid>wxnew</appid><status>0</status>%s</xml>"
+)
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        b"<info><name> ACME </name><code><![CDATA[1]]>23</code></info>",
+        b"<info><name>first</name></info><info><name>second</name></info>",  # the first, as find() does
+        b"<info>plain</info><info><name>second</name></info>",  # the first has no children: empty
+        b"<info><name>n</name><legal><x>deep</x></legal><name2/></info>",  # a nested block is skipped
+        b'<info xmlns:w="urn:w"><w:name>ns</w:name><!-- c --><name>a<![CDATA[b]]>c</name></info>',
+        b"",
+    ],
+)
+def test_events_read_fields_and_blocks_as_the_tree_does(info: bytes) -> None:
+    # Events are read by expat directly, as envelopes are: the same fields as flatten() and block().
+    document = _FAST_REGISTER % info
+    root = parse_xml(document)
+    event = parse_component_event(document)
+    assert isinstance(event, FastRegister)
+    assert event.info == block(root, "info")
+    assert (event.appid, event.status) == (flatten(root)["appid"], int(flatten(root)["status"]))
 
 
 def test_unknown_info_type_is_kept_not_refused() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -148,9 +149,21 @@ async def test_state_survives_a_new_engine(database_url: str, secret_box: Secret
             await engine.dispose()
 
 
-async def test_pushes_arriving_together_share_one_transaction(store: Store) -> None:
-    commits: list[None] = []
-    sqlalchemy.event.listen(store.engine.sync_engine, "commit", lambda _conn: commits.append(None))
+@pytest.fixture
+def commits() -> Iterator[list[None]]:
+    """One entry for each commit of any engine while the test runs (on a SQLite file, pushes are written
+    on an engine of their own: `Database.write`)."""
+    seen: list[None] = []
+
+    def count(_conn: object) -> None:
+        seen.append(None)
+
+    sqlalchemy.event.listen(sqlalchemy.Engine, "commit", count)
+    yield seen
+    sqlalchemy.event.remove(sqlalchemy.Engine, "commit", count)
+
+
+async def test_pushes_arriving_together_share_one_transaction(store: Store, commits: list[None]) -> None:
     tickets = [ComponentVerifyTicket("wxc1", 1000 + (n * 7) % 50, f"ticket-{n}") for n in range(50)]
     events = [Unauthorized("wxc1", 100, f"wxa{n}") for n in range(10)]
     results = await asyncio.gather(

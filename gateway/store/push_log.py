@@ -5,7 +5,8 @@ bottleneck of the event URL: on SQLite each transaction is a dozen hand-offs to 
 concurrent writers queue in SQLite's busy handler, which sleeps up to 100 ms at a time. Here the pushes
 that arrive while a transaction is being written wait for the next one, and each transaction writes its
 whole batch with two statements: one multi-row INSERT of the pushes that skips those seen before
-(RETURNING the new ones) and one upsert per platform of the newest verify ticket among them. Each caller
+(RETURNING the new ones) and one upsert per platform of the newest verify ticket among them. On a SQLite
+file the transaction is one hand-off to a worker thread (`Database.write`). Each caller
 is answered when its batch has committed; a batch that fails is retried push by push, so a push the
 database refuses fails alone, and nothing is acknowledged that is not stored.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy import Connection
 
 from gateway.store.database import Database
 from gateway.store.tables import ComponentPush, ComponentTicket
@@ -108,31 +111,37 @@ class PushLog:
         _settle(batch, winners)
 
     async def _write(self, batch: list[_Waiting]) -> list[_Waiting]:
-        """Write ``batch`` in one transaction; the callers whose pushes were stored now (of a push queued
-        twice in one batch, the first copy: a later one changes nothing)."""
-        async with self._db.engine.begin() as conn:
-            # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
-            # from one statement compiled once, where .values([...]) compiles anew for each batch size.
-            # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
-            # their locks in one order and cannot deadlock on each other.
-            rows = sorted((waiting.push.row for waiting in batch), key=_key)
-            stored = {tuple(row) for row in await conn.execute(self._insert_new, rows)}
-            winners = []
-            for waiting in batch:
-                key = _key(waiting.push.row)
-                if key in stored:
-                    stored.remove(key)
-                    winners.append(waiting)
-            newest: dict[str, dict[str, Any]] = {}
-            for ticket in (waiting.push.ticket for waiting in winners):
-                if ticket is None:
-                    continue
-                held = newest.get(ticket["platform_id"])
-                if held is None or ticket["create_time"] >= held["create_time"]:
-                    newest[ticket["platform_id"]] = ticket
-            if newest:
-                await conn.execute(self._upsert_ticket, [newest[p] for p in sorted(newest)])
-        return winners
+        """Write ``batch`` in one transaction; the callers whose pushes were stored now."""
+        pushes = [waiting.push for waiting in batch]
+        inserted = await self._db.write(lambda conn: self._insert(conn, pushes))
+        return [batch[i] for i in inserted]
+
+    def _insert(self, conn: Connection, pushes: list[PendingPush]) -> list[int]:
+        """Insert ``pushes`` but those seen before, and upsert the newest ticket among those inserted
+        now; their positions in ``pushes`` (of a push there twice, the first: a later copy changes
+        nothing)."""
+        # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
+        # their locks in one order and cannot deadlock on each other. An executemany with RETURNING:
+        # SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues") from one statement compiled once,
+        # where .values([...]) compiles anew for each batch size.
+        rows = sorted((push.row for push in pushes), key=_key)
+        stored = {tuple(row) for row in conn.execute(self._insert_new, rows)}
+        inserted = []
+        for i, push in enumerate(pushes):
+            key = _key(push.row)
+            if key in stored:
+                stored.remove(key)
+                inserted.append(i)
+        newest: dict[str, dict[str, Any]] = {}
+        for ticket in (pushes[i].ticket for i in inserted):
+            if ticket is None:
+                continue
+            held = newest.get(ticket["platform_id"])
+            if held is None or ticket["create_time"] >= held["create_time"]:
+                newest[ticket["platform_id"]] = ticket
+        if newest:
+            conn.execute(self._upsert_ticket, [newest[p] for p in sorted(newest)])
+        return inserted
 
 
 def _settle(batch: list[_Waiting], winners: list[_Waiting]) -> None:

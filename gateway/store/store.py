@@ -83,6 +83,11 @@ class Store:
         """The engine the store runs on."""
         return self._engine
 
+    async def aclose(self) -> None:
+        """Close the store's connections and dispose of its engine."""
+        self._db.close()
+        await self._engine.dispose()
+
     async def ping(self) -> None:
         """Raise unless the database answers."""
         async with self._engine.connect() as conn:
