@@ -40,6 +40,7 @@ from gateway.delivery import DeliveryPolicy, DeliveryService
 from gateway.http.catalog import CatalogController
 from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import exception_handlers
+from gateway.http.event_url import answer_pushes_up_front
 from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
@@ -316,7 +317,8 @@ def create_app(
         before_request=refuse_announced_oversize,
         state=State({"services": services}),
     )
-    app.asgi_handler = observed(
-        answer_tokens_from_memory(app.asgi_handler, vending, app.exception_handlers), metrics
-    )
+    # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline.
+    handlers = app.exception_handlers
+    front = answer_tokens_from_memory(app.asgi_handler, vending, handlers)
+    app.asgi_handler = observed(answer_pushes_up_front(front, intake, handlers), metrics)
     return app

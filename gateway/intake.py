@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from gateway.errors import ApiError, XmlRejected
 from gateway.events import (
     ComponentEvent,
+    ComponentVerifyTicket,
     info_type,
     is_authorization_event,
     parse_component_event,
@@ -86,7 +87,10 @@ class EventIntake(ReadsRegistry):
         outcome = PushOutcome(platform.id, event, duplicate=not recorded)
         if recorded and self._on_authorization_event is not None and is_authorization_event(event):
             self._on_authorization_event()
-        log.info(
+        # A verify ticket is a heartbeat (every 10 minutes per component): its receipt shows in /health and
+        # the gateway_ticket_age_seconds gauge, and a line for each would drown the events that matter.
+        log.log(
+            logging.DEBUG if isinstance(event, ComponentVerifyTicket) else logging.INFO,
             "push accepted platform=%s info_type=%s duplicate=%s",
             platform.id,
             info_type(event),

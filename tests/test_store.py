@@ -183,6 +183,34 @@ async def test_pushes_arriving_together_share_one_transaction(store: Store, comm
         assert (await conn.execute(text("SELECT count(*) FROM component_pushes"))).scalar_one() == 60
 
 
+class CountingBox(SecretBox):
+    """Counts what it seals, by context."""
+
+    def __init__(self) -> None:
+        super().__init__(os.urandom(32))
+        self.sealed: list[str] = []
+
+    def seal(self, plaintext: str, *, context: str) -> str:
+        self.sealed.append(context)
+        return super().seal(plaintext, context=context)
+
+
+async def test_a_batch_seals_only_the_ticket_it_keeps(store: Store) -> None:
+    box = CountingBox()
+    replica = Store(store.engine, box)
+    tickets = [ComponentVerifyTicket("wxc1", 1000 + n, f"ticket-{n}") for n in range(20)]
+    results = await asyncio.gather(
+        *(replica.record_push("retail", "e" * 40, f"s{n}", t) for n, t in enumerate(tickets)),
+        replica.record_push("retail", "e" * 40, "u", Unauthorized("wxc1", 100, "wxa1")),
+    )
+    assert results == [True] * 21
+    # The newest ticket, once, and the authorization event's payload; nineteen tickets were not sealed.
+    assert sorted(box.sealed) == ["push:retail", "ticket:retail"]
+    stored = await replica.ticket("retail")
+    assert stored is not None and stored.ticket == "ticket-19"
+    await replica.aclose()
+
+
 async def test_a_push_the_database_refuses_fails_alone(store: Store) -> None:
     broken = ComponentVerifyTicket("wxc1", None, "no time")  # type: ignore[arg-type]
     good = [ComponentVerifyTicket("wxc1", 100 + n, f"ticket-{n}") for n in range(3)]

@@ -16,7 +16,6 @@ import re
 from typing import Any, NamedTuple
 
 import msgspec
-from litestar import Request, Response
 from litestar.enums import ScopeType
 from litestar.types import (
     ASGIApp,
@@ -29,6 +28,7 @@ from litestar.types import (
 )
 
 from gateway.access import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
+from gateway.http.errors import answer_error
 from gateway.registry import Client
 from gateway.tokens import Token
 
@@ -70,7 +70,7 @@ def answer_tokens_from_memory(app: ASGIApp, vending: TokenVending, handlers: Exc
         try:
             issued = await vending.hand_over(found.client, found.appid, found.what, found.token)
         except Exception as exc:  # answered as the app would: 429 with Retry-After, or 500 and logged
-            await _answer_error(scope, receive, send, handlers, exc)
+            await answer_error(scope, receive, send, handlers, exc)
             return
         body = _encode(issued)
         start: HTTPResponseStartEvent = {
@@ -103,15 +103,3 @@ def _from_memory(scope: HTTPScope, vending: TokenVending) -> _Found | None:
     what, template = route
     found = vending.from_memory(authorization, appid, what)
     return None if found is None else _Found(appid, what, template, *found)
-
-
-async def _answer_error(
-    scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
-) -> None:
-    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would: the app's
-    map is the only one (no route or controller sets handlers, nor ``after_exception`` hooks), and it
-    maps ``Exception``."""
-    handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
-    request: Request[Any, Any, Any] = Request(scope, receive)
-    response: Response[Any] = handler(request, exc)
-    await response.to_asgi_response(app=None, request=request)(scope, receive, send)

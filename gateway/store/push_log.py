@@ -36,10 +36,11 @@ _KEY = ("platform_id", "msg_signature", "nonce")
 @dataclass(frozen=True)
 class PendingPush:
     """One push to record: its row (the ``component_pushes`` columns, sealed payload included) and, for a
-    verify ticket, the ``component_tickets`` values to upsert (the ticket already sealed)."""
+    verify ticket, the ticket in the clear. A ticket is sealed as it is written, and only when it is the
+    newest of its batch: the others would be sealed to be thrown away."""
 
     row: dict[str, Any]
-    ticket: dict[str, Any] | None = None
+    ticket: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -87,6 +88,9 @@ class PushLog:
     async def _write_queued(self) -> None:
         batch: list[_Waiting] = []
         try:
+            # One turn of the event loop first: pushes whose requests are ready join this batch rather
+            # than wait for the next (a commit costs about as much for one push as for sixteen).
+            await asyncio.sleep(0)
             while self._queue:
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[: len(batch)]
@@ -132,16 +136,26 @@ class PushLog:
             if key in stored:
                 stored.remove(key)
                 inserted.append(i)
-        newest: dict[str, dict[str, Any]] = {}
-        for ticket in (pushes[i].ticket for i in inserted):
-            if ticket is None:
+        newest: dict[str, PendingPush] = {}
+        for push in (pushes[i] for i in inserted):
+            if push.ticket is None:
                 continue
-            held = newest.get(ticket["platform_id"])
-            if held is None or ticket["create_time"] >= held["create_time"]:
-                newest[ticket["platform_id"]] = ticket
+            held = newest.get(push.row["platform_id"])
+            if held is None or push.row["create_time"] >= held.row["create_time"]:
+                newest[push.row["platform_id"]] = push
         if newest:
-            conn.execute(self._upsert_ticket, [newest[p] for p in sorted(newest)])
+            conn.execute(self._upsert_ticket, [self._sealed_ticket(newest[p]) for p in sorted(newest)])
         return inserted
+
+    def _sealed_ticket(self, push: PendingPush) -> dict[str, Any]:
+        """The ``component_tickets`` values of a verify ticket's push."""
+        platform_id = push.row["platform_id"]
+        return {
+            "platform_id": platform_id,
+            "ticket_sealed": self._db.box.seal(push.ticket or "", context=f"ticket:{platform_id}"),
+            "create_time": push.row["create_time"],
+            "received_at": push.row["received_at"],
+        }
 
 
 def _settle(batch: list[_Waiting], winners: list[_Waiting]) -> None:

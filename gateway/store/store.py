@@ -107,14 +107,6 @@ class Store:
         payload = None
         if is_authorization_event(event):
             payload = self._box.seal(msgspec.json.encode(event).decode(), context=f"push:{platform_id}")
-        ticket = None
-        if isinstance(event, ComponentVerifyTicket):
-            ticket = {
-                "platform_id": platform_id,
-                "ticket_sealed": self._box.seal(event.ticket, context=f"ticket:{platform_id}"),
-                "create_time": event.create_time,
-                "received_at": now,
-            }
         row = {
             "platform_id": platform_id,
             "msg_signature": msg_signature,
@@ -125,6 +117,7 @@ class Store:
             "received_at": now,
             "payload_sealed": payload,
         }
+        ticket = event.ticket if isinstance(event, ComponentVerifyTicket) else None
         return await self._pushes.record(PendingPush(row, ticket))
 
     async def purge_pushes(self, older_than: float, chunk: int = 5_000) -> int:
