@@ -211,6 +211,21 @@ async def test_a_batch_seals_only_the_ticket_it_keeps(store: Store) -> None:
     await replica.aclose()
 
 
+async def test_a_caller_gone_before_the_commit_leaves_its_push_stored(store: Store) -> None:
+    gone = asyncio.create_task(
+        store.record_push("retail", "f" * 40, "gone", ComponentVerifyTicket("wxc1", 7, "kept"))
+    )
+    await asyncio.sleep(0)  # queued for the next batch
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await store.record_push("retail", "f" * 40, "next", ComponentVerifyTicket("wxc1", 6, "older"))
+    # The first push was written all the same: its ticket, the newer, is the one kept; and it is a retry now.
+    stored = await store.ticket("retail")
+    assert stored is not None and stored.ticket == "kept"
+    assert not await store.record_push("retail", "f" * 40, "gone", ComponentVerifyTicket("wxc1", 7, "kept"))
+
+
 async def test_a_push_the_database_refuses_fails_alone(store: Store) -> None:
     broken = ComponentVerifyTicket("wxc1", None, "no time")  # type: ignore[arg-type]
     good = [ComponentVerifyTicket("wxc1", 100 + n, f"ticket-{n}") for n in range(3)]

@@ -34,6 +34,7 @@ class Database:
         self.box = box
         self.clock = clock
         self.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._file = sqlite_file(engine.url)
         self._blocking: Engine | None = None
 
     async def write(self, work: Callable[[Connection], T]) -> T:
@@ -44,7 +45,7 @@ class Database:
         cursor, fetch and commit (nine for a batch of pushes, costing more than the SQL itself). On
         PostgreSQL or an in-memory SQLite it runs on the async engine's connection.
         """
-        if sqlite_file(self.engine.url) is None:
+        if self._file is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
         if self._blocking is None:

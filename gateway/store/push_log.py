@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -43,14 +43,11 @@ class PendingPush:
     ticket: str | None = field(default=None, repr=False)
 
 
-@dataclass
-class _Waiting:
+class _Waiting(NamedTuple):
     push: PendingPush
-    answer: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    def __post_init__(self) -> None:
-        # A caller that went away leaves its answer unread: a failure in it must not be logged as lost.
-        self.answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    # Awaited by the caller alone: cancelling it (a client gone) cancels only this future, and a batch's
+    # failure is set only on futures still awaited, so no exception is left unretrieved.
+    answer: asyncio.Future[bool]
 
 
 class PushLog:
@@ -76,14 +73,14 @@ class PushLog:
 
     async def record(self, push: PendingPush) -> bool:
         """Queue ``push`` for the next transaction and wait for its commit."""
-        waiting = _Waiting(push)
+        waiting = _Waiting(push, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)
         writer = self._writer
         if writer is None or writer.done() or writer.get_loop() is not asyncio.get_running_loop():
             self._writer = asyncio.create_task(self._write_queued(), name="push-log-writer")
         # The batch is written whether or not this caller still waits (a client that hung up is
         # answered by WeChat's retry, found to be a duplicate).
-        return await asyncio.shield(waiting.answer)
+        return await waiting.answer
 
     async def _write_queued(self) -> None:
         batch: list[_Waiting] = []
@@ -160,10 +157,10 @@ class PushLog:
 
 def _settle(batch: list[_Waiting], winners: list[_Waiting]) -> None:
     """Answer each caller: True when its push was stored now, False when it had been before."""
-    stored_now = {id(waiting) for waiting in winners}
+    stored_now = {id(waiting.answer) for waiting in winners}
     for waiting in batch:
         if not waiting.answer.done():
-            waiting.answer.set_result(id(waiting) in stored_now)
+            waiting.answer.set_result(id(waiting.answer) in stored_now)
 
 
 def _fail(batch: list[_Waiting], exc: BaseException) -> None:
