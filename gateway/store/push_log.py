@@ -85,9 +85,6 @@ class PushLog:
     async def _write_queued(self) -> None:
         batch: list[_Waiting] = []
         try:
-            # One turn of the event loop first: pushes whose requests are ready join this batch rather
-            # than wait for the next (a commit costs about as much for one push as for sixteen).
-            await asyncio.sleep(0)
             while self._queue:
                 batch = self._queue[:MAX_BATCH]
                 del self._queue[: len(batch)]
