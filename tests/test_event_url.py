@@ -85,6 +85,25 @@ async def test_every_refusal_is_worded_as_the_route_words_it(
     assert await harness.counts() == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "&nonce=9&msg_signature=" + "0" * 40,  # a name given twice: the first value counts
+        "&encrypt_type=",  # blank
+        "&encrypt_type=raw&encrypt_type=aes",
+        "&x=%E4%BD%A0&timestamp=%FF",
+    ],
+)
+async def test_a_query_is_read_as_the_route_reads_it(harness: Harness, taken: Taken, extra: str) -> None:
+    query, body = wechatpy_push("retail", ticket_xml("retail"))
+    url = f"/wechat/retail/events?{httpx.QueryParams(query)}{extra}"
+    up_front = await harness.client.post(url, content=body)
+    assert taken.count == 1
+    routed = await harness.client.post(url, content=body, headers=TO_THE_ROUTE)
+    assert taken.count == 1
+    assert comparable(up_front) == comparable(routed)
+
+
 async def test_pushes_are_counted_under_the_routes_templates(harness: Harness, taken: Taken) -> None:
     for nonce, path in (("1", "/wechat/retail/events"), ("2", "/wechat/events")):
         query, body = wechatpy_push("retail", ticket_xml("retail"), nonce=nonce)

@@ -49,9 +49,8 @@ def answer_pushes_up_front(app: ASGIApp, intake: EventIntake, handlers: Exceptio
         body = await _read_body(receive)
         if body is None:  # the client went away: nobody to answer
             return
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
         try:
-            await intake.receive(platform, query, body)
+            await intake.receive(platform, _query(scope["query_string"]), body)
         except Exception as exc:  # worded as the route would: 400 naming the fault, 500 logged
             await answer_error(scope, receive, send, handlers, exc)
             return
@@ -83,6 +82,15 @@ def _push_target(scope: HTTPScope) -> tuple[str | None, str] | None:
         elif name == b"transfer-encoding" or (name == b"host" and not _PLAIN_HOST.fullmatch(value)):
             return None
     return target if length is not None and length <= MAX_PUSH_BYTES else None
+
+
+def _query(query_string: bytes) -> dict[str, str]:
+    """The query as the route reads it (Litestar's parsing: latin-1, blank values kept, and of a name
+    given twice the first value)."""
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, separator="&"):
+        query.setdefault(name, value)
+    return query
 
 
 async def _read_body(receive: Receive) -> bytes | None:
