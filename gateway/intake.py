@@ -87,7 +87,7 @@ class EventIntake(ReadsRegistry):
         outcome = PushOutcome(platform.id, event, duplicate=not recorded)
         if recorded and self._on_authorization_event is not None and is_authorization_event(event):
             self._on_authorization_event()
-        # A verify ticket is a heartbeat (every 10 minutes per component): its receipt shows in /health and
+        # A verify ticket is a heartbeat (every 10 minutes per component): its receipt shows in /readyz and
         # the gateway_ticket_age_seconds gauge, and a line for each would drown the events that matter.
         log.log(
             logging.DEBUG if isinstance(event, ComponentVerifyTicket) else logging.INFO,

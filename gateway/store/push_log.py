@@ -130,25 +130,25 @@ class PushLog:
             if key in stored:
                 stored.remove(key)
                 inserted.append(i)
-        newest: dict[str, PendingPush] = {}
+        newest: dict[str, tuple[dict[str, Any], str]] = {}  # platform -> (row, ticket)
         for push in (pushes[i] for i in inserted):
             if push.ticket is None:
                 continue
             held = newest.get(push.row["platform_id"])
-            if held is None or push.row["create_time"] >= held.row["create_time"]:
-                newest[push.row["platform_id"]] = push
+            if held is None or push.row["create_time"] >= held[0]["create_time"]:
+                newest[push.row["platform_id"]] = (push.row, push.ticket)
         if newest:
-            conn.execute(self._upsert_ticket, [self._sealed_ticket(newest[p]) for p in sorted(newest)])
+            conn.execute(self._upsert_ticket, [self._sealed_ticket(*newest[p]) for p in sorted(newest)])
         return inserted
 
-    def _sealed_ticket(self, push: PendingPush) -> dict[str, Any]:
-        """The ``component_tickets`` values of a verify ticket's push."""
-        platform_id = push.row["platform_id"]
+    def _sealed_ticket(self, row: dict[str, Any], ticket: str) -> dict[str, Any]:
+        """The ``component_tickets`` values of the verify ticket of the push of ``row``."""
+        platform_id = row["platform_id"]
         return {
             "platform_id": platform_id,
-            "ticket_sealed": self._db.box.seal(push.ticket or "", context=f"ticket:{platform_id}"),
-            "create_time": push.row["create_time"],
-            "received_at": push.row["received_at"],
+            "ticket_sealed": self._db.box.seal(ticket, context=f"ticket:{platform_id}"),
+            "create_time": row["create_time"],
+            "received_at": row["received_at"],
         }
 
 
