@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
 
 from gateway.store.database import Database
 from gateway.store.tables import Credential
@@ -98,49 +98,56 @@ class CredentialStore:
             set_={"lease_owner": owner, "lease_until": until},
             where=or_(_T.c.lease_owner.is_(None), _T.c.lease_owner == owner),
         ).returning(*_T.c)
-        async with self._db.engine.begin() as conn:
-            taken = (await conn.execute(take_free)).first()
+
+        def take(conn: Connection) -> tuple[Any, bool] | None:
+            taken = conn.execute(take_free).first()
             if taken is not None:
-                return Lease(self._open(taken), taken_over=False)
+                return taken, False
             # FOR UPDATE on PostgreSQL; on SQLite the upsert above already holds the write lock.
-            row = (await conn.execute(select(_T).where(_T.c.key == key).with_for_update())).one()
+            row = conn.execute(select(_T).where(_T.c.key == key).with_for_update()).one()
             if row.lease_until is not None and row.lease_until >= now:
                 return None
-            await conn.execute(update(_T).where(_T.c.key == key).values(lease_owner=owner, lease_until=until))
+            conn.execute(update(_T).where(_T.c.key == key).values(lease_owner=owner, lease_until=until))
+            return row, True
+
+        outcome = await self._db.write(take)
+        if outcome is None:
+            return None
+        row, taken_over = outcome
+        if not taken_over:
+            return Lease(self._open(row), taken_over=False)
         leased = msgspec.structs.replace(self._open(row), lease_owner=owner, lease_until=until)
         return Lease(leased, taken_over=True)
 
     async def extend(self, key: str, owner: str, lease_s: float) -> bool:
         """Push ``owner``'s lease on ``key`` further while a slow fetch goes on; False if it was lost."""
-        async with self._db.engine.begin() as conn:
-            result = await conn.execute(
-                update(_T)
-                .where(_T.c.key == key, _T.c.lease_owner == owner)
-                .values(lease_until=self._db.clock() + lease_s)
-            )
-            return bool(result.rowcount)
+        extended = (
+            update(_T)
+            .where(_T.c.key == key, _T.c.lease_owner == owner)
+            .values(lease_until=self._db.clock() + lease_s)
+        )
+        return await self._db.write(lambda conn: bool(conn.execute(extended).rowcount))
 
     async def save(self, key: str, owner: str, value: str, *, expires_at: float, renew_after: float) -> bool:
         """Write a freshly fetched value and release the lease; False (nothing written) if the lease
         is no longer ``owner``'s."""
         now = self._db.clock()
         sealed = self._db.box.seal(value, context=f"credential:{key}")
-        async with self._db.engine.begin() as conn:
-            result = await conn.execute(
-                update(_T)
-                .where(_T.c.key == key, _T.c.lease_owner == owner)
-                .values(
-                    value_sealed=sealed,
-                    expires_at=expires_at,
-                    renew_after=renew_after,
-                    fetched_at=now,
-                    lease_owner=None,
-                    lease_until=None,
-                    blocked_until=None,
-                    problem=None,
-                )
+        saved = (
+            update(_T)
+            .where(_T.c.key == key, _T.c.lease_owner == owner)
+            .values(
+                value_sealed=sealed,
+                expires_at=expires_at,
+                renew_after=renew_after,
+                fetched_at=now,
+                lease_owner=None,
+                lease_until=None,
+                blocked_until=None,
+                problem=None,
             )
-            return bool(result.rowcount)
+        )
+        return await self._db.write(lambda conn: bool(conn.execute(saved).rowcount))
 
     async def release(
         self, key: str, owner: str, *, problem: str | None = None, blocked_until: float | None = None
@@ -149,8 +156,8 @@ class CredentialStore:
         values: dict[str, object] = {"lease_owner": None, "lease_until": None, "problem": problem}
         if blocked_until is not None:
             values["blocked_until"] = blocked_until
-        async with self._db.engine.begin() as conn:
-            await conn.execute(update(_T).where(_T.c.key == key, _T.c.lease_owner == owner).values(**values))
+        released = update(_T).where(_T.c.key == key, _T.c.lease_owner == owner).values(**values)
+        await self._db.write(lambda conn: conn.execute(released))
 
     async def unblock(self, *keys: str, prefix: str | None = None) -> None:
         """Lift the 45009 breaker of ``keys`` and of every credential under ``prefix`` (quota cleared)."""

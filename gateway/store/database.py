@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Delete, Engine, event
@@ -36,30 +37,38 @@ class Database:
         self.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         self._file = sqlite_file(engine.url)
         self._blocking: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one transaction, committed when it returns, and return what it returned.
 
-        On a SQLite file, ``work`` runs in a worker thread on a plain ``sqlite3`` connection to the same
-        file: one hand-off for the whole transaction, where aiosqlite makes one for every statement,
-        cursor, fetch and commit (nine for a batch of pushes, costing more than the SQL itself). On
-        PostgreSQL or an in-memory SQLite it runs on the async engine's connection.
+        On a SQLite file, ``work`` runs in the store's writer thread on a plain ``sqlite3`` connection to
+        the same file: one hand-off for the whole transaction, where aiosqlite makes one for every
+        statement, cursor, fetch and commit (nine for a batch of pushes, costing more than the SQL
+        itself), and one writer, so these transactions never wait for each other in SQLite's busy
+        handler. On PostgreSQL or an in-memory SQLite it runs on the async engine's connection.
         """
         if self._file is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
-        if self._blocking is None:
-            # Connections move between the executor's threads, one transaction at a time.
+        if self._blocking is None or self._writer is None:
+            # Closed by `close` from another thread, once the writer has finished.
             self._blocking = create_blocking_engine(
                 self.engine.url.set(drivername="sqlite"),
                 connect_args={**SQLITE_CONNECT_ARGS, "check_same_thread": False},
                 pool_size=1,
             )
             event.listen(self._blocking, "connect", sqlite_pragmas)
-        return await asyncio.get_running_loop().run_in_executor(None, _in_transaction, self._blocking, work)
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        blocking = self._blocking
+        return await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction, blocking, work)
 
     def close(self) -> None:
-        """Close what `write` opened (the engine itself is the owner's to dispose)."""
+        """Close what `write` opened, once its last transaction is done (the engine itself is the
+        owner's to dispose)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._blocking is not None:
             self._blocking.dispose()
             self._blocking = None
