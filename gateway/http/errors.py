@@ -10,12 +10,11 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 from gateway.errors import ApiError, RateLimited, WxError
 from gateway.store.database import STORE_UNAVAILABLE
 
-__all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "answer_error", "exception_handlers"]
+__all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "exception_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +174,3 @@ exception_handlers = {
     **dict.fromkeys(STORE_UNAVAILABLE, store_unavailable_handler),
     Exception: unexpected_error_handler,
 }
-
-
-async def answer_error(
-    scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
-) -> None:
-    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would, for the
-    routes answered in front of Litestar: the app's map is the only one (no route or controller sets
-    handlers, nor ``after_exception`` hooks), and it maps ``Exception``."""
-    handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
-    request: Request[Any, Any, Any] = Request(scope, receive)
-    response: Response[Any] = handler(request, exc)
-    await response.to_asgi_response(app=None, request=request)(scope, receive, send)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPScope, Receive, Scope, Send
 
-from gateway.http.errors import answer_error
+from gateway.http.up_front import PLAIN_HOST, answer_error
 from gateway.intake import MAX_PUSH_BYTES, EventIntake
 
 __all__ = ["answer_pushes_up_front"]
@@ -28,7 +28,6 @@ _SUFFIX = "/events"
 _SHARED = "/wechat/events"
 # The routes' templates: the metrics' label.
 _PER_PLATFORM = "/wechat/{platform}/events"
-_PLAIN_HOST = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
 _LENGTH = re.compile(rb"[0-9]{1,9}")
 _SUCCESS = b"success"
 _HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(_SUCCESS))]
@@ -79,7 +78,7 @@ def _push_target(scope: HTTPScope) -> tuple[str | None, str] | None:
             if length is not None or not _LENGTH.fullmatch(value):
                 return None
             length = int(value)
-        elif name == b"transfer-encoding" or (name == b"host" and not _PLAIN_HOST.fullmatch(value)):
+        elif name == b"transfer-encoding" or (name == b"host" and not PLAIN_HOST.fullmatch(value)):
             return None
     return target if length is not None and length <= MAX_PUSH_BYTES else None
 

@@ -12,7 +12,6 @@ and the controller stays the one documented in the OpenAPI schema.
 
 from __future__ import annotations
 
-import re
 from typing import Any, NamedTuple
 
 import msgspec
@@ -28,7 +27,7 @@ from litestar.types import (
 )
 
 from gateway.access import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
-from gateway.http.errors import answer_error
+from gateway.http.up_front import PLAIN_HOST, answer_error
 from gateway.registry import Client
 from gateway.tokens import Token
 
@@ -43,7 +42,6 @@ _ROUTES: dict[str, tuple[Vended[Any], str]] = {
 # Headers after which only the app may answer: a body (the app caps and refuses it), and a Host outside a
 # plain subset of what Litestar accepts (Litestar refuses malformed ones).
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
-_PLAIN_HOST = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
 _HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 _encode = msgspec.json.Encoder().encode
 
@@ -98,7 +96,7 @@ def _from_memory(scope: HTTPScope, vending: TokenVending) -> _Found | None:
         if name == b"authorization":
             if authorization is None:
                 authorization = value.decode("latin-1")
-        elif name in _BODY_HEADERS or (name == b"host" and not _PLAIN_HOST.fullmatch(value)):
+        elif name in _BODY_HEADERS or (name == b"host" and not PLAIN_HOST.fullmatch(value)):
             return None
     what, template = route
     found = vending.from_memory(authorization, appid, what)

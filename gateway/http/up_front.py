@@ -1,0 +1,28 @@
+"""What the routes answered in front of Litestar share (`tokens_from_memory`, `event_url`): which Host
+headers they may take, and how they answer an error."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
+
+__all__ = ["PLAIN_HOST", "answer_error"]
+
+# A plain subset of what Litestar accepts; a request with any other Host is left to Litestar, which
+# refuses malformed ones.
+PLAIN_HOST = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
+
+
+async def answer_error(
+    scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
+) -> None:
+    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would: the app's
+    map is the only one (no route or controller sets handlers, nor ``after_exception`` hooks), and it
+    maps ``Exception``."""
+    handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
+    request: Request[Any, Any, Any] = Request(scope, receive)
+    response: Response[Any] = handler(request, exc)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)
