@@ -84,7 +84,7 @@ def is_appid(value: str) -> bool:
 
 
 def flatten(root: Element) -> dict[str, str]:
-    """The text of each direct child of ``root`` by tag; a nested block is skipped (see ``block``)."""
+    """The text of each direct child of ``root`` by tag; a nested block is skipped."""
     return {child.tag: (child.text or "").strip() for child in root if len(child) == 0}
 
 
@@ -103,15 +103,9 @@ def tree(root: Element) -> dict[str, object]:
     return result
 
 
-def block(root: Element, tag: str) -> dict[str, str]:
-    """The flattened children of the nested element ``tag`` (empty when absent)."""
-    node = root.find(tag)
-    return {} if node is None else flatten(node)
-
-
 class _FlatReader:
-    """Expat callbacks that keep the root's tag, ``flatten`` of the root and ``block`` of each of its
-    children, building no tree.
+    """Expat callbacks that keep the root's tag, ``flatten`` of the root and of the first child of each
+    tag (its block), building no tree.
 
     The refusals are defusedxml's (``parse_xml``): a DTD, an entity declaration or an external reference
     raises XmlRejected as soon as expat reports it, and so does nesting deeper than ``MAX_DEPTH``. Tags

@@ -17,7 +17,7 @@ from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.events import block, flatten, parse_xml
+from gateway.events import flatten, parse_xml
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.simulator.helpers import FINANCE, RETAIL, START, Clock, Inbox, Sim
 from tests.support.servers import serve_in_thread
@@ -295,7 +295,8 @@ async def test_an_event_can_carry_a_nested_block(sim: Sim) -> None:
 
     assert relayed["message"]["ScanCodeInfo"] == scan
     root = parse_xml(plaintext(sim.inbox.requests[-1]))
-    assert block(root, "ScanCodeInfo") == scan
+    nested = root.find("ScanCodeInfo")
+    assert nested is not None and flatten(nested) == scan
     assert flatten(root)["Event"] == "scancode_push"
 
 
