@@ -30,14 +30,15 @@ log = logging.getLogger(__name__)
 
 
 class PushOutcome:
-    """What became of an accepted push."""
+    """What became of an accepted push: ``applied`` is False when it changed nothing (a retry or a
+    replay, or a verify ticket no newer than the one stored)."""
 
-    __slots__ = ("duplicate", "event", "platform_id")
+    __slots__ = ("applied", "event", "platform_id")
 
-    def __init__(self, platform_id: str, event: ComponentEvent, *, duplicate: bool) -> None:
+    def __init__(self, platform_id: str, event: ComponentEvent, *, applied: bool) -> None:
         self.platform_id = platform_id
         self.event = event
-        self.duplicate = duplicate
+        self.applied = applied
 
 
 class EventIntake(ReadsRegistry):
@@ -81,20 +82,20 @@ class EventIntake(ReadsRegistry):
             raise ApiError(
                 400, "appid_mismatch", "the decrypted AppId is not this platform's component_appid"
             )
-        recorded = await self._store.record_push(
+        applied = await self._store.record_push(
             platform.id, parameters.msg_signature, parameters.nonce, event
         )
-        outcome = PushOutcome(platform.id, event, duplicate=not recorded)
-        if recorded and self._on_authorization_event is not None and is_authorization_event(event):
+        outcome = PushOutcome(platform.id, event, applied=applied)
+        if applied and self._on_authorization_event is not None and is_authorization_event(event):
             self._on_authorization_event()
         # A verify ticket is a heartbeat (every 10 minutes per component): its receipt shows in /readyz and
         # the gateway_ticket_age_seconds gauge, and a line for each would drown the events that matter.
         log.log(
             logging.DEBUG if isinstance(event, ComponentVerifyTicket) else logging.INFO,
-            "push accepted platform=%s info_type=%s duplicate=%s",
+            "push accepted platform=%s info_type=%s applied=%s",
             platform.id,
             info_type(event),
-            outcome.duplicate,
+            outcome.applied,
         )
         return outcome
 

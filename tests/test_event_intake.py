@@ -126,10 +126,14 @@ async def test_ticket_push_is_stored_and_answered_success(harness: Harness) -> N
 
 async def test_a_push_seen_twice_is_acknowledged_and_processed_once(harness: Harness) -> None:
     query, body = wechatpy_push("retail", ticket_xml("retail", "ticket@@@once"))
+    receipts = []
     for _ in range(3):
         response = await harness.client.post("/wechat/retail/events", params=query, content=body)
         assert (response.status_code, response.text) == (200, "success")
-    assert await harness.counts() == (1, 1)
+        receipts.append(await harness.store.ticket_receipts())
+    # The stored ticket is the push's replay guard: the retries did not even touch when it was received.
+    assert receipts[0] == receipts[1] == receipts[2] != {}
+    assert await harness.counts() == (0, 1)
 
 
 async def test_the_body_wechatpy_builds_without_appid_is_accepted(harness: Harness) -> None:

@@ -38,16 +38,42 @@ async def count(store: Store, table: type) -> int:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
+async def legacy_ticket_pushes(store: Store, count: int, when: float) -> None:
+    """Verify tickets' pushes as they were logged before migration 0009 (without a payload)."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            ComponentPush.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                {
+                    "platform_id": "retail",
+                    "msg_signature": f"sig{n}",
+                    "nonce": f"old{n}",
+                    "info_type": "component_verify_ticket",
+                    "create_time": n,
+                    "received_at": when,
+                }
+                for n in range(count)
+            ],
+        )
+
+
+async def settled_event(store: Store, nonce: str) -> None:
+    """An authorization event recorded by ``store`` and acted on."""
+    event = authorized(f"wxa{nonce:0>13}", f"code-{nonce}")
+    assert await store.record_push("retail", "sig", nonce, event)
+    (recorded,) = [e for e in await store.pending_authorization_events() if e.event == event]
+    await store.mark_processed(recorded.id)
+
+
 async def test_old_pushes_go_unless_an_event_still_waits_on_them(store: Store, secret_box: SecretBox) -> None:
+    await legacy_ticket_pushes(store, 12, NOW - 40 * DAY)  # three transactions of five
     old = at(store, secret_box, NOW - 40 * DAY)
-    for n in range(12):  # twelve old tickets: three transactions of five
-        assert await old.record_push("retail", f"sig{n}", f"old{n}", ComponentVerifyTicket(COMPONENT, n, "t"))
-    assert await old.record_push("retail", "sig", "acted", authorized("wxa0000000000001", "code-1"))
+    await settled_event(old, "acted")
     assert await old.record_push("retail", "sig", "waiting", authorized("wxa0000000000002", "code-2"))
-    acted, waiting = await store.pending_authorization_events()
-    await store.mark_processed(acted.id)
+    (waiting,) = await store.pending_authorization_events()
     recent = at(store, secret_box, NOW - 29 * DAY)
-    assert await recent.record_push("retail", "sig", "recent", ComponentVerifyTicket(COMPONENT, 99, "t2"))
+    await settled_event(recent, "recent")
+    assert await recent.record_push("retail", "sig", "ticket", ComponentVerifyTicket(COMPONENT, 99, "t2"))
 
     assert await store.purge_pushes(NOW - 30 * DAY, chunk=5) == 13
 
@@ -127,8 +153,7 @@ async def test_the_retention_task_purges_at_start_then_hourly_and_logs_counts(
     store: Store, secret_box: SecretBox, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = [NOW]
-    old = at(store, secret_box, NOW - 31 * DAY)
-    assert await old.record_push("retail", "sig", "a", ComponentVerifyTicket(COMPONENT, 1, "t"))
+    await settled_event(at(store, secret_box, NOW - 31 * DAY), "a")
     retention = EventRetention(store, 30 * DAY, clock=lambda: clock[0])
     stop = asyncio.Event()
     with caplog.at_level(logging.INFO, logger="gateway.retention"):
@@ -136,9 +161,7 @@ async def test_the_retention_task_purges_at_start_then_hourly_and_logs_counts(
         try:
             await no_pushes_left(store)
             # 29 days old now, 31 after the clock moves: the next pass takes it.
-            assert await at(store, secret_box, NOW - 29 * DAY).record_push(
-                "retail", "sig", "b", ComponentVerifyTicket(COMPONENT, 2, "t")
-            )
+            await settled_event(at(store, secret_box, NOW - 29 * DAY), "b")
             clock[0] = NOW + 2 * DAY
             await no_pushes_left(store)
         finally:

@@ -60,7 +60,9 @@ async def test_a_push_is_received_and_answered_exactly_as_the_route_answers_it(
     assert taken.count == 1
     assert comparable(first) == comparable(second)
     assert (first.status_code, first.text) == (200, "success")
-    assert await harness.counts() == (2, 1)
+    assert await harness.counts() == (0, 1)
+    stored = await harness.store.ticket("retail")
+    assert stored is not None and stored.ticket == "ticket@@@2"
     # The shared URL too, the platform found by the envelope's AppId.
     shared = wechatpy_push("retail", ticket_xml("retail", "ticket@@@3"), nonce="3")
     third = await harness.client.post("/wechat/events", params=shared[0], content=shared[1])
@@ -186,6 +188,6 @@ async def test_verify_tickets_log_at_debug_and_authorization_events_at_info(
     assert (await harness.client.post("/wechat/retail/events", params=query, content=body)).text == "success"
     accepted = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gateway.intake"]
     assert accepted == [
-        (logging.DEBUG, "push accepted platform=retail info_type=component_verify_ticket duplicate=False"),
-        (logging.INFO, "push accepted platform=retail info_type=unauthorized duplicate=False"),
+        (logging.DEBUG, "push accepted platform=retail info_type=component_verify_ticket applied=True"),
+        (logging.INFO, "push accepted platform=retail info_type=unauthorized applied=True"),
     ]

@@ -20,6 +20,7 @@ from gateway.errors import SealedSecretError
 from gateway.events import Authorized, ComponentVerifyTicket, Unauthorized
 from gateway.store import Store, create_engine, upgrade
 from gateway.store.migrate import alembic_config
+from gateway.store.store import StoredTicket
 from gateway.store.tables import metadata
 
 
@@ -73,15 +74,43 @@ async def test_ticket_is_stored_sealed_and_reopened(store: Store) -> None:
 
 
 async def test_same_signature_and_nonce_is_recorded_once(store: Store) -> None:
+    event = Unauthorized("wxc1", 100, "wxa1")
+    assert await store.record_push("retail", "a" * 40, "n1", event) is True
+    # A replay under the same signature and nonce changes nothing.
+    assert await store.record_push("retail", "a" * 40, "n1", Unauthorized("wxc1", 200, "wxa2")) is False
+    assert [p.event for p in await store.pending_authorization_events()] == [event]
+    # The same pair on another platform is another push.
+    assert await store.record_push("finance", "a" * 40, "n1", event) is True
+
+
+async def test_a_ticket_is_its_own_replay_guard(store: Store, secret_box: SecretBox) -> None:
     first = ComponentVerifyTicket("wxc1", 100, "ticket-1")
     assert await store.record_push("retail", "a" * 40, "n1", first) is True
-    # A replay carrying a different ticket under the same signature and nonce changes nothing.
-    assert await store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "x")) is False
+    later = Store(store.engine, secret_box, clock=lambda: 1_700_000_060.0)
+    # WeChat's retry of the same push, a minute later: nothing changes, not even when it was received.
+    assert await later.record_push("retail", "a" * 40, "n1", first) is False
+    # An older push, however late it comes, changes nothing either.
+    older = ComponentVerifyTicket("wxc1", 99, "old")
+    assert await later.record_push("retail", "b" * 40, "n2", older) is False
+    assert await later.ticket("retail") == StoredTicket("ticket-1", 100, 1_700_000_000.0)
+    # Another push of the same second is a new ticket: the later wins.
+    assert await later.record_push("retail", "c" * 40, "n3", ComponentVerifyTicket("wxc1", 100, "t2")) is True
+    assert await later.ticket("retail") == StoredTicket("t2", 100, 1_700_000_060.0)
+    async with store.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM component_pushes"))).scalar_one() == 0
+        identity = (await conn.execute(text("SELECT msg_signature, nonce FROM component_tickets"))).one()
+    assert tuple(identity) == ("c" * 40, "n3")
+    await later.aclose()
+
+
+async def test_a_ticket_stored_before_pushes_were_named_gives_way_in_its_second(store: Store) -> None:
+    assert await store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 100, "old"))
+    async with store.engine.begin() as conn:  # as migration 0009 leaves a ticket stored before it
+        await conn.execute(text("UPDATE component_tickets SET msg_signature = NULL, nonce = NULL"))
+    assert not await store.record_push("retail", "b" * 40, "n2", ComponentVerifyTicket("wxc1", 99, "x"))
+    assert await store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 100, "old"))
     stored = await store.ticket("retail")
-    assert stored is not None
-    assert stored.ticket == "ticket-1"
-    # The same pair on another platform is another push.
-    assert await store.record_push("finance", "a" * 40, "n1", first) is True
+    assert stored is not None and stored.ticket == "old"
 
 
 async def test_concurrent_duplicates_are_recorded_exactly_once(store: Store) -> None:
@@ -92,12 +121,12 @@ async def test_concurrent_duplicates_are_recorded_exactly_once(store: Store) -> 
 
 
 async def test_an_older_ticket_never_replaces_a_newer_one(store: Store) -> None:
-    await store.record_push("retail", "1" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "newer"))
-    await store.record_push("retail", "2" * 40, "n2", ComponentVerifyTicket("wxc1", 100, "older"))
+    assert await store.record_push("retail", "1" * 40, "n1", ComponentVerifyTicket("wxc1", 200, "newer"))
+    assert not await store.record_push("retail", "2" * 40, "n2", ComponentVerifyTicket("wxc1", 100, "older"))
     stored = await store.ticket("retail")
     assert stored is not None
     assert stored.ticket == "newer"
-    await store.record_push("retail", "3" * 40, "n3", ComponentVerifyTicket("wxc1", 300, "newest"))
+    assert await store.record_push("retail", "3" * 40, "n3", ComponentVerifyTicket("wxc1", 300, "newest"))
     stored = await store.ticket("retail")
     assert stored is not None
     assert stored.ticket == "newest"
@@ -173,14 +202,15 @@ async def test_pushes_arriving_together_share_one_transaction(store: Store, comm
         # A replay of the second under its signature and nonce, with a newer ticket: stored nowhere.
         store.record_push("retail", "c" * 40, "t1", ComponentVerifyTicket("wxc1", 5000, "replayed")),
     )
-    assert results == [True] * 60 + [False, False]
+    # The newest ticket of the batch replaced the stored one, though others were queued after it; the
+    # other tickets changed nothing, and each authorization event was recorded.
+    assert results == [n == 7 for n in range(50)] + [True] * 10 + [False, False]
     assert len(commits) == 1
     stored = await store.ticket("retail")
-    # The newest of the batch, though others were queued after it.
     assert stored is not None and stored.create_time == 1049 and stored.ticket == "ticket-7"
     assert len(await store.pending_authorization_events()) == 10
     async with store.engine.connect() as conn:
-        assert (await conn.execute(text("SELECT count(*) FROM component_pushes"))).scalar_one() == 60
+        assert (await conn.execute(text("SELECT count(*) FROM component_pushes"))).scalar_one() == 10
 
 
 class CountingBox(SecretBox):
@@ -203,7 +233,7 @@ async def test_a_batch_seals_only_the_ticket_it_keeps(store: Store) -> None:
         *(replica.record_push("retail", "e" * 40, f"s{n}", t) for n, t in enumerate(tickets)),
         replica.record_push("retail", "e" * 40, "u", Unauthorized("wxc1", 100, "wxa1")),
     )
-    assert results == [True] * 21
+    assert results == [False] * 19 + [True, True]
     # The newest ticket, once, and the authorization event's payload; nineteen tickets were not sealed.
     assert sorted(box.sealed) == ["push:retail", "ticket:retail"]
     stored = await replica.ticket("retail")
@@ -219,7 +249,7 @@ async def test_a_caller_gone_before_the_commit_leaves_its_push_stored(store: Sto
     gone.cancel()
     with pytest.raises(asyncio.CancelledError):
         await gone
-    assert await store.record_push("retail", "f" * 40, "next", ComponentVerifyTicket("wxc1", 6, "older"))
+    assert not await store.record_push("retail", "f" * 40, "next", ComponentVerifyTicket("wxc1", 6, "older"))
     # The first push was written all the same: its ticket, the newer, is the one kept; and it is a retry now.
     stored = await store.ticket("retail")
     assert stored is not None and stored.ticket == "kept"
@@ -227,17 +257,18 @@ async def test_a_caller_gone_before_the_commit_leaves_its_push_stored(store: Sto
 
 
 async def test_a_push_the_database_refuses_fails_alone(store: Store) -> None:
-    broken = ComponentVerifyTicket("wxc1", None, "no time")  # type: ignore[arg-type]
-    good = [ComponentVerifyTicket("wxc1", 100 + n, f"ticket-{n}") for n in range(3)]
+    broken = Unauthorized("wxc1", None, "wxa9")  # type: ignore[arg-type]
+    good = [Unauthorized("wxc1", 100 + n, f"wxa{n}") for n in range(3)]
     results = await asyncio.gather(
-        *(store.record_push("retail", "d" * 40, f"g{n}", t) for n, t in enumerate(good)),
+        *(store.record_push("retail", "d" * 40, f"g{n}", e) for n, e in enumerate(good)),
         store.record_push("retail", "d" * 40, "broken", broken),
+        store.record_push("retail", "d" * 40, "ticket", ComponentVerifyTicket("wxc1", 100, "kept")),
         return_exceptions=True,
     )
-    assert results[:3] == [True] * 3
+    assert results[:3] == [True] * 3 and results[4] is True
     assert isinstance(results[3], sqlalchemy.exc.IntegrityError)
     stored = await store.ticket("retail")
-    assert stored is not None and stored.ticket == "ticket-2"
+    assert stored is not None and stored.ticket == "kept"
     async with store.engine.connect() as conn:
         nonces = (await conn.execute(text("SELECT nonce FROM component_pushes ORDER BY nonce"))).scalars()
         assert list(nonces) == ["g0", "g1", "g2"]

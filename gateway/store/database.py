@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Delete, Engine, event
 from sqlalchemy import create_engine as create_blocking_engine
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -36,42 +39,90 @@ class Database:
         self.clock = clock
         self.sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         self._file = sqlite_file(engine.url)
-        self._blocking: Engine | None = None
+        self._inline: Engine | None = None  # the event loop's connection: never waits for a lock
+        self._blocking: Engine | None = None  # the writer thread's: waits for a lock like the others
         self._writer: ThreadPoolExecutor | None = None
+        self._inline_commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one transaction, committed when it returns, and return what it returned.
 
-        On a SQLite file, ``work`` runs in the store's writer thread on a plain ``sqlite3`` connection to
-        the same file: one hand-off for the whole transaction, where aiosqlite makes one for every
-        statement, cursor, fetch and commit (nine for a batch of pushes, costing more than the SQL
-        itself), and one writer, so these transactions never wait for each other in SQLite's busy
-        handler. On PostgreSQL or an in-memory SQLite it runs on the async engine's connection.
+        On a SQLite file, ``work`` runs on the event loop's thread, on a plain ``sqlite3`` connection that
+        takes the write lock first (``BEGIN IMMEDIATE``) and never waits for it. A transaction of a few
+        rows costs less there than handing it to another thread: aiosqlite makes a hand-off for every
+        statement, cursor, fetch and commit, and a thread of our own still has to take the interpreter's
+        lock back from the loop after each SQLite call. When another connection holds the write lock, it
+        may be one of aiosqlite's, whose commit needs this very loop: ``work`` then runs in the store's
+        writer thread instead, which waits for the lock as the others do. The loop's connection leaves
+        checkpoints (copying the WAL into the database, with an fsync) to that thread too, every
+        `_CHECKPOINT_EVERY` commits, and the writes that come meanwhile wait for it there.
+
+        On PostgreSQL or an in-memory SQLite it runs on the async engine's connection.
         """
         if self._file is None:
-            async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
-        if self._blocking is None or self._writer is None:
-            # Closed by `close` from another thread, once the writer has finished.
-            self._blocking = create_blocking_engine(
-                self.engine.url.set(drivername="sqlite"),
-                connect_args={**SQLITE_CONNECT_ARGS, "check_same_thread": False},
-                pool_size=1,
-            )
-            event.listen(self._blocking, "connect", sqlite_pragmas)
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        blocking = self._blocking
-        return await asyncio.get_running_loop().run_in_executor(self._writer, _in_transaction, blocking, work)
+            async with self.engine.begin() as async_conn:
+                return await async_conn.run_sync(work)
+        if self._checkpoint is not None and not self._checkpoint.done():
+            # Queued behind the checkpoint, as SQLite's own autocheckpoint makes the next writer wait: the
+            # first write after it finds the WAL copied and starts it over. Writing on meanwhile would
+            # keep adding frames it has not copied, and the WAL would grow for as long as pushes come.
+            return await self._in_writer_thread(work)
+        if self._inline is None:
+            self._inline = self._sqlite_engine(timeout=0, autocheckpoint=False)
+        try:
+            with self._inline.connect() as conn, _immediate(conn):
+                result = work(conn)
+        except _Locked:
+            return await self._in_writer_thread(work)
+        self._inline_commits += 1
+        if self._inline_commits % _CHECKPOINT_EVERY == 0:
+            self._start_checkpoint()
+        return result
 
     def close(self) -> None:
-        """Close what `write` opened, once its last transaction is done (the engine itself is the
-        owner's to dispose)."""
+        """Close what `write` opened, once the writer thread's last transaction is done (the engine
+        itself is the owner's to dispose)."""
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
-        if self._blocking is not None:
-            self._blocking.dispose()
-            self._blocking = None
+        for engine in (self._inline, self._blocking):
+            if engine is not None:
+                engine.dispose()
+        self._inline = self._blocking = None
+
+    async def _in_writer_thread(self, work: Callable[[Connection], T]) -> T:
+        writer, blocking = self._writer_thread()
+        return await asyncio.get_running_loop().run_in_executor(writer, _in_transaction, blocking, work)
+
+    def _writer_thread(self) -> tuple[ThreadPoolExecutor, Engine]:
+        """The writer thread and its engine, started on first use."""
+        if self._writer is None or self._blocking is None:
+            self._blocking = self._sqlite_engine(timeout=SQLITE_CONNECT_ARGS["timeout"], autocheckpoint=True)
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        return self._writer, self._blocking
+
+    def _start_checkpoint(self) -> None:
+        """Copy the WAL into the database in the writer thread (PASSIVE: readers are not waited for)."""
+        writer, blocking = self._writer_thread()
+        self._checkpoint = asyncio.get_running_loop().run_in_executor(writer, _checkpoint, blocking)
+        self._checkpoint.add_done_callback(_report_checkpoint)
+
+    def _sqlite_engine(self, *, timeout: float, autocheckpoint: bool) -> Engine:
+        """A blocking engine on the store's SQLite file: one connection, ``BEGIN IMMEDIATE`` for every
+        transaction, waiting up to ``timeout`` seconds for the write lock."""
+        engine = create_blocking_engine(
+            self.engine.url.set(drivername="sqlite"),
+            # Any thread may close it; one uses it at a time (pool of one).
+            connect_args={**SQLITE_CONNECT_ARGS, "timeout": timeout, "check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+        )
+        event.listen(engine, "connect", sqlite_pragmas)
+        event.listen(engine, "connect", _driver_transactions_off)
+        if not autocheckpoint:
+            event.listen(engine, "connect", _autocheckpoint_off)
+        return engine
 
     @property
     def is_postgresql(self) -> bool:
@@ -98,6 +149,56 @@ class Database:
         return sqlite.insert(table)
 
 
+# Commits on the loop's connection between two checkpoints: with batches of a few pages, about SQLite's own
+# 1,000-page autocheckpoint.
+_CHECKPOINT_EVERY = 256
+
+log = logging.getLogger(__name__)
+
+
+class _Locked(Exception):
+    """Another connection holds the write lock."""
+
+
+@contextmanager
+def _immediate(conn: Connection) -> Iterator[None]:
+    """A transaction begun with ``BEGIN IMMEDIATE``: it has the write lock from its first statement on, so
+    ``work`` never meets a lock half-way. Raises `_Locked` if the lock is held (before any work)."""
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            raise _Locked from exc
+        raise
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
 def _in_transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.begin() as conn:
+    with engine.connect() as conn, _immediate(conn):
         return work(conn)
+
+
+def _checkpoint(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _report_checkpoint(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        # The next one copies what this one left; SQLite's readers and writers are not affected.
+        log.warning("WAL checkpoint failed: %s", done.exception())
+
+
+def _driver_transactions_off(dbapi_connection: Any, _record: Any) -> None:
+    # The sqlite3 module would begin a deferred transaction itself before the first write; `_immediate`
+    # begins it instead (SQLAlchemy's documented recipe for pysqlite).
+    dbapi_connection.isolation_level = None
+
+
+def _autocheckpoint_off(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")

@@ -1,14 +1,18 @@
 """The log of accepted pushes, written by group commit.
 
 Every push must be stored before WeChat hears ``success``, and one transaction per push made the store the
-bottleneck of the event URL: on SQLite each transaction is a dozen hand-offs to aiosqlite's thread, and
-concurrent writers queue in SQLite's busy handler, which sleeps up to 100 ms at a time. Here the pushes
-that arrive while a transaction is being written wait for the next one, and each transaction writes its
-whole batch with two statements: one multi-row INSERT of the pushes that skips those seen before
-(RETURNING the new ones) and one upsert per platform of the newest verify ticket among them. On a SQLite
-file the transaction is one hand-off to a worker thread (`Database.write`). Each caller
-is answered when its batch has committed; a batch that fails is retried push by push, so a push the
-database refuses fails alone, and nothing is acknowledged that is not stored.
+bottleneck of the event URL. Here the pushes that arrive while a transaction is being written wait for the
+next one, and each transaction writes its whole batch with at most two statements: one multi-row INSERT of
+the authorization events that skips those seen before (RETURNING the new ones), and one upsert per platform
+of the newest verify ticket among them.
+
+A verify ticket's push leaves no row of its own: its one lasting effect is the newest ticket, and the
+ticket's row names the push that carried it, which makes it the replay guard (a retry of that push, or any
+older push, changes nothing). A replay row per ticket would cost more than everything else in the batch: its
+unique key is random, so each one dirties a page of the index of its own.
+
+Each caller is answered when its batch has committed; a batch that fails is retried push by push, so a push
+the database refuses fails alone, and nothing is acknowledged that is not stored.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, and_, or_
 
 from gateway.store.database import Database
 from gateway.store.tables import ComponentPush, ComponentTicket
@@ -31,13 +35,15 @@ MAX_BATCH = 256
 _PUSHES = ComponentPush.__table__  # type: ignore[attr-defined]
 _TICKETS = ComponentTicket.__table__  # type: ignore[attr-defined]
 _KEY = ("platform_id", "msg_signature", "nonce")
+_TICKET_VALUES = ("ticket_sealed", "create_time", "received_at", "msg_signature", "nonce")
 
 
 @dataclass(frozen=True)
 class PendingPush:
     """One push to record: its row (the ``component_pushes`` columns, sealed payload included) and, for a
-    verify ticket, the ticket in the clear. A ticket is sealed as it is written, and only when it is the
-    newest of its batch: the others would be sealed to be thrown away."""
+    verify ticket, the ticket in the clear. A ticket's row is not inserted: it gives the ticket's
+    ``create_time``, ``received_at`` and push identity. The ticket is sealed as it is written, and only
+    when it is the newest of its batch: the others would be sealed to be thrown away."""
 
     row: dict[str, Any]
     ticket: str | None = field(default=None, repr=False)
@@ -51,8 +57,9 @@ class _Waiting(NamedTuple):
 
 
 class PushLog:
-    """Records pushes in batches: `record` returns once its push is stored (True) or was stored before
-    (False: a retry or a replay), and raises what the transaction raised if it failed."""
+    """Records pushes in batches: `record` returns once its push is stored, True when it changed what is
+    stored and False when it did not (a retry or a replay, or a verify ticket no newer than the one held),
+    and raises what the transaction raised if it failed."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -62,12 +69,23 @@ class PushLog:
             .returning(*(_PUSHES.c[name] for name in _KEY))
         )
         tickets = db.insert(_TICKETS)
-        # Pushes may arrive out of order: an older ticket never replaces a newer one.
+        new = tickets.excluded
+        # Pushes may arrive out of order: an older ticket never replaces a newer one, and a retry of the push
+        # that carried the stored ticket changes nothing. Of two pushes in one second, the later wins.
         self._upsert_ticket = tickets.on_conflict_do_update(
             index_elements=["platform_id"],
-            set_={name: tickets.excluded[name] for name in ("ticket_sealed", "create_time", "received_at")},
-            where=_TICKETS.c.create_time <= tickets.excluded.create_time,
-        )
+            set_={name: new[name] for name in _TICKET_VALUES},
+            where=or_(
+                _TICKETS.c.create_time < new.create_time,
+                and_(
+                    _TICKETS.c.create_time == new.create_time,
+                    or_(
+                        _TICKETS.c.msg_signature.is_distinct_from(new.msg_signature),
+                        _TICKETS.c.nonce.is_distinct_from(new.nonce),
+                    ),
+                ),
+            ),
+        ).returning(_TICKETS.c.platform_id)
         self._queue: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -109,51 +127,57 @@ class PushLog:
         _settle(batch, winners)
 
     async def _write(self, batch: list[_Waiting]) -> list[_Waiting]:
-        """Write ``batch`` in one transaction; the callers whose pushes were stored now."""
+        """Write ``batch`` in one transaction; the callers whose pushes changed what is stored."""
         pushes = [waiting.push for waiting in batch]
-        inserted = await self._db.write(lambda conn: self._insert(conn, pushes))
-        return [batch[i] for i in inserted]
+        changed = await self._db.write(lambda conn: self._insert(conn, pushes))
+        return [batch[i] for i in changed]
 
     def _insert(self, conn: Connection, pushes: list[PendingPush]) -> list[int]:
-        """Insert ``pushes`` but those seen before, and upsert the newest ticket among those inserted
-        now; their positions in ``pushes`` (of a push there twice, the first: a later copy changes
-        nothing)."""
-        # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
-        # their locks in one order and cannot deadlock on each other. An executemany with RETURNING:
-        # SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues") from one statement compiled once,
-        # where .values([...]) compiles anew for each batch size.
-        rows = sorted((push.row for push in pushes), key=_key)
-        stored = {tuple(row) for row in conn.execute(self._insert_new, rows)}
-        inserted = []
+        """Store what ``pushes`` change; the positions in ``pushes`` of those that changed something: the
+        authorization events not seen before, and the ticket that replaced its platform's stored one (of
+        a push there twice, only the first counts: a later copy changes nothing)."""
+        events = [i for i, push in enumerate(pushes) if push.ticket is None]
+        changed = []
+        if events:
+            # Rows in key order, tickets in platform order: two replicas' batches on PostgreSQL then take
+            # their locks in one order and cannot deadlock on each other. An executemany with RETURNING:
+            # SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues") from one statement compiled
+            # once, where .values([...]) compiles anew for each batch size.
+            rows = sorted((pushes[i].row for i in events), key=_key)
+            stored = {tuple(row) for row in conn.execute(self._insert_new, rows)}
+            for i in events:
+                key = _key(pushes[i].row)
+                if key in stored:
+                    stored.remove(key)
+                    changed.append(i)
+        newest: dict[str, tuple[int, str]] = {}  # platform -> its newest ticket, and that push's position
+        seen: set[tuple[Any, ...]] = set()
         for i, push in enumerate(pushes):
             key = _key(push.row)
-            if key in stored:
-                stored.remove(key)
-                inserted.append(i)
-        newest: dict[str, tuple[dict[str, Any], str]] = {}  # platform -> (row, ticket)
-        for push in (pushes[i] for i in inserted):
-            if push.ticket is None:
+            if push.ticket is None or key in seen:
                 continue
+            seen.add(key)
             held = newest.get(push.row["platform_id"])
-            if held is None or push.row["create_time"] >= held[0]["create_time"]:
-                newest[push.row["platform_id"]] = (push.row, push.ticket)
+            if held is None or push.row["create_time"] >= pushes[held[0]].row["create_time"]:
+                newest[push.row["platform_id"]] = (i, push.ticket)
         if newest:
-            conn.execute(self._upsert_ticket, [self._sealed_ticket(*newest[p]) for p in sorted(newest)])
-        return inserted
+            ordered = [newest[platform] for platform in sorted(newest)]
+            values = [self._sealed_ticket(pushes[i].row, ticket) for i, ticket in ordered]
+            changed += [newest[platform][0] for (platform,) in conn.execute(self._upsert_ticket, values)]
+        return sorted(changed)
 
     def _sealed_ticket(self, row: dict[str, Any], ticket: str) -> dict[str, Any]:
-        """The ``component_tickets`` values of the verify ticket of the push of ``row``."""
+        """The ``component_tickets`` values of the verify ticket ``ticket``, pushed as ``row``."""
         platform_id = row["platform_id"]
         return {
+            **{name: row[name] for name in _TICKET_VALUES if name != "ticket_sealed"},
             "platform_id": platform_id,
             "ticket_sealed": self._db.box.seal(ticket, context=f"ticket:{platform_id}"),
-            "create_time": row["create_time"],
-            "received_at": row["received_at"],
         }
 
 
 def _settle(batch: list[_Waiting], winners: list[_Waiting]) -> None:
-    """Answer each caller: True when its push was stored now, False when it had been before."""
+    """Answer each caller: True when its push changed what is stored, False when it did not."""
     stored_now = {id(waiting.answer) for waiting in winners}
     for waiting in batch:
         if not waiting.answer.done():

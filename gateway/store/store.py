@@ -99,8 +99,9 @@ class Store:
         """Record an authenticated push and apply what it carries, in one transaction (shared with the
         pushes that arrive meanwhile: `PushLog`).
 
-        Returns False, changing nothing, when the same (signature, nonce) was recorded before: WeChat
-        retried. A verify ticket replaces the stored one unless the stored one is newer.
+        Returns whether the push changed what is stored. An authorization event is recorded unless the
+        same (signature, nonce) was recorded before: WeChat retried. A verify ticket replaces the stored
+        one unless that one is newer or came from this very push (a retry); it leaves no other record.
         """
         now = self._clock()
         authorizer = getattr(event, "authorizer_appid", None) or getattr(event, "appid", None)

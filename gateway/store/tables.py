@@ -29,7 +29,11 @@ metadata = SQLModel.metadata
 
 
 class ComponentTicket(SQLModel, table=True):
-    """The newest component_verify_ticket of each platform."""
+    """The newest component_verify_ticket of each platform, and the push that carried it.
+
+    A verify ticket's push leaves no row in ``component_pushes``: this row is its replay guard. A retry
+    of the push it came from (same ``msg_signature`` and ``nonce``) or an older push changes nothing.
+    """
 
     __tablename__ = "component_tickets"
 
@@ -37,10 +41,14 @@ class ComponentTicket(SQLModel, table=True):
     ticket_sealed: str = Field(sa_column=Column(Text, nullable=False))
     create_time: int = Field(sa_column=Column(BigInteger, nullable=False))
     received_at: float = Field(sa_column=Column(Float, nullable=False))
+    # None on rows stored before pushes were identified here (migration 0009).
+    msg_signature: str | None = Field(default=None, max_length=64)
+    nonce: str | None = Field(default=None, max_length=64)
 
 
 class ComponentPush(SQLModel, table=True):
-    """Every accepted push to an authorization event URL.
+    """Every accepted authorization event pushed to an authorization event URL (and verify tickets'
+    pushes stored before migration 0009, until retention deletes them).
 
     The unique (platform, signature, nonce) triple recognises WeChat's retries. Authorization events keep
     their sealed payload until the onboarding service has acted on them (``processed_at``).

@@ -16,14 +16,15 @@ WeChat sends it (``gateway.simulator.pushes.envelope``): query parameters and th
           median pushes/s of each beside it. Also the same from the ``Encrypt`` value
           (the envelope read beforehand; wechatpy given a dict): the crypto alone.
   http    ``gateway serve`` (``_harness.deploy``) receives the pushes at ``POST /wechat/retail/events``:
-          it checks the query, reads the envelope, verifies, decrypts, parses the event and records it
-          (the push, for the replay guard, and the sealed ticket) in one transaction before answering
-          ``success``. The pushes of each round are made just before it, fresh and distinct, and the
-          database is checked afterwards to hold them all. Baseline: a bare Litestar POST route on the same
-          path (``_harness.success_route``) under the same ``gateway.serving.serve``. The load is wrk
-          (one thread) POSTing the round's pushes in turn over ``--connections``; a warm-up round of each
-          is discarded and rounds alternate which goes first. The figure is the median pushes/s (gateway /
-          bare route; target ≥ 0.5).
+          it checks the query, reads the envelope, verifies, decrypts, parses the event and stores the
+          sealed ticket with the push that carried it (its replay guard) in a committed transaction
+          before answering ``success``. The pushes of each round are made just before it, fresh and
+          distinct, each ticket numbered; afterwards the stored ticket must be one of the round's last
+          (wrk sends them in order), else the round is reported not valid. Baseline: a bare Litestar POST
+          route on the same path (``_harness.success_route``) under the same ``gateway.serving.serve``.
+          The load is wrk (one thread) POSTing the round's pushes in turn over ``--connections``; a
+          warm-up round of each is discarded and rounds alternate which goes first. The figure is the
+          median pushes/s (gateway / bare route; target ≥ 0.5).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from urllib.parse import urlencode
 import httpx
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.crypto import MessageCrypto
+from gateway.crypto import MessageCrypto, SecretBox
 from gateway.demo import demo_environment
 from gateway.pushes import PushParameters, decrypt_push, read_envelope
 from gateway.serving import Listener, run_event_loop, serve
@@ -89,12 +90,13 @@ def retail(env: dict[str, str]) -> SimComponent:
     return SimComponent(COMPONENT_APPID, env["RETAIL_APPSECRET"], env["RETAIL_TOKEN"], env["RETAIL_AES_KEY"])
 
 
-def make_pushes(component: SimComponent, count: int) -> list[tuple[dict[str, str], str]]:
-    """``count`` ticket pushes, timestamped now, each with its own nonce and ticket: (query, envelope)."""
+def make_pushes(component: SimComponent, count: int, label: str = "") -> list[tuple[dict[str, str], str]]:
+    """``count`` ticket pushes, timestamped now, each with its own nonce and ticket: (query, envelope).
+    The i-th ticket starts ``ticket@@@{label}{i:07d}.``, so that a stored ticket says which push it was."""
     now = int(time.time())
     pushes = []
-    for _ in range(count):
-        ticket = "ticket@@@" + secrets.token_urlsafe(60)
+    for i in range(count):
+        ticket = f"ticket@@@{label}{i:07d}.{secrets.token_urlsafe(52)}"
         event = Event(component.appid, "component_verify_ticket", now, {"ComponentVerifyTicket": ticket})
         pushes.append(envelope(component, event, str(now), str(next(_nonces))))
     return pushes
@@ -227,11 +229,24 @@ def run_crypto(count: int, rounds: int, profile_to: Path | None = None) -> list[
 # --- http: gateway serve against a bare route ------------------------------------------------------
 
 
-def _stored_pushes(deployment: Deployment) -> int:
+def _stored_ticket(deployment: Deployment) -> str:
+    """The verify ticket the gateway holds for retail, opened."""
     database = deployment.workdir / "gateway.db"
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
-        (count,) = conn.execute("SELECT count(*) FROM component_pushes").fetchone()
-    return int(count)
+        query = "SELECT ticket_sealed FROM component_tickets WHERE platform_id = 'retail'"
+        row = conn.execute(query).fetchone()
+    box = SecretBox.from_base64(deployment.env["GATEWAY_SECRET_KEY"])
+    return "" if row is None else box.open(row[0], context="ticket:retail")
+
+
+def _check_stored(deployment: Deployment, label: str, answered: int, connections: int) -> None:
+    """Warn unless the stored ticket is one of the last pushes of the round labelled ``label``: wrk sends
+    the pushes in order, all ``answered`` were stored before their answers, and the newest stored is one of
+    the last answered or of those still in flight when wrk stopped counting."""
+    ticket = _stored_ticket(deployment).removeprefix("ticket@@@")
+    index = int(ticket[len(label) : len(label) + 7]) if ticket.startswith(label) else -1
+    if not answered - 2 * connections <= index < answered + 2 * connections:
+        print(f"WARNING: {answered:,} answered, the stored ticket is push {index:,}; figures not valid")
 
 
 def run_http(
@@ -260,11 +275,9 @@ def run_http(
             # Twice what the target took in its last round: enough that none is sent twice.
             count = max(1000, int(expected[name] * duration_s * 2))
             posts = posts_dir / f"{name}-{label}.posts"
-            write_posts(
-                posts, ((f"{PATH}?{urlencode(q)}", body) for q, body in make_pushes(component, count))
-            )
+            pushes = make_pushes(component, count, label=f"{label}.")
+            write_posts(posts, ((f"{PATH}?{urlencode(q)}", body) for q, body in pushes))
             deployment.check_alive()
-            before = _stored_pushes(deployment) if name == "gateway" else 0
             cpu_before = cpu_seconds(pids[name])
             result = run_load(
                 urls[name], headers={}, connections=connections, duration_s=duration_s, tool=tool, posts=posts
@@ -274,9 +287,7 @@ def run_http(
             if result.requests > count:
                 print(f"WARNING: {name} round {label}: {result.requests - count} pushes were sent twice")
             if name == "gateway":
-                stored = _stored_pushes(deployment) - before
-                if stored < result.requests:
-                    print(f"WARNING: {result.requests:,} answered, {stored:,} stored; figures not valid")
+                _check_stored(deployment, f"{label}.", result.requests, connections)
             posts.unlink()
             return result
 
