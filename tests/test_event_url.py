@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.http import event_url
 from gateway.intake import MAX_PUSH_BYTES
@@ -94,6 +97,7 @@ async def test_every_refusal_is_worded_as_the_route_words_it(
         "&encrypt_type=",  # blank
         "&encrypt_type=raw&encrypt_type=aes",
         "&x=%E4%BD%A0&timestamp=%FF",
+        "&&flag&=x&a=b=c",  # empty fields, a name alone, an empty name, a value with "="
     ],
 )
 async def test_a_query_is_read_as_the_route_reads_it(harness: Harness, taken: Taken, extra: str) -> None:
@@ -104,6 +108,17 @@ async def test_a_query_is_read_as_the_route_reads_it(harness: Harness, taken: Ta
     routed = await harness.client.post(url, content=body, headers=TO_THE_ROUTE)
     assert taken.count == 1
     assert comparable(up_front) == comparable(routed)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from(["a", "b", "=", "&", ";", "é", "%41", "+", "%", "==", "&&"]), max_size=12))
+def test_the_query_is_parsed_as_parse_qsl_parses_it(parts: list[str]) -> None:
+    """The wrapper reads a query without escapes itself: the same as parse_qsl, which Litestar uses."""
+    raw = "".join(parts).encode("latin-1")
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True, separator="&"):
+        expected.setdefault(name, value)
+    assert event_url._query(raw) == expected
 
 
 async def test_pushes_are_counted_under_the_routes_templates(harness: Harness, taken: Taken) -> None:

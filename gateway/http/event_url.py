@@ -86,9 +86,18 @@ def _push_target(scope: HTTPScope) -> tuple[str | None, str] | None:
 def _query(query_string: bytes) -> dict[str, str]:
     """The query as the route reads it (Litestar's parsing: latin-1, blank values kept, and of a name
     given twice the first value)."""
+    text = query_string.decode("latin-1")
     query: dict[str, str] = {}
-    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, separator="&"):
-        query.setdefault(name, value)
+    if "%" in text or "+" in text:
+        for name, value in parse_qsl(text, keep_blank_values=True, separator="&"):
+            query.setdefault(name, value)
+        return query
+    # Nothing to unquote, as in WeChat's queries (hex, digits, "aes"): parse_qsl's result, at a third of
+    # its cost, which was a tenth of the wrapper's.
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            query.setdefault(name, value)
     return query
 
 
