@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import logging
 import os
@@ -251,7 +250,7 @@ def _db_upgrade(_: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    run_event_loop(run())
     print("database schema is up to date")
     return 0
 
@@ -406,7 +405,7 @@ def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable
                 print(f"gateway: {exc.message}", file=sys.stderr)
                 return 1
 
-    return asyncio.run(main())
+    return run_event_loop(main())
 
 
 def _rotate_secret_key(args: argparse.Namespace) -> int:
@@ -420,7 +419,7 @@ def _rotate_secret_key(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    reports = asyncio.run(run())
+    reports = run_event_loop(run())
     for report in reports:
         print(
             f"{report.table}.{report.column}: {report.resealed} re-sealed, "
