@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
@@ -96,3 +97,28 @@ async def test_writes_wait_for_a_running_checkpoint_so_the_wal_starts_over(
     assert await asyncio.wait_for(late, 10) is True
     # The checkpoint had copied every frame when the late push was written: the WAL started over.
     assert wal_frames(tmp_path / "gateway.db") <= 2
+
+
+async def test_the_loops_connection_never_checkpoints(
+    file_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "_CHECKPOINT_EVERY", 10**9)  # the writer thread's: none this time
+    commits = 1_100  # past SQLite's own autocheckpoint of 1,000 frames
+    for n in range(commits):
+        ticket = ComponentVerifyTicket("wxc1", n, "t")
+        assert await file_store.record_push("retail", "a" * 40, f"n{n}", ticket)
+    # Every frame is still in the WAL: copying them, with an fsync, was never done on the loop.
+    assert wal_frames(tmp_path / "gateway.db") >= commits
+
+
+async def test_a_lock_held_past_the_writer_threads_timeout_is_the_drivers_error(
+    file_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "SQLITE_CONNECT_ARGS", {"timeout": 0.2})
+    async with file_store.engine.connect() as holder:
+        await holder.execute(text("UPDATE component_tickets SET received_at = received_at"))
+        # A store outage as every caller knows it (503 with Retry-After), not an internal signal.
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
+            await file_store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 1, "t"))
+        await holder.rollback()
+    assert await file_store.record_push("retail", "a" * 40, "n1", ComponentVerifyTicket("wxc1", 1, "t"))

@@ -66,6 +66,11 @@ COUNTS = text(
     "SELECT (SELECT count(*) FROM component_pushes), (SELECT count(*) FROM component_tickets),"
     " (SELECT count(*) FROM inbound_messages), (SELECT count(*) FROM deliveries)"
 )  # every table a push may write
+# A verify ticket replaces its platform's row without adding one: what the row holds must not change either.
+TICKETS = text(
+    "SELECT platform_id, create_time, received_at, msg_signature, nonce FROM component_tickets"
+    " ORDER BY platform_id"
+)
 _serial = itertools.count(1)
 T = TypeVar("T")
 
@@ -101,7 +106,7 @@ class Target:
         self._runner = runner
         self._client = client
         self._engine = app.state.services.store.engine
-        self._rows: tuple[int, ...] | None = None
+        self._rows: tuple[object, ...] | None = None
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` in the gateway's loop."""
@@ -112,6 +117,12 @@ class Target:
         async with self._engine.connect() as conn:
             return tuple((await conn.execute(COUNTS)).one())
 
+    async def stored(self) -> tuple[object, ...]:
+        """What a push may change: the row counts, and the stored tickets with the pushes they came from."""
+        async with self._engine.connect() as conn:
+            tickets = tuple(tuple(row) for row in await conn.execute(TICKETS))
+        return (*await self.counts(), tickets)
+
     def send(self, push: Push, *, refused: bool = False) -> httpx.Response:
         """Send ``push`` and check the outcome: 200 (unless ``refused``), or a 4xx naming the fault with
         nothing stored; never a 5xx."""
@@ -119,13 +130,13 @@ class Target:
 
     async def _send(self, push: Push, refused: bool) -> httpx.Response:
         if self._rows is None:
-            self._rows = await self.counts()
+            self._rows = await self.stored()
         response = await self._client.request(
             push.method, push.path, params=push.query, content=push.body, headers=push.headers
         )
         status = response.status_code
         assert status < 500, response.text
-        before, self._rows = self._rows, await self.counts()
+        before, self._rows = self._rows, await self.stored()
         if status == 200 and not refused:
             return response
         assert 400 <= status < 500, (status, response.text)

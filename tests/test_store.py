@@ -132,6 +132,18 @@ async def test_an_older_ticket_never_replaces_a_newer_one(store: Store) -> None:
     assert stored.ticket == "newest"
 
 
+async def test_a_batch_of_several_platforms_tickets_applies_each_on_its_own(store: Store) -> None:
+    assert await store.record_push("retail", "1" * 40, "n1", ComponentVerifyTicket("wxc1", 100, "r1"))
+    assert await store.record_push("finance", "2" * 40, "n2", ComponentVerifyTicket("wxc2", 100, "f1"))
+    results = await asyncio.gather(  # one transaction: one upsert of two rows, RETURNING only one
+        store.record_push("retail", "3" * 40, "n3", ComponentVerifyTicket("wxc1", 200, "r2")),
+        store.record_push("finance", "4" * 40, "n4", ComponentVerifyTicket("wxc2", 50, "f0")),
+    )
+    assert results == [True, False]
+    tickets = [await store.ticket(platform) for platform in ("retail", "finance")]
+    assert [t.ticket if t else None for t in tickets] == ["r2", "f1"]
+
+
 async def test_authorization_events_wait_for_processing(store: Store) -> None:
     authorized = Authorized("wxc1", 10, "wxa1", "queryauthcode@@@secret", 4000, "preauthcode@@@1")
     await store.record_push("retail", "c" * 40, "n1", authorized)

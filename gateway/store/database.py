@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ class Database:
         self._blocking: Engine | None = None  # the writer thread's: waits for a lock like the others
         self._writer: ThreadPoolExecutor | None = None
         self._inline_commits = 0
-        self._checkpoint: asyncio.Future[None] | None = None
+        self._checkpoint: Future[None] | None = None
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one transaction, committed when it returns, and return what it returned.
@@ -71,7 +71,7 @@ class Database:
         if self._inline is None:
             self._inline = self._sqlite_engine(timeout=0, autocheckpoint=False)
         try:
-            with self._inline.connect() as conn, _immediate(conn):
+            with self._inline.connect() as conn, _immediate(conn, nowait=True):
                 result = work(conn)
         except _Locked:
             return await self._in_writer_thread(work)
@@ -80,16 +80,19 @@ class Database:
             self._start_checkpoint()
         return result
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close what `write` opened, once the writer thread's last transaction is done (the engine
-        itself is the owner's to dispose)."""
+        itself is the owner's to dispose). Waits off the loop: that transaction may be waiting for a
+        lock that one of the loop's own connections must release."""
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            await asyncio.to_thread(self._writer.shutdown, wait=True)
             self._writer = None
         for engine in (self._inline, self._blocking):
             if engine is not None:
                 engine.dispose()
         self._inline = self._blocking = None
+        self._checkpoint = None
+        self._inline_commits = 0
 
     async def _in_writer_thread(self, work: Callable[[Connection], T]) -> T:
         writer, blocking = self._writer_thread()
@@ -103,9 +106,15 @@ class Database:
         return self._writer, self._blocking
 
     def _start_checkpoint(self) -> None:
-        """Copy the WAL into the database in the writer thread (PASSIVE: readers are not waited for)."""
-        writer, blocking = self._writer_thread()
-        self._checkpoint = asyncio.get_running_loop().run_in_executor(writer, _checkpoint, blocking)
+        """Copy the WAL into the database in the writer thread (PASSIVE: readers are not waited for).
+        The transaction that called it has committed: whatever happens here must not make it look
+        failed, and the next checkpoint copies what this one leaves."""
+        try:
+            writer, blocking = self._writer_thread()
+            self._checkpoint = writer.submit(_checkpoint, blocking)
+        except Exception:  # a closed store: nothing left to copy into
+            log.warning("WAL checkpoint not started", exc_info=True)
+            return
         self._checkpoint.add_done_callback(_report_checkpoint)
 
     def _sqlite_engine(self, *, timeout: float, autocheckpoint: bool) -> Engine:
@@ -161,13 +170,15 @@ class _Locked(Exception):
 
 
 @contextmanager
-def _immediate(conn: Connection) -> Iterator[None]:
+def _immediate(conn: Connection, *, nowait: bool = False) -> Iterator[None]:
     """A transaction begun with ``BEGIN IMMEDIATE``: it has the write lock from its first statement on, so
-    ``work`` never meets a lock half-way. Raises `_Locked` if the lock is held (before any work)."""
+    ``work`` never meets a lock half-way. With ``nowait``, a held lock raises `_Locked` (before any work);
+    otherwise the driver's error after its busy timeout, as on any other connection."""
     try:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     except OperationalError as exc:
-        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+        # Extended codes too (SQLITE_BUSY_RECOVERY while another connection recovers the WAL).
+        if nowait and (getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY:
             raise _Locked from exc
         raise
     try:
@@ -188,7 +199,7 @@ def _checkpoint(engine: Engine) -> None:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _report_checkpoint(done: asyncio.Future[None]) -> None:
+def _report_checkpoint(done: Future[None]) -> None:
     if not done.cancelled() and done.exception() is not None:
         # The next one copies what this one left; SQLite's readers and writers are not affected.
         log.warning("WAL checkpoint failed: %s", done.exception())

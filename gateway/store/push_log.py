@@ -3,8 +3,8 @@
 Every push must be stored before WeChat hears ``success``, and one transaction per push made the store the
 bottleneck of the event URL. Here the pushes that arrive while a transaction is being written wait for the
 next one, and each transaction writes its whole batch with at most two statements: one multi-row INSERT of
-the authorization events that skips those seen before (RETURNING the new ones), and one upsert per platform
-of the newest verify ticket among them.
+the other events (authorization events above all) that skips those seen before (RETURNING the new ones),
+and one upsert per platform of the newest verify ticket among them.
 
 A verify ticket's push leaves no row of its own: its one lasting effect is the newest ticket, and the
 ticket's row names the push that carried it, which makes it the replay guard (a retry of that push, or any
@@ -99,6 +99,13 @@ class PushLog:
         # The batch is written whether or not this caller still waits (a client that hung up is
         # answered by WeChat's retry, found to be a duplicate).
         return await waiting.answer
+
+    async def drain(self) -> None:
+        """Wait until the pushes queued so far are written and their callers answered (before the store
+        closes)."""
+        writer = self._writer
+        if writer is not None and not writer.done() and writer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([writer])
 
     async def _write_queued(self) -> None:
         batch: list[_Waiting] = []

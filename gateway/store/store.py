@@ -85,7 +85,8 @@ class Store:
 
     async def aclose(self) -> None:
         """Close the store's connections and dispose of its engine."""
-        self._db.close()
+        await self._pushes.drain()
+        await self._db.close()
         await self._engine.dispose()
 
     async def ping(self) -> None:
@@ -122,8 +123,9 @@ class Store:
         return await self._pushes.record(PendingPush(row, ticket))
 
     async def purge_pushes(self, older_than: float, chunk: int = 5_000) -> int:
-        """Delete the pushes received before ``older_than`` that nothing waits on (verify tickets, and
-        authorization events already acted on), ``chunk`` per transaction; how many went. Their replay
+        """Delete the pushes received before ``older_than`` that nothing waits on (authorization events
+        already acted on, events without a payload, and the verify tickets' pushes logged before
+        migration 0009), ``chunk`` per transaction; how many went. Their replay
         guard is no longer needed: a push that old is refused by its timestamp."""
         settled = or_(
             col(ComponentPush.payload_sealed).is_(None), col(ComponentPush.processed_at).is_not(None)

@@ -47,8 +47,8 @@ class ComponentTicket(SQLModel, table=True):
 
 
 class ComponentPush(SQLModel, table=True):
-    """Every accepted authorization event pushed to an authorization event URL (and verify tickets'
-    pushes stored before migration 0009, until retention deletes them).
+    """Every accepted push to an authorization event URL but verify tickets (whose pushes were stored
+    here before migration 0009, until retention deletes them).
 
     The unique (platform, signature, nonce) triple recognises WeChat's retries. Authorization events keep
     their sealed payload until the onboarding service has acted on them (``processed_at``).
