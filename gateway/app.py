@@ -56,6 +56,7 @@ from gateway.http.v1 import (
 )
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
+from gateway.http.wx_front import answer_wx_calls_up_front
 from gateway.inbox import Inbox
 from gateway.intake import EventIntake
 from gateway.live_registry import LiveRegistry, RegistryChanges, reload_on_sighup
@@ -320,5 +321,6 @@ def create_app(
     # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline.
     handlers = app.exception_handlers
     front = answer_tokens_from_memory(app.asgi_handler, vending, handlers)
+    front = answer_wx_calls_up_front(front, proxy, handlers)
     app.asgi_handler = observed(answer_pushes_up_front(front, intake, handlers), metrics)
     return app

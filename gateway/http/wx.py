@@ -14,7 +14,7 @@ from gateway.errors import WxError
 from gateway.forwarding import Reply
 from gateway.proxy import WxProxy
 
-__all__ = ["WxController"]
+__all__ = ["API_PATH", "FORWARD_TEMPLATE", "WxController", "answer"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # WeChat's largest uploads (video) are 10 MB
 _METHODS: list[HttpMethod] = [
@@ -24,17 +24,20 @@ _METHODS: list[HttpMethod] = [
     HttpMethod.DELETE,
     HttpMethod.PATCH,
 ]
-_API_PATH = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
+API_PATH = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
+# The forward route's template, as Litestar sets it in the scope (the metrics' label).
+FORWARD_TEMPLATE = "/wx/{api}"
 
 
 def _api_path(path: str) -> str:
     path = path.lstrip("/")
-    if not _API_PATH.fullmatch(path) or any(part in ("", ".", "..") for part in path.split("/")):
+    if not API_PATH.fullmatch(path) or any(part in ("", ".", "..") for part in path.split("/")):
         raise WxError(40066, "invalid url: not a WeChat API path")
     return path
 
 
-def _answer(reply: Reply) -> Response[bytes] | Stream:
+def answer(reply: Reply) -> Response[bytes] | Stream:
+    """The response of a forwarded call: WeChat's answer, whole or streamed."""
     if reply.body is not None:
         return Response(reply.body, status_code=reply.status, headers=reply.headers)
     return Stream(reply.stream(), status_code=reply.status, headers=reply.headers)
@@ -79,7 +82,7 @@ class WxController(Controller):
             request.headers,
             request.stream(),
         )
-        return _answer(reply)
+        return answer(reply)
 
     @route(
         "/{api:path}",
@@ -101,4 +104,4 @@ class WxController(Controller):
             request.headers,
             request.stream(),
         )
-        return _answer(reply)
+        return answer(reply)
