@@ -14,7 +14,7 @@ from gateway.errors import WxError
 from gateway.forwarding import Reply
 from gateway.proxy import WxProxy
 
-__all__ = ["API_PATH", "FORWARD_TEMPLATE", "WxController", "answer"]
+__all__ = ["FORWARD_TEMPLATE", "WxController", "answer", "is_api_path"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # WeChat's largest uploads (video) are 10 MB
 _METHODS: list[HttpMethod] = [
@@ -24,14 +24,20 @@ _METHODS: list[HttpMethod] = [
     HttpMethod.DELETE,
     HttpMethod.PATCH,
 ]
-API_PATH = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
+_API_PATH = re.compile(r"[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-.]+)*")
 # The forward route's template, as Litestar sets it in the scope (the metrics' label).
 FORWARD_TEMPLATE = "/wx/{api}"
 
 
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` (without its leading slash) names a WeChat API: plain segments, none empty,
+    ``.`` or ``..``."""
+    return bool(_API_PATH.fullmatch(path)) and not any(part in ("", ".", "..") for part in path.split("/"))
+
+
 def _api_path(path: str) -> str:
     path = path.lstrip("/")
-    if not API_PATH.fullmatch(path) or any(part in ("", ".", "..") for part in path.split("/")):
+    if not is_api_path(path):
         raise WxError(40066, "invalid url: not a WeChat API path")
     return path
 

@@ -4,7 +4,7 @@ A proxied call is the gateway's costliest request, and Litestar's pipeline (rout
 the handler's signature and dependencies, the exception middleware) was about a sixth of it
 (docs/benchmarks.md). So this ASGI wrapper hands a ``GET /wx/<api>`` without a body to `WxProxy.call`
 itself, with the headers and query the route would give it, and answers with the very response object
-the route builds (``wx._answer``); a refusal goes through the app's exception handlers, as the route's
+the route builds (``wx.answer``); a refusal goes through the app's exception handlers, as the route's
 would. Anything else goes to the app untouched: another method, a body, the token and component routes,
 a path the route would refuse or normalise, an unusual Host. The controller stays the one documented in
 the OpenAPI schema.
@@ -21,7 +21,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPScope, Receive, Scope, Send
 
 from gateway.http.up_front import PLAIN_HOST, answer_error, query_pairs
-from gateway.http.wx import API_PATH, FORWARD_TEMPLATE, answer
+from gateway.http.wx import FORWARD_TEMPLATE, answer, is_api_path
 from gateway.proxy import WxProxy
 
 __all__ = ["answer_wx_calls_up_front"]
@@ -43,7 +43,6 @@ def answer_wx_calls_up_front(app: ASGIApp, proxy: WxProxy, handlers: ExceptionHa
             await app(scope, receive, send)
             return
         scope["path_template"] = FORWARD_TEMPLATE
-        request: Request[Any, Any, Any] = Request(scope, receive)
         try:
             reply = await proxy.call(
                 "GET", api, query_pairs(scope["query_string"]), Headers.from_scope(scope), _no_body()
@@ -51,6 +50,7 @@ def answer_wx_calls_up_front(app: ASGIApp, proxy: WxProxy, handlers: ExceptionHa
         except Exception as exc:  # worded as the route would: WeChat's shape, or 500 and logged
             await answer_error(scope, receive, send, handlers, exc)
             return
+        request: Request[Any, Any, Any] = Request(scope, receive)
         await answer(reply).to_asgi_response(app=None, request=request)(scope, receive, send)
 
     return handle
@@ -62,10 +62,8 @@ def _call_path(scope: HTTPScope) -> str | None:
     if scope["method"] != "GET" or not path.startswith(_PREFIX) or scope.get("root_path"):
         return None
     api = path[len(_PREFIX) :]
-    # Only paths the route takes as they are: no empty, "." or ".." segment, no trailing slash.
-    if not API_PATH.fullmatch(api) or api.startswith(_OTHER_ROUTES) or api == "component":
-        return None
-    if any(part in (".", "..") for part in api.split("/")):
+    # Only paths the route takes as they are (the route's own check), of no other /wx route.
+    if not is_api_path(api) or api.startswith(_OTHER_ROUTES) or api == "component":
         return None
     for name, value in scope["headers"]:
         if name in _BODY_HEADERS or (name == b"host" and not PLAIN_HOST.fullmatch(value)):
