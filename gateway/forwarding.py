@@ -114,31 +114,46 @@ async def forward(
     body: SpooledBody | None,
 ) -> Reply:
     """Send one call and return WeChat's answer, reading it whole only when it is small JSON."""
+    # The query goes in encoded as httpx would encode ``params``: httpx then parses the URL once, not
+    # three times (its parser checks every character, and WeChat's tokens are long).
     request = http.build_request(
         method,
-        url,
-        params=tuple(params),
+        f"{url}?{httpx.QueryParams(tuple(params))}" if params else url,
         headers=request_headers(headers, body),
         content=body.chunks() if body is not None and body.size else None,
     )
     response = await http.send(request, stream=True)
-    passed = {name: value for name, value in response.headers.items() if name.lower() not in _HOP_BY_HOP}
-    if _is_small_json(response):
+    passed = _passed_headers(response.headers.raw)
+    if _is_small_json(passed):
         try:
             content = await response.aread()  # decoded: its encoding and length no longer apply
         finally:
             await response.aclose()
-        for name in [n for n in passed if n.lower() in ("content-encoding", "content-length")]:
-            del passed[name]
+        passed.pop("content-encoding", None)
+        passed.pop("content-length", None)
         return Reply(response.status_code, passed, content)
     return Reply(response.status_code, passed, None, response)
 
 
-def _is_small_json(response: httpx.Response) -> bool:
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+def _passed_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """WeChat's headers to pass on, named in lower case, repeated ones joined by ", " (as httpx joins
+    them). Read as latin-1, the bytes the response writes back (httpx would decode UTF-8, which no
+    longer encodes)."""
+    passed: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in _HOP_BY_HOP:
+            continue
+        value = raw_value.decode("latin-1")
+        passed[name] = f"{passed[name]}, {value}" if name in passed else value
+    return passed
+
+
+def _is_small_json(headers: Mapping[str, str]) -> bool:
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "text/plain", "text/json"):
         return False
-    length = response.headers.get("content-length")
+    length = headers.get("content-length")
     return length is None or (length.isdigit() and int(length) <= JSON_PEEK_LIMIT)
 
 

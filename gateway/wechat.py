@@ -88,7 +88,7 @@ def new_http_client(
     kind = env.get("GATEWAY_UPSTREAM_TRANSPORT", "") or DEFAULT_UPSTREAM_TRANSPORT
     if kind not in UPSTREAM_TRANSPORTS:
         raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
-    client = _AiohttpClient if kind == "aiohttp" else httpx.AsyncClient
+    client = _AiohttpClient if kind == "aiohttp" else _UpstreamClient
     redact_httpx_queries()  # WeChat takes its tokens in the query string
     return client(
         timeout=UPSTREAM_TIMEOUT,
@@ -115,7 +115,9 @@ class _AiohttpTransport(AiohttpTransport):
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
         )
-        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("Content-Type",))
+        return aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("Content-Type",), cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -129,8 +131,38 @@ class _AiohttpTransport(AiohttpTransport):
             raise
 
 
-class _AiohttpClient(httpx.AsyncClient):
-    """httpx's client over ``_AiohttpTransport``, for direct calls and for proxies alike."""
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: ``extract_cookies`` ignores every answer's ``Set-Cookie``."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep nothing (httpx calls this on every answer)."""
+
+
+class _UpstreamClient(httpx.AsyncClient):
+    """httpx's client without a cookie jar.
+
+    The gateway calls WeChat for every client and authorizer alike, so a cookie one answer set must
+    never ride on another's call (``/wx`` passes ``Set-Cookie`` on to its caller, whose cookie it is).
+    Reading each answer's cookies into a jar was also a twentieth of a proxied call's CPU.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The client's jar, which keeps no answer's cookies."""
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:  # httpx's CookieTypes
+        if cookies:
+            raise ValueError("the upstream client keeps no cookies")
+
+
+class _AiohttpClient(_UpstreamClient):
+    """The upstream client over ``_AiohttpTransport``, for direct calls and for proxies alike."""
 
     def _init_transport(
         self,

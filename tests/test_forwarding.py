@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -27,6 +27,7 @@ from tests.support.servers import serve_in_thread
 JSON_GZ = gzip.compress(json.dumps({"errcode": 0, "data": "x" * 2000}).encode())
 FILE_GZ = gzip.compress(bytes(range(256)) * 400)
 FIRST_CHUNK = b"v" * CHUNK  # Reply.stream passes the body on in chunks of CHUNK bytes
+DISPOSITION = 'attachment; filename="素材.jpg"'.encode()
 STREAM_GO_ON = threading.Event()  # the /stream answer sends its last bytes once this is set
 
 Scope = dict[str, Any]
@@ -57,11 +58,27 @@ async def _upstream(scope: Scope, receive: Any, send: Any) -> None:
         case "/echo":
             echoed = {
                 "target": scope["raw_path"].decode(),
+                "query": scope["query_string"].decode(),
                 "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]],
                 "body": body.decode("latin-1"),
                 "peer": scope["client"],
             }
             await answer(json.dumps(echoed).encode(), (b"content-type", b"application/json"))
+        case "/cookie":  # an answer that sets a cookie, and tells which cookie its request carried
+            cookie = [value.decode() for name, value in scope["headers"] if name == b"cookie"]
+            await answer(
+                json.dumps({"cookie": cookie}).encode(),
+                (b"content-type", b"application/json"),
+                (b"set-cookie", b"wx_session=s3cret; Path=/"),
+            )
+        case "/media":  # a file whose name is UTF-8 in its header, and a header sent twice
+            await answer(
+                b"jpeg",
+                (b"content-type", b"image/jpeg"),
+                (b"content-disposition", DISPOSITION),
+                (b"x-twice", b"1"),
+                (b"x-twice", b"2"),
+            )
         case "/json-gz":
             await answer(JSON_GZ, (b"content-type", b"application/json"), (b"content-encoding", b"gzip"))
         case "/file-gz":
@@ -110,6 +127,25 @@ async def test_a_spooled_body_goes_with_its_length_and_no_invented_headers(
     assert _header(echoed, "x-caller") == []
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        [],
+        [("openid", "oABC"), ("lang", "zh_CN")],
+        [("q", "a b&c=d"), ("q", "%41+"), ("empty", ""), ("名", "值/?#")],
+    ],
+)
+async def test_the_query_reads_as_the_params_sent(
+    client: httpx.AsyncClient, upstream: str, params: list[tuple[str, str]]
+) -> None:
+    reply = await forward(client, "GET", f"{upstream}/echo", params, {}, None)
+    assert reply.body is not None
+    query = json.loads(reply.body)["query"]
+    assert parse_qsl(query, keep_blank_values=True) == params
+    if isinstance(client._transport, httpx.AsyncHTTPTransport):  # aiohttp's yarl may unescape "/" and "?"
+        assert query.encode() == httpx.URL(f"{upstream}/echo", params=params).query
+
+
 async def test_a_body_of_unknown_length_is_sent_chunked(client: httpx.AsyncClient, upstream: str) -> None:
     response = await client.post(f"{upstream}/echo", content=_chunks(b"one,", b"two"))
     echoed = response.json()
@@ -128,6 +164,24 @@ async def test_small_gzip_json_is_read_decoded_and_files_pass_raw(
     assert large.body is None
     assert large.headers["content-encoding"] == "gzip"
     assert b"".join([chunk async for chunk in large.stream()]) == FILE_GZ  # the bytes as WeChat sent them
+
+
+async def test_no_cookie_of_an_answer_rides_on_a_later_call(client: httpx.AsyncClient, upstream: str) -> None:
+    # The client serves every caller: WeChat's Set-Cookie goes to the caller of that call, and no further.
+    first = await forward(client, "GET", f"{upstream}/cookie", [], {}, None)
+    assert first.headers["set-cookie"] == "wx_session=s3cret; Path=/"
+    second = await forward(client, "GET", f"{upstream}/cookie", [], {}, None)
+    assert second.body is not None
+    assert json.loads(second.body) == {"cookie": []}
+    assert not client.cookies
+
+
+async def test_headers_pass_on_as_the_bytes_sent(client: httpx.AsyncClient, upstream: str) -> None:
+    reply = await forward(client, "GET", f"{upstream}/media", [], {}, None)
+    await reply.close()
+    # Litestar writes header values as latin-1: these are the very bytes WeChat sent.
+    assert reply.headers["content-disposition"].encode("latin-1") == DISPOSITION
+    assert reply.headers["x-twice"] == "1, 2"
 
 
 async def test_an_answer_streams_as_it_arrives(client: httpx.AsyncClient, upstream: str) -> None:
