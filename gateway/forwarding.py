@@ -86,7 +86,9 @@ class Reply(msgspec.Struct):
             return
         assert self.response is not None
         try:
-            async for chunk in self.response.aiter_raw(CHUNK):
+            # Each read as it arrives: with a chunk size, httpx would hold bytes back until it has
+            # that many, and a slow download's first bytes would wait for the next 64 KiB.
+            async for chunk in self.response.aiter_raw():
                 yield chunk
         finally:
             await self.response.aclose()
