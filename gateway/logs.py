@@ -14,6 +14,8 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.processors import ExceptionRenderer
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import Processor
 
 from gateway.errors import ConfigError
@@ -49,11 +51,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Processor
+    # Tracebacks without the frames' local variables: structlog (and Rich, for text) would write them
+    # out, and a frame that handles a secret holds it in a local.
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(ExceptionRenderer(ExceptionDictTransformer(show_locals=False)))
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     handler = _Handler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(

@@ -215,6 +215,35 @@ def test_log_lines_carry_exceptions_and_text_is_readable() -> None:
         root.setLevel(level)
 
 
+def _fetch_with(appsecret: str) -> None:
+    ticket = "ticket@" + appsecret[::-1]  # noqa: F841 - a local a traceback could show
+    raise RuntimeError("WeChat did not answer")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_tracebacks_in_log_lines_show_no_local_values(fmt: str) -> None:
+    # structlog's dict tracebacks and Rich's text ones both write every frame's locals by default.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    secret = "appsecret-3f9a2c7d1e"
+    try:
+        stream = io.StringIO()
+        configure_logging("INFO", fmt, stream)
+        try:
+            _fetch_with(secret)
+        except RuntimeError:
+            logging.getLogger("gateway.test").exception("token fetch failed")
+        written = stream.getvalue()
+        assert "WeChat did not answer" in written and "_fetch_with" in written  # the traceback is there
+        assert secret not in written and secret[::-1] not in written
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+
+
 @pytest.mark.parametrize(("level", "fmt"), [("LOUD", "json"), ("INFO", "xml")])
 def test_unknown_log_levels_and_formats_are_refused(level: str, fmt: str) -> None:
     with pytest.raises(ConfigError, match="GATEWAY_LOG_"):
