@@ -116,8 +116,8 @@ async def forward(
     body: SpooledBody | None,
 ) -> Reply:
     """Send one call and return WeChat's answer, reading it whole only when it is small JSON."""
-    # The query goes in encoded as httpx would encode ``params``: httpx then parses the URL once, not
-    # three times (its parser checks every character, and WeChat's tokens are long).
+    # The query goes in encoded as httpx would encode ``params``: httpx then parses one URL once, rather
+    # than the base URL and then all of it again (its parser checks every character in Python).
     request = http.build_request(
         method,
         f"{url}?{httpx.QueryParams(tuple(params))}" if params else url,
@@ -139,8 +139,8 @@ async def forward(
 
 def _passed_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """WeChat's headers to pass on, named in lower case, repeated ones joined by ", " (as httpx joins
-    them). Read as latin-1, the bytes the response writes back (httpx would decode UTF-8, which no
-    longer encodes)."""
+    them). Values are read as latin-1, as the response writes them back, so the caller gets the bytes
+    WeChat sent; httpx's own decoding picks UTF-8 where it can, which cannot be written back."""
     passed: dict[str, str] = {}
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
