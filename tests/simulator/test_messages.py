@@ -275,7 +275,7 @@ async def test_a_message_over_real_http_is_sent_again_after_the_timeout() -> Non
             await asyncio.sleep(delays.pop(0))
         return "success"
 
-    with serve_in_thread(Litestar([receive])) as base_url:
+    with serve_in_thread(Litestar([receive], logging_config=None)) as base_url:
         component = msgspec.structs.replace(RETAIL, message_url=f"{base_url}/wechat/retail/messages/$APPID$")
         async with impatient_sim(None, Inbox(), component) as sim:
             relayed = await relay(sim, {"authorizer_appid": OA, "fields": TEXT})
