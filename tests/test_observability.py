@@ -144,15 +144,13 @@ async def test_request_ids_are_echoed_kept_when_sane_and_made_otherwise(world: W
 
 
 @pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The process's logging as ``gateway serve`` sets it up, into a buffer; put back afterwards."""
+def process_logging() -> Iterator[None]:
+    """The process's logging put back after a test that configures it (``configure_logging``)."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     chatty = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "alembic")}
-    stream = io.StringIO()
-    configure_logging("INFO", "json", stream)
     try:
-        yield stream
+        yield
     finally:
         for handler in root.handlers:
             if handler not in handlers:
@@ -161,6 +159,14 @@ def log_lines() -> Iterator[io.StringIO]:
         root.setLevel(level)
         for name, chatty_level in chatty.items():
             logging.getLogger(name).setLevel(chatty_level)
+
+
+@pytest.fixture
+def log_lines(process_logging: None) -> io.StringIO:
+    """The process's logging as ``gateway serve`` sets it up, into a buffer; put back afterwards."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    return stream
 
 
 async def test_log_lines_are_json_with_the_request_id_of_their_request(
@@ -186,33 +192,24 @@ async def test_log_lines_are_json_with_the_request_id_of_their_request(
     assert {line.get("request_id") for line in lines} <= {None, request_id}
 
 
-def test_log_lines_carry_exceptions_and_text_is_readable() -> None:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
+def test_log_lines_carry_exceptions_and_text_is_readable(process_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream)
+    configure_logging("warning", "json", stream)  # configuring again replaces, never doubles
     try:
-        stream = io.StringIO()
-        configure_logging("warning", "json", stream)
-        configure_logging("warning", "json", stream)  # configuring again replaces, never doubles
-        try:
-            raise ValueError("boom")
-        except ValueError:
-            logging.getLogger("gateway.test").exception("failed")
-        logging.getLogger("gateway.test").info("below the level")
-        (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
-        assert (line["event"], line["level"]) == ("failed", "error")
-        assert line["exception"][0]["exc_type"] == "ValueError"
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("gateway.test").exception("failed")
+    logging.getLogger("gateway.test").info("below the level")
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert (line["event"], line["level"]) == ("failed", "error")
+    assert line["exception"][0]["exc_type"] == "ValueError"
 
-        text = io.StringIO()
-        configure_logging("INFO", "text", text)
-        logging.getLogger("gateway.test").info("plain %s", "words")
-        assert "plain words" in text.getvalue()
-        assert not text.getvalue().startswith("{")
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
+    text = io.StringIO()
+    configure_logging("INFO", "text", text)
+    logging.getLogger("gateway.test").info("plain %s", "words")
+    assert "plain words" in text.getvalue()
+    assert not text.getvalue().startswith("{")
 
 
 def _fetch_with(appsecret: str) -> None:
@@ -221,27 +218,18 @@ def _fetch_with(appsecret: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
-def test_tracebacks_in_log_lines_show_no_local_values(fmt: str) -> None:
+def test_tracebacks_in_log_lines_show_no_local_values(fmt: str, process_logging: None) -> None:
     # structlog's dict tracebacks and Rich's text ones both write every frame's locals by default.
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
     secret = "appsecret-3f9a2c7d1e"
+    stream = io.StringIO()
+    configure_logging("INFO", fmt, stream)
     try:
-        stream = io.StringIO()
-        configure_logging("INFO", fmt, stream)
-        try:
-            _fetch_with(secret)
-        except RuntimeError:
-            logging.getLogger("gateway.test").exception("token fetch failed")
-        written = stream.getvalue()
-        assert "WeChat did not answer" in written and "_fetch_with" in written  # the traceback is there
-        assert secret not in written and secret[::-1] not in written
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
+        _fetch_with(secret)
+    except RuntimeError:
+        logging.getLogger("gateway.test").exception("token fetch failed")
+    written = stream.getvalue()
+    assert "WeChat did not answer" in written and "_fetch_with" in written  # the traceback is there
+    assert secret not in written and secret[::-1] not in written
 
 
 @pytest.mark.parametrize(("level", "fmt"), [("LOUD", "json"), ("INFO", "xml")])
