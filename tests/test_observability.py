@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.errors import ConfigError
-from gateway.logs import configure_logging
+from gateway.logs import REQUEST_ID, configure_logging
 from tests.support.world import OA, RETAIL, World
 
 TOKEN_ROUTE = "/v1/authorizers/{appid}/access-token"
@@ -210,6 +210,54 @@ def test_log_lines_carry_exceptions_and_text_is_readable(process_logging: None) 
     logging.getLogger("gateway.test").info("plain %s", "words")
     assert "plain words" in text.getvalue()
     assert not text.getvalue().startswith("{")
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+def test_a_json_line_carries_extras_the_request_id_and_the_time_of_the_call(
+    log_lines: io.StringIO,
+) -> None:
+    logger = logging.getLogger("gateway.test")
+    record = logger.makeRecord(
+        "gateway.test", logging.WARNING, __file__, 1, "sent %d", (3,), None,
+        extra={"platform": "retail", "tries": [1, 2], "thing": _Opaque()},
+    )  # fmt: skip
+    record.created = 1_764_000_000.25  # logged long before it is written: the line keeps the call's time
+    token = REQUEST_ID.set("req-7")
+    try:
+        logger.handle(record)
+    finally:
+        REQUEST_ID.reset(token)
+    logger.handle(logger.makeRecord("gateway.test", logging.INFO, __file__, 2, "after", (), None))
+    inside, after = [json.loads(text) for text in log_lines.getvalue().splitlines()]
+    assert inside == {
+        "event": "sent 3",
+        "request_id": "req-7",
+        "level": "warning",
+        "logger": "gateway.test",
+        "platform": "retail",
+        "tries": [1, 2],
+        "thing": "<opaque>",
+        "timestamp": "2025-11-24T16:00:00.250000Z",
+    }
+    assert list(inside)[:4] == ["event", "request_id", "level", "logger"]
+    assert "request_id" not in after and after["event"] == "after"
+
+
+def test_a_text_line_carries_the_request_id_and_extras(process_logging: None) -> None:
+    text = io.StringIO()
+    configure_logging("INFO", "text", text)
+    token = REQUEST_ID.set("req-8")
+    try:
+        logging.getLogger("gateway.test").info("renewed %s", "retail", extra={"tries": 2})
+    finally:
+        REQUEST_ID.reset(token)
+    (line,) = text.getvalue().splitlines()
+    assert "renewed retail" in line and "request_id=req-8" in line and "tries=2" in line
+    assert "gateway.test" in line and "info" in line
 
 
 def _fetch_with(appsecret: str) -> None:

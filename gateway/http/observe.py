@@ -17,8 +17,8 @@ import time
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from gateway.logs import REQUEST_ID
 from gateway.metrics import Metrics
 
 __all__ = ["REQUEST_ID_HEADER", "observed"]
@@ -56,12 +56,11 @@ def observed(app: ASGIApp, metrics: Metrics) -> ASGIApp:
                 message["headers"] = [*message.get("headers", ()), (_HEADER, request_id.encode())]
             await send(message)
 
-        # bind/reset rather than structlog's bound_contextvars(): a third of the cost, same effect.
-        bound = bind_contextvars(request_id=request_id)
+        bound = REQUEST_ID.set(request_id)
         try:
             await app(scope, receive, send_with_id)
         finally:
-            reset_contextvars(**bound)
+            REQUEST_ID.reset(bound)
             route = scope.get("path_template") or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
             key = (route, method, status)
