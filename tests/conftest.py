@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -88,6 +89,26 @@ def registry_environ() -> dict[str, str]:
         env[f"{prefix}_TOKEN"] = values["token"]
         env[f"{prefix}_AES"] = values["aes_key"]
     return env
+
+
+@pytest.fixture(autouse=True)
+def process_logging() -> Iterator[None]:
+    """The process's logging put back after each test: ``gateway.__main__.main`` run in-process, or a
+    test of ``configure_logging``, installs a handler on the root logger, and left there it would write
+    later tests' lines to a capture stream pytest has closed."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    chatty = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "alembic")}
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        for name, chatty_level in chatty.items():
+            logging.getLogger(name).setLevel(chatty_level)
 
 
 @pytest.fixture

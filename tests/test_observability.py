@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import math
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -144,25 +143,7 @@ async def test_request_ids_are_echoed_kept_when_sane_and_made_otherwise(world: W
 
 
 @pytest.fixture
-def process_logging() -> Iterator[None]:
-    """The process's logging put back after a test that configures it (``configure_logging``)."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    chatty = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "alembic")}
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in handlers:
-                root.removeHandler(handler)
-                handler.close()
-        root.setLevel(level)
-        for name, chatty_level in chatty.items():
-            logging.getLogger(name).setLevel(chatty_level)
-
-
-@pytest.fixture
-def log_lines(process_logging: None) -> io.StringIO:
+def log_lines() -> io.StringIO:
     """The process's logging as ``gateway serve`` sets it up, into a buffer; put back afterwards."""
     stream = io.StringIO()
     configure_logging("INFO", "json", stream)
@@ -192,7 +173,7 @@ async def test_log_lines_are_json_with_the_request_id_of_their_request(
     assert {line.get("request_id") for line in lines} <= {None, request_id}
 
 
-def test_log_lines_carry_exceptions_and_text_is_readable(process_logging: None) -> None:
+def test_log_lines_carry_exceptions_and_text_is_readable() -> None:
     stream = io.StringIO()
     configure_logging("warning", "json", stream)
     configure_logging("warning", "json", stream)  # configuring again replaces, never doubles
@@ -217,9 +198,7 @@ class _Opaque:
         return "<opaque>"
 
 
-def test_a_json_line_carries_extras_the_request_id_and_the_time_of_the_call(
-    log_lines: io.StringIO,
-) -> None:
+def test_a_json_line_carries_extras_the_request_id_and_the_time_of_the_call(log_lines: io.StringIO) -> None:
     logger = logging.getLogger("gateway.test")
     record = logger.makeRecord(
         "gateway.test", logging.WARNING, __file__, 1, "sent %d", (3,), None,
@@ -247,7 +226,7 @@ def test_a_json_line_carries_extras_the_request_id_and_the_time_of_the_call(
     assert "request_id" not in after and after["event"] == "after"
 
 
-def test_a_text_line_carries_the_request_id_and_extras(process_logging: None) -> None:
+def test_a_text_line_carries_the_request_id_and_extras() -> None:
     text = io.StringIO()
     configure_logging("INFO", "text", text)
     token = REQUEST_ID.set("req-8")
@@ -266,7 +245,7 @@ def _fetch_with(appsecret: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
-def test_tracebacks_in_log_lines_show_no_local_values(fmt: str, process_logging: None) -> None:
+def test_tracebacks_in_log_lines_show_no_local_values(fmt: str) -> None:
     # structlog's dict tracebacks and Rich's text ones both write every frame's locals by default.
     secret = "appsecret-3f9a2c7d1e"
     stream = io.StringIO()
