@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, filter_text
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Registry
 from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
@@ -122,7 +122,7 @@ class Catalog(ReadsRegistry):
             if value is not None and value not in allowed:
                 raise ApiError(422, "invalid_request", f"{name}: must be one of {', '.join(allowed)}")
             checked[name] = value
-        q = (params.get("q") or "").strip() or None
+        q = filter_text("q", (params.get("q") or "").strip())
         if q is not None and len(q) > 200:
             raise ApiError(422, "invalid_request", "q: at most 200 characters")
         return CatalogFilter(platform=platform, q=q, **checked)

@@ -27,6 +27,7 @@ Messages never contain secret values; they name fields and paths instead.
 from __future__ import annotations
 
 import math
+import re
 
 
 class GatewayError(Exception):
@@ -129,6 +130,20 @@ class ApiError(GatewayError):
         self.code = code
         self.message = message
         super().__init__(f"{status} {code}: {message}")
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def filter_text(name: str, value: str | None) -> str | None:
+    """A text filter read from a query: None when absent or empty, a 422 naming ``name`` when it holds a
+    control character. PostgreSQL refuses a NUL in text, so the query failed as a store outage, and
+    SQLite reads a pattern only up to one, so a filter of a single NUL matched every row."""
+    if not value:
+        return None
+    if _CONTROL_CHARACTER.search(value):
+        raise ApiError(422, "invalid_request", f"{name}: must not contain control characters")
+    return value
 
 
 class RateLimited(GatewayError):

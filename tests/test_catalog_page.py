@@ -236,6 +236,11 @@ async def test_one_account_and_the_audit_log(signed_in: World) -> None:
     assert older
     assert "limit=1" in older.group(1)  # the next page keeps the filters
     assert (await signed_in.gateway.get("/catalog/audit", params={"cursor": "x"})).status_code == 400
+    # A NUL failed the query on PostgreSQL (a 503 page) and matched every row on SQLite.
+    for path, name in (("/catalog/audit", "actor"), ("/catalog", "q")):
+        refused = await signed_in.gateway.get(path, params={name: "\x00"})
+        assert refused.status_code == 422
+        assert f"{name}: must not contain control characters" in refused.text
 
 
 async def test_sign_out_needs_the_session_token_and_ends_the_session(signed_in: World) -> None:

@@ -11,16 +11,38 @@ from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.access import require
-from gateway.catalog import Catalog, CatalogPage
-from gateway.errors import ApiError
+from gateway.catalog import BINDINGS, KINDS, MAX_LIMIT, STATUSES, Catalog, CatalogPage
+from gateway.errors import ApiError, filter_text
 from gateway.http.errors import V1_ERRORS
-from gateway.http.params import whole_number
+from gateway.http.params import number_param, reads_query, text_param, whole_number
 from gateway.registry import Client
 from gateway.store import Store
 
 __all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
+_FILTERS = (
+    text_param("platform", "Only authorizations of this platform (its registry id)"),
+    text_param("kind", "Official accounts or mini programs", choices=KINDS),
+    text_param("status", "The authorizer's status", choices=STATUSES),
+    text_param("binding", "Its open account: the group's, another, none, or not known", choices=BINDINGS),
+    text_param("q", "Part of the appid, the name or the principal name (any case)", max_length=200),
+)
+_CATALOG_PAGE = reads_query(
+    *_FILTERS,
+    number_param("limit", "Rows per page (default 100)", 1, MAX_LIMIT),
+    text_param("cursor", "The next_cursor of the page before"),
+)
+_AUDIT_LOG_PAGE = reads_query(
+    text_param("actor", "Who acted: a client id, an administrator, or wechat"),
+    text_param("action", "What was done, e.g. token.issued or authorization.revoked"),
+    text_param("authorizer_appid", "Only entries about this authorizer"),
+    text_param("platform", "Only entries about this platform"),
+    number_param("since", "Only entries at or after this Unix time", 0, 2**40),
+    number_param("until", "Only entries before this Unix time", 0, 2**40),
+    number_param("limit", "Entries per page (default 100)", 1, 500),
+    number_param("cursor", "The next_cursor of the page before: older entries", 1, 2**62),
+)
 
 
 class AuditEntryView(msgspec.Struct, frozen=True):
@@ -48,7 +70,7 @@ class CatalogController(Controller):
     path = "/v1"
     tags = ["catalog"]
 
-    @get("/catalog", summary="The catalog", cache=False, responses=V1_ERRORS)
+    @get("/catalog", summary="The catalog", cache=False, responses=V1_ERRORS, operation_class=_CATALOG_PAGE)
     async def catalog(
         self,
         request: Request[Any, Any, Any],
@@ -60,7 +82,12 @@ class CatalogController(Controller):
         return await catalog.page(request.query_params)
 
     @get(
-        "/catalog.csv", summary="The catalog as CSV", media_type="text/csv", cache=False, responses=V1_ERRORS
+        "/catalog.csv",
+        summary="The catalog as CSV",
+        media_type="text/csv",
+        cache=False,
+        responses=V1_ERRORS,
+        operation_class=reads_query(*_FILTERS),
     )
     async def catalog_csv(
         self,
@@ -74,7 +101,13 @@ class CatalogController(Controller):
         headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | _NO_STORE
         return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
-    @get("/audit-log", summary="The audit log", cache=False, responses=V1_ERRORS)
+    @get(
+        "/audit-log",
+        summary="The audit log",
+        cache=False,
+        responses=V1_ERRORS,
+        operation_class=_AUDIT_LOG_PAGE,
+    )
     async def audit_log(
         self,
         request: Request[Any, Any, Any],
@@ -97,10 +130,10 @@ async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPag
     pairs, more = await store.audit.page(
         before_id=before,
         limit=limit or 100,
-        actor=params.get("actor") or None,
-        action=params.get("action") or None,
-        authorizer_appid=params.get("authorizer_appid") or None,
-        platform_id=params.get("platform") or None,
+        actor=filter_text("actor", params.get("actor")),
+        action=filter_text("action", params.get("action")),
+        authorizer_appid=filter_text("authorizer_appid", params.get("authorizer_appid")),
+        platform_id=filter_text("platform", params.get("platform")),
         since=whole_number(params.get("since"), "since", None, 0, 2**40),
         until=whole_number(params.get("until"), "until", None, 0, 2**40),
     )

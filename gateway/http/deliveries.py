@@ -11,9 +11,9 @@ from litestar.params import FromPath
 
 from gateway.access import require
 from gateway.delivery import DeliveryService
-from gateway.errors import ApiError
+from gateway.errors import ApiError, filter_text
 from gateway.http.errors import V1_ERRORS
-from gateway.http.params import whole_number
+from gateway.http.params import number_param, reads_query, text_param, whole_number
 from gateway.registry import Client
 from gateway.store import Store
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
@@ -21,6 +21,12 @@ from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_recor
 __all__ = ["DeliveriesController", "DeliveriesPage"]
 
 MAX_PAGE = 500
+_PAGE = reads_query(
+    text_param("status", "Only deliveries in this state", choices=DELIVERY_STATUSES),
+    text_param("client", "Only deliveries to this subscriber (a client id)"),
+    number_param("limit", "Deliveries per page (default 100)", 1, MAX_PAGE),
+    text_param("cursor", "The next_cursor of the page before: older deliveries"),
+)
 
 
 class DeliveriesPage(msgspec.Struct, frozen=True):
@@ -36,7 +42,7 @@ class DeliveriesController(Controller):
     path = "/v1/deliveries"
     tags = ["deliveries"]
 
-    @get("/", summary="Deliveries to subscribers", cache=False, responses=V1_ERRORS)
+    @get("/", summary="Deliveries to subscribers", cache=False, responses=V1_ERRORS, operation_class=_PAGE)
     async def deliveries(
         self, request: Request[Any, Any, Any], client: NamedDependency[Client], store: NamedDependency[Store]
     ) -> DeliveriesPage:
@@ -51,7 +57,7 @@ class DeliveriesController(Controller):
         if cursor is not None and not is_record_id(cursor):
             raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
         items, more = await store.deliveries.page(
-            status=status, client_id=params.get("client") or None, before=cursor, limit=limit
+            status=status, client_id=filter_text("client", params.get("client")), before=cursor, limit=limit
         )
         return DeliveriesPage(items, items[-1].id if more and items else None)
 
