@@ -8,8 +8,8 @@ readable lines, for a terminal. The code logs through the standard library, so f
 
 Every proxied call writes a line, so the JSON formatter builds it straight from the record and encodes
 it with msgspec: structlog's ``ProcessorFormatter`` copied each record and ran a chain of processors,
-a tenth of a proxied call's CPU (``docs/benchmarks.md``). structlog still renders text lines and turns
-exceptions into JSON.
+twice the instructions per line, 6 % of a proxied call's (``docs/benchmarks.md``). structlog still
+renders text lines and turns exceptions into JSON.
 """
 
 from __future__ import annotations
