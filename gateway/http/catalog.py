@@ -21,6 +21,10 @@ from gateway.store import Store
 __all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
+# The audit log's bounds, read by `read_audit_log` and listed in the OpenAPI document.
+_AUDIT_PAGE_MAX = 500
+_UNIX_TIME_MAX = 2**40
+_AUDIT_ID_MAX = 2**62
 _FILTERS = (
     text_param("platform", "Only authorizations of this platform (its registry id)"),
     text_param("kind", "Official accounts or mini programs", choices=KINDS),
@@ -38,10 +42,10 @@ _AUDIT_LOG_PAGE = reads_query(
     text_param("action", "What was done, e.g. token.issued or authorization.revoked"),
     text_param("authorizer_appid", "Only entries about this authorizer"),
     text_param("platform", "Only entries about this platform"),
-    number_param("since", "Only entries at or after this Unix time", 0, 2**40),
-    number_param("until", "Only entries before this Unix time", 0, 2**40),
-    number_param("limit", "Entries per page (default 100)", 1, 500),
-    number_param("cursor", "The next_cursor of the page before: older entries", 1, 2**62),
+    number_param("since", "Only entries at or after this Unix time", 0, _UNIX_TIME_MAX),
+    number_param("until", "Only entries before this Unix time", 0, _UNIX_TIME_MAX),
+    number_param("limit", "Entries per page (default 100)", 1, _AUDIT_PAGE_MAX),
+    number_param("cursor", "The next_cursor of the page before: older entries", 1, _AUDIT_ID_MAX),
 )
 
 
@@ -125,8 +129,8 @@ class CatalogController(Controller):
 async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPage:
     """One page of the audit log as the query ``params`` ask: ``limit``, ``cursor`` (an id: older
     entries), ``actor``, ``action``, ``authorizer_appid``, ``platform``, ``since``, ``until``."""
-    limit = whole_number(params.get("limit"), "limit", 100, 1, 500)
-    before = whole_number(params.get("cursor"), "cursor", None, 1, 2**62)
+    limit = whole_number(params.get("limit"), "limit", 100, 1, _AUDIT_PAGE_MAX)
+    before = whole_number(params.get("cursor"), "cursor", None, 1, _AUDIT_ID_MAX)
     pairs, more = await store.audit.page(
         before_id=before,
         limit=limit or 100,
@@ -134,8 +138,8 @@ async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPag
         action=filter_text("action", params.get("action")),
         authorizer_appid=filter_text("authorizer_appid", params.get("authorizer_appid")),
         platform_id=filter_text("platform", params.get("platform")),
-        since=whole_number(params.get("since"), "since", None, 0, 2**40),
-        until=whole_number(params.get("until"), "until", None, 0, 2**40),
+        since=whole_number(params.get("since"), "since", None, 0, _UNIX_TIME_MAX),
+        until=whole_number(params.get("until"), "until", None, 0, _UNIX_TIME_MAX),
     )
     items = [
         AuditEntryView(i, r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)
