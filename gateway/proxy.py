@@ -62,7 +62,6 @@ _TOKEN_MEMBERS = frozenset(
 )
 
 
-
 @dataclass(frozen=True)
 class Login:
     """An SDK's plain login call and the component-signed call it is sent as."""
