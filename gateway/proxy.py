@@ -9,6 +9,12 @@ is known (``gateway.ratelimit``: 429, errcode 45009). The byte-for-byte forwardi
 ``gateway.forwarding``. Forwarded calls go through the upstream breakers (``gateway.breaker``), keyed by
 platform and ``proxy:<prefix>``: WeChat's faults (no answer, HTTP 5xx, ``-1``) still pass through as they
 come, but after repeated ones calls fail fast with ``-1`` until a trial call succeeds.
+
+User logins (SPEC §4): an SDK's own login calls carry the client key as their ``secret`` and are sent as
+the component-signed forms WeChat wants from a component acting for an authorizer (`LOGINS`); the
+secret never leaves. Calls that carry a user's own OAuth token (`USER_TOKEN_PATHS`) pass through as they
+are. ``cgi-bin/stable_token`` is answered here like ``cgi-bin/token``: WeChat does not let a component
+call it for an authorizer (wechat-protocol.md §9).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import httpx
 import msgspec
@@ -38,7 +45,7 @@ from gateway.store import Store
 from gateway.store.gateway_tokens import IssuedGatewayToken
 from gateway.tokens import QUOTA_ERRCODE, Token, TokenService
 
-__all__ = ["GATEWAY_TOKEN_LIFETIME_S", "WxProxy"]
+__all__ = ["GATEWAY_TOKEN_LIFETIME_S", "LOGINS", "USER_TOKEN_PATHS", "Login", "WxProxy"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,54 @@ _TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
 _TOKEN_MEMBERS = frozenset(
     {"component_access_token", "authorizer_access_token", "authorizer_refresh_token", "refresh_token"}
 )
+
+
+@dataclass(frozen=True)
+class Login:
+    """An SDK's plain login call and the component-signed call it is sent as."""
+
+    target: str  # the path WeChat wants from a component
+    grant_type: str
+    code_param: str  # the parameter that carries the user's code (or refresh token)
+    missing_code: tuple[int, str]  # WeChat's errcode and words when that parameter is missing
+    secret_required: bool  # whether WeChat's plain call takes the account's appsecret
+
+
+# Plain login paths → their component forms, the secret dropped and component_appid and
+# component_access_token added. Sources:
+# - mini program: doc/oplatform/openApi/miniprogram-management/login/api_thirdpartycode2session.html
+#   (GET sns/component/jscode2session?appid&grant_type&component_appid&component_access_token&js_code);
+# - official account web OAuth: doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/Official_Accounts/
+#   official_account_website_authorization.html (sns/oauth2/component/access_token?appid&code&grant_type
+#   &component_appid&component_access_token, and sns/oauth2/component/refresh_token?appid&grant_type
+#   =refresh_token&component_appid&component_access_token&refresh_token).
+# WeChat's plain refresh takes no secret (doc/service/api/webdev/access/api_snsrefreshtoken.html): the
+# user's refresh token is the credential, so an SDK's refresh is accepted without a client key (a key,
+# when one is sent, is checked all the same).
+LOGINS: Mapping[str, Login] = MappingProxyType(
+    {
+        "sns/jscode2session": Login(
+            "sns/component/jscode2session", "authorization_code", "js_code", (41008, "missing code"), True
+        ),
+        "sns/oauth2/access_token": Login(
+            "sns/oauth2/component/access_token", "authorization_code", "code", (41008, "missing code"), True
+        ),
+        "sns/oauth2/refresh_token": Login(
+            "sns/oauth2/component/refresh_token",
+            "refresh_token",
+            "refresh_token",
+            (41003, "refresh_token missing"),
+            False,
+        ),
+    }
+)
+# Calls whose access_token is a user's web OAuth token, not a gateway token: forwarded untouched, with no
+# client authentication (the user's token is the credential, checked by WeChat). Only these paths, so
+# /wx relays nothing else without a client key.
+USER_TOKEN_PATHS = frozenset({"sns/userinfo", "sns/auth"})
+# Who a call without a client is counted under (metrics) and which breaker guards it.
+_NO_CLIENT = "-"
+_ANY_PLATFORM = "*"
 
 # How gateway-side refusals look to an SDK (errcode, HTTP status).
 _AS_WECHAT: dict[str, tuple[int, int]] = {
@@ -124,6 +179,31 @@ class WxProxy(ReadsRegistry):
             raise WxError(40002, "invalid grant_type: must be client_credential")
         if not appid:
             raise WxError(41002, "appid missing")
+        client = await self._client_by_secret(secret, appid)
+        token = "gw_" + secrets.token_urlsafe(48)
+        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
+        self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
+        return {"access_token": token, "expires_in": GATEWAY_TOKEN_LIFETIME_S}
+
+    async def issue_stable_token(self, body: bytes) -> dict[str, object]:
+        """``POST /wx/cgi-bin/stable_token``, answered like ``cgi-bin/token``.
+
+        WeChat's stable_token keeps earlier tokens valid when it hands out another; gateway tokens are
+        stored hashed and never shown twice, so each call mints one and earlier ones stay valid until
+        they expire, whatever ``force_refresh`` says (its type is checked, as WeChat checks it). Source:
+        doc/service/api/base/api_getstableaccesstoken (body, 47001 for a malformed one).
+        """
+        try:
+            request = msgspec.json.decode(body, type=_StableTokenBody)
+        except msgspec.ValidationError as exc:
+            raise WxError(47001, f"data format error: {exc}") from None
+        except msgspec.DecodeError:
+            raise WxError(47001, "data format error: the body must be a JSON object") from None
+        return await self.issue_token(request.grant_type, request.appid, request.secret)
+
+    async def _client_by_secret(self, secret: str | None, appid: str) -> Client:
+        """The client whose key an SDK sent as its appsecret, admitted for ``appid``; refused in WeChat's
+        words (a wrong key is 40125 ``invalid appsecret``, what WeChat says of a wrong appsecret)."""
         if not secret:
             raise WxError(41004, "appsecret missing: pass the client key as secret")
         try:
@@ -132,10 +212,7 @@ class WxProxy(ReadsRegistry):
             raise WxError(40125, "invalid appsecret: not a known client key") from None
         await self._limiter.admit(client)
         await self._admit(client, appid)
-        token = "gw_" + secrets.token_urlsafe(48)
-        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
-        self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
-        return {"access_token": token, "expires_in": GATEWAY_TOKEN_LIFETIME_S}
+        return client
 
     # --- /wx/<path> ---------------------------------------------------------------------------------
 
@@ -147,7 +224,13 @@ class WxProxy(ReadsRegistry):
         headers: Mapping[str, str],
         body: AsyncIterator[bytes],
     ) -> Reply:
-        """Forward an authorizer's call, with the real token of the component serving this API."""
+        """Forward an authorizer's call, with the real token of the component serving this API; a user
+        login is sent in its component-signed form, a call with a user's own token as it is."""
+        login = LOGINS.get(path)
+        if login is not None:
+            return await self._login(login, method, query, headers, body)
+        if path in USER_TOKEN_PATHS:
+            return await self._with_user_token(method, path, query, headers, body)
         caller = await self._caller(query, headers)
         try:
             platform_id = await self._authorizations.route(caller.authorizer_appid, path)
@@ -158,13 +241,75 @@ class WxProxy(ReadsRegistry):
         started = time.perf_counter()
         try:
             reply, errcode = await self._send_with_fresh_token(
-                caller, platform_id, method, path, query, headers, spooled, component_signed
+                caller.authorizer_appid, platform_id, method, path, query, headers, spooled, component_signed
             )
         finally:
             spooled.close()
         self._observe(
             caller.client.id, platform_id, caller.authorizer_appid, path, errcode, reply.status, started
         )
+        return reply
+
+    async def _login(
+        self,
+        login: Login,
+        method: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+    ) -> Reply:
+        """An SDK's login, checked and sent as ``login.target`` with the serving component's credentials;
+        the client key (``secret``) and any token of the caller's stay here."""
+        params = dict(reversed(query))  # the first value of each name, as WeChat reads a query
+        grant_type, appid, secret = params.get("grant_type"), params.get("appid"), params.get("secret")
+        if grant_type != login.grant_type:
+            raise WxError(40002, f"invalid grant_type: must be {login.grant_type}")
+        if not appid:
+            raise WxError(41002, "appid missing")
+        client: Client | None = None
+        if login.secret_required or secret:
+            client = await self._client_by_secret(secret, appid)
+        elif headers.get("authorization"):
+            client = await self._client_by_header(headers, appid)
+        if not params.get(login.code_param):
+            raise WxError(*login.missing_code)
+        try:
+            platform_id = await self._authorizations.route(appid, login.target)
+        except ApiError as exc:
+            raise as_wechat_error(exc) from None
+        forwarded = [(name, value) for name, value in query if name != "secret"]
+        spooled = await SpooledBody.read(body)
+        started = time.perf_counter()
+        try:
+            reply, errcode = await self._send_with_fresh_token(
+                appid, platform_id, method, login.target, forwarded, headers, spooled, component_signed=True
+            )
+        finally:
+            spooled.close()
+        client_id = client.id if client is not None else _NO_CLIENT
+        self._observe(client_id, platform_id, appid, login.target, errcode, reply.status, started)
+        return reply
+
+    async def _with_user_token(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+    ) -> Reply:
+        """A call authenticated by a user's own OAuth token (``sns/userinfo``, ``sns/auth``): forwarded as
+        it is; WeChat judges the token."""
+        if not any(name == "access_token" and value for name, value in query):
+            raise WxError(41001, "access_token missing")
+        spooled = await SpooledBody.read(body)
+        started = time.perf_counter()
+        try:
+            reply = await self._send(_ANY_PLATFORM, method, path, query, headers, spooled)
+        finally:
+            spooled.close()
+        errcode = errcode_of(reply.body)
+        self._observe(_NO_CLIENT, _ANY_PLATFORM, None, path, errcode, reply.status, started)
         return reply
 
     async def component_call(
@@ -224,18 +369,25 @@ class WxProxy(ReadsRegistry):
                 raise WxError(40001, "invalid credential: the client of this token is no longer registered")
             appid = issued.authorizer_appid
         elif headers.get("authorization"):
-            try:
-                client = authenticate(self._registry, headers.get("authorization"))
-            except ApiError as exc:
-                raise WxError(40001, f"invalid credential: {exc.message}") from None
             appid = headers.get("x-authorizer-appid", "")
             if not appid:
                 raise WxError(41002, "appid missing: send X-Authorizer-Appid with a bearer key")
+            return _Caller(await self._client_by_header(headers, appid), appid)
         else:
             raise WxError(41001, "access_token missing")
         await self._limiter.admit(client)
         await self._admit(client, appid)
         return _Caller(client, appid)
+
+    async def _client_by_header(self, headers: Mapping[str, str], appid: str) -> Client:
+        """The client of an ``Authorization: Bearer`` header, admitted for ``appid``."""
+        try:
+            client = authenticate(self._registry, headers.get("authorization"))
+        except ApiError as exc:
+            raise WxError(40001, f"invalid credential: {exc.message}") from None
+        await self._limiter.admit(client)
+        await self._admit(client, appid)
+        return client
 
     async def _resolve(self, token: str) -> IssuedGatewayToken | None:
         now = self._clock()
@@ -268,7 +420,7 @@ class WxProxy(ReadsRegistry):
 
     async def _send_with_fresh_token(
         self,
-        caller: _Caller,
+        appid: str,
         platform_id: str,
         method: str,
         path: str,
@@ -279,7 +431,6 @@ class WxProxy(ReadsRegistry):
     ) -> tuple[Reply, int | None]:
         """Send with the current token; on a stale-token answer renew it (once, exactly-once machinery)
         and send again."""
-        appid = caller.authorizer_appid
         platform = self._registry.platform(platform_id)
         if platform is None:  # routing chose it, then a reload took it out of the registry
             raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
@@ -378,6 +529,15 @@ class WxProxy(ReadsRegistry):
             code,
             elapsed * 1000,
         )
+
+
+class _StableTokenBody(msgspec.Struct):
+    """``cgi-bin/stable_token``'s body; a member missing reaches the check that names WeChat's error."""
+
+    grant_type: str | None = None
+    appid: str | None = None
+    secret: str | None = None
+    force_refresh: bool = False
 
 
 def _without_tokens(reply: Reply) -> Reply:

@@ -37,53 +37,70 @@ __all__ = [
 
 # API path (no leading "/", no query) → the permission sets of which ANY ONE allows the call. A key ending
 # in "/" matches every path under it; an exact key beats a prefix, and the longest prefix wins.
-# frozenset() means the API needs no particular set. Sets from wechat-protocol.md §7 and WeChat's
-# official-account / mini-program permission-set pages.
+# frozenset() means the API needs no particular set, only a live authorization.
+#
+# Sources, abbreviated beside each entry (D = https://developers.weixin.qq.com/doc):
+#   [api]   the API's own page, "第三方调用 - 该接口所属的权限集 id 为: …" (D/service/api/…,
+#           D/oplatform/openApi/…, D/miniprogram/dev/server/API/…), which names the sets exactly;
+#   [OA]    D/oplatform/Third-party_Platforms/2.0/product/offical_account_authority.html, [MP] the same for
+#           mini programs (miniprogram_authority.html): each set's name and description, no per-API list;
+#   [§n]    wechat-protocol.md section n.
+# "assumed" marks an entry taken from a set's description alone, where no page names the set for the API.
 API_PERMISSION_SETS: Mapping[str, frozenset[int]] = MappingProxyType(
     {
-        # Official account: message management (1); a mini program sends with customer service (19).
-        "cgi-bin/message/custom/send": frozenset({1, 19}),
-        "cgi-bin/message/custom/typing": frozenset({1, 19}),
-        # Broadcast and notifications (7): mass send, template messages and the template library.
+        # [api] sendCustomMessage (D/service/api/customer/message/api_sendcustommessage): 1, 6, 19 (and
+        # 100-101, sets of the newer service-account list this table does not route by).
+        "cgi-bin/message/custom/send": frozenset({1, 6, 19}),
+        # assumed: typing is documented beside custom/send (same customer-service message family).
+        "cgi-bin/message/custom/typing": frozenset({1, 6, 19}),
+        # assumed from [OA] 7 "群发与通知: 群发消息、文章管理、发送模板消息".
         "cgi-bin/message/mass/": frozenset({7}),
         "cgi-bin/message/template/": frozenset({7}),
         "cgi-bin/template/": frozenset({7}),
-        # User management (2): users, tags.
+        # [api] getFans (D/service/api/usermanage/userinfo/api_getfans): 2 (and 100); tags assumed from
+        # [OA] 2 "用户管理: 获取用户基本信息,进行用户分组管理".
         "cgi-bin/user/": frozenset({2}),
         "cgi-bin/tags/": frozenset({2}),
-        # Custom menu (15).
+        # [api] createCustomMenu (D/service/api/custommenu/api_createcustommenu): 15; the other menu APIs
+        # assumed alike ([OA] 15 菜单管理).
         "cgi-bin/menu/": frozenset({15}),
         "cgi-bin/get_current_selfmenu_info": frozenset({15}),
-        # Media assets (11): temporary media and permanent material.
+        # assumed from [OA] 11 "素材管理: 多媒体素材以及多媒体文件管理".
         "cgi-bin/media/": frozenset({11}),
         "cgi-bin/material/": frozenset({11}),
-        # Account service (3): parametric QR codes, short links, account info (30: a mini program's basics).
+        # assumed from [OA] 3 "账号服务: … 生成带参二维码 …".
         "cgi-bin/qrcode/create": frozenset({3}),
         "cgi-bin/shorturl": frozenset({3}),
+        # [api] getAccountBasicInfo (D/oplatform/openApi/miniprogram-management/basic-info-management/
+        # api_getaccountbasicinfo): 3, 30.
         "cgi-bin/account/getaccountbasicinfo": frozenset({3, 30}),
-        # Multi-customer-service (6): the kf accounts and sessions, under both hosts' path spellings.
+        # assumed from [OA] 6 微信多客服, under both hosts' path spellings.
         "cgi-bin/customservice/": frozenset({6}),
         "customservice/": frozenset({6}),
-        # Cards and coupons (8).
+        # assumed from [OA] 8 微信卡券.
         "card/": frozenset({8}),
-        # Open-platform account management, exclusive: 24 (official account) or 25 (mini program).
+        # [§6] open-platform account management, exclusive: 24 (official account) or 25 (mini program).
         "cgi-bin/open/create": frozenset({24, 25}),
         "cgi-bin/open/bind": frozenset({24, 25}),
         "cgi-bin/open/unbind": frozenset({24, 25}),
         "cgi-bin/open/get": frozenset({24, 25}),
-        # Read-only binding queries take account service (3) or mini-program basic info (30), not 24/25.
+        # [§6] getBindOpenAccount / getBindOpenAccountEntity: 3 or 30, not 24/25.
         "cgi-bin/open/have": frozenset({3, 30}),
         "cgi-bin/open/sameentity": frozenset({3, 30}),
-        # Web service (4), exclusive: web authorization on behalf of an official account.
+        # Web OAuth on behalf of an official account. The OAuth page (official_account_website_authorization)
+        # names no set id; [OA] 4 网页服务 "帮助公众号实现H5网页服务" is exclusive, and community answers
+        # about 48001 on sns/oauth2/component/access_token trace it to the grants: assumed 4.
         "sns/oauth2/component/": frozenset({4}),
-        # Mini program login on behalf: signed with the component token of the component holding
-        # development and data analysis (18, exclusive) for that mini program.
-        "sns/component/jscode2session": frozenset({18}),
-        # Mini-program codes (17).
+        # [api] thirdpartyCode2Session (D/oplatform/openApi/miniprogram-management/login/
+        # api_thirdpartycode2session): no set named, only an authorization (61003 without one) [§10].
+        "sns/component/jscode2session": frozenset(),
+        # [api] createQRCode (D/miniprogram/dev/server/API/qrcode-link/qr-code/api_createqrcode): 17;
+        # getwxacode and getwxacodeunlimit assumed alike ([MP] 17 "获取小程序码和小程序二维码").
         "wxa/getwxacode": frozenset({17}),
         "wxa/getwxacodeunlimit": frozenset({17}),
         "cgi-bin/wxaapp/createwxaqrcode": frozenset({17}),
-        # Development and data analysis (18, exclusive): code, audit, release, domains, testers.
+        # [api] commit (D/oplatform/openApi/miniprogram-management/code-management/api_commit): 18; the rest
+        # of code management, audit, release, domains and testers assumed alike ([MP] 18, exclusive).
         "wxa/commit": frozenset({18}),
         "wxa/get_qrcode": frozenset({18}),
         "wxa/get_category": frozenset({18}),
@@ -100,10 +117,12 @@ API_PERMISSION_SETS: Mapping[str, frozenset[int]] = MappingProxyType(
         "wxa/bind_tester": frozenset({18}),
         "wxa/unbind_tester": frozenset({18}),
         "wxa/memberauth": frozenset({18}),
-        # Plugin management (40, exclusive): one path, the action in the body.
+        # assumed from [MP] 40 小程序插件管理 (exclusive): one path, the action in the body.
         "wxa/plugin": frozenset({40}),
         "wxa/devplugin": frozenset({40}),
-        # Any authorization will do: JS-SDK / card tickets, quota and diagnostics.
+        # Any authorization will do. getticket: SPEC §4 vends the JS-SDK ticket of every authorizer and no
+        # page names a set for it (D/service/api/webdev/jssdk/api_getticket says nothing of components):
+        # assumed; clear_quota [§3]; quota, rid and IP diagnostics assumed (account tools, no set named).
         "cgi-bin/ticket/getticket": frozenset(),
         "cgi-bin/clear_quota": frozenset(),
         "cgi-bin/openapi/quota/get": frozenset(),

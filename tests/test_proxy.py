@@ -218,15 +218,16 @@ async def test_unreachable_wechat_is_minus_one(
 async def test_component_signed_calls_get_the_component_credentials(ready: World) -> None:
     await ready.authorize("retail", MINI, [17, 18, 25], kind="mini_program")
     token = await gateway_token(ready, MINI)
+    code = (await ready.sim.post("/sim/login-codes", json={"authorizer_appid": MINI})).json()
     response = await wx(
         ready,
         "GET",
         "sns/component/jscode2session",
         token,
-        params={"appid": MINI, "js_code": "code123", "grant_type": "authorization_code"},
+        params={"appid": MINI, "js_code": code["code"], "grant_type": "authorization_code"},
     )
     body = response.json()
-    assert body.get("openid"), body
+    assert body.get("openid") == code["openid"], body
     assert body.get("session_key")
 
 

@@ -90,8 +90,16 @@ CASES = {
     "exclusive 18: code management": Case(
         (grant("retail", 17, 19), grant("finance", 18)), "wxa/submit_audit", "finance"
     ),
-    "exclusive 18: jscode2session": Case(
-        (grant("retail", 17, 19), grant("services", 18)), "sns/component/jscode2session", "services"
+    # A component login needs only a live authorization: WeChat's page names no set (not 18).
+    "jscode2session: the first live authorization": Case(
+        (grant("retail", 17, 19), grant("services", 18)), "sns/component/jscode2session", "retail"
+    ),
+    "jscode2session: no set at all": Case(
+        (grant("retail", status="revoked"), grant("finance")), "sns/component/jscode2session", "finance"
+    ),
+    # Customer-service messages: 1, 6 or 19 (sendCustomMessage's page).
+    "custom/send with multi-customer-service 6": Case(
+        (grant("retail", 2), grant("finance", 6)), "cgi-bin/message/custom/send", "finance"
     ),
     "exclusive 40: plugins": Case((grant("retail", 18), grant("finance", 40)), "wxa/plugin", "finance"),
     "exclusive 4 elsewhere: web oauth refused": Case(
@@ -232,7 +240,8 @@ def test_first_grant_of_a_platform_counts() -> None:
 
 
 REQUIRED = {
-    "cgi-bin/message/custom/send": frozenset({1, 19}),
+    "cgi-bin/message/custom/send": frozenset({1, 6, 19}),
+    "cgi-bin/message/custom/typing": frozenset({1, 6, 19}),
     "cgi-bin/message/mass/sendall": frozenset({7}),
     "cgi-bin/message/template/send": frozenset({7}),
     "cgi-bin/user/get": frozenset({2}),
@@ -255,7 +264,7 @@ REQUIRED = {
     "cgi-bin/open/sameentity": frozenset({3, 30}),
     "sns/oauth2/component/access_token": frozenset({4}),
     "sns/oauth2/component/refresh_token": frozenset({4}),
-    "sns/component/jscode2session": frozenset({18}),
+    "sns/component/jscode2session": frozenset(),
     "wxa/getwxacode": frozenset({17}),
     "wxa/getwxacodeunlimit": frozenset({17}),
     "cgi-bin/wxaapp/createwxaqrcode": frozenset({17}),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from wechatpy import WeChatClient
+from wechatpy.oauth import WeChatOAuth
 
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
 from tests.support.flows import approve_over_sockets
@@ -45,9 +46,10 @@ class GatewayWeChatClient(WeChatClient):  # type: ignore[misc]
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Served]:
-    """Both apps on sockets, OA and a mini program authorized on retail, counters reset."""
+    """Both apps on sockets, OA (with web service, 4) and a mini program authorized on retail, counters
+    reset."""
     with served(tmp_path) as both:
-        approve_over_sockets(both.simulator, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 11, 15, 24])
+        approve_over_sockets(both.simulator, RETAIL["appid"], RETAIL["secret"], OA, [1, 2, 4, 11, 15, 24])
         approve_over_sockets(
             both.simulator, RETAIL["appid"], RETAIL["secret"], MINI, [17, 18, 25], kind="mini_program"
         )
@@ -100,3 +102,46 @@ def test_wechatpy_works_through_the_gateway_and_survives_expiry(servers: Served)
     for appid in (OA, MINI):
         assert _minted(servers, "api_authorizer_token", appid) == 1  # one renewal per authorizer
     assert _minted(servers, "api_component_token", RETAIL["appid"]) == 1  # and one of the component token
+
+
+def _sent_to_wechat(servers: Served) -> list[dict[str, Any]]:
+    requests: list[dict[str, Any]] = httpx.get(f"{servers.simulator}/sim/requests").json()["requests"]
+    return requests
+
+
+def test_wechatpy_logs_a_mini_program_user_in_through_the_gateway(servers: Served) -> None:
+    code = httpx.post(f"{servers.simulator}/sim/login-codes", json={"authorizer_appid": MINI}).json()
+    mini = GatewayWeChatClient(servers.gateway, MINI, CLIENT_KEYS["crm"])
+    session = mini.wxa.code_to_session(code["code"])  # sns/jscode2session with the client key as secret
+    assert session["openid"] == code["openid"]
+    assert session["session_key"]
+    sent = _sent_to_wechat(servers)
+    assert "sns/component/jscode2session" in [r["endpoint"] for r in sent]
+    assert all(CLIENT_KEYS["crm"] not in r["query"].values() for r in sent)
+
+
+def test_wechatpy_web_oauth_through_the_gateway(servers: Served) -> None:
+    code = httpx.post(
+        f"{servers.simulator}/sim/oauth-codes",
+        json={"authorizer_appid": OA, "component_appid": RETAIL["appid"], "scope": "snsapi_userinfo"},
+    ).json()
+    oauth = WeChatOAuth(OA, CLIENT_KEYS["crm"], "https://crm.example/oauth/done", scope="snsapi_userinfo")
+    oauth.API_BASE_URL = f"{servers.gateway}/wx/"  # wechatpy's OAuth host: the one change an app makes
+    granted = oauth.fetch_access_token(code["code"])
+    assert granted["openid"] == code["openid"]
+    assert oauth.get_user_info()["openid"] == code["openid"]
+    assert oauth.check_access_token()
+    first = oauth.access_token
+    refreshed = oauth.refresh_access_token(oauth.refresh_token)
+    assert refreshed["access_token"] == oauth.access_token != first
+    assert oauth.get_user_info()["nickname"]
+    sent = _sent_to_wechat(servers)
+    endpoints = [r["endpoint"] for r in sent if r["endpoint"].startswith("sns/")]
+    assert endpoints == [
+        "sns/oauth2/component/access_token",
+        "sns/userinfo",
+        "sns/auth",
+        "sns/oauth2/component/refresh_token",
+        "sns/userinfo",
+    ]
+    assert all(CLIENT_KEYS["crm"] not in r["query"].values() for r in sent)

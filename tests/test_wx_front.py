@@ -11,7 +11,7 @@ import pytest
 
 from gateway.http import wx_front
 from tests.conftest import CLIENT_KEYS
-from tests.support.world import OA, World
+from tests.support.world import MINI, OA, World
 from tests.test_proxy import gateway_token
 
 # A GET that announces an empty body is one the wrapper leaves to the route (the route reads no body
@@ -142,3 +142,29 @@ async def test_calls_are_counted_under_the_routes_template(ready: World, taken: 
     metrics = (await ready.gateway.get("/metrics")).text
     line = 'gateway_http_requests_total{method="GET",route="/wx/{api}",status="200"} 2.0'
     assert line in metrics
+
+
+async def test_logins_and_user_token_calls_are_the_same_both_ways(ready: World, taken: Taken) -> None:
+    await ready.authorize("retail", MINI, [17], kind="mini_program")
+    code = (await ready.sim.post("/sim/login-codes", json={"authorizer_appid": MINI})).json()
+    params = {
+        "appid": MINI,
+        "secret": CLIENT_KEYS["crm"],
+        "js_code": code["code"],
+        "grant_type": "authorization_code",
+    }
+    session = await ready.gateway.get("/wx/sns/jscode2session", params=params)
+    assert taken.count == 1  # the wrapper sent the login itself, as the component call
+    assert session.json()["openid"] == code["openid"]
+    refused = await both_ways(ready, taken, "/wx/sns/jscode2session", params=params | {"secret": "nope"})
+    assert refused.json()["errcode"] == 40125
+    used = await both_ways(ready, taken, "/wx/sns/jscode2session", params=params)  # WeChat: code been used
+    assert used.json()["errcode"] == 40163
+    user = {"access_token": "not-a-user-token", "openid": "o1"}
+    assert (await both_ways(ready, taken, "/wx/sns/userinfo", params=user)).json()["errcode"] == 40001
+
+
+async def test_stable_token_is_left_to_its_route(ready: World, taken: Taken) -> None:
+    response = await ready.gateway.get("/wx/cgi-bin/stable_token")
+    assert taken.count == 0
+    assert response.json()["errcode"] == 43002

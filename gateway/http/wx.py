@@ -17,6 +17,7 @@ from gateway.proxy import WxProxy
 __all__ = ["FORWARD_TEMPLATE", "WxController", "answer", "is_api_path"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # WeChat's largest uploads (video) are 10 MB
+STABLE_TOKEN_MAX_BODY = 4096  # four short members
 _METHODS: list[HttpMethod] = [
     HttpMethod.GET,
     HttpMethod.POST,
@@ -64,6 +65,24 @@ class WxController(Controller):
         """``grant_type=client_credential&appid=<authorizer>&secret=<client key>``."""
         query = request.query_params
         answer = await proxy.issue_token(query.get("grant_type"), query.get("appid"), query.get("secret"))
+        return Response(answer, headers={"Cache-Control": "no-store"})
+
+    @route(
+        "/cgi-bin/stable_token",
+        http_method=_METHODS,
+        request_max_body_size=STABLE_TOKEN_MAX_BODY,
+        summary="A gateway token, in WeChat's shape (stable_token)",
+    )
+    async def stable_token(
+        self,
+        request: Request[Any, Any, Any],
+        proxy: NamedDependency[WxProxy],
+    ) -> Response[dict[str, object]]:
+        """``POST`` ``{"grant_type": "client_credential", "appid": <authorizer>, "secret": <client key>,
+        "force_refresh"?}``; answered like ``cgi-bin/token``."""
+        if request.method != HttpMethod.POST:
+            raise WxError(43002, "require POST method")
+        answer = await proxy.issue_stable_token(await request.body())
         return Response(answer, headers={"Cache-Control": "no-store"})
 
     @route(

@@ -28,7 +28,7 @@ __all__ = ["answer_wx_calls_up_front"]
 
 _PREFIX = "/wx/"
 # Paths of the other /wx routes, which the wrapper leaves to them.
-_OTHER_ROUTES = ("cgi-bin/token", "component/")
+_OTHER_ROUTES = ("cgi-bin/token", "cgi-bin/stable_token", "component/")
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 

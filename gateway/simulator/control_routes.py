@@ -18,6 +18,16 @@
                                              principal_name?} -> {auth_code, expires_in, redirect_url, push}
     POST   /authorizations/revoke           {component_appid, authorizer_appid} -> {push}
     POST   /open-accounts                   {open_appid, principal_name, verified?, created_by_api?, members?}
+    POST   /login-codes                     {authorizer_appid, user?} a user's wx.login in a mini program
+                                             -> {code, expires_in, openid}: the js_code its server sends
+                                             to sns/component/jscode2session (once, within 5 minutes)
+    POST   /oauth-codes                     {authorizer_appid, component_appid, scope?, user?} a user agrees
+                                             on an official account's authorize page opened with that
+                                             component_appid (scope snsapi_base | snsapi_userinfo) ->
+                                             {code, expires_in, openid}: the code WeChat redirects with,
+                                             for sns/oauth2/component/access_token. ``user`` names the
+                                             person (default "0": an official account's first follower)
+    GET    /requests                        the last 1000 calls of WeChat's API: {endpoint, method, query}
     POST   /expire                          {what: component|authorizer|jsapi|all, appid?} -> {count}
     POST   /clock/advance                   {seconds} -> {now}
     POST   /faults                          a FaultSpec -> the fault; GET lists them, DELETE clears them
@@ -42,7 +52,8 @@ from gateway.simulator.config import SimComponent
 from gateway.simulator.errors import ControlError
 from gateway.simulator.faults import CounterView, FaultSpec, FaultView
 from gateway.simulator.pushes import MessagePushed, Pusher, PushRecord
-from gateway.simulator.state import AccountProfile, CustomMessage, Kind, OpenAccount, World
+from gateway.simulator.sns import IssuedCode, Scope
+from gateway.simulator.state import AccountProfile, CustomMessage, Kind, OpenAccount, Received, World
 from gateway.simulator.views import ComponentView, StateView, component_view, state_view
 from gateway.simulator.wechat_routes import ENDPOINTS
 
@@ -82,6 +93,22 @@ class Relay(msgspec.Struct, forbid_unknown_fields=True):
     authorizer_appid: str
     fields: dict[Tag, str | int | dict[Tag, str | int]]
     from_user: str | None = None
+
+
+class LoginCodeBody(msgspec.Struct, forbid_unknown_fields=True):
+    authorizer_appid: str
+    user: str = "0"
+
+
+class OAuthCodeBody(msgspec.Struct, forbid_unknown_fields=True):
+    authorizer_appid: str
+    component_appid: str
+    scope: Scope = "snsapi_base"
+    user: str = "0"
+
+
+class Requests(msgspec.Struct):
+    requests: list[Received]
 
 
 class Revoke(msgspec.Struct, forbid_unknown_fields=True):
@@ -220,6 +247,21 @@ class SimController(Controller):
         """Create or replace an open account."""
         world.seed_open_account(data)
         return data
+
+    @post("/login-codes", status_code=201)
+    async def login_code(self, world: NamedDependency[World], data: JSONBody[LoginCodeBody]) -> IssuedCode:
+        """A user's wx.login in a mini program: the js_code its server exchanges."""
+        return world.logins.login_code(data.authorizer_appid, data.user)
+
+    @post("/oauth-codes", status_code=201)
+    async def oauth_code(self, world: NamedDependency[World], data: JSONBody[OAuthCodeBody]) -> IssuedCode:
+        """A user agrees on an official account's web authorization page opened for a component."""
+        return world.logins.oauth_code(data.authorizer_appid, data.component_appid, data.user, data.scope)
+
+    @get("/requests")
+    async def requests(self, world: NamedDependency[World]) -> Requests:
+        """The calls of WeChat's API as they arrived (the last 1000)."""
+        return Requests(list(world.received))
 
     @post("/expire", status_code=200)
     async def expire(self, world: NamedDependency[World], data: JSONBody[Expire]) -> Count:

@@ -11,8 +11,8 @@ import hashlib
 import re
 import secrets
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from gateway.simulator.config import SimComponent, SimulatorConfig
 from gateway.simulator.errors import ControlError, WeChatError
 from gateway.simulator.faults import Counters, FaultBook
 from gateway.simulator.png import code_image
+from gateway.simulator.sns import UserLogins, user_openid
 from gateway.simulator.tokens import TOKEN_TTL_S, IssuedToken, TokenBook
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Event",
     "Kind",
     "OpenAccount",
+    "Received",
     "Upload",
     "UserMessage",
     "World",
@@ -50,6 +52,7 @@ BEIJING_UTC_OFFSET_S = 8 * 3600  # quota months turn over in China Standard Time
 MEDIA_TYPES = frozenset({"image", "voice", "video", "thumb"})
 TICKET_TYPES = frozenset({"jsapi", "wx_card"})
 ENCODING_AES_KEY = re.compile(r"[A-Za-z0-9]{43}")
+RECEIVED_KEPT = 1000  # calls of WeChat's API kept for GET /sim/requests
 
 # Sets an account can grant to one component only (protocol §7).
 EXCLUSIVE_SETS = frozenset({4, 24, 34, 54, 18, 25, 40, 41, 45, 49, 51, 73, 76, 81})
@@ -61,7 +64,6 @@ SET_USERS = 2
 SET_MEDIA = 11
 SET_MENU = 15
 SET_WXA_CODE = 17
-SET_CODE_MANAGEMENT = 18
 # WeChat's release-test accounts (全网发布) and their original ids, used when they are seeded without one.
 RELEASE_TEST_USER_NAMES = {
     "wx570bc396a51b8ff8": "gh_3c884a361561",
@@ -221,6 +223,15 @@ class OpenAccount(msgspec.Struct, forbid_unknown_fields=True):
     members: list[str] = msgspec.field(default_factory=list)
 
 
+class Received(msgspec.Struct):
+    """A call of WeChat's API as it arrived: which endpoint, and its query (for tests to see what a
+    caller sent, e.g. that no client key reached WeChat)."""
+
+    endpoint: str
+    method: str
+    query: dict[str, str]
+
+
 class CustomMessage(msgspec.Struct):
     """A customer-service message sent through message/custom/send."""
 
@@ -248,6 +259,8 @@ class World:
         self._pre_auth_codes: dict[str, Code] = {}
         self._auth_codes: dict[str, AuthCode] = {}
         self._quota_clears: Counter[tuple[str, str]] = Counter()
+        self.logins = UserLogins(self)
+        self.received: deque[Received] = deque(maxlen=RECEIVED_KEPT)
         for component in config.components:
             self.put_component(component)
 
@@ -618,28 +631,6 @@ class World:
             raise WeChatError(40007)
         return wire.Binary(media.upload.content, media.upload.content_type, media.upload.filename)
 
-    def jscode2session(self, token: str | None, query: Mapping[str, str]) -> wire.Session:
-        """sns/component/jscode2session: signed by the component; the mini program must have authorized it
-        with code management (18). The open account it is bound to, if any, gives the unionid."""
-        component = self._component_caller(token, query.get("component_appid", ""))
-        appid, code = query.get("appid", ""), query.get("js_code", "")
-        if not appid:
-            raise WeChatError(41002)
-        if query.get("grant_type") != "authorization_code":
-            raise WeChatError(40002)
-        if not code:
-            raise WeChatError(40029)
-        authorization = self.authorizations.get((component.config.appid, appid))
-        if authorization is None or not authorization.live:
-            raise WeChatError(61003)
-        self._require(authorization, SET_CODE_MANAGEMENT)
-        user = hashlib.sha256(f"{appid}:{code}".encode()).hexdigest()
-        bound = self.open_account_of(appid)
-        unionid = (
-            "o" + hashlib.sha256(f"{bound.open_appid}:{code}".encode()).hexdigest()[:27] if bound else None
-        )
-        return wire.Session("o" + user[:27], secrets.token_urlsafe(16), unionid)
-
     # --- token checks -------------------------------------------------------------------------------
 
     def _valid_token(self, token: str | None) -> IssuedToken:
@@ -650,6 +641,11 @@ class World:
             raise WeChatError(40001)
         issued.check(self.now())
         return issued
+
+    def signed_by(self, token: str | None, component_appid: str) -> str:
+        """The appid of the component whose live component_access_token this is (a call signed by the
+        component, such as the sns/ logins); the query must name it."""
+        return self._component_caller(token, component_appid).config.appid
 
     def _component_caller(self, token: str | None, component_appid: str) -> Component:
         """The component whose live component_access_token this is; the body must name it."""
@@ -891,9 +887,9 @@ def _refresh_token() -> str:
 
 
 def _openid(authorizer_appid: str, index: int) -> str:
-    """A stable fake openid: 28 characters like WeChat's."""
-    digest = hashlib.sha256(f"{authorizer_appid}/{index}".encode()).hexdigest()
-    return "o" + digest[:27]
+    """A follower's openid: the user named ``str(index)`` (sns.user_openid), so OAuth logins of user
+    "0" are the first follower."""
+    return user_openid(authorizer_appid, str(index))
 
 
 def _describe(profile: AccountProfile) -> wire.AuthorizerInfo:

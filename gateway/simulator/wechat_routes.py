@@ -22,7 +22,7 @@ from litestar.handlers import HTTPRouteHandler
 from gateway.simulator import wire
 from gateway.simulator.errors import WeChatError
 from gateway.simulator.faults import FaultSpec
-from gateway.simulator.state import Upload, World
+from gateway.simulator.state import Received, Upload, World
 
 __all__ = ["ENDPOINTS", "JSON_MEDIA_TYPE", "ROUTES", "Call", "Route", "route_handlers", "wechat_json"]
 
@@ -169,12 +169,30 @@ ROUTES = (
         AUTHORIZER,
         lambda w, c: w.upload_media(c.token, c.query.get("type", ""), c.files.get("media")),
     ),
+    # User logins (gateway.simulator.sns): signed by the component, or an account's own with its secret.
     Route(
         "GET",
         "/sns/component/jscode2session",
         ("component_access_token",),
-        lambda w, c: w.jscode2session(c.token, c.query),
+        lambda w, c: w.logins.component_jscode2session(c.token, c.query),
     ),
+    Route(
+        "GET",
+        "/sns/oauth2/component/access_token",
+        ("component_access_token",),
+        lambda w, c: w.logins.component_oauth_token(c.token, c.query),
+    ),
+    Route(
+        "GET",
+        "/sns/oauth2/component/refresh_token",
+        ("component_access_token",),
+        lambda w, c: w.logins.component_oauth_refresh(c.token, c.query),
+    ),
+    Route("GET", "/sns/jscode2session", (), lambda w, c: w.logins.plain_login(c.query)),
+    Route("GET", "/sns/oauth2/access_token", (), lambda w, c: w.logins.plain_login(c.query)),
+    Route("GET", "/sns/oauth2/refresh_token", (), lambda w, c: w.logins.plain_refresh(c.query)),
+    Route("GET", "/sns/userinfo", AUTHORIZER, lambda w, c: w.logins.userinfo(c.token, c.query)),
+    Route("GET", "/sns/auth", AUTHORIZER, lambda w, c: w.logins.auth(c.token, c.query)),
     Route(
         "GET",
         "/cgi-bin/media/get",
@@ -218,6 +236,7 @@ def _injected(fault: FaultSpec) -> Response[bytes] | None:
 
 
 async def _answer(world: World, spec: Route, call: Call) -> Response[bytes]:
+    world.received.append(Received(spec.endpoint, spec.method, dict(call.query)))
     try:
         data = call.data()
     except WeChatError:

@@ -247,11 +247,3 @@ class Binary(msgspec.Struct):
     content: bytes
     media_type: str
     filename: str | None = None
-
-
-class Session(msgspec.Struct, omit_defaults=True):
-    """sns/component/jscode2session: a mini-program user's session."""
-
-    openid: str
-    session_key: str
-    unionid: str | None = None
