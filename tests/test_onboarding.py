@@ -57,7 +57,14 @@ async def test_links_carry_a_fresh_pre_auth_code_encoded_as_wechat_expects(ready
     first = await make_link(ready, auth_type=1, category_ids=[1, 15, 24])
     assert first.status_code == 200, first.text
     links = first.json()
-    assert set(links) == {"invite_url", "invite_expires_at", "pc_url", "h5_url", "h5_url_legacy", "expires_at"}
+    assert set(links) == {
+        "invite_url",
+        "invite_expires_at",
+        "pc_url",
+        "h5_url",
+        "h5_url_legacy",
+        "expires_at",
+    }
     pc = urlsplit(links["pc_url"])
     assert (pc.scheme, pc.netloc, pc.path) == ("https", "mp.weixin.qq.com", "/cgi-bin/componentloginpage")
     query = query_of(links["pc_url"])
