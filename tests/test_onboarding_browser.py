@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import Request, Route, sync_playwright
 
 from tests.support.servers import free_port
-from tests.test_catalog_page import CHROMIUM, CHROMIUM_ARGS
+from tests.test_catalog_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.test_e2e import EXAMPLE, ROOT, Process, wait_for
 
 RETAIL_APPID = "wxc0mp000000001"
@@ -158,6 +158,7 @@ def test_an_administrator_onboards_in_a_real_browser(site: Site, tmp_path: Path)
             page.route(f"{site.simulator}/cgi-bin/componentloginpage*", at_wechat)
 
             page.goto(invite)
+            page.screenshot(path=ARTIFACTS / "onboarding-start-page.png", full_page=True)
             assert page.title().startswith("Authorize Retail services platform")
             assert page.locator("figure.qr svg").count() == 1
             code = parse_qs(urlsplit(page.get_attribute("#pc-link", "href") or "").query)["pre_auth_code"][0]
