@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -21,7 +22,9 @@ from gateway.catalog_sync import DEFAULT_CONCURRENCY
 from gateway.demo import run_demo
 from gateway.errors import ApiError, ConfigError
 from gateway.http.deliveries import DeliveriesPage
+from gateway.invites import DEFAULT_INVITE_VALID_S, MAX_INVITE_VALID_S
 from gateway.logs import configure_logging
+from gateway.onboarding import LinkRequest
 from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
 from gateway.registry import load_registry
 from gateway.serving import Listener, run_event_loop, serve
@@ -119,6 +122,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
     sync.set_defaults(run=_catalog_sync)
+
+    onboarding = commands.add_parser("onboarding", help="bring accounts to the group's platforms")
+    onboarding_commands = onboarding.add_subparsers(
+        dest="onboarding_command", required=True, metavar="ACTION"
+    )
+    invite = onboarding_commands.add_parser(
+        "invite", help="print a signed invite to a platform's authorization start page, for an administrator"
+    )
+    invite.add_argument("--platform", required=True, metavar="ID", help="the platform to authorize")
+    invite.add_argument(
+        "--auth-type",
+        type=int,
+        choices=(1, 2, 3),
+        default=3,
+        help="1 official accounts, 2 mini programs, 3 both (default 3)",
+    )
+    invite.add_argument("--biz-appid", metavar="APPID", help="only this account may authorize")
+    invite.add_argument(
+        "--valid-days",
+        type=_invite_days,
+        default=DEFAULT_INVITE_VALID_S // 86400,
+        metavar="D",
+        help=f"days the invite opens the page (default {DEFAULT_INVITE_VALID_S // 86400}, "
+        f"at most {MAX_INVITE_VALID_S // 86400})",
+    )
+    invite.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+    invite.set_defaults(run=_onboarding_invite)
 
     deliveries = commands.add_parser(
         "deliveries", help="deliveries of user messages and events to subscribers"
@@ -297,6 +327,30 @@ def _catalog_sync(args: argparse.Namespace) -> int:
     return _with_services(args, run)
 
 
+def _onboarding_invite(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        request = LinkRequest(
+            auth_type=args.auth_type, biz_appid=args.biz_appid, invite_valid_s=args.valid_days * 86400
+        )
+        try:
+            invite = services.onboarding.create_invite("cli", args.platform, request)
+        finally:
+            await services.audit.flush()  # the invite is in the audit log before its URL is shown
+        expires = datetime.fromtimestamp(invite.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(invite.url)
+        print(f"valid until {expires}; send it to the account's administrator", file=sys.stderr)
+        return 0
+
+    return _with_services(args, run)
+
+
+def _invite_days(text: str) -> int:
+    days = _positive_int(text)
+    if days * 86400 > MAX_INVITE_VALID_S:
+        raise argparse.ArgumentTypeError(f"at most {MAX_INVITE_VALID_S // 86400} days")
+    return days
+
+
 def _deliveries_list(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
         items, more = await services.store.deliveries.page(
@@ -462,6 +516,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 encoding_aes_key=p.encoding_aes_key.reveal(),
                 event_url=f"{gateway_url}/wechat/{p.id}/events",
                 message_url=f"{gateway_url}/wechat/{p.id}/messages/$APPID$",
+                auth_domain=urlsplit(gateway_url).netloc,  # 授权发起页域名: where the start page is
             )
             for p in registry.platforms
         ]

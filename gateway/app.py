@@ -59,6 +59,7 @@ from gateway.http.wx import WxController
 from gateway.http.wx_front import answer_wx_calls_up_front
 from gateway.inbox import Inbox
 from gateway.intake import EventIntake
+from gateway.invites import INVITE_KEY_PURPOSE, InviteSigner
 from gateway.live_registry import LiveRegistry, RegistryChanges, reload_on_sighup
 from gateway.messages import HandlerChain, MessageService
 from gateway.metrics import Metrics
@@ -177,8 +178,9 @@ def create_app(
     proxy = WxProxy(
         live, store, tokens, authorizations, audit, http, metrics, limiter, clock=clock, breakers=breakers
     )
+    invites = InviteSigner(settings.secret_box.derive(INVITE_KEY_PURPOSE), clock=clock)
     onboarding = Onboarding(
-        live, settings.public_url, store, tokens, wechat, authorizations, audit, clock=clock
+        live, settings.public_url, store, tokens, wechat, authorizations, audit, invites, clock=clock
     )
     binding = OpenBindingService(live, store, tokens, wechat, authorizations, audit)
     catalog = Catalog(live, store.catalog, clock=clock)

@@ -203,6 +203,12 @@ class SecretBox:
             previous=[_decode_key(old, f"{previous_name}[{i}]") for i, old in enumerate(olds)],
         )
 
+    def derive(self, purpose: str) -> list[bytes]:
+        """Keys for another use than sealing (signing invites, say), the current first, then one per
+        previous key: HMAC-SHA256 of ``purpose`` under each, so no other use ever holds a sealing key."""
+        label = b"gateway derived key v1:" + purpose.encode()
+        return [hmac.new(key, label, hashlib.sha256).digest() for _, key in self._keys]
+
     @property
     def key_id(self) -> str:
         """The id of the current key, as sealed values carry it."""

@@ -11,11 +11,13 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
-from gateway.app import create_app
+from gateway.app import Services, create_app
+from gateway.onboarding import LinkRequest
 from gateway.registry import Registry, WechatSettings, load_registry
 from gateway.serving import Listener, serve
 from gateway.settings import Settings
@@ -87,8 +89,11 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
     settings = Settings.from_environ(environ, config_path=str(config_path))
     registry = load_registry(config_path, environ)
     simulator_url = f"http://{host}:{simulator_port}"
-    # The demo's WeChat is its own simulator, whatever port it was given.
-    registry = msgspec.structs.replace(registry, wechat=WechatSettings(api_base=simulator_url))
+    # The demo's WeChat is its own simulator, whatever port it was given: its API and the authorization
+    # pages administrators' browsers open.
+    registry = msgspec.structs.replace(
+        registry, wechat=WechatSettings(api_base=simulator_url, authorization_page_base=simulator_url)
+    )
 
     simulator = create_simulator_app(
         SimulatorConfig(
@@ -99,6 +104,7 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
                     token=p.token.reveal(),
                     encoding_aes_key=p.encoding_aes_key.reveal(),
                     event_url=f"{settings.public_url}/wechat/{p.id}/events",
+                    auth_domain=urlsplit(settings.public_url).netloc,  # 授权发起页域名: the start page's host
                 )
                 for p in registry.platforms
             ],
@@ -112,11 +118,14 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
                 response = await client.post(f"/sim/components/{platform.component_appid}/push-ticket")
                 response.raise_for_status()
             await _authorize_demo_accounts(client, registry)
-        _print_welcome(settings.public_url, simulator_url, registry, workdir)
+        services: Services = app.state.services
+        invite = services.onboarding.create_invite("demo", registry.platforms[0].id, LinkRequest())
+        _print_welcome(settings.public_url, simulator_url, registry, workdir, invite.url)
 
+    app = create_app(settings, registry)
     await serve(
         [
-            Listener(create_app(settings, registry), host, port),
+            Listener(app, host, port),
             Listener(simulator, host, simulator_port),
         ],
         on_started=prepare,
@@ -172,7 +181,9 @@ async def _wechat(
     return answer
 
 
-def _print_welcome(public_url: str, simulator_url: str, registry: Registry, workdir: Path) -> None:
+def _print_welcome(
+    public_url: str, simulator_url: str, registry: Registry, workdir: Path, invite_url: str
+) -> None:
     platforms = ", ".join(p.id for p in registry.platforms)
     print(
         f"""
@@ -190,6 +201,10 @@ Group Gateway demo is running (Ctrl-C stops both).
   platforms          {platforms}
   demo client keys   demo-crm-key, demo-payments-key, demo-onboarding-key, demo-audit-key, demo-ops-key
   state              {workdir} (fresh each run)
+
+Onboard an account as its administrator would: open this invite in a browser, follow the link to
+WeChat's authorization page (the simulator's), pick an account, approve, and land back on the gateway:
+  {invite_url}
 
 Try:
   curl -s {public_url}/readyz

@@ -1,8 +1,12 @@
-"""Onboarding: authorization links for administrators, and the redirect that brings them back.
+"""Onboarding: invites and the start page for administrators, and the redirect that brings them back.
 
-A link carries a fresh, single-use pre-auth code. After the administrator approves, WeChat sends the
-browser to the redirect URI with ``auth_code``; the same code also arrives in the ``authorized`` event,
-and whichever comes first exchanges it (``AuthorizationService.exchange_code``), the other finding it done.
+WeChat opens its authorization page only from a page on the component's 授权发起页域名 (it checks the
+Referer), and a pre-auth code lives minutes and is used once (wechat-protocol.md §10). So administrators
+get a signed, long-lived invite (`gateway.invites`) to the gateway's start page, which mints a fresh code
+at each load and links to WeChat from the gateway's own origin. After the administrator approves, WeChat
+sends the browser to the redirect URI with ``auth_code``; the same code also arrives in the ``authorized``
+event, and whichever comes first exchanges it (``AuthorizationService.exchange_code``), the other finding
+it done.
 """
 
 from __future__ import annotations
@@ -12,11 +16,20 @@ from collections.abc import Callable
 from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
+import segno
+from markupsafe import Markup
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
+from gateway.invites import (
+    DEFAULT_INVITE_VALID_S,
+    MAX_INVITE_VALID_S,
+    MIN_INVITE_VALID_S,
+    InviteRefused,
+    InviteSigner,
+)
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
 from gateway.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
@@ -24,11 +37,26 @@ from gateway.store import Store
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
-__all__ = ["AuthorizationLinks", "Authorized", "LinkRequest", "Onboarding", "RedirectPage"]
+__all__ = [
+    "AuthorizationLinks",
+    "Authorized",
+    "DirectLinks",
+    "InviteLink",
+    "LinkRequest",
+    "Onboarding",
+    "RedirectPage",
+    "StartPage",
+]
 
 PC_PAGE = "https://mp.weixin.qq.com/cgi-bin/componentloginpage"
 H5_PAGE = "https://open.weixin.qq.com/wxaopen/safe/bindcomponent"
 H5_PAGE_LEGACY = "https://mp.weixin.qq.com/safe/bindcomponent"
+# The same pages under ``wechat.authorization_page_base`` (the simulator serves them at these paths).
+PC_PATH, H5_PATH, H5_PATH_LEGACY = (
+    "/cgi-bin/componentloginpage",
+    "/wxaopen/safe/bindcomponent",
+    "/safe/bindcomponent",
+)
 AUTH_TYPES = {1: "official accounts only", 2: "mini programs only", 3: "official accounts and mini programs"}
 CODE_REFUSED = frozenset({61009, 61010})
 
@@ -40,15 +68,49 @@ class LinkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     biz_appid: str | None = None
     category_ids: list[int] | None = None
     redirect_uri: str | None = None
+    invite_valid_s: int | None = None  # how long ``invite_url`` opens the start page; 7 days by default
 
 
 class AuthorizationLinks(msgspec.Struct, frozen=True):
-    """The links to send an administrator, valid until ``expires_at`` (Unix seconds), usable once."""
+    """``invite_url``: the start page, to send the administrator (valid until ``invite_expires_at``).
+    The direct links work once, until ``expires_at`` (Unix seconds), and only from a page on the
+    gateway's domain: WeChat refuses them opened from mail or chat."""
+
+    invite_url: str
+    invite_expires_at: int
+    pc_url: str
+    h5_url: str
+    h5_url_legacy: str
+    expires_at: int
+
+
+class InviteLink(msgspec.Struct, frozen=True):
+    """A signed invite to the start page; ``expires_at`` in Unix seconds."""
+
+    url: str
+    expires_at: int
+
+
+class DirectLinks(msgspec.Struct, frozen=True):
+    """WeChat's authorization page for one fresh pre-auth code: on a computer, in WeChat (new and legacy
+    form), until ``expires_at``."""
 
     pc_url: str
     h5_url: str
     h5_url_legacy: str
     expires_at: int
+
+
+class StartPage(msgspec.Struct, frozen=True):
+    """What the start page shows: the links and the QR code of the phone link, or the problem."""
+
+    status: int
+    title: str
+    platform_name: str | None = None
+    links: DirectLinks | None = None
+    qr_svg: Markup | None = None
+    problem: str | None = None
+    remedy: str | None = None
 
 
 class Authorized(msgspec.Struct, frozen=True):
@@ -69,7 +131,7 @@ class RedirectPage(msgspec.Struct, frozen=True):
     title: str
     authorized: Authorized | None = None
     problem: str | None = None
-    link: AuthorizationLinks | None = None
+    link: DirectLinks | None = None
 
 
 class Onboarding(ReadsRegistry):
@@ -84,10 +146,12 @@ class Onboarding(ReadsRegistry):
         wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
+        invites: InviteSigner,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._live = registry
+        self._invites = invites
         self._public_url = public_url.rstrip("/")
         self._store = store
         self._tokens = tokens
@@ -100,8 +164,111 @@ class Onboarding(ReadsRegistry):
         """Where WeChat sends the administrator back to by default."""
         return f"{self._public_url}/wechat/{platform_id}/authorized"
 
+    def start_page_url(self, platform_id: str, token: str) -> str:
+        """The start page of an invite, on the gateway's public URL."""
+        return f"{self._public_url}/wechat/{platform_id}/authorize?{_encode([('invite', token)])}"
+
+    def create_invite(self, actor: str, platform_id: str, request: LinkRequest) -> InviteLink:
+        """A signed invite to the start page (no pre-auth code in it); 422 naming a bad field."""
+        self._platform(platform_id)
+        redirect_uri = self._validated(platform_id, request)
+        valid_s = _invite_valid_s(request)
+        invite, token = self._invites.new(
+            platform_id,
+            request.auth_type,
+            valid_s,
+            biz_appid=request.biz_appid,
+            category_ids=request.category_ids or (),
+            # Only a redirect chosen by the caller rides in the invite; the default follows the public URL.
+            redirect_uri=redirect_uri if request.redirect_uri else None,
+        )
+        self._audit.record(
+            actor,
+            "invite.created",
+            platform_id=platform_id,
+            authorizer_appid=request.biz_appid,
+            detail=f"invite {invite.id}, auth_type {invite.auth_type}, valid until {_utc(invite.expires_at)}",
+        )
+        return InviteLink(self.start_page_url(platform_id, token), invite.expires_at)
+
     async def create_link(self, actor: str, platform_id: str, request: LinkRequest) -> AuthorizationLinks:
-        """A fresh pre-auth code and the PC and H5 links built on it; 422 naming a bad field."""
+        """An invite to the start page, and direct links on a fresh pre-auth code; 422 naming a bad field."""
+        self._platform(platform_id)
+        self._validated(platform_id, request)
+        _invite_valid_s(request)  # every field checked before WeChat is asked for a code
+        direct = await self._direct_links(platform_id, request)
+        invite = self.create_invite(actor, platform_id, request)
+        self._audit.record(
+            actor, "authorization_link.created", platform_id=platform_id, authorizer_appid=request.biz_appid
+        )
+        return AuthorizationLinks(
+            invite_url=invite.url,
+            invite_expires_at=invite.expires_at,
+            pc_url=direct.pc_url,
+            h5_url=direct.h5_url,
+            h5_url_legacy=direct.h5_url_legacy,
+            expires_at=direct.expires_at,
+        )
+
+    async def start_page(self, platform_id: str, token: str | None) -> StartPage:
+        """The start page of an invite: a fresh pre-auth code at each load, or why there is none."""
+        ask_again = (
+            "Ask the administrator who sent it for a new invite "
+            "(group IT makes one with `gateway onboarding invite`)."
+        )
+        try:
+            invite = self._invites.verify(token or "")
+        except InviteRefused as refused:
+            title = "Invite expired" if refused.reason == "expired" else "Invite not valid"
+            return StartPage(
+                410 if refused.reason == "expired" else 400, title, problem=refused.message, remedy=ask_again
+            )
+        platform = self._registry.platform(invite.platform)
+        if invite.platform != platform_id or platform is None:
+            problem = (
+                f"This invite is for a platform this gateway does not serve ('{invite.platform}')."
+                if platform is None
+                else "This invite belongs to another page of this gateway."
+            )
+            return StartPage(404, "Unknown platform", problem=problem, remedy=ask_again)
+        request = LinkRequest(
+            auth_type=invite.auth_type,
+            biz_appid=invite.biz_appid,
+            category_ids=list(invite.category_ids) or None,
+            redirect_uri=invite.redirect_uri,
+        )
+        try:
+            links = await self._direct_links(platform_id, request)
+        except ApiError as exc:
+            if exc.code == "ticket_missing":
+                return StartPage(
+                    503,
+                    "Not ready yet",
+                    platform_name=platform.name,
+                    problem=f"{platform.name} is not ready to take authorizations yet: WeChat has not sent "
+                    "it its verify ticket (it does so every 10 minutes once the platform is set up).",
+                    remedy="Try this link again in a few minutes; if it keeps failing, tell group IT.",
+                )
+            if exc.status == 422:
+                return StartPage(400, "Invite not valid", problem=exc.message, remedy=ask_again)
+            return StartPage(
+                503,
+                "WeChat not reachable",
+                platform_name=platform.name,
+                problem="WeChat could not be asked for an authorization code just now.",
+                remedy="Reload this page in a minute.",
+            )
+        self._audit.record(
+            "administrator",
+            "invite.opened",
+            platform_id=platform_id,
+            authorizer_appid=invite.biz_appid,
+            detail=f"invite {invite.id}: pre-auth code minted, valid until {_utc(links.expires_at)}",
+        )
+        return StartPage(200, f"Authorize {platform.name}", platform.name, links, _qr_svg(links.h5_url))
+
+    async def _direct_links(self, platform_id: str, request: LinkRequest) -> DirectLinks:
+        """A fresh pre-auth code and WeChat's authorization page on it, on a computer and in WeChat."""
         platform = self._platform(platform_id)
         redirect_uri = self._validated(platform_id, request)
         component = await self._tokens.component_token(platform_id)
@@ -124,13 +291,16 @@ class Onboarding(ReadsRegistry):
         if request.category_ids:
             params.append(("category_id_list", "|".join(str(i) for i in request.category_ids)))
         h5 = [("action", "bindcomponent"), ("no_scan", "1"), *params]
-        self._audit.record(
-            actor, "authorization_link.created", platform_id=platform_id, authorizer_appid=request.biz_appid
+        base = self._registry.wechat.authorization_page_base
+        pc_page, h5_page, h5_legacy = (
+            (PC_PAGE, H5_PAGE, H5_PAGE_LEGACY)
+            if base is None
+            else (base + PC_PATH, base + H5_PATH, base + H5_PATH_LEGACY)
         )
-        return AuthorizationLinks(
-            pc_url=f"{PC_PAGE}?{_encode(params)}",
-            h5_url=f"{H5_PAGE}?{_encode(h5)}#wechat_redirect",
-            h5_url_legacy=f"{H5_PAGE_LEGACY}?{_encode(h5)}#wechat_redirect",
+        return DirectLinks(
+            pc_url=f"{pc_page}?{_encode(params)}",
+            h5_url=f"{h5_page}?{_encode(h5)}#wechat_redirect",
+            h5_url_legacy=f"{h5_legacy}?{_encode(h5)}#wechat_redirect",
             expires_at=int(self._clock() + expires_in),
         )
 
@@ -208,7 +378,9 @@ class Onboarding(ReadsRegistry):
         except ApiError as exc:
             return RedirectPage(503, "Authorization not confirmed", problem=exc.message)
         try:
-            link = await self.create_link("redirect-page", platform_id, LinkRequest())
+            # Followed from this page, on the gateway's domain: WeChat sees the Referer it wants.
+            link = await self._direct_links(platform_id, LinkRequest())
+            self._audit.record("redirect-page", "authorization_link.created", platform_id=platform_id)
         except ApiError:
             link = None
         return RedirectPage(410, "Authorization code expired or used", problem=problem, link=link)
@@ -218,6 +390,32 @@ class Onboarding(ReadsRegistry):
         if platform is None:
             raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
         return platform
+
+
+def _qr_svg(url: str) -> Markup:
+    """The QR code of ``url`` as inline SVG (segno's encoder; its markup carries no script or style)."""
+    qr = segno.make(url, error="m")
+    # The markup is segno's own: paths and a <title> it escapes; nothing of the URL appears as text.
+    svg = qr.svg_inline(scale=4, border=4, light="#fff", title="QR code of the phone link")
+    return Markup(svg)  # noqa: S704
+
+
+def _invite_valid_s(request: LinkRequest) -> int:
+    valid_s = request.invite_valid_s
+    if valid_s is None:
+        return DEFAULT_INVITE_VALID_S
+    if not MIN_INVITE_VALID_S <= valid_s <= MAX_INVITE_VALID_S:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"invite_valid_s: must be between {MIN_INVITE_VALID_S} and {MAX_INVITE_VALID_S} seconds "
+            "(30 days)",
+        )
+    return valid_s
+
+
+def _utc(at: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _encode(params: list[tuple[str, str]]) -> str:

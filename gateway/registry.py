@@ -104,6 +104,9 @@ class WechatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Where WeChat's API is reached: production, a disaster-recovery host, a proxy or the simulator."""
 
     api_base: str = "https://api.weixin.qq.com"
+    # Where administrators' browsers find WeChat's authorization pages (componentloginpage,
+    # bindcomponent); None: WeChat's own hosts. The simulator serves them beside its API.
+    authorization_page_base: str | None = None
 
 
 class Platform(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -361,6 +364,8 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
     """The rules types cannot express, in document order; raises at the first fault."""
     _check_appid(registry.group.open_appid, "group.open_appid")
     _check_api_base(registry.wechat.api_base, "wechat.api_base")
+    if registry.wechat.authorization_page_base is not None:
+        _check_api_base(registry.wechat.authorization_page_base, "wechat.authorization_page_base")
 
     if not registry.platforms:
         raise _Fault("platforms", "at least one platform is required")
@@ -548,7 +553,10 @@ def _normalized(registry: Registry) -> Registry:
     """The registry in canonical form: lowercase digests, no trailing slash, read-only pins."""
     return msgspec.structs.replace(
         registry,
-        wechat=WechatSettings(api_base=registry.wechat.api_base.rstrip("/")),
+        wechat=WechatSettings(
+            api_base=registry.wechat.api_base.rstrip("/"),
+            authorization_page_base=(registry.wechat.authorization_page_base or "").rstrip("/") or None,
+        ),
         clients=tuple(msgspec.structs.replace(c, key_sha256=c.key_sha256.lower()) for c in registry.clients),
         pins=MappingProxyType(dict(registry.pins)),
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import html
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,4 +169,34 @@ def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes:
     assert token not in demo.output()
     assert gateway_url in demo.output()
     assert simulator_url in demo.output()
+    onboard_through_the_printed_invite(demo.output(), gateway_url, simulator_url)
     assert demo.stop(signal.SIGINT) == 0, demo.output()
+
+
+def onboard_through_the_printed_invite(output: str, gateway_url: str, simulator_url: str) -> None:
+    """What a newcomer does with the demo's invite, as a browser would: the start page, its PC link to the
+    simulator's authorization page (Referer: the gateway's origin), an account, approval, the way back."""
+    found = re.search(rf"{re.escape(gateway_url)}/wechat/[a-z]+/authorize\?invite=\S+", output)
+    assert found, output
+    with httpx.Client(timeout=10) as browser:
+        start = browser.get(found.group(0))
+        assert start.status_code == 200, start.text
+        pc_link = html.unescape(re.search(r'id="pc-link" href="([^"]+)"', start.text).group(1))  # type: ignore[union-attr]
+        assert pc_link.startswith(f"{simulator_url}/cgi-bin/componentloginpage?")
+        assert browser.get(pc_link).status_code == 403  # pasted into the address bar: no Referer
+        listing = browser.get(pc_link, headers={"Referer": f"{gateway_url}/"})
+        assert listing.status_code == 200, listing.text
+        account = html.unescape(re.search(r'<a href="([^"]+)">ACME Retail</a>', listing.text).group(1))  # type: ignore[union-attr]
+        choose = browser.get(f"{simulator_url}{account}", headers={"Referer": pc_link})
+        assert choose.status_code == 200, choose.text
+        form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', choose.text))
+        form = {name: html.unescape(value) for name, value in form.items()}
+        boxes = re.findall(r'name="func_id" value="(\d+)" checked', choose.text)
+        approved = browser.post(
+            f"{simulator_url}/cgi-bin/componentloginpage",
+            data={**form, "func_id": boxes},
+            follow_redirects=True,
+        )
+        assert approved.status_code == 200, approved.text
+        assert str(approved.url).startswith(f"{gateway_url}/wechat/")
+        assert "Authorization complete" in approved.text and "ACME Retail" in approved.text

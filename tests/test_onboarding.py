@@ -57,7 +57,14 @@ async def test_links_carry_a_fresh_pre_auth_code_encoded_as_wechat_expects(ready
     first = await make_link(ready, auth_type=1, category_ids=[1, 15, 24])
     assert first.status_code == 200, first.text
     links = first.json()
-    assert set(links) == {"pc_url", "h5_url", "h5_url_legacy", "expires_at"}
+    assert set(links) == {
+        "invite_url",
+        "invite_expires_at",
+        "pc_url",
+        "h5_url",
+        "h5_url_legacy",
+        "expires_at",
+    }
     pc = urlsplit(links["pc_url"])
     assert (pc.scheme, pc.netloc, pc.path) == ("https", "mp.weixin.qq.com", "/cgi-bin/componentloginpage")
     query = query_of(links["pc_url"])
@@ -85,6 +92,7 @@ async def test_links_carry_a_fresh_pre_auth_code_encoded_as_wechat_expects(ready
     await ready.services.audit.flush()
     actions = [r.action for r in await ready.services.store.audit.recent()]
     assert actions.count("authorization_link.created") == 2
+    assert actions.count("invite.created") == 2
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,7 @@ def test_example_file_loads() -> None:
 
     assert registry.group.open_appid == "wx0pen0000000001"
     assert registry.wechat.api_base == "http://127.0.0.1:8001"
+    assert registry.wechat.authorization_page_base == "http://127.0.0.1:8001"  # the simulator's pages
     assert [p.id for p in registry.platforms] == ["retail", "finance", "services"]
     assert len(registry.clients) >= 4
     assert dict(registry.pins) == {"wxb0000000000002": "finance"}
@@ -127,6 +128,10 @@ def test_lookups_and_normalization(tmp_path: Path) -> None:
     registry = load_registry(write(tmp_path, dump(valid_doc())), ENV)
 
     assert registry.wechat.api_base == "http://127.0.0.1:8001"  # trailing slash dropped
+    doc = valid_doc()
+    doc["wechat"]["authorization_page_base"] = "http://127.0.0.1:8001/"
+    moved = load_registry(write(tmp_path, dump(doc)), ENV)
+    assert moved.wechat.authorization_page_base == "http://127.0.0.1:8001"  # trailing slash dropped
     assert registry.client("crm").key_sha256 == "a" * 64  # type: ignore[union-attr]
     assert registry.client_for_key_sha256("A" * 64) is registry.client("crm")
     assert registry.client_for_key_sha256("c" * 64) is None
@@ -145,6 +150,7 @@ def test_defaults_for_optional_sections(tmp_path: Path) -> None:
     registry = load_registry(write(tmp_path, dump(doc)), ENV)
 
     assert registry.wechat.api_base == "https://api.weixin.qq.com"
+    assert registry.wechat.authorization_page_base is None  # WeChat's own pages
     assert dict(registry.pins) == {}
     assert registry.clients[0].authorizers == ("*",)
     assert registry.clients[0].rate_limit is None  # unlimited
@@ -510,6 +516,18 @@ REFUSALS: list[tuple[str, Mutation, str, str]] = [
         _set(("wechat", "api_base"), "http://[::1:8001"),
         "wechat.api_base",
         "must be an http or https URL",
+    ),
+    (
+        "authorization_page_base not http",
+        _set(("wechat", "authorization_page_base"), "mp.weixin.qq.com"),
+        "wechat.authorization_page_base",
+        "must be an http or https URL",
+    ),
+    (
+        "authorization_page_base with a fragment",
+        _set(("wechat", "authorization_page_base"), "http://127.0.0.1:8001/#x"),
+        "wechat.authorization_page_base",
+        "must not have a query or a fragment",
     ),
     (
         "api_base with a query",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from litestar import Controller, MediaType, Request, get, post
@@ -12,7 +13,23 @@ from litestar.response import Template
 from gateway.intake import MAX_PUSH_BYTES, EventIntake
 from gateway.onboarding import Onboarding
 
-__all__ = ["WeChatEventsController"]
+__all__ = ["START_PAGE_HEADERS", "WeChatEventsController"]
+
+# WeChat reads the Referer of the browser arriving at its authorization page: the policy keeps this
+# page's origin (never its path and query, which hold the invite) on the way out, and never drops it.
+START_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def _utc(at: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 class WeChatEventsController(Controller):
@@ -48,6 +65,30 @@ class WeChatEventsController(Controller):
         """As the per-platform URL, the platform found by the envelope's plain ``AppId``."""
         await intake.receive(None, request.query_params, await request.body())
         return "success"
+
+    @get(
+        "/{platform:str}/authorize",
+        media_type=MediaType.HTML,
+        cache=False,
+        summary="Authorization start page (授权发起页)",
+    )
+    async def authorize(
+        self,
+        platform: FromPath[str],
+        request: Request[Any, Any, Any],
+        onboarding: NamedDependency[Onboarding],
+    ) -> Template:
+        """An invite's start page: a fresh pre-auth code and WeChat's authorization page linked from here,
+        so the browser arrives there with this origin as Referer."""
+        page = await onboarding.start_page(platform, request.query_params.get("invite"))
+        context = {
+            "title": page.title,
+            "page": page,
+            "expires": _utc(page.links.expires_at) if page.links else None,
+        }
+        return Template(
+            "authorize.html", context=context, status_code=page.status, headers=START_PAGE_HEADERS
+        )
 
     @get(
         "/{platform:str}/authorized",

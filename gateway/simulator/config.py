@@ -8,8 +8,11 @@ __all__ = ["SimComponent", "SimulatorConfig"]
 
 
 class SimComponent(msgspec.Struct, forbid_unknown_fields=True):
-    """A third-party platform as registered on the Open Platform, with its authorization event URL and its
-    message-and-event URL (``$APPID$`` in it stands for the authorizer's appid, as in WeChat's console)."""
+    """A third-party platform as registered on the Open Platform, with its authorization event URL, its
+    message-and-event URL (``$APPID$`` in it stands for the authorizer's appid, as in WeChat's console)
+    and its 授权发起页域名 ``auth_domain``: the host administrators' browsers must come from to open the
+    authorization page, and the host of its redirect URI (WeChat's console takes a bare domain name; here
+    ``host:port`` also works, for worlds that run several servers on one loopback address)."""
 
     appid: str
     secret: str
@@ -17,6 +20,7 @@ class SimComponent(msgspec.Struct, forbid_unknown_fields=True):
     encoding_aes_key: str
     event_url: str | None = None
     message_url: str | None = None
+    auth_domain: str | None = None
 
 
 class SimulatorConfig(msgspec.Struct, forbid_unknown_fields=True):

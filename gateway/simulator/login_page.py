@@ -3,13 +3,21 @@
 Plain HTML, no JavaScript: pick a seeded account (filtered by ``auth_type`` and ``biz_appid``), tick the
 permission sets, approve; the browser is sent 303 to ``redirect_uri?auth_code=…&expires_in=…``.
 Exclusive sets the account already granted to another component are shown but cannot be ticked.
+
+As WeChat's, the page opens only when the browser comes from a page on the component's registered
+授权发起页域名 (its Referer) and the redirect URI is on that domain too; otherwise it shows WeChat's own
+words, "…授权入口页所在域名：空" when there is no Referer. Sources: the 授权发起页域名 section of
+oplatform's Third-party_Platforms/2.0/operation/thirdparty/prepare.html, and the FAQ
+Third-party_Platforms/2.0/troubleshooting/authorization_troubleshooting.html ("The domain name of the
+authorized entry page is empty": the link cannot be opened by pasting it into a browser). Once inside,
+moving between its own steps (a Referer from this page) needs no second check, as on WeChat's page.
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
@@ -23,7 +31,14 @@ from gateway.simulator.state import Kind, World
 __all__ = ["login_page_handlers"]
 
 PAGE_PATH = "/cgi-bin/componentloginpage"
-H5_PATH = "/safe/bindcomponent"  # the in-WeChat (H5) form of the same page
+H5_PATH = "/wxaopen/safe/bindcomponent"  # the in-WeChat (H5) form of the same page
+H5_PATH_LEGACY = "/safe/bindcomponent"  # its older address
+PAGE_PATHS = (PAGE_PATH, H5_PATH, H5_PATH_LEGACY)
+# WeChat's refusal, word for word as administrators report it (developers.weixin.qq.com community).
+DOMAIN_REFUSAL = (
+    "请确认授权入口页所在域名，与授权后回调页所在域名相同，并且，此两者都必须与申请第三方平台时填写的授权发起页域名相同。"
+    "授权入口页所在域名：{}"
+)
 
 # What the page offers, by account kind (protocol §7; the common sets only).
 SET_NAMES: dict[Kind, dict[int, str]] = {
@@ -55,10 +70,15 @@ AUTH_TYPE_KINDS: dict[str, tuple[Kind, ...]] = {
 }
 
 
-@get([PAGE_PATH, H5_PATH], media_type="text/html")
+@get(list(PAGE_PATHS), media_type="text/html")
 async def show_login_page(request: Request[Any, Any, Any], world: NamedDependency[World]) -> Response[str]:
     """Step 1 lists the accounts that may authorize; step 2 (``authorizer_appid`` chosen) the sets."""
     query = {name: request.query_params[name] for name in request.query_params}
+    component = world.components.get(query.get("component_appid", ""))
+    if component is None:
+        return _page("Authorization", "<p>unknown component_appid</p>", 400)
+    if refusal := _entry_refused(request, component.config.auth_domain, query.get("redirect_uri", "")):
+        return _page("Authorization", refusal, 403)
     try:
         code = world.pending_pre_auth_code(query.get("pre_auth_code", ""))
     except ControlError as exc:
@@ -104,6 +124,38 @@ async def approve_on_login_page(
 def login_page_handlers() -> list[Any]:
     """The page's two handlers; they need the ``world`` and ``pusher`` dependencies."""
     return [show_login_page, approve_on_login_page]
+
+
+def _entry_refused(request: Request[Any, Any, Any], auth_domain: str | None, redirect_uri: str) -> str | None:
+    """WeChat's words when the browser did not come from the registered domain (or the redirect URI is
+    not on it); None when the page may open."""
+    referer = request.headers.get("referer", "")
+    came_from = urlsplit(referer)
+    if came_from.netloc == request.headers.get("host") and came_from.path in PAGE_PATHS:
+        return None  # a step inside this page
+    entry = came_from.hostname or ""
+    if (
+        auth_domain
+        and _on_domain(came_from.netloc, auth_domain)
+        and _on_domain(urlsplit(redirect_uri).netloc, auth_domain)
+    ):
+        return None
+    words = f"<p>{escape(DOMAIN_REFUSAL.format(entry or '空'))}</p>"
+    if not auth_domain:
+        words += "<p>(The simulator has no 授权发起页域名 for this component: give it auth_domain.)</p>"
+    return words
+
+
+def _on_domain(netloc: str, auth_domain: str) -> bool:
+    """Whether ``netloc`` is on the registered domain: its host, or its host and port when the domain
+    names one."""
+    if not netloc:
+        return False
+    try:
+        here, registered = urlsplit(f"//{netloc}"), urlsplit(f"//{auth_domain}")
+        return here.hostname == registered.hostname and registered.port in (None, here.port)
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def _choose_sets(world: World, query: dict[str, str], appid: str) -> Response[str]:

@@ -18,6 +18,7 @@ RETAIL = SimComponent(
     encoding_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
     event_url="http://gateway.test/wechat/retail/events",
     message_url="http://gateway.test/wechat/retail/messages/$APPID$",
+    auth_domain="gateway.test",
 )
 FINANCE = SimComponent(
     appid="wxc0mp000000002",
@@ -25,6 +26,7 @@ FINANCE = SimComponent(
     token="financetoken",
     encoding_aes_key="kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR",
     event_url="http://gateway.test/wechat/finance/events",
+    auth_domain="gateway.test",
 )
 COMPONENTS = {c.appid: c for c in (RETAIL, FINANCE)}
 START = 1_750_000_000.0

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -99,6 +100,7 @@ async def open_world(
     """The gateway of ``registry`` (``create_app`` options in ``app_options``) and the simulator, each
     other's network, both running."""
     to_gateway, to_simulator = LateASGITransport(), LateASGITransport()
+    settings = make_settings(database_url, secret_box)
     simulator = create_simulator_app(
         SimulatorConfig(
             components=[
@@ -109,6 +111,8 @@ async def open_world(
                     v["aes_key"],
                     f"http://gateway.test/wechat/{pid}/events",
                     message_url=f"http://gateway.test/wechat/{pid}/messages/$APPID$",
+                    # 授权发起页域名: the gateway's public host, where its start page is
+                    auth_domain=urlsplit(settings.public_url).netloc,
                 )
                 for pid, v in PLATFORM_SECRETS.items()
             ],
@@ -118,7 +122,7 @@ async def open_world(
         push_transport=to_gateway,
     )
     app = create_app(
-        make_settings(database_url, secret_box),
+        settings,
         registry,
         transport=to_simulator,
         **({"background": False} | app_options),
