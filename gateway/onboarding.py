@@ -102,7 +102,7 @@ class DirectLinks(msgspec.Struct, frozen=True):
 
 
 class StartPage(msgspec.Struct, frozen=True):
-    """What the start page shows: the links and the QR code of the phone link, or the problem."""
+    """What the start page shows: the links and a QR code of the page itself, or the problem."""
 
     status: int
     title: str
@@ -265,7 +265,11 @@ class Onboarding(ReadsRegistry):
             authorizer_appid=invite.biz_appid,
             detail=f"invite {invite.id}: pre-auth code minted, valid until {_utc(links.expires_at)}",
         )
-        return StartPage(200, f"Authorize {platform.name}", platform.name, links, _qr_svg(links.h5_url))
+        # The QR opens this page again on the phone, never WeChat's page itself: a scanned link carries no
+        # Referer, and WeChat refuses its authorization page without one (wechat-protocol.md §10). From
+        # this page in WeChat's browser, the phone link is followed with the gateway's origin as Referer.
+        qr = _qr_svg(self.start_page_url(platform_id, token or ""))
+        return StartPage(200, f"Authorize {platform.name}", platform.name, links, qr)
 
     async def _direct_links(self, platform_id: str, request: LinkRequest) -> DirectLinks:
         """A fresh pre-auth code and WeChat's authorization page on it, on a computer and in WeChat."""
@@ -396,7 +400,7 @@ def _qr_svg(url: str) -> Markup:
     """The QR code of ``url`` as inline SVG (segno's encoder; its markup carries no script or style)."""
     qr = segno.make(url, error="m")
     # The markup is segno's own: paths and a <title> it escapes; nothing of the URL appears as text.
-    svg = qr.svg_inline(scale=4, border=4, light="#fff", title="QR code of the phone link")
+    svg = qr.svg_inline(scale=4, border=4, light="#fff", title="QR code of this page, to open it on a phone")
     return Markup(svg)  # noqa: S704
 
 

@@ -196,7 +196,8 @@ async def test_each_load_of_the_start_page_mints_a_fresh_code(ready: World) -> N
 
 
 async def test_the_start_page_links_as_wechat_expects_and_keeps_its_origin(ready: World) -> None:
-    page = await open_invite(ready, (await make_link(ready, auth_type=1)).json()["invite_url"])
+    invite_url = (await make_link(ready, auth_type=1)).json()["invite_url"]
+    page = await open_invite(ready, invite_url)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert page.headers["referrer-policy"] in ("origin", "strict-origin-when-cross-origin")
@@ -219,12 +220,15 @@ async def test_the_start_page_links_as_wechat_expects_and_keeps_its_origin(ready
     assert (
         query_of(links["h5"]).items() >= {"action": "bindcomponent", "no_scan": "1", "auth_type": "1"}.items()
     )
-    # The QR code is the phone link's: the same SVG segno makes of that URL.
-    qr = segno.make(links["h5"], error="m").svg_inline(
-        scale=4, border=4, light="#fff", title="QR code of the phone link"
-    )
-    assert qr in page.text
-    assert "Scan with WeChat as the account's administrator" in page.text
+    # The QR code opens this start page on the phone (a scanned link has no Referer, so it must not be
+    # WeChat's page): the same SVG segno makes of the invite URL, and never of the phone link.
+    def qr_of(url: str) -> str:
+        return segno.make(url, error="m").svg_inline(
+            scale=4, border=4, light="#fff", title="QR code of this page, to open it on a phone"
+        )
+
+    assert qr_of(invite_url) in page.text
+    assert qr_of(links["h5"]) not in page.text
 
 
 async def test_the_phone_links_follow_the_authorization_page_base(
