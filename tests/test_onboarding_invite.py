@@ -220,6 +220,7 @@ async def test_the_start_page_links_as_wechat_expects_and_keeps_its_origin(ready
     assert (
         query_of(links["h5"]).items() >= {"action": "bindcomponent", "no_scan": "1", "auth_type": "1"}.items()
     )
+
     # The QR code opens this start page on the phone (a scanned link has no Referer, so it must not be
     # WeChat's page): the same SVG segno makes of the invite URL, and never of the phone link.
     def qr_of(url: str) -> str:
