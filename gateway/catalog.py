@@ -31,11 +31,12 @@ __all__ = [
     "CatalogPage",
     "CatalogRow",
     "PlatformGrant",
+    "csv_line",
 ]
 
 KINDS = ("official_account", "mini_program")
 STATUSES = ("active", "revoked", "reauthorization_required")
-BINDINGS = ("bound", "bound_elsewhere", "unbound", "unknown")
+BINDINGS = ("bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown")
 MAX_LIMIT = 500
 CSV_PAGE = 500
 CSV_COLUMNS = (
@@ -160,11 +161,11 @@ class Catalog(ReadsRegistry):
         where = self.filters(params)  # validated before the first byte is sent
 
         async def produce() -> AsyncIterator[bytes]:
-            yield _csv_line(CSV_COLUMNS)
+            yield csv_line(CSV_COLUMNS)
             after = None
             while True:
                 rows, more = await self._query.page(where, after, CSV_PAGE)
-                chunk = b"".join(_csv_line(self._csv_fields(self._row(r))) for r in rows)
+                chunk = b"".join(csv_line(self._csv_fields(self._row(r))) for r in rows)
                 if chunk:
                     yield chunk
                 if not more or not rows:
@@ -232,7 +233,8 @@ class Catalog(ReadsRegistry):
         )
 
 
-def _csv_line(fields: tuple[str, ...]) -> bytes:
+def csv_line(fields: tuple[str, ...]) -> bytes:
+    """One CSV record, spreadsheet-safe."""
     buffer = io.StringIO()
     # A leading =, +, - or @ would run as a formula in a spreadsheet: such cells get a quote in front.
     csv.writer(buffer).writerow("'" + f if f[:1] in ("=", "+", "-", "@") else f for f in fields)
