@@ -117,9 +117,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     console_list.add_argument("--csv", action="store_true", help="CSV instead of a table")
     console_list.set_defaults(run=_binding_console_list)
+    verified = binding_commands.add_parser(
+        "mark-verified",
+        help="record that an open account the gateway created was verified (认证): its cap is lifted",
+    )
+    verified.add_argument("open_appid", metavar="OPEN_APPID")
+    verified.set_defaults(run=_binding_mark_verified)
     for sub in (check_binding, ensure):
         sub.add_argument("--json", action="store_true", help="JSON instead of a table")
-    for sub in (check_binding, ensure, create, console_list):
+    for sub in (check_binding, ensure, create, console_list, verified):
         sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
 
     catalog = commands.add_parser("catalog", help="the catalog of every authorizer across every component")
@@ -287,6 +293,17 @@ def _binding_ensure(args: argparse.Namespace) -> int:
         return print_binding_pass(result, as_json=args.json)
 
     return 1 if _with_services(args, run) else 0
+
+
+def _binding_mark_verified(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        if not await services.binding.mark_verified(args.open_appid, actor="cli"):
+            print(f"{args.open_appid}: not an open account the gateway created", file=sys.stderr)
+            return 1
+        print(f"{args.open_appid}: verified; the API may bind more than 5 accounts to it")
+        return 0
+
+    return _with_services(args, run)
 
 
 def _binding_console_list(args: argparse.Namespace) -> int:

@@ -136,6 +136,7 @@ class Planner:
         self._members: Counter[str] = Counter(
             a.open_appid for a in self._accounts.values() if a.open_appid is not None
         )
+        self._outgrown = {o for o in self._created if self._members[o] > limit}
         self.group_principal = self._group_principal()
         # principal (key) -> its open account; and each known open account's principal (key).
         self._targets: dict[str, str] = {}
@@ -200,9 +201,10 @@ class Planner:
         return self._members[open_appid]
 
     def is_capped(self, open_appid: str) -> bool:
-        """Whether the API's 5-account cap applies: an unverified open account the gateway created."""
+        """Whether the API's 5-account cap applies: an unverified open account the gateway created (one
+        seen holding more than the cap has evidently been verified since)."""
         created = self._created.get(open_appid)
-        return created is not None and not created.verified
+        return created is not None and not created.verified and open_appid not in self._outgrown
 
     # --- decisions ----------------------------------------------------------------------------------
 
