@@ -24,6 +24,7 @@ from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, Stor
 
 __all__ = [
     "BINDINGS",
+    "BINDING_MEANINGS",
     "KINDS",
     "STATUSES",
     "Catalog",
@@ -51,7 +52,30 @@ CSV_COLUMNS = (
     "binding",
     "synced_at",
     "token_health",
+    "binding_target",
 )
+# What each binding state (SPEC §6, §11) means, and who acts on it: for the auditors' page.
+BINDING_MEANINGS: dict[str, tuple[str, str]] = {
+    "bound": ("bound to the open account the binding rules give it (its target)", "nobody"),
+    "bound_elsewhere": (
+        "bound to another open account: users get another unionid; the gateway never unbinds it",
+        "an auditor: an audit finding for group IT to settle with the account's owner",
+    ),
+    "unbound": (
+        "bound to no open account; WeChat's API can bind it (same principal as its target)",
+        "group IT: `gateway open-binding ensure` binds it (unless its target already holds 5 "
+        "unverified: verify that open account first)",
+    ),
+    "console_binding_needed": (
+        "its target belongs to another principal (a related company): WeChat's API refuses that",
+        "the Open Platform administrator: bind it in the Open Platform console to the target shown "
+        "(`gateway open-binding console-list`)",
+    ),
+    "unknown": (
+        "not known: no component holding set 24/25 (or 3/30) can ask, or it was never checked",
+        "group IT: grant open-account management to one component, then `gateway catalog sync`",
+    ),
+}
 TokenHealth = Literal["ok", "not_fetched", "failing", "quota_exhausted", "none"]
 
 
@@ -79,6 +103,7 @@ class CatalogRow(msgspec.Struct, frozen=True):
     binding: str
     synced_at: int | None
     token_health: TokenHealth
+    binding_target: str | None = None  # the open account SPEC §11 sends it to, when known
 
 
 class CatalogPage(msgspec.Struct, frozen=True):
@@ -196,6 +221,7 @@ class Catalog(ReadsRegistry):
             binding=row.binding,
             synced_at=int(row.synced_at) if row.synced_at is not None else None,
             token_health=self._health(row.grants),
+            binding_target=row.binding_target,
         )
 
     def _health(self, grants: list[StoredGrant]) -> TokenHealth:
@@ -230,6 +256,7 @@ class Catalog(ReadsRegistry):
             row.binding,
             synced,
             row.token_health,
+            row.binding_target or "",
         )
 
 
