@@ -168,3 +168,34 @@ def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes:
     assert gateway_url in demo.output()
     assert simulator_url in demo.output()
     assert demo.stop(signal.SIGINT) == 0, demo.output()
+
+
+def test_the_demo_catalog_shows_every_binding_state(tmp_path: Path, processes: list[Process]) -> None:
+    gateway_port, simulator_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_"))
+    }
+    demo = Process(
+        ["demo", "--port", str(gateway_port), "--simulator-port", str(simulator_port)],
+        env,
+        tmp_path / "demo.log",
+    )
+    processes.append(demo)
+    wait_for(lambda: "Ctrl-C" in demo.output(), timeout=60, what="the welcome text")
+    catalog = httpx.get(
+        f"http://127.0.0.1:{gateway_port}/v1/catalog",
+        headers={"Authorization": "Bearer demo-audit-key"},
+        timeout=5,
+    ).json()
+    states = {row["authorizer_appid"]: row["binding"] for row in catalog["items"]}
+    assert states == {
+        "wxa0000000000001": "bound",
+        "wxb0000000000002": "unbound",  # the listed subsidiary: the API can bind it
+        "wxc0000000000003": "unbound",
+        "wxd0000000000004": "console_binding_needed",  # outside the group's principals
+        "wxe0000000000005": "bound_elsewhere",
+        "wxf0000000000006": "unknown",
+    }
+    assert demo.stop(signal.SIGINT) == 0, demo.output()
