@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from gateway.app import Services, create_app
-from gateway.binding import OpenBinding
 from gateway.catalog_sync import DEFAULT_CONCURRENCY
 from gateway.demo import run_demo
 from gateway.errors import ApiError, ConfigError
@@ -25,7 +24,13 @@ from gateway.http.deliveries import DeliveriesPage
 from gateway.invites import DEFAULT_INVITE_VALID_S, MAX_INVITE_VALID_S
 from gateway.logs import configure_logging
 from gateway.onboarding import LinkRequest
-from gateway.operations import binding_pass, print_sync_summary, progress_bars, services_of
+from gateway.operations import (
+    print_binding_pass,
+    print_console_list,
+    print_sync_summary,
+    progress_bars,
+    services_of,
+)
 from gateway.registry import load_registry
 from gateway.serving import Listener, run_event_loop, serve
 from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
@@ -94,17 +99,36 @@ def _parser() -> argparse.ArgumentParser:
         run=_db_upgrade
     )
 
-    binding = commands.add_parser("open-binding", help="the group's binding open account")
+    binding = commands.add_parser("open-binding", help="open accounts by WeChat's principal rules (SPEC §11)")
     binding_commands = binding.add_subparsers(dest="binding_command", required=True, metavar="ACTION")
-    check_binding = binding_commands.add_parser("check", help="where every authorizer is bound")
+    check_binding = binding_commands.add_parser(
+        "check", help="where every authorizer is bound and what ensure would do (recorded for the catalog)"
+    )
     check_binding.set_defaults(run=_binding_check)
-    ensure = binding_commands.add_parser("ensure", help="bind every unbound authorizer to the group's")
-    ensure.add_argument("--dry-run", action="store_true", help="say what would be bound, bind nothing")
+    ensure = binding_commands.add_parser(
+        "ensure", help="bind (or create then bind) every authorizer WeChat's API can bind to its target"
+    )
+    ensure.add_argument(
+        "--dry-run", action="store_true", help="print the plan per account and change nothing"
+    )
     ensure.set_defaults(run=_binding_ensure)
-    create = binding_commands.add_parser("create", help="create the group's open account from one authorizer")
+    create = binding_commands.add_parser("create", help="create an open account from one authorizer")
     create.add_argument("--from", dest="source", required=True, metavar="APPID")
     create.set_defaults(run=_binding_create)
-    for sub in (check_binding, ensure, create):
+    console_list = binding_commands.add_parser(
+        "console-list", help="accounts only the Open Platform console can bind, with the target to use"
+    )
+    console_list.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    console_list.set_defaults(run=_binding_console_list)
+    verified = binding_commands.add_parser(
+        "mark-verified",
+        help="record that an open account the gateway created was verified (认证): its cap is lifted",
+    )
+    verified.add_argument("open_appid", metavar="OPEN_APPID")
+    verified.set_defaults(run=_binding_mark_verified)
+    for sub in (check_binding, ensure):
+        sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+    for sub in (check_binding, ensure, create, console_list, verified):
         sub.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
 
     catalog = commands.add_parser("catalog", help="the catalog of every authorizer across every component")
@@ -287,25 +311,47 @@ def _db_upgrade(_: argparse.Namespace) -> int:
 
 def _binding_check(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        return await binding_pass(services, services.binding.check)
+        result = await services.binding.run_pass(actor="cli", dry_run=True, record=True)
+        return print_binding_pass(result, as_json=args.json)
 
     return 1 if _with_services(args, run) else 0
 
 
 def _binding_ensure(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        async def ensure(appid: str) -> OpenBinding:
-            return await services.binding.ensure(appid, actor="cli", dry_run=args.dry_run)
-
-        return await binding_pass(services, ensure)
+        result = await services.binding.run_pass(actor="cli", dry_run=args.dry_run, record=not args.dry_run)
+        return print_binding_pass(result, as_json=args.json)
 
     return 1 if _with_services(args, run) else 0
+
+
+def _binding_mark_verified(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        if not await services.binding.mark_verified(args.open_appid, actor="cli"):
+            print(f"{args.open_appid}: not an open account the gateway created", file=sys.stderr)
+            return 1
+        print(f"{args.open_appid}: verified; the API may bind more than 5 accounts to it")
+        return 0
+
+    return _with_services(args, run)
+
+
+def _binding_console_list(args: argparse.Namespace) -> int:
+    async def run(services: Services) -> int:
+        await print_console_list(services, as_csv=args.csv)
+        return 0
+
+    return _with_services(args, run)
 
 
 def _binding_create(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
         open_appid = await services.binding.create_from(args.source, actor="cli")
-        print(f"created open account {open_appid}; put it in the registry as group.open_appid")
+        print(
+            f"created open account {open_appid}; it is unverified and takes at most 5 accounts through "
+            "the API until verified: name it in the registry (group.open_appid, or an entry of "
+            "group.binding.open_accounts)"
+        )
         return 0
 
     return _with_services(args, run)

@@ -1,28 +1,39 @@
-"""The binding open account (protocol §6): every authorizer bound to the group's ONE ``open_appid``.
+"""Open-account binding (SPEC §11, protocol §6): each authorizer to its principal's open account.
+
+What to do for an account is decided in one place, `gateway.binding_plan` (pure); this service gathers
+what it needs (where the account is bound, from open/get; its principal, from its profile; what the store
+knows of the others and of the open accounts the gateway created) and carries the decision out.
 
 Checking and binding go through the component holding open-account management (24 for an official
-account, 25 for a mini program) for that authorizer, with its authorizer token. An account bound to
-another open account is reported (``bound_elsewhere``, an audit finding), never unbound.
+account, 25 for a mini program) for that authorizer, with its authorizer token. ``open/bind`` is sent
+only where WeChat's API can succeed: never across principals (409 ``principal_mismatch``: the Open
+Platform console binds related principals), never to an unverified API-created open account that
+already holds 5 (409 ``open_account_full``). An account bound to another open account is reported
+(``bound_elsewhere``, an audit finding), never unbound. open/bind and open/create change state at
+WeChat: each is sent by one function here (`_send_bind`, `_send_create`), once, never retried blindly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
 import msgspec
 
 from gateway.audit import AuditTrail
-from gateway.authorizations import AuthorizationService
+from gateway.authorizations import AuthorizationService, profile_of
+from gateway.binding_plan import Account, CreatedOpenAccount, Planner, Rules, Step
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store import Store
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
-__all__ = ["BindingState", "OpenBinding", "OpenBindingService"]
+__all__ = ["BindingState", "OpenBinding", "OpenBindingService", "PassResult", "PassRow"]
 
-BindingState = Literal["bound", "newly_bound", "bound_elsewhere", "unbound"]
+BindingState = Literal["bound", "newly_bound", "bound_elsewhere"]
 T = TypeVar("T")
 OPEN_API = "cgi-bin/open/get"  # any open/* path: they need the same sets (24 / 25)
 
@@ -46,8 +57,39 @@ class OpenBinding(msgspec.Struct, frozen=True):
     open_appid: str | None
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """One account as a pass found it: where it is bound, its principal, how to call for it."""
+
+    appid: str
+    principal: str | None
+    current: str | None
+    token: str
+    component_appid: str | None
+
+
+@dataclass(frozen=True)
+class PassRow:
+    """One account of a pass (``gateway open-binding ensure``): the decision (None when the account
+    could not be examined), what came of it (``result``: a state, ``newly_bound``, ``created``, or an
+    error code) and, for an error, its words."""
+
+    appid: str
+    step: Step | None
+    result: str
+    words: str = ""
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """Every account of a pass, in appid order; ``dry_run``: nothing was changed."""
+
+    rows: list[PassRow]
+    dry_run: bool
+
+
 class OpenBindingService(ReadsRegistry):
-    """Checks and ensures the binding of authorizers to the group's open account."""
+    """Checks and ensures the binding of authorizers to their open accounts."""
 
     def __init__(
         self,
@@ -70,54 +112,209 @@ class OpenBindingService(ReadsRegistry):
         """The group's binding open account, from the registry."""
         return self._registry.group.open_appid
 
-    async def check(self, appid: str, *, record: bool = True) -> OpenBinding:
-        """Where ``appid`` is bound, changing nothing at WeChat (``unbound`` when nowhere); recorded for
-        the catalog unless ``record`` is false (a catalog sync records it with the profile)."""
-        token, component_appid = await self._token(appid)
-        bound_to = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
-        result = self._state(bound_to, newly=False)
-        return await self._remember(appid, result) if record else result
+    async def planner(self, fresh: Iterable[Account] = ()) -> Planner:
+        """A planner over what the store knows of every account (``fresh`` facts win) and of the open
+        accounts the gateway created, under the registry in force."""
+        accounts = {
+            f.authorizer_appid: Account(f.authorizer_appid, f.principal_name or None, f.open_appid)
+            for f in await self._store.authorizations.binding_facts()
+        }
+        accounts.update((a.appid, a) for a in fresh)
+        created = [
+            CreatedOpenAccount(c.open_appid, c.principal_name, c.verified)
+            for c in await self._store.open_accounts.all()
+        ]
+        return Planner(Rules.of(self._registry), accounts.values(), created)
 
-    async def ensure(self, appid: str, *, actor: str, dry_run: bool = False) -> OpenBinding:
-        """Bind ``appid`` to the group's open account when it is bound nowhere.
+    # --- one account --------------------------------------------------------------------------------
 
-        With ``dry_run`` the answer says what would happen (``unbound`` stays ``unbound``).
-        """
-        token, component_appid = await self._token(appid)
-        bound_to = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
-        if bound_to is not None or dry_run:
-            result = self._state(bound_to, newly=False)
-            if result.state == "bound_elsewhere":
-                self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound_to)
-            return await self._remember(appid, result)
-        await self._guarded(
-            self._wechat.open_bind(token, self.group_open_appid, component_appid=component_appid)
-        )
-        self._audit.record(actor, "binding.bound", authorizer_appid=appid, detail=self.group_open_appid)
-        return await self._remember(appid, OpenBinding("newly_bound", self.group_open_appid))
+    async def where_bound(self, appid: str) -> str | None:
+        """open/get for ``appid``: the open account it is bound to, None when none; nothing recorded."""
+        _, token, component_appid = await self._token(appid)
+        return await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
 
-    async def _remember(self, appid: str, result: OpenBinding) -> OpenBinding:
-        """Keep the state for the catalog (where "newly bound" is simply "bound")."""
-        state = "bound" if result.state == "newly_bound" else result.state
-        await self._store.authorizations.save_binding(appid, state, result.open_appid)
-        return result
+    async def check(self, appid: str, *, record: bool = True) -> Step:
+        """Where ``appid`` is bound and what §11 says of it, changing nothing at WeChat; recorded for the
+        catalog unless ``record`` is false."""
+        platform_id, token, component_appid = await self._token(appid)
+        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        principal = await self._principal(appid, platform_id, save=record)
+        planner = await self.planner([Account(appid, principal, current)])
+        step = planner.step(appid, principal, current)
+        if record:
+            await self._remember(step, step.state, current)
+        return step
+
+    async def ensure(self, appid: str, *, actor: str) -> OpenBinding:
+        """Bind ``appid`` to its §11 target when WeChat's API can, else say why (409) without calling."""
+        platform_id, token, component_appid = await self._token(appid)
+        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        principal = await self._principal(appid, platform_id, save=True)
+        planner = await self.planner([Account(appid, principal, current)])
+        step = planner.step(appid, principal, current)
+        seen = _Seen(appid, principal, current, token, component_appid)
+        if step.action == "create_then_bind":
+            open_appid = await self._create(seen, actor=actor)
+            return OpenBinding("newly_bound", open_appid)
+        if step.action == "bind" and step.target is not None:
+            await self._bind(seen, step.target, actor=actor)
+            await self._remember(step, "bound", step.target)
+            return OpenBinding("newly_bound", step.target)
+        if step.action == "nothing":
+            await self._remember(step, "bound", current)
+            return OpenBinding("bound", current)
+        await self._remember(step, step.state, current)
+        if step.reason == "bound_elsewhere":
+            self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=current)
+            return OpenBinding("bound_elsewhere", current)
+        raise ApiError(409, step.reason or "binding_conflict", step.words)
 
     async def create_from(self, appid: str, *, actor: str) -> str:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
-        token, component_appid = await self._token(appid)
-        open_appid = await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
-        self._audit.record(actor, "binding.created", authorizer_appid=appid, detail=open_appid)
+        platform_id, token, component_appid = await self._token(appid)
+        principal = await self._principal(appid, platform_id, save=True)
+        return await self._create(_Seen(appid, principal, None, token, component_appid), actor=actor)
+
+    async def mark_verified(self, open_appid: str, *, actor: str) -> bool:
+        """Record that an open account the gateway created was verified (认证): its cap no longer
+        applies. False when the gateway did not create it."""
+        changed = await self._store.open_accounts.mark_verified(open_appid)
+        if changed:
+            self._audit.record(actor, "binding.open_account_verified", detail=open_appid)
+        return changed
+
+    # --- every account ------------------------------------------------------------------------------
+
+    async def run_pass(
+        self, *, actor: str, dry_run: bool, record: bool = True, concurrency: int = 8
+    ) -> PassResult:
+        """§11 for every authorizer with a live authorization: each examined (open/get), one plan made
+        over all of them, and, unless ``dry_run``, carried out: open accounts created first, then the
+        binds. A dry run sends no call that changes anything; it records each account's state for the
+        catalog when ``record`` (``check``), nothing at all otherwise (``ensure --dry-run``)."""
+        appids = sorted({a.authorizer_appid for a in await self._store.authorizations.active()})
+        gate = asyncio.Semaphore(concurrency)
+        seen: dict[str, _Seen] = {}
+        failed: dict[str, PassRow] = {}
+
+        async def examine(appid: str) -> None:
+            async with gate:
+                try:
+                    platform_id, token, component_appid = await self._token(appid)
+                    current = await self._guarded(
+                        self._wechat.open_get(token, component_appid=component_appid)
+                    )
+                    principal = await self._principal(appid, platform_id, save=record)
+                    seen[appid] = _Seen(appid, principal, current, token, component_appid)
+                except ApiError as exc:
+                    failed[appid] = PassRow(appid, None, exc.code, exc.message)
+
+        await asyncio.gather(*(examine(appid) for appid in appids))
+        examined = [seen[appid] for appid in appids if appid in seen]
+        planner = await self.planner(Account(s.appid, s.principal, s.current) for s in examined)
+        steps = planner.plan([Account(s.appid, s.principal, s.current) for s in examined])
+        if dry_run:
+            rows = {s.appid: PassRow(s.appid, s, s.state, s.words) for s in steps}
+            if record:
+                for step in steps:
+                    await self._remember(step, step.state, step.current)
+        else:
+            rows = await self._carry_out(steps, seen, actor, gate)
+        rows.update(failed)
+        return PassResult([rows[appid] for appid in appids], dry_run)
+
+    async def _carry_out(
+        self, steps: Sequence[Step], seen: dict[str, _Seen], actor: str, gate: asyncio.Semaphore
+    ) -> dict[str, PassRow]:
+        rows: dict[str, PassRow] = {}
+        made: dict[str, str] = {}  # creator appid -> the open account its open/create made
+
+        async def create(step: Step) -> None:
+            async with gate:
+                try:
+                    made[step.appid] = await self._create(seen[step.appid], actor=actor)
+                    rows[step.appid] = PassRow(step.appid, replace(step, target=made[step.appid]), "created")
+                except ApiError as exc:
+                    rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
+
+        async def bind(step: Step) -> None:
+            target = step.target if step.creator is None else made.get(step.creator)
+            if target is None:
+                words = f"the open account {step.creator} was to create was not created"
+                rows[step.appid] = PassRow(step.appid, step, "not_created", words)
+                return
+            async with gate:
+                try:
+                    await self._bind(seen[step.appid], target, actor=actor)
+                    await self._remember(step, "bound", target, target=target)
+                    rows[step.appid] = PassRow(step.appid, replace(step, target=target), "newly_bound")
+                except ApiError as exc:
+                    rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
+
+        await asyncio.gather(*(create(s) for s in steps if s.action == "create_then_bind"))
+        await asyncio.gather(*(bind(s) for s in steps if s.action == "bind"))
+        for step in steps:
+            if step.action in ("nothing", "console", "conflict"):
+                await self._remember(step, step.state, step.current)
+                if step.reason == "bound_elsewhere":
+                    self._audit.record(
+                        actor, "binding.elsewhere", authorizer_appid=step.appid, detail=step.current
+                    )
+                rows[step.appid] = PassRow(step.appid, step, step.state, step.words)
+        return rows
+
+    # --- the two calls that change state at WeChat ------------------------------------------------
+
+    async def _bind(self, seen: _Seen, open_appid: str, *, actor: str) -> None:
+        """open/bind of ``seen`` to ``open_appid`` (the plan allowed it), audited."""
+        await self._send_bind(seen.token, open_appid, seen.component_appid)
+        self._audit.record(actor, "binding.bound", authorizer_appid=seen.appid, detail=open_appid)
+
+    async def _create(self, seen: _Seen, *, actor: str) -> str:
+        """open/create with ``seen``: the new open account remembered with the principal it copied (its
+        cap is then counted), ``seen`` recorded as bound to it, audited."""
+        open_appid = await self._send_create(seen.token, seen.component_appid)
+        await self._store.open_accounts.remember(open_appid, seen.principal or "", seen.appid)
+        self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
+        await self._store.authorizations.save_binding(seen.appid, "bound", open_appid, open_appid)
         return open_appid
 
-    def _state(self, bound_to: str | None, *, newly: bool) -> OpenBinding:
-        if bound_to is None:
-            return OpenBinding("unbound", None)
-        if bound_to == self.group_open_appid:
-            return OpenBinding("newly_bound" if newly else "bound", bound_to)
-        return OpenBinding("bound_elsewhere", bound_to)
+    async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
+        """The one place open/bind is sent: once (protocol §10: it may succeed with its answer lost)."""
+        await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
 
-    async def _token(self, appid: str) -> tuple[str, str | None]:
-        """The authorizer token of ``appid`` from the platform routing picks for open/*, with that
+    async def _send_create(self, token: str, component_appid: str | None) -> str:
+        """The one place open/create is sent: once, like open/bind."""
+        return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+
+    # --- what the service reads ---------------------------------------------------------------------
+
+    async def _remember(
+        self, step: Step, state: str, open_appid: str | None, *, target: str | None = None
+    ) -> None:
+        """Keep the account's state and target for the catalog."""
+        await self._store.authorizations.save_binding(step.appid, state, open_appid, target or step.target)
+
+    async def _principal(self, appid: str, platform_id: str, *, save: bool) -> str | None:
+        """The account's principal (主体): from its stored profile, else asked of WeChat (kept when
+        ``save``; a dry run keeps nothing). None when WeChat cannot say now."""
+        profile = await self._store.authorizations.profile(appid)
+        if profile is None and save:
+            profile = await self._authorizations.refresh_profile(platform_id, appid)
+        elif profile is None:
+            platform = self._registry.platform(platform_id)
+            if platform is None:
+                return None
+            try:
+                component = await self._tokens.component_token(platform_id)
+                info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
+            except (UpstreamError, UpstreamUnavailable):
+                return None
+            profile = profile_of(appid, info)
+        return profile.principal_name or None if profile is not None else None
+
+    async def _token(self, appid: str) -> tuple[str, str, str | None]:
+        """The platform routing picks for open/* for ``appid``, its authorizer token there, and that
         platform's component_appid (the upstream breaker's key; None if a reload just removed it)."""
         try:
             platform_id = await self._authorizations.route(appid, OPEN_API)
@@ -132,7 +329,7 @@ class OpenBindingService(ReadsRegistry):
             raise
         token = await self._tokens.authorizer_token(platform_id, appid)
         platform = self._registry.platform(platform_id)
-        return token.value, None if platform is None else platform.component_appid
+        return platform_id, token.value, None if platform is None else platform.component_appid
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:

@@ -24,6 +24,7 @@ from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, Stor
 
 __all__ = [
     "BINDINGS",
+    "BINDING_MEANINGS",
     "KINDS",
     "STATUSES",
     "Catalog",
@@ -31,11 +32,12 @@ __all__ = [
     "CatalogPage",
     "CatalogRow",
     "PlatformGrant",
+    "csv_line",
 ]
 
 KINDS = ("official_account", "mini_program")
 STATUSES = ("active", "revoked", "reauthorization_required")
-BINDINGS = ("bound", "bound_elsewhere", "unbound", "unknown")
+BINDINGS = ("bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown")
 MAX_LIMIT = 500
 CSV_PAGE = 500
 CSV_COLUMNS = (
@@ -50,7 +52,30 @@ CSV_COLUMNS = (
     "binding",
     "synced_at",
     "token_health",
+    "binding_target",
 )
+# What each binding state (SPEC §6, §11) means, and who acts on it: for the auditors' page.
+BINDING_MEANINGS: dict[str, tuple[str, str]] = {
+    "bound": ("bound to the open account the binding rules give it (its target)", "nobody"),
+    "bound_elsewhere": (
+        "bound to another open account: users get another unionid; the gateway never unbinds it",
+        "an auditor: an audit finding for group IT to settle with the account's owner",
+    ),
+    "unbound": (
+        "bound to no open account; WeChat's API can bind it (same principal as its target)",
+        "group IT: `gateway open-binding ensure` binds it (unless its target already holds 5 "
+        "unverified: verify that open account first)",
+    ),
+    "console_binding_needed": (
+        "its target belongs to another principal (a related company): WeChat's API refuses that",
+        "the Open Platform administrator: bind it in the Open Platform console to the target shown "
+        "(`gateway open-binding console-list`)",
+    ),
+    "unknown": (
+        "not known: no component holding set 24/25 (or 3/30) can ask, or it was never checked",
+        "group IT: grant open-account management to one component, then `gateway catalog sync`",
+    ),
+}
 TokenHealth = Literal["ok", "not_fetched", "failing", "quota_exhausted", "none"]
 
 
@@ -78,6 +103,7 @@ class CatalogRow(msgspec.Struct, frozen=True):
     binding: str
     synced_at: int | None
     token_health: TokenHealth
+    binding_target: str | None = None  # the open account SPEC §11 sends it to, when known
 
 
 class CatalogPage(msgspec.Struct, frozen=True):
@@ -160,11 +186,11 @@ class Catalog(ReadsRegistry):
         where = self.filters(params)  # validated before the first byte is sent
 
         async def produce() -> AsyncIterator[bytes]:
-            yield _csv_line(CSV_COLUMNS)
+            yield csv_line(CSV_COLUMNS)
             after = None
             while True:
                 rows, more = await self._query.page(where, after, CSV_PAGE)
-                chunk = b"".join(_csv_line(self._csv_fields(self._row(r))) for r in rows)
+                chunk = b"".join(csv_line(self._csv_fields(self._row(r))) for r in rows)
                 if chunk:
                     yield chunk
                 if not more or not rows:
@@ -195,6 +221,7 @@ class Catalog(ReadsRegistry):
             binding=row.binding,
             synced_at=int(row.synced_at) if row.synced_at is not None else None,
             token_health=self._health(row.grants),
+            binding_target=row.binding_target,
         )
 
     def _health(self, grants: list[StoredGrant]) -> TokenHealth:
@@ -229,10 +256,12 @@ class Catalog(ReadsRegistry):
             row.binding,
             synced,
             row.token_health,
+            row.binding_target or "",
         )
 
 
-def _csv_line(fields: tuple[str, ...]) -> bytes:
+def csv_line(fields: tuple[str, ...]) -> bytes:
+    """One CSV record, spreadsheet-safe."""
     buffer = io.StringIO()
     # A leading =, +, - or @ would run as a formula in a spreadsheet: such cells get a quote in front.
     csv.writer(buffer).writerow("'" + f if f[:1] in ("=", "+", "-", "@") else f for f in fields)

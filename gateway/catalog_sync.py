@@ -14,7 +14,8 @@ One sync, over every platform of the registry (or one):
    says so of it, not merely because a list that may have shifted while it was paged left it out.
 3. Once per authorizer with a live authorization: its profile (from the info above), then its binding:
    - open/get through the platform holding open-account management (24 / 25), via
-     ``OpenBindingService.check``: ``bound``, ``bound_elsewhere`` or ``unbound``;
+     ``OpenBindingService.where_bound``; once every account is seen, its state by SPEC §11
+     (`gateway.binding_plan`): ``bound``, ``bound_elsewhere``, ``unbound`` or ``console_binding_needed``;
    - else open/have through a platform holding account service (3) or basic info (30): ``unbound`` when it
      says the account has no open account. When it says it has one, it does not say WHICH, so the state
      is ``unknown`` (the summary counts these apart, as bound to an unidentified open account): ``bound``
@@ -49,6 +50,7 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService, profile_of
 from gateway.binding import OpenBindingService
+from gateway.binding_plan import Account
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
@@ -133,6 +135,7 @@ class _Run:
     # authorizations to record (and whether to audit them as granted), profiles with their binding, and
     # profiles whose binding could not be checked (it stays as it was).
     grants: list[tuple[Grant, bool]] = field(default_factory=list)
+    seen: list[tuple[Profile, tuple[str, str | None]]] = field(default_factory=list)
     surveyed: list[tuple[Profile, Binding]] = field(default_factory=list)
     unsurveyed: list[Profile] = field(default_factory=list)
 
@@ -209,6 +212,7 @@ class CatalogSync(ReadsRegistry):
             run.summary.authorizers = len(appids)
             step = _stage(track, "open binding", len(appids))
             await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
+            await self._settle_bindings(run)
             await self._write_surveys(run, everything=True)
 
         run.summary.duration_s = round(time.monotonic() - started, 3)
@@ -366,18 +370,34 @@ class CatalogSync(ReadsRegistry):
                     )
 
     async def _survey(self, appid: str, run: _Run, step: Callable[[], None]) -> None:
-        """The account's binding, queued with its profile to be recorded."""
+        """Where the account is bound, queued with its profile; its state is decided once every account
+        has been seen (`_settle_bindings`)."""
         profile = run.profiles[appid]
         async with run.gate:
             try:
-                binding = await self._binding_state(appid, run)
-                run.summary.bindings[binding.state] = run.summary.bindings.get(binding.state, 0) + 1
-                run.surveyed.append((profile, binding))
+                run.seen.append((profile, await self._where_bound(appid, run)))
             except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
                 run.unsurveyed.append(profile)
             step()
-        await self._write_surveys(run)
+
+    async def _settle_bindings(self, run: _Run) -> None:
+        """Each surveyed account's catalog state by SPEC §11 (`gateway.binding_plan`), decided over
+        everything this sync saw; then written with the profiles."""
+        planner = await self._binding.planner(
+            Account(p.authorizer_appid, p.principal_name or None, current)
+            for p, (how, current) in run.seen
+            if how == "open_get"
+        )
+        for profile, (how, current) in run.seen:
+            if how == "unknown":
+                binding = Binding("unknown")
+            else:
+                decided = planner.step(profile.authorizer_appid, profile.principal_name or None, current)
+                binding = Binding(decided.state, current, decided.target)
+            run.summary.bindings[binding.state] = run.summary.bindings.get(binding.state, 0) + 1
+            run.surveyed.append((profile, binding))
+        run.seen.clear()
 
     async def _write_surveys(self, run: _Run, *, everything: bool = False) -> None:
         """Record the queued profiles (with their bindings), a batch at a time; all with ``everything``."""
@@ -389,17 +409,17 @@ class CatalogSync(ReadsRegistry):
             profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
             await store.save_profiles(profiles)
 
-    async def _binding_state(self, appid: str, run: _Run) -> Binding:
-        """Where ``appid`` is bound, as the catalog says it."""
+    async def _where_bound(self, appid: str, run: _Run) -> tuple[str, str | None]:
+        """How the account's binding was read and what it said: (``open_get``, the open account or
+        None), (``unbound``, None) from open/have, or (``unknown``, None) when nothing may ask."""
         try:
-            checked = await self._binding.check(appid, record=False)  # open/get (24 / 25)
+            return "open_get", await self._binding.where_bound(appid)  # open/get (24 / 25)
         except ApiError as exc:
             if exc.code in NO_LIVE_GRANT:
-                return Binding("unknown")
+                return "unknown", None
             if exc.code == "permission_set_missing":
-                return Binding(await self._have_open(appid, run))
+                return await self._have_open(appid, run), None
             raise
-        return Binding(checked.state, checked.open_appid)
 
     async def _have_open(self, appid: str, run: _Run) -> str:
         """open/have through a platform holding set 3 or 30: ``unbound``, or ``unknown`` when the account

@@ -23,7 +23,7 @@ from gateway.serving import Listener, serve
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 
-__all__ = ["DEMO_AUTHORIZERS", "DemoAccount", "demo_environment", "run_demo"]
+__all__ = ["DEMO_AUTHORIZERS", "DEMO_OPEN_ACCOUNTS", "DemoAccount", "demo_environment", "run_demo"]
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ALNUM = string.ascii_letters + string.digits
@@ -44,7 +44,7 @@ DEMO_AUTHORIZERS = (
         "wxa0000000000001",
         "official_account",
         "ACME Retail",
-        "ACME Retail Co., Ltd.",
+        "ACME Group Co., Ltd.",
         {"retail": [1, 2, 3, 4, 7, 11, 15, 24], "services": [1, 2, 6]},
     ),
     DemoAccount(
@@ -58,9 +58,39 @@ DEMO_AUTHORIZERS = (
         "wxc0000000000003",
         "mini_program",
         "ACME Shop",
-        "ACME Retail Co., Ltd.",
+        "ACME Group Co., Ltd.",
         {"retail": [17, 18, 19, 25, 30]},
     ),
+    # Outside the group's principals: only the Open Platform console can bind it.
+    DemoAccount(
+        "wxd0000000000004",
+        "official_account",
+        "Partner Mall",
+        "Partner Trading Co., Ltd.",
+        {"retail": [1, 2, 3, 24]},
+    ),
+    # The group's principal, but bound to another open account: an audit finding.
+    DemoAccount(
+        "wxe0000000000005",
+        "official_account",
+        "ACME Coupons",
+        "ACME Group Co., Ltd.",
+        {"retail": [1, 2, 24]},
+    ),
+    # No component may ask where it is bound.
+    DemoAccount(
+        "wxf0000000000006",
+        "official_account",
+        "ACME Events",
+        "ACME Group Co., Ltd.",
+        {"services": [1, 2]},
+    ),
+)
+# Open accounts as WeChat holds them before the demo starts (the first two are the registry's).
+DEMO_OPEN_ACCOUNTS: tuple[tuple[str, str, list[str]], ...] = (
+    ("wx0pen0000000001", "ACME Group Co., Ltd.", ["wxa0000000000001"]),
+    ("wx0pen0000000002", "ACME Finance Co., Ltd.", []),
+    ("wx0pen0000000099", "ACME Group Co., Ltd.", ["wxe0000000000005"]),
 )
 
 
@@ -118,7 +148,13 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
                 response = await client.post(f"/sim/components/{platform.component_appid}/push-ticket")
                 response.raise_for_status()
             await _authorize_demo_accounts(client, registry)
+            for open_appid, principal, members in DEMO_OPEN_ACCOUNTS:
+                seeded = {"open_appid": open_appid, "principal_name": principal, "verified": True}
+                response = await client.post("/sim/open-accounts", json=seeded | {"members": members})
+                response.raise_for_status()
+        # The catalog shows every binding state at once instead of after the first scheduled sync.
         services: Services = app.state.services
+        await services.catalog_sync.run()
         invite = services.onboarding.create_invite("demo", registry.platforms[0].id, LinkRequest())
         _print_welcome(settings.public_url, simulator_url, registry, workdir, invite.url)
 
@@ -213,6 +249,8 @@ Try:
   curl -s -H 'Authorization: Bearer demo-audit-key' {public_url}/v1/authorizers/wxa0000000000001/access-token
   curl -s -X POST {simulator_url}/sim/components/{registry.platforms[0].component_appid}/push-ticket
   curl -s {simulator_url}/sim/pushes
+  gateway open-binding ensure --dry-run   (with the demo's GATEWAY_* settings: the plan per account)
+  {public_url}/catalog?binding=console_binding_needed   accounts only the Open Platform console can bind
 """,
         flush=True,
     )

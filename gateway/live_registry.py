@@ -10,7 +10,8 @@ at start-up and the running registry stays.
 What a swap changes, from the next read on: clients and their keys, scopes, authorizers and rate
 limits; platforms (a new one takes pushes and serves tokens at once, a removed one answers
 ``platform_unknown`` and its stored credentials are no longer renewed); pins; subscriptions;
-``wechat.api_base``; ``group.open_appid``. Work already under way (an upstream call, a delivery) ends
+``wechat.api_base``; ``group.open_appid``, ``group.principal_name`` and ``group.binding`` (the targets
+of SPEC §11, from the next binding decision). Work already under way (an upstream call, a delivery) ends
 with the registry it started with.
 
 `reload_on_sighup` wires the signal: the handler is installed for as long as the app runs and, where
@@ -49,6 +50,7 @@ class RegistryChanges:
     clients_changed: tuple[str, ...]
     subscriptions: int
     api_base_changed: bool
+    binding_changed: bool = False  # group.open_appid, principal_name or binding: targets may move
 
     @classmethod
     def between(cls, old: Registry, new: Registry) -> RegistryChanges:
@@ -64,6 +66,8 @@ class RegistryChanges:
             clients_changed=clients.changed,
             subscriptions=len(new.subscriptions),
             api_base_changed=old.wechat.api_base != new.wechat.api_base,
+            binding_changed=(old.group.open_appid, old.group.principal_name, old.group.binding)
+            != (new.group.open_appid, new.group.principal_name, new.group.binding),
         )
 
     def describe(self) -> str:
@@ -76,6 +80,8 @@ class RegistryChanges:
         ]
         if self.api_base_changed:
             parts.append("wechat.api_base changed")
+        if self.binding_changed:
+            parts.append("group binding changed (the next open-binding check or sync applies it)")
         return "; ".join(parts)
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TextIO
 
+import msgspec
+
 from gateway.app import Services, create_app
-from gateway.binding import OpenBinding
-from gateway.catalog import BINDINGS
+from gateway.binding import PassResult, PassRow
+from gateway.catalog import BINDINGS, csv_line
 from gateway.catalog_sync import SyncSummary
-from gateway.errors import ApiError
 from gateway.registry import Registry
 from gateway.settings import Settings
 
-__all__ = ["Progress", "binding_pass", "print_sync_summary", "progress_bars", "services_of"]
+__all__ = [
+    "Progress",
+    "print_binding_pass",
+    "print_console_list",
+    "print_sync_summary",
+    "progress_bars",
+    "services_of",
+]
 
 PROBLEMS_SHOWN = 50
 
@@ -55,44 +62,93 @@ class Progress:
             self._stream.flush()
 
 
-async def binding_pass(
-    services: Services,
-    action: Callable[[str], Awaitable[OpenBinding]],
-    *,
-    concurrency: int = 8,
-    out: TextIO = sys.stdout,
-) -> int:
-    """Run ``action`` (check or ensure) for every authorizer with a live authorization; print a summary
-    table and every account that is not bound to the group's open account. Returns how many were not."""
-    appids = sorted({a.authorizer_appid for a in await services.store.authorizations.active()})
-    progress = Progress(len(appids), "open binding")
-    gate = asyncio.Semaphore(concurrency)
-    results: dict[str, str] = {}
-    details: dict[str, str] = {}
+ATTENTION_FREE = frozenset({"bound", "newly_bound", "created"})  # results that need nobody
 
-    async def one(appid: str) -> None:
-        async with gate:
-            try:
-                outcome = await action(appid)
-                results[appid] = outcome.state
-                details[appid] = outcome.open_appid or ""
-            except ApiError as exc:
-                results[appid] = exc.code
-                details[appid] = exc.message
-            progress.step()
 
-    await asyncio.gather(*(one(appid) for appid in appids))
-    counts = Counter(results.values())
-    out.write(f"{'state':<32} {'accounts':>8}\n")
+def print_binding_pass(result: PassResult, out: TextIO = sys.stdout, *, as_json: bool = False) -> int:
+    """A pass of ``gateway open-binding`` as a table per account (or JSON), a summary by result, and the
+    accounts that need someone; returns how many do."""
+    counts = Counter(row.result for row in result.rows)
+    attention = [row for row in result.rows if row.result not in ATTENTION_FREE]
+    if as_json:
+        document = {
+            "dry_run": result.dry_run,
+            "accounts": [_pass_entry(row) for row in result.rows],
+            "summary": dict(sorted(counts.items())),
+        }
+        out.write(msgspec.json.encode(document).decode() + "\n")
+        return len(attention)
+    header = ("appid", "principal", "bound to", "action", "target", "result")
+    table = [header, *(_pass_cells(row) for row in result.rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
+    for cells in table:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
+        out.write("\n")
+    out.write(f"\n{'result':<32} {'accounts':>8}\n")
     for state, count in sorted(counts.items()):
         out.write(f"{state:<32} {count:>8}\n")
-    out.write(f"{'total':<32} {len(appids):>8}\n")
-    attention = [appid for appid in appids if results[appid] not in ("bound", "newly_bound")]
+    out.write(f"{'total':<32} {len(result.rows):>8}\n")
+    if result.dry_run and any(row.step is not None and row.step.action != "nothing" for row in result.rows):
+        out.write("\n(a plan: nothing was changed; `gateway open-binding ensure` carries it out)\n")
     if attention:
         out.write("\nneeds attention:\n")
-        for appid in attention:
-            out.write(f"  {appid}  {results[appid]}  {details[appid]}\n")
+        for row in attention:
+            out.write(f"  {row.appid}  {row.result}  {row.words}\n")
     return len(attention)
+
+
+def _pass_cells(row: PassRow) -> tuple[str, ...]:
+    step = row.step
+    if step is None:
+        return (row.appid, "", "", "", "", row.result)
+    target = step.target or (f"(made by {step.creator})" if step.creator else "")
+    principal = step.principal or "?"
+    if len(principal) > 40:
+        principal = principal[:39] + "…"
+    return (row.appid, principal, step.current or "-", step.action, target, row.result)
+
+
+def _pass_entry(row: PassRow) -> dict[str, object]:
+    step = row.step
+    return {
+        "appid": row.appid,
+        "principal_name": None if step is None else step.principal,
+        "open_appid": None if step is None else step.current,
+        "action": None if step is None else step.action,
+        "target": None if step is None else step.target,
+        "created_by": None if step is None else step.creator,
+        "state": None if step is None else step.state,
+        "result": row.result,
+        "reason": None if step is None else step.reason,
+        "words": row.words,
+    }
+
+
+CONSOLE_COLUMNS = ("authorizer_appid", "name", "principal_name", "target_open_appid")
+
+
+async def print_console_list(services: Services, out: TextIO = sys.stdout, *, as_csv: bool = False) -> int:
+    """The accounts only the Open Platform console can bind (SPEC §11), with the open account to bind
+    each to, as the last check, ensure or catalog sync recorded them; returns how many."""
+    facts = await services.store.authorizations.binding_facts("console_binding_needed")
+    fallback = services.registry.current.group.open_appid
+    rows = [(f.authorizer_appid, f.nick_name, f.principal_name, f.target or fallback) for f in facts]
+    if as_csv:
+        out.write(csv_line(CONSOLE_COLUMNS).decode())
+        for row in rows:
+            out.write(csv_line(row).decode())
+        return len(rows)
+    if not rows:
+        out.write("no account needs the Open Platform console\n")
+        return 0
+    widths = [max(len(r[i]) for r in (CONSOLE_COLUMNS, *rows)) for i in range(len(CONSOLE_COLUMNS))]
+    for cells in (CONSOLE_COLUMNS, *rows):
+        out.write("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n")
+    out.write(
+        f"\n{len(rows)} account(s): bind each in the Open Platform console (管理中心 → 绑定) to its "
+        "target; WeChat's API binds only accounts of the open account's own principal\n"
+    )
+    return len(rows)
 
 
 def progress_bars(label: str, total: int) -> Callable[[], None]:

@@ -33,9 +33,12 @@ import yaml
 from gateway.errors import RegistryError
 
 __all__ = [
+    "BINDING_MODES",
     "SCOPES",
     "Client",
     "Group",
+    "GroupBinding",
+    "ListedOpenAccount",
     "Platform",
     "RateLimit",
     "Registry",
@@ -45,10 +48,13 @@ __all__ = [
     "WechatSettings",
     "load_registry",
     "parse_registry",
+    "principal_key",
 ]
 
 Scope = Literal["token", "proxy", "component", "onboard", "bind", "catalog", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
+BindingMode = Literal["group", "per_principal"]
+BINDING_MODES: tuple[BindingMode, ...] = get_args(BindingMode)
 
 _APPID = re.compile(r"wx[A-Za-z0-9]+")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -93,11 +99,29 @@ class Secret:
         return hash(self._value)
 
 
+class ListedOpenAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An open account the group knows besides its own, and the principal (主体) it belongs to."""
+
+    open_appid: str
+    principal_name: str
+
+
+class GroupBinding(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Whose open account each authorizer goes to (SPEC §11): the group's (``group``, scenario two) or
+    its own principal's (``per_principal``, scenario one); ``open_accounts`` names other principals'."""
+
+    mode: BindingMode = "group"
+    open_accounts: tuple[ListedOpenAccount, ...] = ()
+
+
 class Group(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The company group and its binding open account."""
+    """The company group, its binding open account and that account's principal (主体). Without
+    ``principal_name`` it is taken from the accounts already bound to ``open_appid``."""
 
     name: str
     open_appid: str
+    principal_name: str | None = None
+    binding: GroupBinding | None = None
 
 
 class WechatSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -354,7 +378,10 @@ def _translate(exc: msgspec.ValidationError, spelled: Mapping[str, str]) -> _Fau
     elif where.endswith("[...]"):
         where, problem = where.removesuffix("[...]"), f"{problem} (in a value)"
     path = where.removeprefix("$").removeprefix(".")
-    if problem.startswith("Invalid enum value "):
+    if problem.startswith("Invalid enum value ") and path == "group.binding.mode":
+        shown = repr(spelled[path]) if path in spelled else problem.removeprefix("Invalid enum value ")
+        problem = f"unknown mode {shown} (valid: {', '.join(BINDING_MODES)})"
+    elif problem.startswith("Invalid enum value "):
         shown = repr(spelled[path]) if path in spelled else problem.removeprefix("Invalid enum value ")
         problem = f"unknown scope {shown} (valid: {', '.join(SCOPES)})"
     return _Fault(path, problem)
@@ -363,6 +390,7 @@ def _translate(exc: msgspec.ValidationError, spelled: Mapping[str, str]) -> _Fau
 def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
     """The rules types cannot express, in document order; raises at the first fault."""
     _check_appid(registry.group.open_appid, "group.open_appid")
+    _check_group_binding(registry.group, spelled)
     _check_api_base(registry.wechat.api_base, "wechat.api_base")
     if registry.wechat.authorization_page_base is not None:
         _check_api_base(registry.wechat.authorization_page_base, "wechat.authorization_page_base")
@@ -412,6 +440,40 @@ def _check(registry: Registry, spelled: Mapping[str, str]) -> None:
             )
 
     _check_subscriptions(registry.subscriptions, client_ids, spelled)
+
+
+def _check_group_binding(group: Group, spelled: Mapping[str, str]) -> None:
+    """SPEC §11: one open account per principal, each principal named once, the group's included."""
+    if group.principal_name is not None and not group.principal_name.strip():
+        raise _Fault("group.principal_name", "must not be empty")
+    if group.binding is None:
+        return
+    if group.principal_name is None:
+        raise _Fault(
+            "group.principal_name",
+            "is required with group.binding: each account's target open account follows its principal",
+        )
+    open_appids = {group.open_appid: "group.open_appid"}
+    principals = {principal_key(group.principal_name): "group.principal_name"}
+    for i, listed in enumerate(group.binding.open_accounts):
+        at = f"group.binding.open_accounts[{i}]"
+        _check_appid(listed.open_appid, f"{at}.open_appid")
+        _check_unique(listed.open_appid, f"{at}.open_appid", open_appids, "open_appid", spelled)
+        if not listed.principal_name.strip():
+            raise _Fault(f"{at}.principal_name", "must not be empty")
+        first = principals.setdefault(principal_key(listed.principal_name), f"{at}.principal_name")
+        if first != f"{at}.principal_name":
+            raise _Fault(
+                f"{at}.principal_name",
+                f"principal {_quote(listed.principal_name, f'{at}.principal_name', spelled)} already has an "
+                f"open account (at {first}): one open account per principal",
+            )
+
+
+def principal_key(name: str) -> str:
+    """A principal's name as compared: spaces collapsed and case folded, so that a name typed into the
+    registry matches the one WeChat gives (``api_get_authorizer_info``'s ``principal_name``)."""
+    return " ".join(name.split()).casefold()
 
 
 def _check_rate_limit(limit: RateLimit, path: str) -> None:

@@ -165,6 +165,36 @@ async def test_the_catalog_shows_rows_counts_and_filters(signed_in: World) -> No
     assert re.search(r">Retail</a></dt><dd>1</dd>", counted.text)  # counts follow the filter
 
 
+async def test_console_binding_needed_is_counted_filtered_exported_and_explained(signed_in: World) -> None:
+    # OA is on the group's open account, so the group's principal is OA's (SPEC §11); MINI belongs to
+    # another principal ("Shop Co"): only the Open Platform console can bind it, to the group's.
+    group_open = "wx0pen0000000001"
+    seeded = {"open_appid": group_open, "principal_name": "ACME Co., Ltd.", "verified": True, "members": [OA]}
+    (await signed_in.sim.post("/sim/open-accounts", json=seeded)).raise_for_status()
+    await signed_in.services.catalog_sync.run()
+    gateway = signed_in.gateway
+
+    page = await gateway.get("/catalog")
+    assert re.search(r">console binding needed</a></dt><dd>1</dd>", page.text)
+    assert re.search(r">bound</a></dt><dd>1</dd>", page.text)
+    assert "What the binding states mean" in page.text
+    assert '<option value="console_binding_needed">console binding needed</option>' in page.text
+    for words in ("Open Platform console", "never unbinds", "gateway open-binding ensure"):
+        assert words in page.text, words
+    filtered = await gateway.get("/catalog", params={"binding": "console_binding_needed"})
+    assert appids(filtered.text) == {MINI}
+    assert f'console binding needed: to <span class="appid">{group_open}</span>' in filtered.text
+
+    exported = await gateway.get("/catalog/export.csv", params={"binding": "console_binding_needed"})
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [(r["authorizer_appid"], r["binding"], r["binding_target"]) for r in rows] == [
+        (MINI, "console_binding_needed", group_open)
+    ]
+    account = await gateway.get(f"/catalog/{MINI}")
+    assert f'its target is <span class="appid">{group_open}</span>' in account.text
+    assert "another principal" in account.text
+
+
 async def test_pages_follow_the_cursor(signed_in: World) -> None:
     seen: list[str] = []
     path = "/catalog?limit=1"

@@ -90,10 +90,27 @@ def live_pairs(state: dict[str, Any]) -> dict[tuple[str, str], list[int]]:
 
 def expected_binding(state: dict[str, Any]) -> tuple[dict[str, tuple[str, str | None]], int]:
     """What the catalog must say of each account with a live authorization: (binding, open_appid); and
-    how many are bound to an open account that only open/have can see."""
+    how many are bound to an open account that only open/have can see.
+
+    SPEC §11: the registry names no principal, so the group's is the one the accounts seen bound to the
+    group's open account share (most of them); an unbound account of another principal can only be bound
+    in the Open Platform console (``console_binding_needed``)."""
     sets: dict[str, set[int]] = {}
     for (_, appid), func_ids in live_pairs(state).items():
         sets.setdefault(appid, set()).update(func_ids)
+    seen_bound = Counter(
+        a["principal_name"]
+        for a in state["authorizers"]
+        if a["open_appid"] == GROUP_OPEN and MANAGE_SET[a["kind"]] in sets.get(a["authorizer_appid"], ())
+    )
+    top = seen_bound.most_common(2)
+    group_principal = top[0][0] if top and (len(top) == 1 or top[1][1] < top[0][1]) else None
+
+    def unbound(account: dict[str, Any]) -> str:
+        if group_principal is None or account["principal_name"] == group_principal:
+            return "unbound"
+        return "console_binding_needed"
+
     expected: dict[str, tuple[str, str | None]] = {}
     unidentified = 0
     for account in state["authorizers"]:
@@ -102,11 +119,11 @@ def expected_binding(state: dict[str, Any]) -> tuple[dict[str, tuple[str, str | 
             continue
         if MANAGE_SET[kind] in sets[appid]:
             if bound_to is None:
-                expected[appid] = ("unbound", None)
+                expected[appid] = (unbound(account), None)
             else:
                 expected[appid] = ("bound" if bound_to == GROUP_OPEN else "bound_elsewhere", bound_to)
         elif HAVE_SET[kind] in sets[appid]:
-            expected[appid] = ("unknown" if bound_to else "unbound", None)
+            expected[appid] = ("unknown", None) if bound_to else (unbound(account), None)
             unidentified += bound_to is not None
         else:
             expected[appid] = ("unknown", None)

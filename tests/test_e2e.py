@@ -200,3 +200,34 @@ def onboard_through_the_printed_invite(output: str, gateway_url: str, simulator_
         assert approved.status_code == 200, approved.text
         assert str(approved.url).startswith(f"{gateway_url}/wechat/")
         assert "Authorization complete" in approved.text and "ACME Retail" in approved.text
+
+
+def test_the_demo_catalog_shows_every_binding_state(tmp_path: Path, processes: list[Process]) -> None:
+    gateway_port, simulator_port = free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_"))
+    }
+    demo = Process(
+        ["demo", "--port", str(gateway_port), "--simulator-port", str(simulator_port)],
+        env,
+        tmp_path / "demo.log",
+    )
+    processes.append(demo)
+    wait_for(lambda: "Ctrl-C" in demo.output(), timeout=60, what="the welcome text")
+    catalog = httpx.get(
+        f"http://127.0.0.1:{gateway_port}/v1/catalog",
+        headers={"Authorization": "Bearer demo-audit-key"},
+        timeout=5,
+    ).json()
+    states = {row["authorizer_appid"]: row["binding"] for row in catalog["items"]}
+    assert states == {
+        "wxa0000000000001": "bound",
+        "wxb0000000000002": "unbound",  # the listed subsidiary: the API can bind it
+        "wxc0000000000003": "unbound",
+        "wxd0000000000004": "console_binding_needed",  # outside the group's principals
+        "wxe0000000000005": "bound_elsewhere",
+        "wxf0000000000006": "unknown",
+    }
+    assert demo.stop(signal.SIGINT) == 0, demo.output()

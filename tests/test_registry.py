@@ -972,3 +972,116 @@ def test_mangled_text_loads_or_is_refused(data: st.DataObject) -> None:
 
     with contextlib.suppress(RegistryError):
         parse_registry(text[:start] + insert + text[end:], source="registry.yaml", environ=ENV)
+
+
+# -- group.binding (SPEC §2, §11) ---------------------------------------------------------------------
+
+
+def _binding(**binding: Any) -> Mutation:
+    def mutate(doc: Doc) -> None:
+        doc["group"]["principal_name"] = "ACME Group Co., Ltd."
+        doc["group"]["binding"] = binding
+
+    return mutate
+
+
+def _listed(*principals: str, open_appids: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    appids = open_appids or tuple(f"wx0pen00000000{i + 2:02d}" for i in range(len(principals)))
+    return [{"open_appid": a, "principal_name": p} for a, p in zip(appids, principals, strict=True)]
+
+
+BINDING_REFUSALS: list[tuple[str, Mutation, str, str]] = [
+    (
+        "an unknown mode",
+        _binding(mode="everyone"),
+        "group.binding.mode",
+        "unknown mode 'everyone' (valid: group, per_principal)",
+    ),
+    (
+        "binding without the group's principal",
+        lambda doc: doc["group"].update(binding={"mode": "group"}),
+        "group.principal_name",
+        "is required with group.binding: each account's target open account follows its principal",
+    ),
+    (
+        "an empty group principal",
+        lambda doc: doc["group"].update(principal_name="  "),
+        "group.principal_name",
+        "must not be empty",
+    ),
+    (
+        "a listed principal that is the group's",
+        _binding(open_accounts=_listed("ACME Finance", " acme group co.,  ltd. ")),
+        "group.binding.open_accounts[1].principal_name",
+        "principal ' acme group co.,  ltd. ' already has an open account (at group.principal_name): "
+        "one open account per principal",
+    ),
+    (
+        "two listed open accounts of one principal",
+        _binding(open_accounts=_listed("ACME Finance", "ACME Retail", "ACME Finance")),
+        "group.binding.open_accounts[2].principal_name",
+        "principal 'ACME Finance' already has an open account "
+        "(at group.binding.open_accounts[0].principal_name): one open account per principal",
+    ),
+    (
+        "a listed open account given twice",
+        _binding(open_accounts=_listed("A", "B", open_appids=("wx0pen0000000002", "wx0pen0000000002"))),
+        "group.binding.open_accounts[1].open_appid",
+        "duplicate open_appid 'wx0pen0000000002' (first at group.binding.open_accounts[0].open_appid)",
+    ),
+    (
+        "the group's open account listed again",
+        _binding(open_accounts=_listed("ACME Finance", open_appids=("wx0pen0000000001",))),
+        "group.binding.open_accounts[0].open_appid",
+        "duplicate open_appid 'wx0pen0000000001' (first at group.open_appid)",
+    ),
+    (
+        "a listed open_appid that is no appid",
+        _binding(open_accounts=_listed("A", open_appids=("open-1",))),
+        "group.binding.open_accounts[0].open_appid",
+        "must be an appid: 'wx' followed by letters and digits",
+    ),
+    (
+        "a listed principal left empty",
+        _binding(open_accounts=_listed("")),
+        "group.binding.open_accounts[0].principal_name",
+        "must not be empty",
+    ),
+    (
+        "an unknown key in a listed open account",
+        _binding(open_accounts=[{"open_appid": "wx0pen0000000002", "principal_name": "A", "verified": True}]),
+        "group.binding.open_accounts[0]",
+        "Object contains unknown field `verified`",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path", "problem"),
+    [case[1:] for case in BINDING_REFUSALS],
+    ids=[case[0] for case in BINDING_REFUSALS],
+)
+def test_binding_refusal(tmp_path: Path, mutate: Mutation, path: str, problem: str) -> None:
+    doc = valid_doc()
+    mutate(doc)
+    error = refused(tmp_path, dump(doc))
+    assert (error.path, error.problem) == (path, problem)
+
+
+def test_binding_is_optional_and_read_whole(tmp_path: Path) -> None:
+    plain = load_registry(write(tmp_path, dump(valid_doc())), ENV)
+    assert plain.group.principal_name is None and plain.group.binding is None
+
+    doc = valid_doc()
+    _binding(mode="per_principal", open_accounts=_listed("Merchant A", "Merchant B"))(doc)
+    registry = load_registry(write(tmp_path, dump(doc)), ENV)
+    assert registry.group.principal_name == "ACME Group Co., Ltd."
+    assert registry.group.binding is not None and registry.group.binding.mode == "per_principal"
+    assert [(a.open_appid, a.principal_name) for a in registry.group.binding.open_accounts] == [
+        ("wx0pen0000000002", "Merchant A"),
+        ("wx0pen0000000003", "Merchant B"),
+    ]
+    defaults = valid_doc()
+    _binding()(defaults)
+    binding = load_registry(write(tmp_path, dump(defaults)), ENV).group.binding
+    assert binding is not None and (binding.mode, binding.open_accounts) == ("group", ())

@@ -111,6 +111,31 @@ async def test_client_changes_apply_to_the_next_request(reloadable: tuple[World,
     assert await token_status(world, "newcomer-key") == 200
 
 
+async def test_a_new_group_binding_applies_to_the_next_binding_decision(
+    reloadable: tuple[World, RegistryFile],
+) -> None:
+    world, registry = reloadable  # OA's principal is "ACME Co., Ltd."
+    seeded = {"open_appid": "wx0pen0000000001", "principal_name": "ACME Co., Ltd.", "verified": True}
+    (await world.sim.post("/sim/open-accounts", json=seeded)).raise_for_status()
+    await world.reset_counters()
+    headers = bearer(CLIENT_KEYS["onboarding"])
+    group = {
+        "name": "Test Group",
+        "open_appid": "wx0pen0000000001",
+        "principal_name": "Another Principal Co.",
+        "binding": {"mode": "group"},
+    }
+    assert registry.reload(document(group=group))
+    refused = await world.gateway.post(f"/v1/authorizers/{OA}/open-binding", headers=headers)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "principal_mismatch")
+    assert await world.calls("open/bind") == 0
+
+    assert registry.reload(document(group=group | {"principal_name": "ACME Co., Ltd."}))
+    bound = await world.gateway.post(f"/v1/authorizers/{OA}/open-binding", headers=headers)
+    assert bound.json() == {"state": "newly_bound", "open_appid": "wx0pen0000000001"}
+    assert await world.calls("open/bind") == 1
+
+
 async def test_added_platforms_take_pushes_and_removed_ones_stop(
     reloadable: tuple[World, RegistryFile], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -204,6 +229,11 @@ def test_the_log_line_says_what_changed_and_never_a_secret(registry: Registry) -
     )
     assert RegistryChanges.between(registry, registry).describe() == (
         "platforms unchanged; clients unchanged; 0 subscription(s) in force"
+    )
+    principal = msgspec.structs.replace(registry.group, principal_name="ACME Co., Ltd.")
+    moved = RegistryChanges.between(registry, msgspec.structs.replace(registry, group=principal))
+    assert moved.binding_changed and moved.describe().endswith(
+        "group binding changed (the next open-binding check or sync applies it)"
     )
     for secret in (crm.key_sha256, "ab" * 32, PLATFORM_SECRETS["retail"]["secret"]):
         assert secret not in line

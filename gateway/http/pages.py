@@ -19,7 +19,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
-from gateway.catalog import BINDINGS, KINDS, STATUSES, Catalog
+from gateway.catalog import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
 from gateway.errors import ApiError
 from gateway.http.catalog import read_audit_log
 from gateway.routing import PERMISSION_SET_NAMES
@@ -52,6 +52,7 @@ _LABELS = {
     "mini_program": "mini program",
     "reauthorization_required": "re-authorization required",
     "bound_elsewhere": "bound elsewhere",
+    "console_binding_needed": "console binding needed",
     "not_fetched": "not fetched yet",
     "quota_exhausted": "quota exhausted",
 }
@@ -200,6 +201,7 @@ class CatalogPagesController(Controller):
             "filters": query,
             "platforms": catalog.registry.platforms,
             "choices": {"kind": KINDS, "status": STATUSES, "binding": BINDINGS},
+            "binding_meanings": BINDING_MEANINGS,
             "href": lambda **changes: _href("/catalog", query, **changes),
             "csv_href": _href("/catalog/export.csv", query),
             "next_href": _href("/catalog", query, cursor=page.next_cursor) if page.next_cursor else None,
@@ -259,5 +261,6 @@ class CatalogPagesController(Controller):
             "set_names": PERMISSION_SET_NAMES,
             "platform_names": {p.id: p.name for p in catalog.registry.platforms},
             "recent": await store.audit.recent(20, authorizer_appid=appid),
+            "binding_meanings": BINDING_MEANINGS,
         }
         return _page("account.html", context)

@@ -110,7 +110,7 @@ class OpenBindingController(Controller):
     @post(
         "/{appid:str}/open-binding",
         status_code=200,
-        summary="Bind to the group's open account",
+        summary="Bind to its open account (SPEC §11)",
         responses=V1_ERRORS,
     )
     async def open_binding(
@@ -119,6 +119,7 @@ class OpenBindingController(Controller):
         client: NamedDependency[Client],
         binding: NamedDependency[OpenBindingService],
     ) -> OpenBinding:
-        """Bound, newly bound, or bound elsewhere (an audit finding: nothing is ever unbound here)."""
+        """Bound, newly bound, or bound elsewhere (an audit finding: nothing is ever unbound here); 409
+        without calling WeChat where its API cannot bind (another principal, a full open account)."""
         require(client, "bind", appid)
         return await binding.ensure(appid, actor=client.id)

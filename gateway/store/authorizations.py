@@ -15,7 +15,15 @@ from gateway.store.catalog import refresh_entries
 from gateway.store.database import Database
 from gateway.store.tables import Authorization, AuthorizationCode, AuthorizerProfileRow
 
-__all__ = ["AuthorizationStatus", "AuthorizationStore", "Binding", "Grant", "Profile", "StoredAuthorization"]
+__all__ = [
+    "AuthorizationStatus",
+    "AuthorizationStore",
+    "Binding",
+    "BindingFacts",
+    "Grant",
+    "Profile",
+    "StoredAuthorization",
+]
 
 AuthorizationStatus = Literal["active", "revoked", "reauthorization_required"]
 
@@ -43,10 +51,23 @@ class Grant:
 
 
 class Binding(msgspec.Struct, frozen=True):
-    """Where an account is bound: ``bound``, ``bound_elsewhere``, ``unbound`` or ``unknown``."""
+    """Where an account is bound: ``bound``, ``bound_elsewhere``, ``unbound``, ``console_binding_needed``
+    or ``unknown``; and the open account SPEC §11 sends it to, when known."""
 
     state: str
     open_appid: str | None = None
+    target: str | None = None
+
+
+class BindingFacts(msgspec.Struct, frozen=True):
+    """What the store knows of one account's binding: its principal and where it was last seen bound."""
+
+    authorizer_appid: str
+    principal_name: str
+    binding: str
+    open_appid: str | None
+    target: str | None
+    nick_name: str = ""
 
 
 class Profile(msgspec.Struct, frozen=True):
@@ -271,7 +292,12 @@ class AuthorizationStore:
         rows = [msgspec.structs.asdict(p) for p in stamped]
         if bindings is not None:
             for row, binding in zip(rows, bindings, strict=True):
-                row.update(binding=binding.state, open_appid=binding.open_appid, binding_checked_at=now)
+                row.update(
+                    binding=binding.state,
+                    open_appid=binding.open_appid,
+                    binding_target=binding.target,
+                    binding_checked_at=now,
+                )
         rows.sort(key=lambda row: str(row["authorizer_appid"]))  # one lock order for concurrent batches
         if rows:
             insert = self._db.insert(_PROFILES)
@@ -286,15 +312,39 @@ class AuthorizationStore:
                 await refresh_entries(session, self._db, {p.authorizer_appid for p in profiles})
         return stamped
 
-    async def save_binding(self, appid: str, binding: str, open_appid: str | None) -> None:
-        """Record where ``appid`` is bound (after its profile exists; a no-op otherwise)."""
+    async def save_binding(
+        self, appid: str, binding: str, open_appid: str | None, target: str | None = None
+    ) -> None:
+        """Record where ``appid`` is bound, and its §11 target (after its profile exists; a no-op
+        otherwise)."""
         async with self._db.sessions.begin() as session:
             await session.execute(
                 update(AuthorizerProfileRow)
                 .where(col(AuthorizerProfileRow.authorizer_appid) == appid)
-                .values(binding=binding, open_appid=open_appid, binding_checked_at=self._db.clock())
+                .values(
+                    binding=binding,
+                    open_appid=open_appid,
+                    binding_target=target,
+                    binding_checked_at=self._db.clock(),
+                )
             )
             await refresh_entries(session, self._db, [appid])
+
+    async def binding_facts(self, binding: str | None = None) -> list[BindingFacts]:
+        """Every profiled account's principal and last-seen binding (of one binding state, if given), in
+        appid order: what the binding planner knows of the others (a Core read, a few columns)."""
+        query = select(
+            _PROFILES.c.authorizer_appid,
+            _PROFILES.c.principal_name,
+            _PROFILES.c.binding,
+            _PROFILES.c.open_appid,
+            _PROFILES.c.binding_target,
+            _PROFILES.c.nick_name,
+        ).order_by(_PROFILES.c.authorizer_appid)
+        if binding is not None:
+            query = query.where(_PROFILES.c.binding == binding)
+        async with self._db.engine.connect() as conn:
+            return [BindingFacts(*row) for row in await conn.execute(query)]
 
     async def profile(self, appid: str) -> Profile | None:
         """What WeChat last said of ``appid``, or None before any sync."""

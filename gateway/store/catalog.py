@@ -74,6 +74,7 @@ class StoredRow(msgspec.Struct, frozen=True):
     open_appid: str | None
     synced_at: float | None
     grants: list[StoredGrant]
+    binding_target: str | None = None
 
 
 class StoredCounts(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,6 +158,7 @@ def _rows() -> Select[Any]:
         _E.c.binding,
         _P.c.open_appid,
         _P.c.synced_at,
+        _P.c.binding_target,
     ).select_from(_E.outerjoin(_P, _P.c.authorizer_appid == _E.c.authorizer_appid))
 
 
@@ -224,6 +226,7 @@ class CatalogQuery:
                 open_appid=row.open_appid,
                 synced_at=row.synced_at,
                 grants=grants.get(row.appid, []),
+                binding_target=row.binding_target,
             )
             for row in rows
         ]

@@ -29,6 +29,7 @@ from gateway.store.credentials import CredentialStore
 from gateway.store.database import Database
 from gateway.store.deliveries import DeliveryStore
 from gateway.store.gateway_tokens import GatewayTokenStore
+from gateway.store.open_accounts import OpenAccountStore
 from gateway.store.push_log import PendingPush, PushLog
 from gateway.store.tables import ComponentPush, ComponentTicket
 from gateway.store.web_sessions import WebSessionStore
@@ -58,8 +59,8 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 
 class Store:
     """Everything the gateway keeps, on one async engine: pushes and tickets here, and the
-    ``credentials``, ``authorizations``, ``gateway_tokens``, ``audit``, ``catalog``, ``web_sessions``
-    and ``deliveries`` parts beside them."""
+    ``credentials``, ``authorizations``, ``gateway_tokens``, ``audit``, ``catalog``, ``web_sessions``,
+    ``deliveries`` and ``open_accounts`` parts beside them."""
 
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, *, clock: Callable[[], float] = time.time
@@ -76,6 +77,7 @@ class Store:
         self.catalog = CatalogQuery(self._db)
         self.web_sessions = WebSessionStore(self._db)
         self.deliveries = DeliveryStore(self._db)
+        self.open_accounts = OpenAccountStore(self._db)
         self._pushes = PushLog(self._db)
 
     @property

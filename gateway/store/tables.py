@@ -6,7 +6,18 @@ Every change here needs a migration in ``migrations/versions``; a test compares 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -21,6 +32,7 @@ __all__ = [
     "Delivery",
     "GatewayToken",
     "InboundMessage",
+    "OpenAccountRow",
     "WebSession",
     "metadata",
 ]
@@ -178,6 +190,21 @@ class AuthorizerProfileRow(SQLModel, table=True):
     )
     open_appid: str | None = Field(default=None, max_length=64)
     binding_checked_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    # The open account SPEC §11 sends it to, when known (the console list names it).
+    binding_target: str | None = Field(default=None, max_length=64)
+
+
+class OpenAccountRow(SQLModel, table=True):
+    """An open account the gateway made with open/create: unverified until WeChat verification (认证), it
+    takes at most 5 accounts through the API, which the gateway counts before calling open/bind."""
+
+    __tablename__ = "open_accounts"
+
+    open_appid: str = Field(primary_key=True, max_length=64)
+    principal_name: str = Field(max_length=200)
+    created_from: str = Field(max_length=64)  # the authorizer whose open/create made it
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    verified: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 class CatalogEntry(SQLModel, table=True):
