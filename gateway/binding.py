@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store import Store
 from gateway.tokens import TokenService
@@ -90,9 +90,10 @@ class OpenBindingService(ReadsRegistry):
             if result.state == "bound_elsewhere":
                 self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound_to)
             return await self._remember(appid, result)
-        await self._guarded(
-            self._wechat.open_bind(token, self.group_open_appid, component_appid=component_appid)
-        )
+        bound = await self._bind_and_confirm(token, self.group_open_appid, component_appid)
+        if bound.state == "bound_elsewhere":  # bound meanwhile by someone else: reported, not changed
+            self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=bound.open_appid)
+            return await self._remember(appid, bound)
         self._audit.record(actor, "binding.bound", authorizer_appid=appid, detail=self.group_open_appid)
         return await self._remember(appid, OpenBinding("newly_bound", self.group_open_appid))
 
@@ -105,9 +106,66 @@ class OpenBindingService(ReadsRegistry):
     async def create_from(self, appid: str, *, actor: str) -> str:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
         token, component_appid = await self._token(appid)
-        open_appid = await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+        open_appid = await self._create_and_confirm(token, component_appid)
         self._audit.record(actor, "binding.created", authorizer_appid=appid, detail=open_appid)
         return open_appid
+
+    # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.SENT_ONCE) and
+    # an answer lost on the way (timeout, -1, 5xx) is settled by reading open/get before saying anything
+    # (SPEC §4 open-binding, §7; protocol §10, last row). An account open/get finds bound nowhere was not
+    # bound: the answer says so and that a retry is safe, rather than resending at once (a bind still in
+    # flight at WeChat would meet it with 89000).
+
+    async def _bind_and_confirm(
+        self, token: str, open_appid: str, component_appid: str | None
+    ) -> OpenBinding:
+        """open/bind, sent once; after a lost answer, the state open/get reads (``newly_bound`` when
+        bound to ``open_appid``, else ``bound_elsewhere``); 503 when it was not applied or stays unknown."""
+        try:
+            await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
+        except OutcomeUnknown as lost:
+            bound_to = await self._read_back(token, component_appid, lost.api)
+            if bound_to is None:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
+                    "no open account, so the bind was not applied and can be retried",
+                ) from None
+            return OpenBinding("newly_bound" if bound_to == open_appid else "bound_elsewhere", bound_to)
+        return OpenBinding("newly_bound", open_appid)
+
+    async def _create_and_confirm(self, token: str, component_appid: str | None) -> str:
+        """open/create, sent once: the new open account; after a lost answer, the one open/get finds the
+        account bound to (it was bound to none before, which is checked first: WeChat refuses a bound
+        account with 89000, so a binding found afterwards is the created one)."""
+        before = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        if before is not None:
+            code, words = _REFUSALS[89000]
+            raise ApiError(409, code, f"{words} ({before}); nothing was created")
+        try:
+            return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+        except OutcomeUnknown as lost:
+            bound_to = await self._read_back(token, component_appid, lost.api)
+            if bound_to is None:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
+                    "no open account, so no open account was created and it can be retried",
+                ) from None
+            return bound_to
+
+    async def _read_back(self, token: str, component_appid: str | None, api: str) -> str | None:
+        """open/get after ``api``'s answer was lost; 503 saying the outcome is unknown if it fails too."""
+        try:
+            return await self._wechat.open_get(token, component_appid=component_appid)
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            raise ApiError(
+                503,
+                "wechat_unavailable",
+                f"WeChat {api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
+            ) from None
 
     def _state(self, bound_to: str | None, *, newly: bool) -> OpenBinding:
         if bound_to is None:
@@ -136,11 +194,14 @@ class OpenBindingService(ReadsRegistry):
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:
-        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable)."""
+        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable; a call that
+        changes state and got no answer raises OutcomeUnknown, for the caller to read the outcome back)."""
         try:
             return await pending
         except UpstreamError as exc:
             code, words = _REFUSALS.get(exc.errcode, ("wechat_refused", exc.errmsg))
             raise ApiError(409, code, f"WeChat refused ({exc.errcode}): {words}") from None
+        except OutcomeUnknown:
+            raise  # the caller reads the outcome back
         except UpstreamUnavailable as exc:
             raise ApiError(503, "wechat_unavailable", str(exc)) from None

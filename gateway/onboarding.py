@@ -2,7 +2,8 @@
 
 A link carries a fresh, single-use pre-auth code. After the administrator approves, WeChat sends the
 browser to the redirect URI with ``auth_code``; the same code also arrives in the ``authorized`` event,
-and whichever comes first exchanges it (``AuthorizationService.exchange_code``), the other finding it done.
+and whichever comes first claims and exchanges it (``AuthorizationService.exchange_code``), the other
+waiting for that outcome and showing it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import msgspec
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
@@ -172,6 +173,8 @@ class Onboarding(ReadsRegistry):
             appid = owner[1]
         authorization = await self._store.authorizations.get(platform_id, appid)
         profile = await self._store.authorizations.profile(appid)
+        if profile is None:  # the other arrival exchanged the code and is still asking WeChat about it
+            profile = await self._authorizations.refresh_profile(platform_id, appid)
         func_ids = sorted(authorization.func_ids) if authorization is not None else []
         return Authorized(
             platform_id=platform.id,
@@ -202,6 +205,13 @@ class Onboarding(ReadsRegistry):
                 return RedirectPage(502, "Authorization not confirmed", problem=problem)
             what = "has expired" if exc.errcode == 61010 else "is not valid or was already used"
             problem = f"This authorization code {what} ({exc.errcode}), so nothing was recorded."
+        except OutcomeUnknown:
+            problem = (
+                "WeChat did not answer in time, so whether it recorded this authorization is unknown. "
+                "Do not authorize again yet: WeChat's authorization notice (or the next catalog sync) "
+                "will complete it, and the account will then appear in the catalog."
+            )
+            return RedirectPage(503, "Authorization outcome unknown", problem=problem)
         except UpstreamUnavailable:
             problem = "WeChat could not be reached to confirm the authorization. Please try again."
             return RedirectPage(503, "Authorization not confirmed", problem=problem)
