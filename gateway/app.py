@@ -165,7 +165,7 @@ def create_app(
         live, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s, metrics=metrics
     )
     audit = AuditTrail(store.audit, clock=clock)
-    authorizations = AuthorizationService(live, store, wechat, tokens, audit, clock=clock)
+    authorizations = AuthorizationService(live, store, wechat, tokens, audit, clock=clock, owner=owner)
     intake = EventIntake(
         live,
         store,

@@ -2,7 +2,10 @@
 
 Events recorded by the intake are claimed by one replica at a time (a claim that lapses when its holder
 dies), acted upon, and marked processed. A code is exchanged once: the redirect and the ``authorized``
-event carry the same one, and its second arrival is treated as already done.
+event carry the same one, so whichever arrives first claims it in the store before its one api_query_auth
+(on any replica), and the other waits for that outcome and reports it. An exchange whose answer was lost
+is never resent (the code may be consumed: WeChat answers a reuse 61009); the event, which names the
+account, reads the authorization back with api_get_authorizer_info instead (protocol §10; SPEC §7).
 """
 
 from __future__ import annotations
@@ -10,17 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from gateway.audit import AuditTrail
 from gateway.concurrency import SingleFlight
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.events import Authorized, FastRegister, Unauthorized, UpdateAuthorized
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.routing import Grant, choose_platform
 from gateway.store import RecordedEvent, Store
-from gateway.store.authorizations import Profile, StoredAuthorization
+from gateway.store.authorizations import CodeClaim, Profile, StoredAuthorization
 from gateway.store.database import STORE_UNAVAILABLE
 from gateway.tokens import TokenService
 from gateway.wechat import AuthorizerProfile, WeChatClient
@@ -30,7 +38,13 @@ __all__ = ["AuthorizationService", "profile_of"]
 log = logging.getLogger(__name__)
 
 CODE_REFUSED = frozenset({61009, 61010})  # invalid or expired: retrying cannot help
+CODE_USED = 61009
+NOT_AUTHORIZED = 61003  # api_get_authorizer_info: the account holds no authorization of this component
 EVENT_CLAIM_S = 60.0
+# How long a code's claim holds without its holder finishing: past one api_query_auth (sent once, at
+# most the upstream client's timeouts) and the writes after it, so only a dead or hung holder loses it.
+CODE_CLAIM_S = 30.0
+CODE_POLL_S = 0.1  # how often an arrival that lost the claim looks for the holder's outcome
 MAX_RETRY_DELAY_S = 300.0
 
 
@@ -47,7 +61,11 @@ class AuthorizationService(ReadsRegistry):
         *,
         clock: Callable[[], float] = time.time,
         cache_s: float = 2.0,
+        owner: str | None = None,
+        code_claim_s: float = CODE_CLAIM_S,
     ) -> None:
+        self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._code_claim_s = code_claim_s
         self._live = registry
         self._store = store
         self._wechat = wechat
@@ -103,23 +121,47 @@ class AuthorizationService(ReadsRegistry):
 
     # --- codes and events ---------------------------------------------------------------------------
 
-    async def exchange_code(self, platform_id: str, code: str, *, actor: str) -> StoredAuthorization | None:
-        """Exchange an authorization code (api_query_auth) and store the authorization.
+    async def exchange_code(
+        self, platform_id: str, code: str, *, actor: str, authorizer_appid: str | None = None
+    ) -> StoredAuthorization | None:
+        """Exchange an authorization code (api_query_auth, sent once) and store the authorization.
 
-        None when the code was exchanged before. Raises UpstreamError (61009/61010 for a bad code),
-        UpstreamUnavailable or ApiError (no component token) otherwise.
+        None when the code was exchanged before (here or by another replica; an arrival that finds the
+        code claimed waits for the holder's outcome). ``authorizer_appid`` (the event names it) lets an
+        exchange whose answer was lost be read back with api_get_authorizer_info. Raises UpstreamError
+        (61009/61010 for a bad code), OutcomeUnknown (sent, answer lost, nothing to read it back
+        with), UpstreamUnavailable or ApiError (no component token) otherwise.
         """
-        if await self._store.authorizations.code_exchanged(code):
-            return None
         platform = self._registry.platform(platform_id)
         if platform is None:
             raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        settled = await self._store.authorizations.code_claim(code)
+        if settled is not None and settled.state == "exchanged":
+            return None
         component = await self._tokens.component_token(platform_id)
-        info = await self._wechat.query_auth(component.value, platform.component_appid, code)
+        claim = await self._claim_code(platform_id, code)
+        if not claim.won:
+            return await self._outcome_of(claim, platform_id, code, actor, authorizer_appid)
+        try:
+            info = await self._wechat.query_auth(component.value, platform.component_appid, code)
+        except OutcomeUnknown as exc:
+            await self._store.authorizations.code_unknown(code, self._owner, exc.reason)
+            if authorizer_appid is None:
+                raise
+            log.warning("%s; reading the authorization of %s back", exc, authorizer_appid)
+            return await self._read_back(platform_id, code, authorizer_appid, actor)
+        except UpstreamError as exc:
+            if exc.errcode not in CODE_REFUSED:  # a refusal of the call, not of the code: it stays usable
+                await self._store.authorizations.release_code(code, self._owner)
+                raise
+            return await self._code_refused(claim, platform_id, code, exc, actor, authorizer_appid)
+        except UpstreamUnavailable:  # not sent (refused connection, open breaker): the code is unused
+            await self._store.authorizations.release_code(code, self._owner)
+            raise
         stored = await self._store.authorizations.authorize(
             platform_id, info.authorizer_appid, info.authorizer_refresh_token, info.func_ids
         )
-        await self._store.authorizations.remember_code(code, platform_id, info.authorizer_appid)
+        await self._store.authorizations.code_exchanged(code, platform_id, info.authorizer_appid)
         self.forget_grants(info.authorizer_appid)
         await self.refresh_profile(platform_id, info.authorizer_appid)
         self._audit.record(
@@ -130,6 +172,98 @@ class AuthorizationService(ReadsRegistry):
             detail="func_ids " + ",".join(str(i) for i in sorted(info.func_ids)),
         )
         log.info("authorization of %s by %s stored", platform_id, info.authorizer_appid)
+        return stored
+
+    async def _claim_code(self, platform_id: str, code: str) -> CodeClaim:
+        """Claim ``code``, or wait while another arrival holds it (here or on another replica): the
+        claim won, or the code's row once it is no longer being exchanged."""
+        deadline = time.monotonic() + self._code_claim_s + 5 * CODE_POLL_S
+        while True:
+            claim = await self._store.authorizations.claim_code(
+                code, platform_id, self._owner, self._code_claim_s
+            )
+            if claim.won or claim.state != "claimed":
+                return claim
+            if time.monotonic() > deadline:  # the holder's lease should have lapsed by now
+                raise UpstreamUnavailable(
+                    "api_query_auth", "another exchange of this code is still under way"
+                )
+            await asyncio.sleep(CODE_POLL_S)
+
+    async def _outcome_of(
+        self, claim: CodeClaim, platform_id: str, code: str, actor: str, authorizer_appid: str | None
+    ) -> StoredAuthorization | None:
+        """What an arrival that did not exchange the code answers: the other's outcome."""
+        if claim.state == "exchanged":
+            return None
+        if claim.state == "refused":
+            raise UpstreamError("api_query_auth", claim.errcode or CODE_USED, claim.problem or "code refused")
+        # unknown: sent once, its answer lost; the code may be consumed, so it is not sent again
+        if authorizer_appid is None:
+            reason = "an exchange of this code got no answer; the authorized notice will complete it"
+            raise OutcomeUnknown("api_query_auth", reason)
+        return await self._read_back(platform_id, code, authorizer_appid, actor)
+
+    async def _code_refused(
+        self,
+        claim: CodeClaim,
+        platform_id: str,
+        code: str,
+        refusal: UpstreamError,
+        actor: str,
+        authorizer_appid: str | None,
+    ) -> StoredAuthorization | None:
+        """61009/61010. A reuse (61009) after the other arrival stored the authorization is success; after
+        taking over a lapsed claim it may be the dead holder's use, so the outcome is unknown."""
+        if refusal.errcode == CODE_USED:
+            now = await self._store.authorizations.code_claim(code)
+            if now is not None and now.state == "exchanged":
+                return None
+            if claim.resumed:
+                await self._store.authorizations.code_unknown(code, self._owner, "61009 after a lapsed claim")
+                return await self._outcome_of(
+                    msgspec.structs.replace(claim, state="unknown"),
+                    platform_id,
+                    code,
+                    actor,
+                    authorizer_appid,
+                )
+        await self._store.authorizations.code_refused(code, self._owner, refusal.errcode, refusal.errmsg)
+        raise refusal
+
+    async def _read_back(self, platform_id: str, code: str, appid: str, actor: str) -> StoredAuthorization:
+        """Complete an exchange whose answer was lost from what WeChat says of the authorization now
+        (api_get_authorizer_info, a read: retried as reads are). Raises OutcomeUnknown if it cannot."""
+        platform = self._registry.platform(platform_id)
+        if platform is None:
+            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        try:
+            component = await self._tokens.component_token(platform_id)
+            details = await self._wechat.authorizer_details(component.value, platform.component_appid, appid)
+        except (ApiError, UpstreamUnavailable) as exc:
+            raise OutcomeUnknown("api_query_auth", f"reading it back failed too: {exc}") from None
+        if details.refresh_token is None:
+            raise OutcomeUnknown(
+                "api_query_auth", "WeChat's account of the authorization has no refresh token"
+            )
+        stored = await self._store.authorizations.authorize(
+            platform_id, appid, details.refresh_token, details.func_ids
+        )
+        await self._store.authorizations.code_exchanged(code, platform_id, appid)
+        # The lost exchange may have replaced the account's token at WeChat (a re-authorization can end
+        # the old one at once): fetch a fresh one from the refresh token when next needed.
+        await self._tokens.forget_authorizer(platform_id, appid)
+        self.forget_grants(appid)
+        await self._store.authorizations.save_profile(profile_of(appid, details.profile))
+        self._audit.record(
+            actor,
+            "authorization.granted",
+            platform_id=platform_id,
+            authorizer_appid=appid,
+            detail="read back after a lost exchange; func_ids "
+            + ",".join(str(i) for i in sorted(details.func_ids)),
+        )
+        log.info("authorization of %s by %s read back after a lost exchange", platform_id, appid)
         return stored
 
     async def refresh_profile(self, platform_id: str, appid: str) -> Profile | None:
@@ -164,11 +298,16 @@ class AuthorizationService(ReadsRegistry):
         match event:
             case Authorized() | UpdateAuthorized():
                 stored = await self.exchange_code(
-                    recorded.platform_id, event.authorization_code, actor="wechat"
+                    recorded.platform_id,
+                    event.authorization_code,
+                    actor="wechat",
+                    authorizer_appid=event.authorizer_appid,
                 )
                 return "already exchanged" if stored is None else f"{event.authorizer_appid} authorized"
             case FastRegister() if event.status == 0 and event.auth_code:
-                stored = await self.exchange_code(recorded.platform_id, event.auth_code, actor="wechat")
+                stored = await self.exchange_code(
+                    recorded.platform_id, event.auth_code, actor="wechat", authorizer_appid=event.appid
+                )
                 return "already exchanged" if stored is None else f"{event.appid} registered and authorized"
             case FastRegister():
                 return f"fast registration failed with status {event.status}: {event.msg}"[:200]
@@ -185,7 +324,7 @@ class AuthorizationService(ReadsRegistry):
             try:
                 outcome = await self.handle(recorded)
             except UpstreamError as exc:
-                if exc.errcode in CODE_REFUSED:
+                if exc.errcode in CODE_REFUSED or exc.errcode == NOT_AUTHORIZED:
                     await self._store.mark_processed(recorded.id, f"code refused by WeChat ({exc.errcode})")
                     continue
                 await self._defer(recorded, str(exc))

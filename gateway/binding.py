@@ -25,7 +25,7 @@ import msgspec
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService, profile_of
 from gateway.binding_plan import Account, CreatedOpenAccount, Planner, Rules, Step
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.store import Store
 from gateway.tokens import TokenService
@@ -279,13 +279,62 @@ class OpenBindingService(ReadsRegistry):
         await self._store.authorizations.save_binding(seen.appid, "bound", open_appid, open_appid)
         return open_appid
 
+    # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.SENT_ONCE) and
+    # an answer lost on the way (timeout, -1, 5xx) is settled by reading open/get before saying anything
+    # (SPEC §4 open-binding, §7; protocol §10, last row). An account open/get finds bound nowhere was not
+    # bound: the answer says so and that a retry is safe, rather than resending at once (a bind still in
+    # flight at WeChat would meet it with 89000).
+
     async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
-        """The one place open/bind is sent: once (protocol §10: it may succeed with its answer lost)."""
-        await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
+        """The one place open/bind is sent: once; after a lost answer, open/get says whether it landed
+        (409 ``already_bound`` when the account turns out bound to another open account meanwhile; 503
+        when it was not applied, or stays unknown)."""
+        try:
+            await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
+        except OutcomeUnknown as lost:
+            bound_to = await self._read_back(token, component_appid, lost.api)
+            if bound_to is None:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
+                    "no open account, so the bind was not applied and can be retried",
+                ) from None
+            if bound_to != open_appid:
+                code, words = _REFUSALS[89000]
+                raise ApiError(409, code, f"{words} ({bound_to}); it was not bound to {open_appid}") from None
 
     async def _send_create(self, token: str, component_appid: str | None) -> str:
-        """The one place open/create is sent: once, like open/bind."""
-        return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+        """The one place open/create is sent: once; after a lost answer, the open account open/get finds
+        the account bound to (it was bound to none before, which is checked first: WeChat refuses a bound
+        account with 89000, so a binding found afterwards is the created one)."""
+        before = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        if before is not None:
+            code, words = _REFUSALS[89000]
+            raise ApiError(409, code, f"{words} ({before}); nothing was created")
+        try:
+            return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+        except OutcomeUnknown as lost:
+            bound_to = await self._read_back(token, component_appid, lost.api)
+            if bound_to is None:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
+                    "no open account, so no open account was created and it can be retried",
+                ) from None
+            return bound_to
+
+    async def _read_back(self, token: str, component_appid: str | None, api: str) -> str | None:
+        """open/get after ``api``'s answer was lost; 503 saying the outcome is unknown if it fails too."""
+        try:
+            return await self._wechat.open_get(token, component_appid=component_appid)
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            raise ApiError(
+                503,
+                "wechat_unavailable",
+                f"WeChat {api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
+            ) from None
 
     # --- what the service reads ---------------------------------------------------------------------
 
@@ -333,11 +382,14 @@ class OpenBindingService(ReadsRegistry):
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:
-        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable)."""
+        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable; a call that
+        changes state and got no answer raises OutcomeUnknown, for the caller to read the outcome back)."""
         try:
             return await pending
         except UpstreamError as exc:
             code, words = _REFUSALS.get(exc.errcode, ("wechat_refused", exc.errmsg))
             raise ApiError(409, code, f"WeChat refused ({exc.errcode}): {words}") from None
+        except OutcomeUnknown:
+            raise  # the caller reads the outcome back
         except UpstreamUnavailable as exc:
             raise ApiError(503, "wechat_unavailable", str(exc)) from None

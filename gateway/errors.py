@@ -14,7 +14,8 @@
     ├── XmlRejected                   malformed XML, DTD / entity declarations, missing elements
     ├── UpstreamError                 WeChat answered with a non-zero errcode
     ├── UpstreamUnavailable           WeChat unreachable, timed out, 5xx, -1 or malformed, after retries
-    │   └── CircuitOpen               not even tried: that (platform, API family) failed too often lately
+    │   ├── CircuitOpen               not even tried: that (platform, API family) failed too often lately
+    │   └── OutcomeUnknown            a call that changes state was sent once and got no usable answer
     ├── RateLimited                   a client past its rate limit: 429 with Retry-After, either shape
     ├── ApiError                      an answer to an HTTP caller: status, machine code, human message
     └── WxError                       an answer on /wx in WeChat's own shape: errcode, errmsg
@@ -120,6 +121,16 @@ class CircuitOpen(UpstreamUnavailable):
     def __init__(self, api: str, reason: str, *, retry_in_s: float) -> None:
         self.retry_in_s = retry_in_s
         super().__init__(api, reason)
+
+
+class OutcomeUnknown(UpstreamUnavailable):
+    """A call that changes state at WeChat (``gateway.wechat.SENT_ONCE``) was sent and got no usable
+    answer (timed out, ``-1``, 5xx, malformed): it may have been applied. It is never resent blindly;
+    the caller reads the outcome back where WeChat lets it (protocol §10, last row; SPEC §7)."""
+
+    def __init__(self, api: str, problem: str) -> None:
+        self.problem = problem  # what went wrong after sending: "timed out", "errcode -1"…
+        super().__init__(api, f"outcome unknown ({problem}; sent once, not resent)")
 
 
 class ApiError(GatewayError):

@@ -5,8 +5,8 @@ Referer), and a pre-auth code lives minutes and is used once (wechat-protocol.md
 get a signed, long-lived invite (`gateway.invites`) to the gateway's start page, which mints a fresh code
 at each load and links to WeChat from the gateway's own origin. After the administrator approves, WeChat
 sends the browser to the redirect URI with ``auth_code``; the same code also arrives in the ``authorized``
-event, and whichever comes first exchanges it (``AuthorizationService.exchange_code``), the other finding
-it done.
+event, and whichever comes first claims and exchanges it (``AuthorizationService.exchange_code``), the other
+waiting for that outcome and showing it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
 from gateway.invites import (
     DEFAULT_INVITE_VALID_S,
@@ -346,6 +346,8 @@ class Onboarding(ReadsRegistry):
             appid = owner[1]
         authorization = await self._store.authorizations.get(platform_id, appid)
         profile = await self._store.authorizations.profile(appid)
+        if profile is None:  # the other arrival exchanged the code and is still asking WeChat about it
+            profile = await self._authorizations.refresh_profile(platform_id, appid)
         func_ids = sorted(authorization.func_ids) if authorization is not None else []
         return Authorized(
             platform_id=platform.id,
@@ -376,6 +378,13 @@ class Onboarding(ReadsRegistry):
                 return RedirectPage(502, "Authorization not confirmed", problem=problem)
             what = "has expired" if exc.errcode == 61010 else "is not valid or was already used"
             problem = f"This authorization code {what} ({exc.errcode}), so nothing was recorded."
+        except OutcomeUnknown:
+            problem = (
+                "WeChat did not answer in time, so whether it recorded this authorization is unknown. "
+                "Do not authorize again yet: WeChat's authorization notice (or the next catalog sync) "
+                "will complete it, and the account will then appear in the catalog."
+            )
+            return RedirectPage(503, "Authorization outcome unknown", problem=problem)
         except UpstreamUnavailable:
             problem = "WeChat could not be reached to confirm the authorization. Please try again."
             return RedirectPage(503, "Authorization not confirmed", problem=problem)

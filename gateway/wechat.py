@@ -2,7 +2,8 @@
 
 Every answer is decoded into a Struct; a non-zero ``errcode`` raises UpstreamError. Transient faults —
 ``-1``, timeouts, connection errors, HTTP 5xx, malformed JSON — are retried a bounded number of times
-with jittered exponential backoff, then raise UpstreamUnavailable. Every attempt goes through the
+with jittered exponential backoff, then raise UpstreamUnavailable. A call that changes state at WeChat
+(``SENT_ONCE``) is sent once: a fault after sending raises OutcomeUnknown. Every attempt goes through the
 breaker of its (platform, API family) (``gateway.breaker``): after repeated faults calls fail fast with
 CircuitOpen instead of reaching WeChat. Nothing here touches stored state.
 """
@@ -27,10 +28,11 @@ import msgspec
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.breaker import ANY_PLATFORM, BreakerKey, BreakerState, UpstreamBreakers, family_of
-from gateway.errors import CircuitOpen, ConfigError, UpstreamError, UpstreamUnavailable
+from gateway.errors import CircuitOpen, ConfigError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.log_redaction import redact_httpx_queries
 
 __all__ = [
+    "SENT_ONCE",
     "AuthorizationInfo",
     "AuthorizerDetails",
     "AuthorizerListItem",
@@ -47,6 +49,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT_ERRCODES = frozenset({-1})
+
+# Calls that change state at WeChat: each can succeed there while its answer is lost (a timeout, -1, a
+# 5xx, a malformed body), so it is sent ONCE and such a fault raises OutcomeUnknown for the caller to
+# read the outcome back (protocol §10, last row; SPEC §7). A refusal before sending (connection refused,
+# an open breaker) proves nothing happened and stays UpstreamUnavailable / CircuitOpen. Not here:
+# api_create_preauthcode (a lost answer leaves an unused code that lapses in 600 s; resending costs
+# nothing) and the token fetches (their leases already make them once per renewal; a lost token is
+# superseded by the next). message/custom/send is here although SPEC §7 does not list it: resent, it
+# reaches the user twice.
+SENT_ONCE = frozenset(
+    {
+        "cgi-bin/component/api_query_auth",  # the code is single-use: a resend after success is 61009
+        "cgi-bin/open/bind",
+        "cgi-bin/open/create",
+        "cgi-bin/open/unbind",
+        "cgi-bin/clear_quota",
+        "cgi-bin/component/clear_quota/v2",  # each call spends one of ten clears a month
+        "cgi-bin/component/fastregisterweapp",  # fast registration (sent through /wx/component today)
+        "cgi-bin/component/fastregisterpersonalweapp",
+        "cgi-bin/component/fastregisterbetaweapp",
+        "cgi-bin/message/custom/send",
+    }
+)
 _RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
 
 
@@ -331,9 +356,11 @@ CallObserver = Callable[[str, str, float], None]
 
 
 class _Fault(msgspec.Struct, frozen=True):
-    """An attempt that got no useful answer, and why."""
+    """An attempt that got no useful answer, and why; ``sent`` is False when the request provably never
+    left (no connection could be made), so WeChat cannot have acted on it."""
 
     problem: str
+    sent: bool = True
 
 
 class WeChatClient:
@@ -545,12 +572,12 @@ class WeChatClient:
 
     async def clear_quota(self, component_appid: str, secret: str, appid: str | None) -> None:
         """clear_quota/v2 (needs no token, so it works while the quota blocks token fetches): the
-        component's own quota, or ``appid``'s. Sent once, not retried: each call spends one of the
+        component's own quota, or ``appid``'s. Sent once (``SENT_ONCE``): each call spends one of the
         account's ten clears a month."""
         body = {"component_appid": component_appid, "appsecret": secret}
         if appid is not None:
             body["appid"] = appid
-        await self._call("POST", "cgi-bin/component/clear_quota/v2", None, body, _Status, attempts=1)
+        await self._call("POST", "cgi-bin/component/clear_quota/v2", None, body, _Status)
 
     async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
         params = {"component_access_token": component_token} if component_token is not None else None
@@ -564,7 +591,6 @@ class WeChatClient:
         body: dict[str, Any] | None,
         shape: type[T],
         *,
-        attempts: int | None = None,
         component_appid: str | None = None,
     ) -> T:
         steps = path.split("/")
@@ -572,7 +598,8 @@ class WeChatClient:
         if component_appid is None and body is not None and isinstance(body.get("component_appid"), str):
             component_appid = body["component_appid"]
         key = self._breaker_key(path, component_appid)
-        tries = attempts or self._attempts
+        once = path in SENT_ONCE
+        tries = 1 if once else self._attempts
         problem = "no attempt made"
         for attempt in range(tries):
             if attempt and self.breakers.state(key) is not BreakerState.OPEN:
@@ -600,9 +627,13 @@ class WeChatClient:
             if isinstance(outcome, _Fault):
                 self.breakers.failed(admission)
                 problem = outcome.problem
+                if once and outcome.sent:
+                    raise OutcomeUnknown(api, problem)
                 continue
             self.breakers.succeeded(admission)
             return outcome
+        if once:
+            raise UpstreamUnavailable(api, f"{problem}; not sent")
         raise UpstreamUnavailable(api, f"{problem} after {tries} attempts")
 
     async def _attempt(
@@ -619,12 +650,18 @@ class WeChatClient:
         try:
             url = f"{self._base().rstrip('/')}/{path}"
             response = await self._http.request(method, url, params=params, json=body)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            self._observe(api, "timeout", time.perf_counter() - started)
+            return _Fault("timed out connecting", sent=False)
         except httpx.TimeoutException:
             self._observe(api, "timeout", time.perf_counter() - started)
             return _Fault("timed out")
-        except httpx.TransportError as exc:
+        except httpx.ConnectError as exc:
             self._observe(api, "unreachable", time.perf_counter() - started)
-            return _Fault(f"cannot connect ({type(exc).__name__})")
+            return _Fault(f"cannot connect ({type(exc).__name__})", sent=False)
+        except httpx.TransportError as exc:  # the connection broke after the request may have gone
+            self._observe(api, "unreachable", time.perf_counter() - started)
+            return _Fault(f"connection lost ({type(exc).__name__})")
         elapsed = time.perf_counter() - started
         if response.status_code >= 500:
             self._observe(api, "http_5xx", elapsed)

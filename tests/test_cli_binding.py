@@ -175,3 +175,16 @@ def test_mark_verified_names_only_open_accounts_the_gateway_made(setup: Setup) -
     assert setup.gateway("open-binding", "mark-verified", open_appid).returncode == 0
     refused = setup.gateway("open-binding", "mark-verified", GROUP_OPEN)
     assert refused.returncode == 1 and "not an open account the gateway created" in refused.stderr
+
+
+def test_create_from_whose_answer_is_lost_sends_once_and_reads_back(setup: Setup) -> None:
+    # WeChat creates the open account, then the answer is lost behind a 502.
+    fault = {"endpoint": "open/create", "http_status": 502, "applied": True, "times": 1}
+    httpx.post(f"{setup.sim}/sim/faults", json=fault).raise_for_status()
+    httpx.post(f"{setup.sim}/sim/counters/reset").raise_for_status()
+    created = setup.gateway("open-binding", "create", "--from", LONELY)
+    assert created.returncode == 0, created.stderr
+    open_appid = created.stdout.split("created open account ")[1].split(";")[0]
+    assert setup.members(open_appid) == [LONELY]
+    counters = httpx.get(f"{setup.sim}/sim/counters").json()
+    assert counters["open/create"]["total"] == 1  # a resend would have met 89000

@@ -15,7 +15,10 @@
                                              verify_type?, service_type?, followers?,
                                              components: {component_appid: [func ids]}} -> {refresh_tokens}
     POST   /pre-auth-codes/{code}/approve   {authorizer_appid, func_ids, redirect_uri?, kind?, nick_name?,
-                                             principal_name?} -> {auth_code, expires_in, redirect_url, push}
+                                             principal_name?, push_now?} -> {auth_code, expires_in,
+                                             redirect_url, push}; push_now false holds the push back
+    POST   /auth-codes/{code}/push          push the authorization event carrying that code (now, or
+                                             again, as WeChat's retries do) -> the push record
     POST   /authorizations/revoke           {component_appid, authorizer_appid} -> {push}
     POST   /open-accounts                   {open_appid, principal_name, verified?, created_by_api?, members?}
     POST   /login-codes                     {authorizer_appid, user?} a user's wx.login in a mini program
@@ -78,6 +81,7 @@ class ApproveBody(msgspec.Struct, forbid_unknown_fields=True):
     kind: Kind | None = None
     nick_name: str | None = None
     principal_name: str | None = None
+    push_now: bool = True  # False: push later with /sim/auth-codes/{code}/push (a race of the two paths)
 
     def profile(self) -> AccountProfile | None:
         if self.kind is None or self.nick_name is None or self.principal_name is None:
@@ -171,7 +175,9 @@ class Messages(msgspec.Struct):
 async def authorize(world: World, pusher: Pusher, pre_auth_code: str, choice: ApproveBody) -> Approved:
     """Approve a pre-auth code, push the resulting event and build the browser's redirect."""
     approval = world.approve(pre_auth_code, choice.authorizer_appid, choice.func_ids, choice.profile())
-    record = await pusher.deliver(approval.event) if approval.event is not None else None
+    record = None
+    if approval.event is not None and choice.push_now:
+        record = await pusher.deliver(approval.event)
     redirect_url = None
     if choice.redirect_uri:
         joiner = "&" if "?" in choice.redirect_uri else "?"
@@ -232,6 +238,13 @@ class SimController(Controller):
     ) -> Approved:
         """An administrator approves a pre-auth code on the authorization page."""
         return await authorize(world, pusher, code, data)
+
+    @post("/auth-codes/{code:str}/push", status_code=200)
+    async def push_authorization(
+        self, world: NamedDependency[World], pusher: NamedDependency[Pusher], code: FromPath[str]
+    ) -> PushRecord:
+        """Push the authorization event that carries ``code``."""
+        return await pusher.deliver(world.authorization_event(code))
 
     @post("/authorizations/revoke", status_code=200)
     async def revoke(

@@ -3,7 +3,9 @@
 A fault names an endpoint (``api_authorizer_token``, ``open/bind``, ``user/get``, or ``*`` for all) and,
 optionally, the account it hits (``key``: a component or authorizer appid involved in the call). It can
 delay the answer, replace it with an errcode, an HTTP status or a body that is not JSON, for ``times``
-calls or until cleared. The first fault added that matches a call applies.
+calls or until cleared. The first fault added that matches a call applies. With ``applied`` the world
+acts on the call first and only its answer is delayed or replaced: the call succeeds at WeChat but the
+caller never learns it (the case a caller must not resend blindly, protocol §10).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class FaultSpec(msgspec.Struct, forbid_unknown_fields=True):
     malformed: bool = False
     times: int | None = None  # None: until cleared
     key: str | None = None
+    applied: bool = False  # act on the call, then delay or replace its answer (the answer is lost)
 
     def problem(self) -> str | None:
         """Why this spec is unusable, or None."""

@@ -208,9 +208,10 @@ class Code:
 
 @dataclass
 class AuthCode(Code):
-    """An authorization code, naming the account that approved."""
+    """An authorization code, naming the account that approved, and the push that carried it."""
 
     authorizer_appid: str
+    event: Event | None = field(default=None, kw_only=True)
 
 
 class OpenAccount(msgspec.Struct, forbid_unknown_fields=True):
@@ -725,7 +726,6 @@ class World:
 
         auth_code = "queryauthcode@@@" + secrets.token_urlsafe(48)
         ttl = self.config.auth_code_ttl_s
-        self._auth_codes[auth_code] = AuthCode(code.component_appid, now + ttl, authorizer_appid)
         event = None
         if info_type is not None:
             fields: dict[str, str | int] = {
@@ -735,7 +735,17 @@ class World:
                 "PreAuthCode": pre_auth_code,
             }
             event = Event(code.component_appid, info_type, int(now), fields)
+        self._auth_codes[auth_code] = AuthCode(code.component_appid, now + ttl, authorizer_appid, event=event)
         return Approval(auth_code, ttl, event)
+
+    def authorization_event(self, auth_code: str) -> Event:
+        """The ``authorized`` (or ``updateauthorized``) push that carries ``auth_code``, to push (again)."""
+        code = self._auth_codes.get(auth_code)
+        if code is None:
+            raise ControlError(404, "unknown authorization code")
+        if code.event is None:
+            raise ControlError(409, "that approval changed nothing, so WeChat pushes nothing for it")
+        return code.event
 
     def user_message(
         self,

@@ -244,17 +244,27 @@ async def _answer(world: World, spec: Route, call: Call) -> Response[bytes]:
     keys = world.call_keys(call.token, data)
     world.counters.hit(spec.endpoint, keys[0] if keys else None)
     fault = world.faults.take(spec.endpoint, keys)
-    if fault is not None:
+    if fault is not None and not fault.applied:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         injected = _injected(fault)
         if injected is not None:
             return injected
+    reply: msgspec.Struct | Response[bytes]
     try:
         reply = spec.action(world, call)
     except WeChatError as exc:
-        return wechat_json(exc.body())
-    world.counters.succeeded(spec.endpoint, keys[0] if keys else None)
+        reply = wechat_json(exc.body())
+    else:
+        world.counters.succeeded(spec.endpoint, keys[0] if keys else None)
+    if fault is not None and fault.applied:  # done at WeChat; the answer comes late or not at all
+        if fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        injected = _injected(fault)
+        if injected is not None:
+            return injected
+    if isinstance(reply, Response):
+        return reply
     if isinstance(reply, wire.Binary):
         headers = {"Content-Disposition": _disposition(reply.filename)} if reply.filename else None
         return Response(reply.content, media_type=reply.media_type, headers=headers)

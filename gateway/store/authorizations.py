@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import col
 
 from gateway.store.catalog import refresh_entries
@@ -20,12 +20,28 @@ __all__ = [
     "AuthorizationStore",
     "Binding",
     "BindingFacts",
+    "CodeClaim",
+    "CodeState",
     "Grant",
     "Profile",
     "StoredAuthorization",
 ]
 
 AuthorizationStatus = Literal["active", "revoked", "reauthorization_required"]
+CodeState = Literal["claimed", "exchanged", "refused", "unknown"]
+
+
+class CodeClaim(msgspec.Struct, frozen=True):
+    """An authorization code's row: its state, and ``won`` when this caller now holds its claim
+    (``resumed``: taken over from a holder whose claim lapsed, which may have sent the code)."""
+
+    state: CodeState
+    platform_id: str
+    authorizer_appid: str | None = None
+    errcode: int | None = None
+    problem: str | None = None
+    won: bool = False
+    resumed: bool = False
 
 
 class StoredAuthorization(msgspec.Struct, frozen=True):
@@ -110,6 +126,16 @@ def _describe(row: Any) -> StoredAuthorization:
 
 def _code_digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _claim(row: AuthorizationCode) -> CodeClaim:
+    return CodeClaim(
+        state=row.state,  # type: ignore[arg-type]  # written only from CodeState
+        platform_id=row.platform_id,
+        authorizer_appid=row.authorizer_appid,
+        errcode=row.errcode,
+        problem=row.problem,
+    )
 
 
 class AuthorizationStore:
@@ -253,30 +279,85 @@ class AuthorizationStore:
             )
             await refresh_entries(session, self._db, [appid])
 
-    async def code_exchanged(self, code: str) -> bool:
-        """Whether this authorization code was exchanged before."""
+    async def code_claim(self, code: str) -> CodeClaim | None:
+        """The row of an authorization code, or None when it never arrived."""
         async with self._db.sessions() as session:
-            return await session.get(AuthorizationCode, _code_digest(code)) is not None
+            row = await session.get(AuthorizationCode, _code_digest(code))
+            return None if row is None else _claim(row)
 
-    async def remember_code(self, code: str, platform_id: str, appid: str) -> bool:
-        """Record an exchanged code; False if it was already recorded."""
+    async def claim_code(self, code: str, platform_id: str, owner: str, lease_s: float) -> CodeClaim:
+        """Claim a code for its one api_query_auth: insert-if-absent, or take over a claim whose lease
+        lapsed (its holder died or hung). The row as it stands, ``won`` when the claim is ``owner``'s."""
+        digest = _code_digest(code)
+        now = self._db.clock()
+        claim = {"claim_owner": owner, "claim_until": now + lease_s}
         insert = self._db.insert(AuthorizationCode).values(
-            code_sha256=_code_digest(code),
-            platform_id=platform_id,
-            authorizer_appid=appid,
-            exchanged_at=self._db.clock(),
+            code_sha256=digest, platform_id=platform_id, state="claimed", **claim
         )
         async with self._db.sessions.begin() as session:
-            result = await session.execute(
+            inserted = await session.execute(
                 insert.on_conflict_do_nothing().returning(col(AuthorizationCode.code_sha256))
             )
-            return result.scalar_one_or_none() is not None
+            if inserted.scalar_one_or_none() is not None:
+                return CodeClaim("claimed", platform_id, won=True)
+            taken = await session.execute(
+                update(AuthorizationCode)
+                .where(
+                    col(AuthorizationCode.code_sha256) == digest,
+                    col(AuthorizationCode.state) == "claimed",
+                    col(AuthorizationCode.claim_until) < now,
+                )
+                .values(**claim)
+            )
+            row = await session.get(AuthorizationCode, digest, populate_existing=True)
+            if row is None:  # released between the two statements: the next poll inserts
+                return CodeClaim("claimed", platform_id)
+            won = taken.rowcount == 1  # type: ignore[attr-defined]  # a CursorResult
+            return msgspec.structs.replace(_claim(row), won=won, resumed=won)
+
+    async def code_exchanged(self, code: str, platform_id: str, appid: str) -> None:
+        """The code was exchanged (by whoever holds it now: a holder whose claim lapsed still reports
+        its success, which overrides a later claimant's 61009 or lost answer)."""
+        await self._settle_code(
+            code, None, state="exchanged", authorizer_appid=appid, exchanged_at=self._db.clock()
+        )
+
+    async def code_refused(self, code: str, owner: str, errcode: int, errmsg: str) -> None:
+        """WeChat refused the code (61009/61010); an exchange recorded meanwhile stands."""
+        await self._settle_code(code, owner, state="refused", errcode=errcode, problem=errmsg[:200])
+
+    async def code_unknown(self, code: str, owner: str, reason: str) -> None:
+        """The code was sent and its answer lost: it may be consumed, so it is never sent again."""
+        await self._settle_code(code, owner, state="unknown", problem=reason[:200])
+
+    async def release_code(self, code: str, owner: str) -> None:
+        """Drop ``owner``'s claim: the code was provably not consumed (never sent, or refused for a
+        reason that is not the code's), so the next arrival may exchange it."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(
+                delete(AuthorizationCode).where(
+                    col(AuthorizationCode.code_sha256) == _code_digest(code),
+                    col(AuthorizationCode.state) == "claimed",
+                    col(AuthorizationCode.claim_owner) == owner,
+                )
+            )
+
+    async def _settle_code(self, code: str, owner: str | None, **values: object) -> None:
+        query = update(AuthorizationCode).where(
+            col(AuthorizationCode.code_sha256) == _code_digest(code),
+            col(AuthorizationCode.state) != "exchanged",
+        )
+        if owner is not None:
+            query = query.where(col(AuthorizationCode.claim_owner) == owner)
+        async with self._db.sessions.begin() as session:
+            await session.execute(query.values(claim_owner=None, claim_until=None, **values))
 
     async def code_owner(self, code: str) -> tuple[str, str] | None:
         """(platform, authorizer) of an exchanged code, or None."""
-        async with self._db.sessions() as session:
-            row = await session.get(AuthorizationCode, _code_digest(code))
-        return None if row is None else (row.platform_id, row.authorizer_appid)
+        claim = await self.code_claim(code)
+        if claim is None or claim.state != "exchanged" or claim.authorizer_appid is None:
+            return None
+        return claim.platform_id, claim.authorizer_appid
 
     async def save_profile(self, profile: Profile) -> Profile:
         """Keep what WeChat said of an account, stamped with now."""

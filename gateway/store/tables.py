@@ -126,14 +126,26 @@ class Authorization(SQLModel, table=True):
 
 
 class AuthorizationCode(SQLModel, table=True):
-    """Authorization codes already exchanged (sha-256 only): the redirect and the event carry the same."""
+    """Authorization codes (sha-256 only), claimed before their one api_query_auth: the redirect and the
+    event carry the same code, and only the claim's holder sends it (``claim_until`` lapses if it dies).
+
+    ``state``: ``claimed`` (being exchanged), ``exchanged`` (``authorizer_appid`` known), ``refused``
+    (WeChat said ``errcode``: 61009 or 61010) or ``unknown`` (sent, no answer: never sent again).
+    """
 
     __tablename__ = "authorization_codes"
 
     code_sha256: str = Field(primary_key=True, max_length=64)
     platform_id: str = Field(max_length=64)
-    authorizer_appid: str = Field(max_length=64)
-    exchanged_at: float = Field(sa_column=Column(Float, nullable=False))
+    authorizer_appid: str | None = Field(default=None, max_length=64)
+    exchanged_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    state: str = Field(
+        default="exchanged", sa_column=Column(String(16), nullable=False, server_default="exchanged")
+    )
+    claim_owner: str | None = Field(default=None, max_length=64)
+    claim_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    errcode: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    problem: str | None = Field(default=None, max_length=200)
 
 
 class AuditEntry(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -197,3 +198,43 @@ async def test_state_shows_components_accounts_authorizations_and_bindings(sim: 
         (RETAIL.appid, [1, 24], "authorized", refresh[RETAIL.appid]),
         (FINANCE.appid, [2], "authorized", refresh[FINANCE.appid]),
     ]
+
+
+async def test_an_applied_fault_acts_on_the_call_then_loses_its_answer(sim: Sim) -> None:
+    token = await sim.account(OA, [1, 24])
+    group = {"open_appid": "wx0pen0000000001", "principal_name": "ACME Retail Co., Ltd.", "verified": True}
+    await sim.control("POST", "/open-accounts", group)
+    await sim.control("POST", "/counters/reset")
+    fault = {"endpoint": "open/bind", "errcode": -1, "applied": True, "times": 1}
+    await sim.control("POST", "/faults", fault)
+    body = {"appid": OA, "open_appid": "wx0pen0000000001"}
+    assert await sim.errcode("/cgi-bin/open/bind", body, token=token) == -1  # what the caller sees
+    assert (await sim.wechat("/cgi-bin/open/get", {"appid": OA}, token=token))["open_appid"] == group[
+        "open_appid"
+    ]
+    counted = (await sim.control("GET", "/counters"))["open/bind"]
+    assert (counted["total"], counted["ok"]) == (1, 1)  # one call, and it succeeded at WeChat
+
+
+async def test_an_applied_delay_acts_at_once_and_answers_late(sim: Sim) -> None:
+    token = await sim.account(OA, [1, 24])
+    await sim.control("POST", "/faults", {"endpoint": "open/create", "delay_s": 0.5, "applied": True})
+    started = time.monotonic()
+    call = asyncio.create_task(sim.wechat("/cgi-bin/open/create", {"appid": OA}, token=token))
+    while not (await sim.control("GET", "/state"))["open_accounts"]:
+        assert not call.done(), "the answer came before the world changed"  # created before it left
+        await asyncio.sleep(0.02)
+    created = await call
+    assert time.monotonic() - started >= 0.5
+    [account] = (await sim.control("GET", "/state"))["open_accounts"]
+    assert created["open_appid"] == account["open_appid"] and account["members"] == [OA]
+
+
+async def test_a_refusal_under_an_applied_fault_is_still_lost(sim: Sim) -> None:
+    token = await sim.account(OA, [1, 24])
+    await sim.control("POST", "/faults", {"endpoint": "open/bind", "http_status": 502, "applied": True})
+    missing = {"appid": OA, "open_appid": "wx0pen0000000404"}  # WeChat refuses it (40013)
+    answer = await sim.client.post("/cgi-bin/open/bind", params={"access_token": token}, json=missing)
+    assert answer.status_code == 502
+    counted = (await sim.control("GET", "/counters"))["open/bind"]
+    assert (counted["total"], counted["ok"]) == (1, 0)

@@ -157,3 +157,23 @@ async def test_no_push_at_start_when_disabled() -> None:
     async with app.lifespan():
         await asyncio.sleep(0.02)
     assert inbox.requests == []
+
+
+async def test_an_authorization_push_can_be_held_then_pushed_and_pushed_again(sim: Sim) -> None:
+    token = await sim.component_token()
+    await sim.seed("wxa0000000000001", {})
+    pre = await sim.wechat(
+        "/cgi-bin/component/api_create_preauthcode", {"component_appid": RETAIL.appid}, token=token
+    )
+    body = {"authorizer_appid": "wxa0000000000001", "func_ids": [1, 2], "push_now": False}
+    approved = await sim.control("POST", f"/pre-auth-codes/{pre['pre_auth_code']}/approve", body)
+    pushes_before = len(sim.inbox.requests)
+    assert approved["push"] is None and len(sim.inbox.requests) == pushes_before
+
+    for _ in range(2):  # the same push, as WeChat retries it
+        record = await sim.control("POST", f"/auth-codes/{approved['auth_code']}/push")
+        assert record["info_type"] == "authorized" and record["delivered"]
+        fields = sim.inbox.decrypt()
+        assert (fields["InfoType"], fields["AuthorizationCode"]) == ("authorized", approved["auth_code"])
+    assert len(sim.inbox.requests) == pushes_before + 2
+    await sim.control("POST", "/auth-codes/queryauthcode@@@nope/push", expect=404)
