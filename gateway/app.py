@@ -162,7 +162,14 @@ def create_app(
     )
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     tokens = TokenService(
-        live, store, wechat, owner=owner, clock=clock, lease_s=settings.renewal_lease_s, metrics=metrics
+        live,
+        store,
+        wechat,
+        owner=owner,
+        clock=clock,
+        lease_s=settings.renewal_lease_s,
+        metrics=metrics,
+        warm_window_s=settings.token_warm_window_s,
     )
     audit = AuditTrail(store.audit, clock=clock)
     authorizations = AuthorizationService(live, store, wechat, tokens, audit, clock=clock, owner=owner)
@@ -215,6 +222,8 @@ def create_app(
         audit,
         owner=owner,
         lease_s=settings.renewal_lease_s,
+        binding_recheck_s=settings.binding_recheck_s,
+        clock=clock,
     )
     services = Services(
         live,

@@ -22,10 +22,23 @@ One sync, over every platform of the registry (or one):
      could hide an account bound elsewhere, and ``bound_elsewhere`` would be a false audit finding;
    - else ``unknown``: no platform may ask.
 
+   Both calls need the account's authorizer token. Tokens nobody uses are left to lapse (SPEC §7), so
+   reading every account's binding at every sync would mint a token for each idle account four times a
+   day — many times what the accounts in use cost. So an account's binding is read when that is free or
+   due: its token is valid anyway (the account is in use), or its authorization changed in this sync, or
+   its binding was never read or was read ``binding_recheck_s`` ago or longer (default 7 days). Otherwise
+   the stored binding stays, counted in ``bindings_kept``. What that costs: a binding changed outside the
+   gateway (in the Open Platform console) on an idle account shows in the catalog within
+   ``binding_recheck_s`` plus a sync interval instead of one sync interval; changes the gateway makes
+   itself are recorded at once, and accounts in use are read at every sync as before.
+
 Transient faults are retried by the upstream client (protocol §8); a component token WeChat calls stale is
 renewed once and the call repeated; 45009 is surfaced, not hammered: after a few in a row on one platform
 its remaining calls are skipped. A failure on one authorizer is a problem in the summary and stops nothing
 else.
+
+A sync runs ``TokenService.untracked``: its token uses do not keep the tokens warm (it touches every
+account every few hours, so they would never lapse).
 
 ``run_schedule`` runs syncs inside ``serve``. Only the replica holding the ``job:catalog-sync`` lease (the
 credentials lease that makes token renewal happen once) syncs; it keeps the lease until the next sync is
@@ -49,11 +62,12 @@ import msgspec
 
 from gateway.audit import AuditTrail
 from gateway.authorizations import AuthorizationService, profile_of
-from gateway.binding import OpenBindingService
+from gateway.binding import OPEN_API, OpenBindingService
 from gateway.binding_plan import Account
 from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.registry import Platform
+from gateway.settings import DEFAULT_BINDING_RECHECK_S
 from gateway.store import Store
 from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
 from gateway.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
@@ -101,6 +115,7 @@ class SyncSummary(msgspec.Struct):
     reauthorization_required: int = 0  # live at WeChat, but with no refresh token the gateway can use
     bindings: dict[str, int] = msgspec.field(default_factory=dict)  # accounts per binding state
     bound_unidentified: int = 0  # of the "unknown": open/have says bound, to an open account it cannot name
+    bindings_kept: int = 0  # idle accounts whose binding, read recently, was kept rather than read again
     problems: list[SyncProblem] = msgspec.field(default_factory=list)
     duration_s: float = 0.0
 
@@ -138,6 +153,10 @@ class _Run:
     seen: list[tuple[Profile, tuple[str, str | None]]] = field(default_factory=list)
     surveyed: list[tuple[Profile, Binding]] = field(default_factory=list)
     unsurveyed: list[Profile] = field(default_factory=list)
+    started: float = 0.0  # the sync's clock at its start
+    changed: set[str] = field(default_factory=set)  # accounts with an authorization changed in this sync
+    checked_at: dict[str, float | None] = field(default_factory=dict)  # when each binding was last read
+    valid_tokens: set[str] = field(default_factory=set)  # authorizer credential keys valid at the start
 
     def problem(self, platform_id: str | None, appid: str | None, problem: str) -> None:
         self.summary.problems.append(SyncProblem(platform_id, appid, problem))
@@ -147,7 +166,8 @@ class _Run:
 class CatalogSync(ReadsRegistry):
     """Brings the catalog up to date from WeChat: ``run`` once, or ``run_schedule`` inside ``serve``.
 
-    ``owner`` names this process in the lease, ``lease_s`` bounds how long a dead replica holds it.
+    ``owner`` names this process in the lease, ``lease_s`` bounds how long a dead replica holds it;
+    ``binding_recheck_s`` how often the binding of an idle account is read all the same (0: every sync).
     """
 
     def __init__(
@@ -163,6 +183,8 @@ class CatalogSync(ReadsRegistry):
         owner: str,
         lease_s: float = 30.0,
         rng: random.Random | None = None,
+        binding_recheck_s: float = DEFAULT_BINDING_RECHECK_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._live = registry
         self._store = store
@@ -174,6 +196,8 @@ class CatalogSync(ReadsRegistry):
         self._owner = owner
         self._lease_s = lease_s
         self._rng = rng or random.Random()
+        self._binding_recheck_s = binding_recheck_s
+        self._clock = clock
 
     # --- one sync -----------------------------------------------------------------------------------
 
@@ -188,6 +212,10 @@ class CatalogSync(ReadsRegistry):
         none); at most ``concurrency`` WeChat calls at a time. ``track`` follows the stages' progress."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        with self._tokens.untracked():
+            return await self._run(platform_id, concurrency, track)
+
+    async def _run(self, platform_id: str | None, concurrency: int, track: Tracker | None) -> SyncSummary:
         if platform_id is None:
             platforms = list(self._registry.platforms)
         else:
@@ -199,6 +227,7 @@ class CatalogSync(ReadsRegistry):
         # ``concurrency`` bounds the WeChat calls in flight; four times as many accounts are worked on at
         # once, so that one account's database work overlaps another's call instead of holding a slot.
         run = _Run(SyncSummary([p.id for p in platforms]), asyncio.Semaphore(4 * concurrency))
+        run.started = self._clock()
 
         with bounded_calls(concurrency):
             listings = await asyncio.gather(*(self._pairs(p, run) for p in platforms))
@@ -210,6 +239,9 @@ class CatalogSync(ReadsRegistry):
 
             appids = sorted(run.profiles)
             run.summary.authorizers = len(appids)
+            if self._binding_recheck_s:
+                run.checked_at = await self._store.authorizations.bindings_checked_at()
+                run.valid_tokens = await self._store.credentials.valid_keys("authorizer:", run.started)
             step = _stage(track, "open binding", len(appids))
             await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
             await self._settle_bindings(run)
@@ -327,6 +359,7 @@ class CatalogSync(ReadsRegistry):
                 run.problem(platform_id, appid, "WeChat gave no refresh token for this authorization")
                 return
             run.grants.append((Grant(platform_id, appid, current, details.func_ids), True))
+            run.changed.add(appid)
             if stored is None:
                 summary.new += 1
             else:
@@ -335,6 +368,7 @@ class CatalogSync(ReadsRegistry):
             # The stored refresh token was lost or refused (61023): recovered. Or WeChat's is newer (a
             # re-authorization whose event is still on its way): taken.
             run.grants.append((Grant(platform_id, appid, current, details.func_ids), False))
+            run.changed.add(appid)
             if held is None or stored.status == "reauthorization_required":
                 log.info(
                     "recovered the refresh token of %s on %s from the authorizer list", appid, platform_id
@@ -351,6 +385,7 @@ class CatalogSync(ReadsRegistry):
             return
         elif details.func_ids != stored.func_ids:
             run.grants.append((Grant(platform_id, appid, held, details.func_ids), False))
+            run.changed.add(appid)
             summary.updated += 1
 
     async def _write_grants(self, run: _Run, *, everything: bool = False) -> None:
@@ -375,7 +410,11 @@ class CatalogSync(ReadsRegistry):
         profile = run.profiles[appid]
         async with run.gate:
             try:
-                run.seen.append((profile, await self._where_bound(appid, run)))
+                if await self._binding_due(appid, run):
+                    run.seen.append((profile, await self._where_bound(appid, run)))
+                else:  # the stored binding stays, with its profile refreshed
+                    run.summary.bindings_kept += 1
+                    run.unsurveyed.append(profile)
             except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
                 run.unsurveyed.append(profile)
@@ -408,6 +447,24 @@ class CatalogSync(ReadsRegistry):
         while len(run.unsurveyed) >= BATCH or (everything and run.unsurveyed):
             profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
             await store.save_profiles(profiles)
+
+    async def _binding_due(self, appid: str, run: _Run) -> bool:
+        """Whether to read the binding of ``appid`` now (see the module's docstring, step 3)."""
+        if not self._binding_recheck_s or appid in run.changed:
+            return True
+        checked = run.checked_at.get(appid)
+        if checked is None or run.started - checked >= self._binding_recheck_s:
+            return True
+        # Read recently: again only if the token it takes is valid anyway (a call, but no token call).
+        for api in (OPEN_API, HAVE_OPEN_API):
+            try:
+                platform_id = await self._authorizations.route(appid, api)
+            except ApiError as exc:
+                if exc.code == "permission_set_missing":
+                    continue
+                return True  # no live grant: reading asks WeChat nothing
+            return f"authorizer:{platform_id}:{appid}" in run.valid_tokens
+        return True  # no platform may ask: reading asks WeChat nothing
 
     async def _where_bound(self, appid: str, run: _Run) -> tuple[str, str | None]:
         """How the account's binding was read and what it said: (``open_get``, the open account or

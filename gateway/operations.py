@@ -168,6 +168,7 @@ def print_sync_summary(summary: SyncSummary, out: TextIO = sys.stdout) -> None:
         ("reauthorization required", summary.reauthorization_required),
         *((f"binding {state}", summary.bindings.get(state, 0)) for state in BINDINGS),
         ("  of which have an open account", summary.bound_unidentified),
+        ("binding kept (idle, read lately)", summary.bindings_kept),
         ("failures", summary.failures),
     ]
     out.write(f"{'platforms':<32} {', '.join(summary.platforms)}\n")

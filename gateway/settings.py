@@ -11,10 +11,12 @@ from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_BINDING_RECHECK_S",
     "DEFAULT_CATALOG_SYNC_INTERVAL_S",
     "DEFAULT_CONFIG",
     "DEFAULT_DATABASE_URL",
     "DEFAULT_PUBLIC_URL",
+    "DEFAULT_TOKEN_WARM_WINDOW_S",
     "Settings",
 ]
 
@@ -25,6 +27,11 @@ DEFAULT_CATALOG_SYNC_INTERVAL_S = 6 * 3600.0
 MIN_CATALOG_SYNC_INTERVAL_S = 60.0
 DEFAULT_AUDIT_RETENTION_DAYS = 365.0
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
+# Tokens used within this long are renewed ahead of expiry; idle ones lapse (SPEC §7; docs/configuration.md).
+DEFAULT_TOKEN_WARM_WINDOW_S = 6 * 3600.0
+MIN_TOKEN_WARM_WINDOW_S = 600.0
+# A catalog sync re-reads an idle account's binding (which costs it a token) at most this often.
+DEFAULT_BINDING_RECHECK_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class Settings:
     # Upstream breakers (gateway.breaker): this many faults in a row open one for this long.
     upstream_breaker_threshold: int = 5
     upstream_breaker_cooldown_s: float = 10.0
+    token_warm_window_s: float = DEFAULT_TOKEN_WARM_WINDOW_S  # inf: every token kept warm
+    binding_recheck_s: float = DEFAULT_BINDING_RECHECK_S  # 0: every account's binding read at every sync
 
     @classmethod
     def from_environ(
@@ -117,6 +126,18 @@ class Settings:
             raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be a number of seconds") from None
         if not 1 <= breaker_cooldown <= 600:
             raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be between 1 and 600 seconds")
+        warm_window = _seconds(env, "GATEWAY_TOKEN_WARM_WINDOW_S", DEFAULT_TOKEN_WARM_WINDOW_S)
+        if not warm_window >= MIN_TOKEN_WARM_WINDOW_S:  # inf allowed: the old keep-everything-warm policy
+            raise ConfigError(
+                f"GATEWAY_TOKEN_WARM_WINDOW_S must be at least {MIN_TOKEN_WARM_WINDOW_S:.0f} seconds "
+                "(inf keeps every token warm)"
+            )
+        binding_recheck = _seconds(env, "GATEWAY_BINDING_RECHECK_S", DEFAULT_BINDING_RECHECK_S)
+        if not 0 <= binding_recheck < float("inf"):
+            raise ConfigError(
+                "GATEWAY_BINDING_RECHECK_S must be 0 (every binding read at every sync) or a number of "
+                "seconds"
+            )
         retention = _retention_days(env, "GATEWAY_AUDIT_RETENTION_DAYS", DEFAULT_AUDIT_RETENTION_DAYS)
         event_retention = _retention_days(env, "GATEWAY_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)
         redis_url = env.get("GATEWAY_REDIS_URL") or None
@@ -136,6 +157,8 @@ class Settings:
             event_retention_days=event_retention,
             upstream_breaker_threshold=breaker_threshold,
             upstream_breaker_cooldown_s=breaker_cooldown,
+            token_warm_window_s=warm_window,
+            binding_recheck_s=binding_recheck,
             database_url=database_url,
             # Previous keys only open: during a key rotation (docs/configuration.md) values sealed under
             # them stay readable until `gateway rotate-secret-key` has re-sealed them all.
@@ -153,6 +176,17 @@ def _is_redis_url(url: str) -> bool:
     if parts.scheme == "unix":
         return bool(parts.path)
     return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds from ``name`` (range checks are the caller's); NaN is not a number here."""
+    try:
+        value = float(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds") from None
+    if value != value:
+        raise ConfigError(f"{name} must be a number of seconds")
+    return value
 
 
 def _retention_days(env: Mapping[str, str], name: str, default: float) -> float:

@@ -10,17 +10,28 @@ Reading a token never waits on anything while a still-valid one is stored. Renew
 key inside a process, and across replicas the key's database lease decides who fetches; the others poll
 until the new value lands (or the lease lapses, when its holder died, and one of them takes over).
 A failed renewal releases the lease and leaves the stored value as it was.
+
+Only tokens in use are kept warm (SPEC §7): WeChat counts every api_authorizer_token call against a daily
+quota (its token docs, wechat-protocol.md §3), and renewing every authorizer's token every two hours
+costs 12 calls a day for each one whether anybody asks for it or not. A use — a token handed to a
+``/v1`` caller (from memory too), used by the ``/wx`` proxy or by the gateway on a caller's behalf — is
+noted in memory and written to the store in batches by the renewer (``credentials.used_at``, at most
+once per ``use_resolution`` per key and process); the renewer of every replica renews ahead of expiry
+only authorizer tokens and JS-SDK tickets used within ``warm_window_s``, and every component token. An
+idle one lapses and is fetched on demand by its next caller. Background work (the renewer itself, the
+catalog sync) runs ``untracked``: it uses tokens without keeping them warm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -50,6 +61,10 @@ TAKEOVER_RENEWAL_S = 120.0  # well inside WeChat's (undocumented, reportedly ~5 
 # A token WeChat called stale (40001/40014/42001) is renewed at once, but its replacement called stale
 # too within this long is not: a storm of 40001s is reported to callers rather than fed with renewals.
 STALE_RENEWAL_DAMPING_S = 30.0
+DEFAULT_WARM_WINDOW_S = 6 * 3600.0  # SPEC §7's "recent window"; GATEWAY_TOKEN_WARM_WINDOW_S
+ALWAYS_WARM = ("component:",)  # one per platform, and everything else needs it: never left to lapse
+# Whether the running task's token uses keep tokens warm: not in background work (see `untracked`).
+_UNTRACKED: contextvars.ContextVar[bool] = contextvars.ContextVar("untracked_token_use", default=False)
 
 
 class Token(msgspec.Struct, frozen=True):
@@ -96,7 +111,9 @@ class TokenService(ReadsRegistry):
 
     ``owner`` names this process in leases; ``lease_s`` bounds how long a dead replica can hold a
     renewal; ``wait_s`` how long a caller waits for another replica's renewal; ``cache_s`` how long a
-    token read from the store is reused without reading it again; ``metrics`` counts renewals and 45009s.
+    token read from the store is reused without reading it again; ``metrics`` counts renewals and 45009s;
+    ``warm_window_s`` how recently an authorizer token or JS-SDK ticket must have been used for the
+    renewer to renew it ahead of expiry (``math.inf``: every one, as before SPEC §7 said otherwise).
     """
 
     def __init__(
@@ -112,7 +129,10 @@ class TokenService(ReadsRegistry):
         wait_s: float = 40.0,
         cache_s: float = 5.0,
         metrics: Metrics | None = None,
+        warm_window_s: float = DEFAULT_WARM_WINDOW_S,
     ) -> None:
+        if not warm_window_s > 0:
+            raise ValueError("warm_window_s must be positive")
         self._metrics = metrics
         self._live = registry
         self._store = store
@@ -128,6 +148,11 @@ class TokenService(ReadsRegistry):
         self._reads: SingleFlight[str, StoredCredential | None] = SingleFlight()
         self._rejected_tickets: dict[str, str] = {}  # platform -> the ticket WeChat refused (61005/61006)
         self._forced: dict[str, tuple[float, str]] = {}  # key -> (when, the value WeChat called stale)
+        self._warm_window_s = warm_window_s
+        # A stored use lags the last one by less than this: a twentieth of the window, 1 to 15 minutes.
+        self.use_resolution = min(max(warm_window_s / 20, 60.0), 900.0)
+        self._used: dict[str, float] = {}  # key -> this process's last use of it
+        self._flushed: dict[str, float] = {}  # key -> the use this process last wrote to the store
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -152,29 +177,65 @@ class TokenService(ReadsRegistry):
     def from_memory(self, kind: str, platform_id: str, appid: str) -> Token | None:
         """The ``authorizer`` token or ``jsapi`` ticket that `authorizer_token` or `jsapi_ticket` would
         answer at once from this process's cache; None when they would have to read or renew it."""
-        cached = self._cache.get(str(CredentialKey(kind, platform_id, appid)))
-        if cached is not None and self._clock() < cached.until:
+        name = str(CredentialKey(kind, platform_id, appid))
+        cached = self._cache.get(name)
+        now = self._clock()
+        if cached is not None and now < cached.until:
+            self._used[name] = now  # handed out by the caller: a use (a dict write, no I/O)
             return cached.token
         return None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def untracked() -> Iterator[None]:
+        """Token uses inside (and in tasks started inside) do not keep tokens warm: for background work
+        such as the catalog sync, which touches every account's token and would otherwise keep them all
+        warm forever."""
+        reset = _UNTRACKED.set(True)
+        try:
+            yield
+        finally:
+            _UNTRACKED.reset(reset)
+
+    async def flush_uses(self) -> int:
+        """Write this process's uses to the store: those at least ``use_resolution`` newer than the last
+        written for their key. Returns how many keys were written."""
+        resolution = self.use_resolution
+        pending = {
+            key: when
+            for key, when in self._used.items()
+            if when - self._flushed.get(key, -math.inf) >= resolution
+        }
+        await self._store.credentials.mark_used(pending)
+        self._flushed.update(pending)
+        return len(pending)
 
     async def forget_authorizer(self, platform_id: str, appid: str) -> None:
         """Drop every token of an authorization (revoked)."""
         keys = [str(CredentialKey(kind, platform_id, appid)) for kind in ("authorizer", "jsapi")]
         for key in keys:
             self._cache.pop(key, None)
+            self._used.pop(key, None)
+            self._flushed.pop(key, None)
         await self._store.credentials.delete(*keys)
 
     async def renew_due(self, concurrency: int = 8) -> int:
-        """One pass of the background renewer: warm every platform's component token, renew every
-        credential whose renewal time has come. Returns how many renewals were attempted."""
+        """One pass of the background renewer: write the uses noted since the last pass, warm every
+        platform's component token, renew every credential whose renewal time has come and which was
+        used within the warm window. Returns how many renewals were attempted."""
+        with self.untracked():  # renewing a JS-SDK ticket needs the authorizer token: not a use of it
+            return await self._renew_due(concurrency)
+
+    async def _renew_due(self, concurrency: int) -> int:
+        await self.flush_uses()
         now = self._clock()
         registry = self._registry
+        used_since = None if math.isinf(self._warm_window_s) else now - self._warm_window_s
+        due = await self._store.credentials.due(now, used_since=used_since, always=ALWAYS_WARM)
         # A platform taken out of the registry by a reload keeps its stored credentials (it may come back)
         # but they are no longer renewed.
         keys = [
-            key
-            for key in map(CredentialKey.parse, await self._store.credentials.due(now))
-            if registry.platform(key.platform_id) is not None
+            key for key in map(CredentialKey.parse, due) if registry.platform(key.platform_id) is not None
         ]
         receipts = await self._store.ticket_receipts()
         for platform in registry.platforms:
@@ -210,6 +271,8 @@ class TokenService(ReadsRegistry):
     async def _obtain(self, key: CredentialKey, fetch: Fetch, *, stale: str | None) -> Token:
         name = str(key)
         now = self._clock()
+        if key.kind != "component" and not _UNTRACKED.get():
+            self._used[name] = now
         if stale is not None:
             stale = self._damped(name, stale, now)
         cached = self._cache.get(name)

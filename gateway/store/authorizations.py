@@ -393,6 +393,12 @@ class AuthorizationStore:
                 await refresh_entries(session, self._db, {p.authorizer_appid for p in profiles})
         return stamped
 
+    async def bindings_checked_at(self) -> dict[str, float | None]:
+        """When each account's binding was last read, by appid (None: never); one read for a sync."""
+        query = select(_PROFILES.c.authorizer_appid, _PROFILES.c.binding_checked_at)
+        async with self._db.engine.connect() as conn:
+            return {appid: checked for appid, checked in (await conn.execute(query)).all()}
+
     async def save_binding(
         self, appid: str, binding: str, open_appid: str | None, target: str | None = None
     ) -> None:

@@ -4,14 +4,19 @@ A credential row is keyed by what the token is for (see ``gateway.tokens.Credent
 a replica takes the row's lease with one conditional UPDATE; whoever gets it fetches from WeChat and
 writes the new value while releasing the lease, fenced by its owner id so that a replica whose lease
 was taken over after a stall cannot overwrite its successor's token. Readers never take the lease.
+
+``used_at`` says when a caller last used a credential. Each process notes uses in memory and writes them
+here in batches (``mark_used``), never once per request; the renewer of every replica reads the column
+(``due``) to keep warm only what was used recently.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, Connection, delete, or_, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, or_, select, update
 
 from gateway.store.database import Database
 from gateway.store.tables import Credential
@@ -35,6 +40,7 @@ class StoredCredential(msgspec.Struct, frozen=True):
     lease_until: float | None
     blocked_until: float | None
     problem: str | None
+    used_at: float | None = None
 
     def valid_at(self, now: float) -> bool:
         """Whether the value exists and has not expired at ``now``."""
@@ -68,6 +74,7 @@ class CredentialStore:
             lease_until=row.lease_until,
             blocked_until=row.blocked_until,
             problem=row.problem,
+            used_at=row.used_at,
         )
 
     async def get(self, key: str) -> StoredCredential | None:
@@ -167,20 +174,56 @@ class CredentialStore:
         async with self._db.engine.begin() as conn:
             await conn.execute(update(_T).where(match).values(blocked_until=None, problem=None))
 
-    async def due(self, now: float, limit: int = 100) -> list[str]:
-        """Keys whose renewal time has come and which no live lease or breaker holds, soonest first."""
-        query = (
-            select(_T.c.key)
-            .where(
-                _T.c.renew_after <= now,
-                or_(_T.c.lease_until.is_(None), _T.c.lease_until < now),
-                or_(_T.c.blocked_until.is_(None), _T.c.blocked_until < now),
-            )
-            .order_by(_T.c.renew_after)
-            .limit(limit)
-        )
+    async def due(
+        self,
+        now: float,
+        limit: int = 100,
+        *,
+        used_since: float | None = None,
+        always: Sequence[str] = (),
+    ) -> list[str]:
+        """Keys whose renewal time has come and which no live lease or breaker holds, soonest first.
+
+        With ``used_since``, only those used since then, and those whose key starts with one of
+        ``always``: the others are left to lapse (in SQL, so idle rows never crowd out ``limit``)."""
+        conditions = [
+            _T.c.renew_after <= now,
+            or_(_T.c.lease_until.is_(None), _T.c.lease_until < now),
+            or_(_T.c.blocked_until.is_(None), _T.c.blocked_until < now),
+        ]
+        if used_since is not None:
+            warm = [_T.c.key.startswith(prefix, autoescape=True) for prefix in always]
+            conditions.append(or_(_T.c.used_at >= used_since, *warm))
+        query = select(_T.c.key).where(*conditions).order_by(_T.c.renew_after).limit(limit)
         async with self._db.engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
+
+    async def mark_used(self, uses: Mapping[str, float]) -> None:
+        """Record that each key was used at the time given (a later use already recorded stays), in one
+        transaction; keys without a row are ignored."""
+        if not uses:
+            return
+        marked = (
+            update(_T)
+            .where(
+                _T.c.key == bindparam("used_key"),
+                or_(_T.c.used_at.is_(None), _T.c.used_at < bindparam("used_when")),
+            )
+            .values(used_at=bindparam("used_when"))
+        )
+        # Sorted: one lock order for replicas flushing overlapping keys at once.
+        rows = [{"used_key": key, "used_when": when} for key, when in sorted(uses.items())]
+        await self._db.write(lambda conn: conn.execute(marked, rows))
+
+    async def valid_keys(self, prefix: str, now: float) -> set[str]:
+        """Keys under ``prefix`` holding a value that has not expired at ``now`` (nothing opened)."""
+        query = select(_T.c.key).where(
+            _T.c.key.startswith(prefix, autoescape=True),
+            _T.c.value_sealed.is_not(None),
+            _T.c.expires_at > now,
+        )
+        async with self._db.engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
 
     async def blocked(self, now: float) -> list[str]:
         """Keys whose 45009 breaker is open at ``now`` (nothing opened: cheap enough for every scrape)."""

@@ -92,7 +92,8 @@ class Credential(SQLModel, table=True):
     """A token WeChat issued (component token, authorizer token, JS-SDK ticket), keyed by what it is for.
 
     The lease columns make its renewal exactly-once across replicas: whoever holds an unexpired lease
-    fetches; everyone else waits for the new value. ``blocked_until`` is the 45009 breaker.
+    fetches; everyone else waits for the new value. ``blocked_until`` is the 45009 breaker. ``used_at``
+    is when a caller last used it (coarse, flushed in batches): the renewer keeps warm only recent ones.
     """
 
     __tablename__ = "credentials"
@@ -107,6 +108,7 @@ class Credential(SQLModel, table=True):
     lease_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     blocked_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     problem: str | None = Field(default=None, max_length=200)
+    used_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
 
 
 class Authorization(SQLModel, table=True):

@@ -27,7 +27,7 @@ from datetime import datetime
 from tests.bench._harness import ROOT, Kind, Row, machine, table_lines
 
 # In the order they run: the short ones first, the longest (catalog: 100,000 accounts and a sync) last.
-BENCHMARKS = ("tokens", "proxy", "forwarding", "intake", "storm", "memory", "catalog")
+BENCHMARKS = ("tokens", "proxy", "forwarding", "intake", "storm", "idle_tokens", "memory", "catalog")
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks.png"
 

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from gateway.app import Services, create_app
 from gateway.crypto import SecretBox
 from gateway.registry import Registry
+from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import LateASGITransport, running
@@ -95,12 +96,17 @@ class World:
 
 @asynccontextmanager
 async def open_world(
-    registry: Registry, database_url: str, secret_box: SecretBox, **app_options: Any
+    registry: Registry,
+    database_url: str,
+    secret_box: SecretBox,
+    *,
+    settings: Settings | None = None,
+    **app_options: Any,
 ) -> AsyncIterator[World]:
-    """The gateway of ``registry`` (``create_app`` options in ``app_options``) and the simulator, each
-    other's network, both running."""
+    """The gateway of ``registry`` (``create_app`` options in ``app_options``; ``settings`` instead of the
+    tests' defaults) and the simulator, each other's network, both running."""
     to_gateway, to_simulator = LateASGITransport(), LateASGITransport()
-    settings = make_settings(database_url, secret_box)
+    settings = settings or make_settings(database_url, secret_box)
     simulator = create_simulator_app(
         SimulatorConfig(
             components=[

@@ -6,7 +6,7 @@ exchange (owner and lease), and what came of it: ``exchanged``, ``refused`` (610
 server default; the authorizer and the exchange time are unknown while a code is only claimed.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-11-27
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
