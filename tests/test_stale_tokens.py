@@ -281,10 +281,13 @@ async def test_the_proxy_renews_a_new_token_called_stale_after_the_spacing(
 ) -> None:
     world, ahead = shifted
     sdk = await gateway_token(world)
+    assert (await proxied_user_get(world, sdk)).get("total")
+    await world.reset_counters()
     await world.fault(endpoint="user/get", errcode=40001, times=1)
     assert (await proxied_user_get(world, sdk)).get("total")  # renewed, sent again
     assert await world.calls("api_authorizer_token") == 1
     ahead[0] += STALE_RENEWAL_SPACING_S + 1
     await world.fault(endpoint="user/get", errcode=40001, times=1)  # WeChat refuses the new token too
-    assert (await proxied_user_get(world, sdk)).get("total")
+    assert (await proxied_user_get(world, sdk)).get("total")  # the old rule: 40001 for 30 s
     assert await world.calls("api_authorizer_token") == 2
+    assert await world.calls("user/get") == 4
