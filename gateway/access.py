@@ -59,7 +59,8 @@ def require(client: Client, scope: Scope, appid: str | None = None) -> None:
         raise ApiError(422, "invalid_request", "appid: must be 'wx' followed by letters and digits")
 
 
-# ``?stale=``: longer than any token or ticket WeChat issues (their documented storage is 512 characters).
+# ``?stale=``: no longer than WeChat's own bound. Its access_token doc asks for 512 characters of storage
+# ("access_token的存储至少要保留512个字符空间", cgi-bin/token); tickets are assumed to fit the same.
 STALE_MAX_LENGTH = 512
 
 

@@ -241,10 +241,7 @@ class TokenService(ReadsRegistry):
     async def _obtain(self, key: CredentialKey, fetch: Fetch, *, stale: str | None) -> Token:
         name = str(key)
         now = self._clock()
-        if stale is not None and now - self._stale_renewed.get(name, -math.inf) < STALE_RENEWAL_SPACING_S:
-            # Renewed on a report moments ago: the stored value is answered (one renewal per spacing).
-            log.warning("%s called stale again right after its renewal; renewing it again shortly", key)
-            stale = None
+        # A report is checked against the store, never memory: another replica may have replaced the value.
         cached = self._cache.get(name)
         if cached is not None and stale is None and now < cached.until:
             return cached.token
@@ -258,8 +255,13 @@ class TokenService(ReadsRegistry):
                 return cached.token
             raise
 
-        if stored is not None and stored.valid_at(now) and (stale is None or not _same(stored.value, stale)):
-            return self._remember(key, stored)  # a report of a value already replaced: the current one
+        if stored is not None and stored.valid_at(now):
+            if stale is None or not _same(stored.value, stale):
+                return self._remember(key, stored)  # a report of a value already replaced: the current one
+            if now - self._stale_renewed.get(name, -math.inf) < STALE_RENEWAL_SPACING_S:
+                # This process renewed it on a report moments ago: the stored value until the spacing ends.
+                log.warning("%s called stale again right after its renewal; renewing it again shortly", key)
+                return self._remember(key, stored)
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
             raise _quota_error(key)
         return await self._renewals.run(name, lambda: self._renew(key, fetch, stale=stale, background=False))

@@ -241,6 +241,34 @@ async def test_reports_on_two_replicas_renew_once(
         assert await ready.calls("api_authorizer_token") == 1
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
+async def test_another_replica_serves_the_new_token_on_a_report_or_after_its_memory_lapses(
+    ready: World, registry: Registry, database_url: str, secret_box: SecretBox
+) -> None:
+    sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
+    ahead = [0.0]
+    second = create_app(
+        make_settings(database_url, secret_box),
+        registry,
+        transport=LateASGITransport(sim_app),
+        background=False,
+        clock=lambda: time.time() + ahead[0],
+    )
+    async with running(second) as other:
+        old = (await vend(other)).json()["access_token"]
+        assert (await vend(other)).json()["access_token"] == old  # in the second replica's memory
+        await ready.authorize("retail", OA, [1, 2, 24, 15])  # acted upon by the first replica
+        new = await current(ready)
+        assert new != old
+        await ready.reset_counters()
+        # The second replica's memory holds the old token for up to 5 s; a caller that met 40001 with
+        # it and says so gets the new one at once, without a renewal.
+        assert (await vend(other, stale=old)).json()["access_token"] == new
+        ahead[0] += 5.5
+        assert (await vend(other)).json()["access_token"] == new
+        assert await ready.calls("api_authorizer_token") == 0
+
+
 # --- the spacing between renewals of one key ----------------------------------------------------------
 
 
