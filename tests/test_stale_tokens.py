@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -91,6 +92,28 @@ async def test_a_reauthorization_hands_out_the_new_token_at_once(ready: World) -
     # No 40001 met on the way, nothing renewed: the token api_query_auth returned is the one served.
     assert await ready.calls("api_authorizer_token") == 0
     assert await ready.calls("user/get") == 2  # ours above, and the proxied call sent once
+
+
+async def test_a_reauthorization_known_from_the_redirect_alone_hands_out_the_new_token(ready: World) -> None:
+    old = await current(ready)
+    link = (
+        await ready.gateway.post(
+            "/v1/platforms/retail/authorization-links", json={}, headers=bearer("onboarding")
+        )
+    ).json()
+    query = dict(parse_qsl(urlsplit(link["pc_url"]).query))
+    # The same sets again: WeChat pushes nothing (no updateauthorized), but the old token dies.
+    body = {"authorizer_appid": OA, "func_ids": [1, 2, 24], "redirect_uri": query["redirect_uri"]}
+    approval = (
+        await ready.sim.post(f"/sim/pre-auth-codes/{query['pre_auth_code']}/approve", json=body)
+    ).json()
+    assert approval["push"] is None
+    assert await errcode_at_wechat(ready, old) == 40001
+    redirect = urlsplit(approval["redirect_url"])
+    assert (await ready.gateway.get(f"{redirect.path}?{redirect.query}")).status_code == 200
+    new = await current(ready)
+    assert new != old
+    assert await errcode_at_wechat(ready, new) == 0
 
 
 async def test_a_renewal_in_flight_during_the_reauthorization_does_not_overwrite_the_new_token(
