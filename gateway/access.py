@@ -20,6 +20,7 @@ from gateway.tokens import Token, TokenService
 __all__ = [
     "ACCESS_TOKEN",
     "JSAPI_TICKET",
+    "STALE_MAX_LENGTH",
     "IssuedTicket",
     "IssuedToken",
     "TokenVending",
@@ -56,6 +57,26 @@ def require(client: Client, scope: Scope, appid: str | None = None) -> None:
         raise ApiError(403, "forbidden", f"client '{client.id}' may not act for this authorizer")
     if appid is not None and not is_appid(appid):
         raise ApiError(422, "invalid_request", "appid: must be 'wx' followed by letters and digits")
+
+
+# ``?stale=``: no longer than WeChat's own bound. Its access_token doc asks for 512 characters of storage
+# ("access_token的存储至少要保留512个字符空间", cgi-bin/token); tickets are assumed to fit the same.
+STALE_MAX_LENGTH = 512
+
+
+def stale_report(raw: str | None) -> str | None:
+    """A caller's ``?stale=`` value: None when absent or empty; a 422 naming ``stale`` (never echoing the
+    value: it is a token) unless it has the shape of a token."""
+    if not raw:
+        return None
+    if len(raw) > STALE_MAX_LENGTH or not (raw.isascii() and raw.isprintable()) or " " in raw:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"stale: must be the token or ticket WeChat refused, at most {STALE_MAX_LENGTH} printable "
+            "ASCII characters",
+        )
+    return raw
 
 
 class IssuedToken(msgspec.Struct, frozen=True):
@@ -118,22 +139,30 @@ class TokenVending(ReadsRegistry):
         await self._limiter.admit(client)
         return client
 
-    async def access_token(self, client: Client, appid: str) -> IssuedToken:
-        """The authorizer_access_token of ``appid`` through the platform routing picks."""
-        return await self.issue(client, appid, ACCESS_TOKEN)
+    async def access_token(self, client: Client, appid: str, *, stale: str | None = None) -> IssuedToken:
+        """The authorizer_access_token of ``appid`` through the platform routing picks; ``stale``: the
+        caller's ``?stale=`` (see `issue`)."""
+        return await self.issue(client, appid, ACCESS_TOKEN, stale=stale)
 
-    async def jsapi_ticket(self, client: Client, appid: str) -> IssuedTicket:
-        """The JS-SDK ticket of ``appid``."""
-        return await self.issue(client, appid, JSAPI_TICKET)
+    async def jsapi_ticket(self, client: Client, appid: str, *, stale: str | None = None) -> IssuedTicket:
+        """The JS-SDK ticket of ``appid``; ``stale``: the caller's ``?stale=`` (see `issue`)."""
+        return await self.issue(client, appid, JSAPI_TICKET, stale=stale)
 
-    async def issue(self, client: Client, appid: str, what: Vended[Issued]) -> Issued:
-        """``what`` for ``appid``: checked, routed, obtained (from memory, the store or WeChat), audited."""
+    async def issue(
+        self, client: Client, appid: str, what: Vended[Issued], *, stale: str | None = None
+    ) -> Issued:
+        """``what`` for ``appid``: checked, routed, obtained (from memory, the store or WeChat), audited.
+
+        ``stale``: a value WeChat refused as stale (40001/40014/42001), as the caller sent it (422 unless
+        shaped like a token); renewed if it is still the stored one, else the stored one is answered.
+        """
         require(client, "token", appid)
+        reported = stale_report(stale)
         platform_id = await self._authorizations.route(appid, None)
         if what.kind == ACCESS_TOKEN.kind:
-            token = await self._tokens.authorizer_token(platform_id, appid)
+            token = await self._tokens.authorizer_token(platform_id, appid, stale=reported)
         elif what.kind == JSAPI_TICKET.kind:
-            token = await self._tokens.jsapi_ticket(platform_id, appid)
+            token = await self._tokens.jsapi_ticket(platform_id, appid, stale=reported)
         else:
             raise ValueError(f"nothing vended is of kind {what.kind!r}")
         return self._issued(client, appid, what, token)

@@ -161,6 +161,9 @@ class AuthorizationService(ReadsRegistry):
         stored = await self._store.authorizations.authorize(
             platform_id, info.authorizer_appid, info.authorizer_refresh_token, info.func_ids
         )
+        await self._tokens.adopt_authorizer_token(
+            platform_id, info.authorizer_appid, info.authorizer_access_token, info.expires_in
+        )
         await self._store.authorizations.code_exchanged(code, platform_id, info.authorizer_appid)
         self.forget_grants(info.authorizer_appid)
         await self.refresh_profile(platform_id, info.authorizer_appid)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hmac
 import logging
 import math
 import random
@@ -58,9 +59,12 @@ REFRESH_TOKEN_INVALID = 61023
 NOT_AUTHORIZED = 61003
 BEIJING_UTC_OFFSET_S = 8 * 3600
 TAKEOVER_RENEWAL_S = 120.0  # well inside WeChat's (undocumented, reportedly ~5 min) old-token overlap
-# A token WeChat called stale (40001/40014/42001) is renewed at once, but its replacement called stale
-# too within this long is not: a storm of 40001s is reported to callers rather than fed with renewals.
-STALE_RENEWAL_DAMPING_S = 30.0
+# A token WeChat called stale (40001/40014/42001, through /wx or ?stale=) is renewed once per stale value:
+# a report of a value no longer stored answers the stored one, a report of the stored value renews it. In a
+# process, renewals of one key on such reports are this far apart at least, so a storm of 40001s (WeChat
+# refusing every new token) costs one renewal per spacing rather than one per request; a report inside the
+# spacing answers the stored value, and the first report of it after the spacing renews it.
+STALE_RENEWAL_SPACING_S = 5.0
 DEFAULT_WARM_WINDOW_S = 6 * 3600.0  # SPEC §7's "recent window"; GATEWAY_TOKEN_WARM_WINDOW_S
 ALWAYS_WARM = ("component:",)  # one per platform, and everything else needs it: never left to lapse
 # Whether the running task's token uses keep tokens warm: not in background work (see `untracked`).
@@ -147,12 +151,12 @@ class TokenService(ReadsRegistry):
         self._renewals: SingleFlight[str, Token] = SingleFlight()
         self._reads: SingleFlight[str, StoredCredential | None] = SingleFlight()
         self._rejected_tickets: dict[str, str] = {}  # platform -> the ticket WeChat refused (61005/61006)
-        self._forced: dict[str, tuple[float, str]] = {}  # key -> (when, the value WeChat called stale)
         self._warm_window_s = warm_window_s
         # A stored use lags the last one by less than this: a twentieth of the window, 1 to 15 minutes.
         self.use_resolution = min(max(warm_window_s / 20, 60.0), 900.0)
         self._used: dict[str, float] = {}  # key -> this process's last use of it
         self._flushed: dict[str, float] = {}  # key -> the use this process last wrote to the store
+        self._stale_renewed: dict[str, float] = {}  # key -> when this process last renewed it on a report
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -219,6 +223,33 @@ class TokenService(ReadsRegistry):
             self._flushed.pop(key, None)
         await self._store.credentials.delete(*keys)
 
+    async def adopt_authorizer_token(
+        self, platform_id: str, appid: str, value: str | None, expires_in: int | None
+    ) -> None:
+        """Make the token api_query_auth returned (``value``, valid ``expires_in`` s) the authorizer's
+        current one, replacing the stored one, which WeChat may have invalidated at once on a
+        re-authorization (WeixinCloud/wxcloudrun-wxcomponent issue 10). Without a token (the account holds
+        no API permission) the stored one is dropped, to be fetched again when next asked for.
+
+        This process stops serving the old token at once; other replicas within their ``cache_s``.
+        """
+        key = CredentialKey("authorizer", platform_id, appid)
+        name = str(key)
+        self._stale_renewed.pop(name, None)  # a new token: its first stale report renews it
+        if not value or not expires_in:
+            self._cache.pop(name, None)
+            await self._store.credentials.delete(name)
+            return
+        now = self._clock()
+        lifetime = max(1, expires_in)
+        expires_at = now + lifetime
+        renew_after = self._renew_after(now, lifetime)
+        await self._store.credentials.replace(name, value, expires_at=expires_at, renew_after=renew_after)
+        self._cache[name] = _Cached(
+            Token(platform_id, value, expires_at), min(now + self._cache_s, renew_after)
+        )
+        log.info("stored the token api_query_auth returned for %s", key)
+
     async def renew_due(self, concurrency: int = 8) -> int:
         """One pass of the background renewer: write the uses noted since the last pass, warm every
         platform's component token, renew every credential whose renewal time has come and which was
@@ -273,8 +304,7 @@ class TokenService(ReadsRegistry):
         now = self._clock()
         if key.kind != "component" and not _UNTRACKED.get():
             self._used[name] = now
-        if stale is not None:
-            stale = self._damped(name, stale, now)
+        # A report is checked against the store, never memory: another replica may have replaced the value.
         cached = self._cache.get(name)
         if cached is not None and stale is None and now < cached.until:
             return cached.token
@@ -288,25 +318,16 @@ class TokenService(ReadsRegistry):
                 return cached.token
             raise
 
-        if stored is not None and stale is None and stored.valid_at(now):
-            return self._remember(key, stored)
+        if stored is not None and stored.valid_at(now):
+            if stale is None or not _same(stored.value, stale):
+                return self._remember(key, stored)  # a report of a value already replaced: the current one
+            if now - self._stale_renewed.get(name, -math.inf) < STALE_RENEWAL_SPACING_S:
+                # This process renewed it on a report moments ago: the stored value until the spacing ends.
+                log.warning("%s called stale again right after its renewal; renewing it again shortly", key)
+                return self._remember(key, stored)
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
             raise _quota_error(key)
         return await self._renewals.run(name, lambda: self._renew(key, fetch, stale=stale, background=False))
-
-    def _damped(self, name: str, stale: str, now: float) -> str | None:
-        """``stale``, or None when another value of ``name`` was already renewed for being called stale
-        less than ``STALE_RENEWAL_DAMPING_S`` ago (per process): then the stored token is handed out as
-        it is, and WeChat's refusal reaches the caller."""
-        forced = self._forced.get(name)
-        if forced is not None and forced[1] != stale and now - forced[0] < STALE_RENEWAL_DAMPING_S:
-            log.warning(
-                "WeChat called %s stale again right after its renewal; not renewing it again yet", name
-            )
-            return None
-        if forced is None or forced[1] != stale:
-            self._forced[name] = (now, stale)
-        return stale
 
     async def _renew_in_background(self, key: CredentialKey) -> None:
         match key.kind:
@@ -342,6 +363,8 @@ class TokenService(ReadsRegistry):
                     # The renewal we waited for failed: report it rather than hammer WeChat again.
                     await credentials.release(name, self._owner, problem=leased.problem)
                     raise ApiError(503, "wechat_unavailable", leased.problem)
+                if stale is not None and leased.valid_at(now) and _same(leased.value, stale):
+                    self._stale_renewed[name] = now
                 return await self._fetch_under_lease(key, fetch, taken_over=lease.taken_over)
             current = await credentials.get(name)
             if current is not None and not _needs_renewal(current, now, stale, background=background):
@@ -391,9 +414,7 @@ class TokenService(ReadsRegistry):
         now = self._clock()
         lifetime = max(1, fetched.expires_in)
         expires_at = now + lifetime
-        # Ahead of expiry by 5-10 minutes (less for short-lived tokens), jittered so replicas and
-        # platforms spread their renewals.
-        renew_after = expires_at - min(self._rng.uniform(300, 600), lifetime * self._rng.uniform(0.1, 0.2))
+        renew_after = self._renew_after(now, lifetime)
         if taken_over:
             # The dead holder's call may still have reached WeChat after ours, making our token the
             # older one; renew again while WeChat's overlap for old tokens surely lasts.
@@ -411,6 +432,11 @@ class TokenService(ReadsRegistry):
         token = Token(key.platform_id, fetched.value, expires_at)
         self._cache[name] = _Cached(token, min(now + self._cache_s, renew_after))
         return token
+
+    def _renew_after(self, now: float, lifetime: int) -> float:
+        """Ahead of expiry by 5-10 minutes (less for short-lived tokens), jittered so replicas and
+        platforms spread their renewals."""
+        return now + lifetime - min(self._rng.uniform(300, 600), lifetime * self._rng.uniform(0.1, 0.2))
 
     def _count_renewal(self, key: CredentialKey, outcome: str) -> None:
         """``outcome``: ``ok`` or the API error code the renewal ended with (a bounded set)."""
@@ -510,7 +536,7 @@ class TokenService(ReadsRegistry):
             refused = exc
         # The component token went stale at WeChat before its time: renew it (once) and retry.
         fresh = await self.component_token(platform.id, stale=component.value)
-        if fresh.value == component.value:  # not renewed again so soon (_damped): no second try
+        if fresh.value == component.value:  # not renewed again so soon (the spacing): no second try
             raise refused
         return await self._wechat.authorizer_token(
             fresh.value, platform.component_appid, appid, refresh_token
@@ -552,7 +578,7 @@ class TokenService(ReadsRegistry):
                 raise
             refused = exc
         fresh = await self.authorizer_token(platform_id, appid, stale=token.value)
-        if fresh.value == token.value:  # not renewed again so soon (_damped): no second try
+        if fresh.value == token.value:  # not renewed again so soon (the spacing): no second try
             raise refused
         return await self._wechat.jsapi_ticket(fresh.value, component_appid=component_appid)
 
@@ -566,9 +592,14 @@ class TokenService(ReadsRegistry):
 def _needs_renewal(stored: StoredCredential, now: float, stale: str | None, *, background: bool) -> bool:
     if not stored.valid_at(now):
         return True
-    if stale is not None and stored.value == stale:
+    if stale is not None and _same(stored.value, stale):
         return True
     return background and stored.renew_after is not None and stored.renew_after <= now
+
+
+def _same(stored: str | None, reported: str) -> bool:
+    """Whether a caller's report names the stored value (compared in constant time: it is a secret)."""
+    return stored is not None and hmac.compare_digest(stored.encode(), reported.encode())
 
 
 def _next_beijing_midnight(now: float) -> float:

@@ -232,6 +232,36 @@ async def test_a_query_string_changes_nothing(ready: World, from_memory: HandOve
     assert (response.status_code, from_memory.count) == (200, 1)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_stale_report_is_answered_by_the_route_even_with_the_token_in_memory(
+    ready: World, from_memory: HandOvers, kind: str
+) -> None:
+    field, endpoint = ("access_token", "api_authorizer_token")
+    if kind == "jsapi-ticket":
+        field, endpoint = ("ticket", "ticket/getticket")
+    path = f"/v1/authorizers/{OA}/{kind}"
+    await ready.gateway.get(path, headers=bearer("crm"))
+    value = (await ready.gateway.get(path, headers=bearer("crm"))).json()[field]
+    assert from_memory.count == 1  # in memory: the wrapper would answer a plain request
+    await ready.reset_counters()
+
+    renewed = await ready.gateway.get(path, headers=bearer("crm"), params={"stale": value})
+    assert renewed.status_code == 200, renewed.text
+    assert await ready.calls(endpoint) == 1  # the stored value was the one reported: renewed
+    if kind == "access-token":
+        assert renewed.json()[field] != value
+    assert (await ready.gateway.get(path, headers=bearer("crm"))).json() == renewed.json()  # from memory
+    assert from_memory.count == 2
+    # Whatever is reported, in whatever spelling, the answer is the route's, as without the wrapper.
+    for query in (f"stale={value}", f"st%61le={value}", "stale=garbage", "stale=" + "x" * 513, "stale="):
+        fast = await ready.gateway.get(f"{path}?{query}", headers=bearer("crm"))
+        routed = await ready.gateway.get(f"{path}?{query}", headers=bearer("crm") | TO_THE_ROUTE)
+        assert comparable(fast) == comparable(routed), query
+        assert fast.status_code == (422 if "x" * 513 in query else 200), query
+    assert from_memory.count == 2  # every one went to the route
+    assert await ready.calls(endpoint) == 1
+
+
 async def test_a_failure_after_the_checks_is_answered_as_the_app_answers_it(
     ready: World, from_memory: HandOvers, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,7 +6,8 @@ once the client, the authorizer's grants and the token are in memory, Litestar's
 route itself does (docs/benchmarks.md). So this ASGI wrapper answers such a request itself, with the same
 checks, rate limit, audit record and bytes as the route, and hands every other request to the app
 untouched: one that any check refuses, whose grants or token would have to be read or renewed, with a
-body, or of any other shape. Refusals are therefore always worded by the route (`gateway.http.errors`),
+body, reporting a stale token (``?stale=``: compared with the store, perhaps renewed), or of any other
+shape. Refusals are therefore always worded by the route (`gateway.http.errors`),
 and the controller stays the one documented in the OpenAPI schema.
 """
 
@@ -27,7 +28,7 @@ from litestar.types import (
 )
 
 from gateway.access import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
-from gateway.http.up_front import PLAIN_HOST, answer_error
+from gateway.http.up_front import PLAIN_HOST, answer_error, query_pairs
 from gateway.registry import Client
 from gateway.tokens import Token
 
@@ -91,6 +92,9 @@ def _from_memory(scope: HTTPScope, vending: TokenVending) -> _Found | None:
     route = _ROUTES.get(last)
     if route is None:
         return None
+    query: bytes = scope["query_string"]
+    if query and any(name == "stale" for name, _ in query_pairs(query)):
+        return None  # the stored value decides, not memory: the route reads and renews
     authorization = None
     for name, value in scope["headers"]:
         if name == b"authorization":

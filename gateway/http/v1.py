@@ -9,9 +9,10 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from gateway.access import IssuedTicket, IssuedToken, TokenVending, require
+from gateway.access import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending, require
 from gateway.binding import OpenBinding, OpenBindingService
 from gateway.http.errors import V1_ERRORS
+from gateway.http.params import reads_query, text_param
 from gateway.onboarding import AuthorizationLinks, LinkRequest, Onboarding
 from gateway.registry import Client
 
@@ -23,6 +24,26 @@ __all__ = [
 ]
 
 _NO_STORE = [ResponseHeader(name="Cache-Control", value="no-store")]
+_STALE_TOKEN = reads_query(
+    text_param(
+        "stale",
+        "The token WeChat just refused (40001, 40014 or 42001): renewed if it is still the current one",
+        max_length=STALE_MAX_LENGTH,
+    )
+)
+_STALE_TICKET = reads_query(
+    text_param(
+        "stale",
+        "The ticket WeChat just refused: renewed if it is still the current one",
+        max_length=STALE_MAX_LENGTH,
+    )
+)
+
+
+def stale_param(request: Request[Any, Any, Any]) -> str | None:
+    """The ``stale`` query parameter as sent (checked by the vending service, after the client's scope);
+    a request without a query (nearly all) skips Litestar's parsing of it."""
+    return request.query_params.get("stale") if request.scope["query_string"] else None
 
 
 def authorization_header(request: Request[Any, Any, Any]) -> str | None:
@@ -53,26 +74,29 @@ class AuthorizerTokensController(Controller):
         summary="An authorizer's access token",
         response_headers=_NO_STORE,
         responses=V1_ERRORS,
+        operation_class=_STALE_TOKEN,
     )
     async def access_token(
         self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
     ) -> IssuedToken:
-        """The authorizer_access_token, from the platform routing picks for this authorizer."""
+        """The authorizer_access_token, from the platform routing picks for this authorizer; with
+        ``stale``, a fresh one if that is the one stored (renewed once however many report it)."""
         client = await vending.authenticate(authorization_header(request))
-        return await vending.access_token(client, appid)
+        return await vending.access_token(client, appid, stale=stale_param(request))
 
     @get(
         "/{appid:str}/jsapi-ticket",
         summary="An authorizer's JS-SDK ticket",
         response_headers=_NO_STORE,
         responses=V1_ERRORS,
+        operation_class=_STALE_TICKET,
     )
     async def jsapi_ticket(
         self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
     ) -> IssuedTicket:
-        """The JS-SDK ticket, cached centrally like a token."""
+        """The JS-SDK ticket, cached centrally like a token; with ``stale``, as for the access token."""
         client = await vending.authenticate(authorization_header(request))
-        return await vending.jsapi_ticket(client, appid)
+        return await vending.jsapi_ticket(client, appid, stale=stale_param(request))
 
 
 class PlatformsController(Controller):

@@ -699,7 +699,8 @@ class World:
 
         A new (or previously revoked) authorization pushes ``authorized``; a changed one pushes
         ``updateauthorized`` and gets a new refresh token, the old one staying valid 5 minutes; an
-        unchanged one only gets the new refresh token.
+        unchanged one only gets the new refresh token. Either way a re-authorization invalidates the
+        account's access tokens at once.
         """
         code = self.pending_pre_auth_code(pre_auth_code)
         now = self.now()
@@ -719,6 +720,9 @@ class World:
             info_type = "updateauthorized" if set(existing.func_ids) != set(func_ids) else None
             existing.replaced_refresh_token = (existing.refresh_token, now + REFRESH_TOKEN_TRANSITION_S)
             existing.refresh_token = _refresh_token()
+            # The account's access tokens die at once (40001); api_query_auth issues the next one
+            # (user report: WeixinCloud/wxcloudrun-wxcomponent issue 10).
+            self.tokens.retire_owner(key, now)
             existing.func_ids = sorted(set(func_ids))
             existing.auth_time = int(now)
         else:

@@ -1,7 +1,8 @@
 """Access tokens as WeChat hands them out: random, 7200 s, and superseded with a short overlap.
 
 A token dies in one of two ways, and WeChat tells them apart: its lifetime ran out (42001), or it was
-retired because a newer one was minted and the overlap passed, or its authorization was revoked (40001).
+retired because a newer one was minted and the overlap passed, or its authorization was revoked or
+re-authorized (40001).
 """
 
 from __future__ import annotations

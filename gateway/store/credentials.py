@@ -156,6 +156,29 @@ class CredentialStore:
         )
         return await self._db.write(lambda conn: bool(conn.execute(saved).rowcount))
 
+    async def replace(self, key: str, value: str, *, expires_at: float, renew_after: float) -> None:
+        """Write a value WeChat issued outside a renewal (api_query_auth's token), whoever holds the lease.
+
+        The lease is taken from its holder: the fenced `save` of a renewal in flight then writes nothing,
+        so a token fetched before the re-authorization (possibly dead already) cannot overwrite this one.
+        """
+        now = self._db.clock()
+        values = {
+            "value_sealed": self._db.box.seal(value, context=f"credential:{key}"),
+            "expires_at": expires_at,
+            "renew_after": renew_after,
+            "fetched_at": now,
+            "lease_owner": None,
+            "lease_until": None,
+            "problem": None,
+        }
+        upsert = (
+            self._db.insert(_T)
+            .values(key=key, **values)
+            .on_conflict_do_update(index_elements=["key"], set_=values)
+        )
+        await self._db.write(lambda conn: conn.execute(upsert))
+
     async def release(
         self, key: str, owner: str, *, problem: str | None = None, blocked_until: float | None = None
     ) -> None:

@@ -82,6 +82,9 @@ AUTHORIZERS: dict[str, tuple[str, dict[str, list[int]]]] = {
     "wxb0000000000002": ("finance", {"retail": [1, 2, 4], "finance": [1, 2, 24]}),
 }
 BEARER = {"Authorization": f"Bearer {CLIENT_KEY}"}
+# The authorizer tokens a storm asks for; those of an account's other component (stored when it was
+# authorized: api_query_auth returns one) stay valid and out of it.
+_STORM_KEYS = [f"authorizer:{platform}:{appid}" for appid, (platform, _) in AUTHORIZERS.items()]
 RENEWED = re.compile(r"renewed\b.*?\b((?:component|authorizer):[\w:-]+)")
 
 
@@ -207,13 +210,13 @@ def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-def _sql(dsn: str, statement: str) -> None:
+def _sql(dsn: str, statement: str, *args: object) -> None:
     import asyncpg
 
     async def run() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            await conn.execute(statement)
+            await conn.execute(statement, *args)
         finally:
             await conn.close()
 
@@ -405,7 +408,8 @@ def measure(
                         _sql(
                             _dsn(database),
                             "UPDATE credentials SET expires_at = 1, renew_after = 0 "
-                            "WHERE key LIKE 'component:%' OR key LIKE 'authorizer:%'",
+                            "WHERE key LIKE 'component:%' OR key = ANY($1::text[])",
+                            _STORM_KEYS,
                         )
                         storm = Burst.of(load.burst(), plan)
                         counters = sim.get("/sim/counters").json()

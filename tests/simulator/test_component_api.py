@@ -175,6 +175,30 @@ async def test_query_auth_answers_authorization_info_once(sim: Sim) -> None:
     assert await sim.errcode(QUERY_AUTH_URL, unknown, token=token) == 61009
 
 
+@pytest.mark.parametrize("func_ids", [[1, 2, 24, 15], [1, 2, 24]])  # more sets, or the same again
+async def test_a_reauthorization_kills_the_accounts_tokens_at_once(sim: Sim, func_ids: list[int]) -> None:
+    token = await sim.component_token()
+    await sim.seed(OA, {})
+
+    async def exchange(code: str) -> dict[str, Any]:
+        body = {"component_appid": RETAIL.appid, "authorization_code": code}
+        info: dict[str, Any] = (await sim.wechat(QUERY_AUTH_URL, body, token=token))["authorization_info"]
+        return info
+
+    first = await exchange((await approve(sim, token, [1, 2, 24]))["auth_code"])
+    refreshed = await sim.authorizer_token(OA, first["authorizer_refresh_token"])
+    for live in (first["authorizer_access_token"], refreshed):
+        assert "total" in await sim.wechat("/cgi-bin/user/get", token=live, method="GET")
+    code = (await approve(sim, token, func_ids))["auth_code"]
+    # Killed when the administrator approves, not after the 5-minute overlap of a renewal.
+    for dead in (first["authorizer_access_token"], refreshed):
+        assert await sim.errcode("/cgi-bin/user/get", token=dead, method="GET") == 40001
+    second = await exchange(code)
+    assert "total" in await sim.wechat(
+        "/cgi-bin/user/get", token=second["authorizer_access_token"], method="GET"
+    )
+
+
 async def test_query_auth_code_expires_and_belongs_to_its_component(sim: Sim) -> None:
     token = await sim.component_token()
     await sim.seed(OA, {})
