@@ -20,6 +20,7 @@ and a single account (``POST /v1/authorizers/{appid}/open-binding``, a catalog s
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ __all__ = [
 
 # Accounts an unverified open account made by open/create takes through the API (bind.html note 1).
 UNVERIFIED_API_LIMIT = 5
+
+log = logging.getLogger(__name__)
+# Group open accounts whose mixed principals were already logged: once per process, not once per plan.
+_WARNED_MIXED: set[str] = set()
 
 Action = Literal["nothing", "bind", "create_then_bind", "console", "conflict"]
 CatalogBinding = Literal["bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown"]
@@ -155,21 +160,31 @@ class Planner:
     # --- what is known ------------------------------------------------------------------------------
 
     def _group_principal(self) -> str | None:
-        """The registry's, else the principal most of the accounts bound to the group's open account
-        share (SPEC §11: they share its principal), else the one the gateway copied creating it."""
+        """The registry's; else the one the gateway copied when it created the group's open account;
+        else the one principal of every account bound to it (SPEC §11: they share its principal). Bound
+        accounts of several principals (related principals bound in the console) tell nothing: None,
+        and WeChat judges each bind, as before ``group.binding`` existed."""
         if self._rules.group_principal is not None:
             return self._rules.group_principal
-        bound = Counter(
-            a.principal
-            for a in self._accounts.values()
-            if a.open_appid == self._rules.group_open_appid and a.principal
-        )
-        if bound:
-            (principal, count), *others = bound.most_common(2)
-            if not others or others[0][1] < count:
-                return principal
-        created = self._created.get(self._rules.group_open_appid)
-        return None if created is None else created.principal
+        group_open = self._rules.group_open_appid
+        created = self._created.get(group_open)
+        if created is not None and created.principal.strip():
+            return created.principal
+        bound: dict[str, str] = {}
+        for account in sorted(self._accounts.values(), key=lambda a: a.appid):
+            if account.open_appid == group_open and account.principal:
+                bound.setdefault(principal_key(account.principal), account.principal)
+        if len(bound) == 1:
+            return next(iter(bound.values()))
+        if bound and group_open not in _WARNED_MIXED:
+            _WARNED_MIXED.add(group_open)
+            log.warning(
+                "the accounts bound to %s (group.open_appid) have %d principals: its own cannot be told; "
+                "set group.principal_name in the registry (SPEC §11)",
+                group_open,
+                len(bound),
+            )
+        return None
 
     def _claim(self, principal: str, open_appid: str) -> None:
         self._targets.setdefault(principal, open_appid)
