@@ -101,7 +101,7 @@ class Step:
     ``target`` is the open account it should end up on (None: one ``create_then_bind`` of ``creator``
     makes it); ``state`` is the catalog's word for where it stands now; ``reason`` a code for a
     ``conflict`` or ``console`` (``bound_elsewhere``, ``principal_mismatch``, ``open_account_full``,
-    ``principal_unknown``) and ``words`` say it for people.
+    ``open_account_shared``, ``principal_unknown``) and ``words`` say it for people.
     """
 
     appid: str
@@ -152,6 +152,10 @@ class Planner:
             self._claim(principal, open_appid)
         for account in self._created.values():
             self._owner.setdefault(account.open_appid, principal_key(account.principal))
+        # per_principal: open accounts holding several principals' accounts that nobody owns, and the
+        # principals whose only candidates they are (see `_adopt_open_accounts_in_use`).
+        self._shared: set[str] = set()
+        self._stuck: dict[str, str] = {}
         if rules.mode == "per_principal":
             self._adopt_open_accounts_in_use()
         # per_principal: principals whose open account a planned create_then_bind makes, by its creator.
@@ -192,18 +196,31 @@ class Planner:
 
     def _adopt_open_accounts_in_use(self) -> None:
         """per_principal: a principal without a listed open account takes the one most of its accounts
-        are bound to, unless that open account is another principal's."""
+        are bound to, unless that open account is another principal's. One nobody owns whose accounts
+        span several principals (only the console binds across principals) is nobody's: which principal
+        it belongs to cannot be told, so none adopts it, and a principal left with no other candidate is
+        ``open_account_shared`` until the registry lists its open account."""
         in_use: dict[str, Counter[str]] = {}
+        principals: dict[str, set[str]] = {}
         for account in sorted(self._accounts.values(), key=lambda a: a.appid):
             if account.principal and account.open_appid:
-                in_use.setdefault(principal_key(account.principal), Counter())[account.open_appid] += 1
+                key = principal_key(account.principal)
+                in_use.setdefault(key, Counter())[account.open_appid] += 1
+                principals.setdefault(account.open_appid, set()).add(key)
+        self._shared = {o for o, keys in principals.items() if len(keys) > 1 and o not in self._owner}
         for principal, counts in sorted(in_use.items()):
             if principal in self._targets:
                 continue
             for open_appid, _ in counts.most_common():
+                if open_appid in self._shared:
+                    continue
                 if self._owner.get(open_appid, principal) == principal:
                     self._claim(principal, open_appid)
                     break
+            else:
+                shared = sorted(o for o in counts if o in self._shared)
+                if shared:
+                    self._stuck[principal] = shared[0]
 
     def target_of(self, principal: str | None) -> str | None:
         """The open account a principal's accounts go to, where one is known."""
@@ -247,6 +264,8 @@ class Planner:
             elif target is None:
                 # Another principal, unlisted: only the console binds it, to the group's open account.
                 return self._console(account, rules.group_open_appid)
+        elif target is None and (key in self._stuck or current in self._shared):
+            return self._shared_conflict(account, self._stuck.get(key) or current or "")
         elif target is None and current is not None and self._owner.get(current, key) == key:
             target = current  # per_principal: the open account it is already on is its principal's
         if current is not None:
@@ -305,6 +324,22 @@ class Planner:
         if commit:
             self._members[room] += 1
         return Step(account.appid, account.principal, None, target, "bind", "unbound", creator=creator)
+
+    def _shared_conflict(self, account: Account, shared: str) -> Step:
+        """per_principal: the account's principal has no open account but one holding several
+        principals' accounts: neither binding it there nor creating a second open account is safe."""
+        return Step(
+            account.appid,
+            account.principal,
+            account.open_appid,
+            None,
+            "conflict",
+            "unknown" if account.open_appid is not None else "unbound",
+            "open_account_shared",
+            f"{shared} holds accounts of more than one principal (bound in the Open Platform console), so "
+            f"whose it is cannot be told: list the open account of {account.principal} in "
+            "group.binding.open_accounts",
+        )
 
     def _console(self, account: Account, target: str) -> Step:
         appid, principal, current = account.appid, account.principal, account.open_appid

@@ -122,3 +122,34 @@ def test_the_principal_the_gateway_recorded_creating_the_group_open_account_come
     # Every bound account of one principal (spelled alike or not): that one.
     same = [Account("wxa1", "Sub A", MADE), Account("wxa2", " sub  a", MADE)]
     assert Planner(rules, same).group_principal == "Sub A"
+
+
+def test_an_open_account_holding_several_principals_is_nobodys() -> None:
+    # wxY holds one account of Alpha Sub and three of Zeta Parent (only the console binds across
+    # principals): whose it is cannot be told, so neither principal adopts it, nor creates a second one.
+    shared = "wx0pen000000000y"
+    rules = Rules("per_principal", GROUP_OPEN, GROUP)
+    known = [
+        Account("wxa1", "Alpha Sub", shared),
+        *(Account(f"wxz{i}", "Zeta Parent", shared) for i in range(1, 4)),
+    ]
+    fresh = [Account("wxa9", "Alpha Sub", None), Account("wxz9", "Zeta Parent", None)]
+    steps = {s.appid: s for s in Planner(rules, [*known, *fresh]).plan([*known, *fresh])}
+    assert {appid: (s.action, s.reason) for appid, s in steps.items()} == {
+        appid: ("conflict", "open_account_shared") for appid in steps
+    }
+    assert steps["wxz1"].state == "unknown" and steps["wxz9"].state == "unbound"
+    assert "group.binding.open_accounts" in steps["wxz9"].words and shared in steps["wxz9"].words
+    # Listed for Zeta Parent, it is Zeta's: Alpha's account on it is an audit finding, and Alpha's
+    # unbound account gets an open account of its own principal.
+    listed = Rules("per_principal", GROUP_OPEN, GROUP, {"zeta parent": shared})
+    steps = {s.appid: s for s in Planner(listed, [*known, *fresh]).plan([*known, *fresh])}
+    assert {appid: s.action for appid, s in steps.items()} == {
+        "wxa1": "conflict",
+        "wxz1": "nothing",
+        "wxz2": "nothing",
+        "wxz3": "nothing",
+        "wxa9": "create_then_bind",
+        "wxz9": "bind",
+    }
+    assert steps["wxa1"].reason == "bound_elsewhere" and steps["wxz9"].target == shared
