@@ -3,6 +3,7 @@ operating several merchants' accounts (scenario one, ``mode: per_principal``); S
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -307,3 +308,34 @@ async def test_per_principal_api_creates_the_first_open_account_of_a_principal(p
     assert second.json() == {"state": "newly_bound", "open_appid": made}
     assert await provider.calls("open/create") == 1 and await provider.calls("open/bind") == 1
     assert sorted((await open_accounts(provider))[made]["members"]) == sorted(CS[:2])
+
+
+async def test_two_accounts_of_a_new_principal_at_once_make_one_open_account(provider: World) -> None:
+    # WeChat gives each open/create of one principal a different open account (protocol §6 rule 2): the
+    # principal's claim makes the second wait for the first's, then bind to it.
+    first, second = await asyncio.gather(bind_api(provider, CS[0]), bind_api(provider, CS[1]))
+    assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+    made = {first.json()["open_appid"], second.json()["open_appid"]}
+    assert len(made) == 1 and {first.json()["state"], second.json()["state"]} == {"newly_bound"}
+    assert await provider.calls("open/create") == 1 and await provider.calls("open/bind") == 1
+    (open_appid,) = made
+    assert sorted((await open_accounts(provider))[open_appid]["members"]) == sorted(CS[:2])
+    assert [r.open_appid for r in await provider.services.store.open_accounts.all()] == [open_appid]
+    async with provider.services.store.engine.connect() as conn:  # the claims leave no row behind
+        left = await conn.execute(text("SELECT count(*) FROM credentials WHERE key LIKE 'binding:%'"))
+        assert left.scalar_one() == 0
+
+
+async def test_two_binds_at_once_to_a_capped_open_account_holding_four_send_one(provider: World) -> None:
+    created = await bind_api(provider, CS[0])
+    made = created.json()["open_appid"]
+    for appid in CS[1:4]:
+        assert (await bind_api(provider, appid)).json() == {"state": "newly_bound", "open_appid": made}
+    assert await provider.calls("open/bind") == 3
+
+    answers = await asyncio.gather(bind_api(provider, CS[4]), bind_api(provider, CS[5]))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["error"]["code"] == "open_account_full"
+    assert await provider.calls("open/bind") == 4  # the refused one never called
+    assert len((await open_accounts(provider))[made]["members"]) == 5
