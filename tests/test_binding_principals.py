@@ -12,6 +12,8 @@ from sqlalchemy import text
 
 from gateway.crypto import SecretBox
 from gateway.registry import Registry, parse_registry
+from gateway.store import Store, create_engine
+from gateway.store.migrate import upgrade
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.flows import push_ticket
 from tests.support.world import FINANCE, RETAIL, World, open_world
@@ -339,3 +341,48 @@ async def test_two_binds_at_once_to_a_capped_open_account_holding_four_send_one(
     assert refused.json()["error"]["code"] == "open_account_full"
     assert await provider.calls("open/bind") == 4  # the refused one never called
     assert len((await open_accounts(provider))[made]["members"]) == 5
+
+
+async def test_the_migration_remembers_open_accounts_created_before_it(
+    database_url: str, secret_box: SecretBox
+) -> None:
+    # Before 0012, `gateway open-binding create --from` left only its audit entry: such an open account
+    # is unverified and API-made, so its cap must be counted too.
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0011")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO authorizer_profiles (authorizer_appid, kind, nick_name, principal_name, "
+                    "user_name, verify_type, service_type, account_status, synced_at) "
+                    "VALUES (:appid, 'official_account', '', :principal, '', 0, 2, 1, 1)"
+                ),
+                {"appid": CS[0], "principal": C_P},
+            )
+            audit = (
+                (100.0, "binding.created", CS[0], "wx0pen00000000c1"),
+                (150.0, "binding.bound", CS[1], "wx0pen00000000c1"),
+                (200.0, "binding.created", CS[2], "wx0pen00000000c1"),  # the same one again: the first wins
+                (300.0, "binding.created", D1, "wx0pen00000000d1"),  # no profile: principal unknown
+            )
+            for at, action, appid, detail in audit:
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit_log (at, actor, action, authorizer_appid, detail) "
+                        "VALUES (:at, 'cli', :action, :appid, :detail)"
+                    ),
+                    {"at": at, "action": action, "appid": appid, "detail": detail},
+                )
+        await upgrade(engine)
+        store = Store(engine, secret_box)
+        remembered = [
+            (r.open_appid, r.principal_name, r.created_from, r.created_at, r.verified)
+            for r in await store.open_accounts.all()
+        ]
+        assert remembered == [
+            ("wx0pen00000000c1", C_P, CS[0], 100.0, False),
+            ("wx0pen00000000d1", "", D1, 300.0, False),
+        ]
+    finally:
+        await engine.dispose()
