@@ -386,3 +386,47 @@ async def test_the_migration_remembers_open_accounts_created_before_it(
         ]
     finally:
         await engine.dispose()
+
+
+async def test_a_reload_redecides_a_kept_binding_without_reading_it(group: World) -> None:
+    # An idle account's binding is read only every GATEWAY_BINDING_RECHECK_S; its state and target follow
+    # the registry at the next sync all the same (where it is bound is known: nothing to ask WeChat).
+    await group.services.catalog_sync.run()
+    rows = {r["authorizer_appid"]: r for r in (await catalog(group))["items"]}
+    assert (rows[X1]["binding"], rows[X1]["binding_target"]) == ("console_binding_needed", GROUP_OPEN)
+    async with group.services.store.engine.connect() as conn:
+        checked = (
+            await conn.execute(
+                text("SELECT binding_checked_at FROM authorizer_profiles WHERE authorizer_appid = :a"),
+                {"a": X1},
+            )
+        ).scalar_one()
+
+    out_open = "wx0pen0000000003"
+    listed = GROUP_REGISTRY + f'      - {{open_appid: {out_open}, principal_name: "{OUT_P}"}}\n'
+    group.services.registry.swap(registry_with(listed))
+    await group.expire_everything()  # idle: tokens lapsed, so the bindings are kept
+    await group.reset_counters()
+    summary = await group.services.catalog_sync.run()
+    assert summary.bindings_kept == 6 and await group.calls("open/get") == 0
+
+    rows = {r["authorizer_appid"]: r for r in (await catalog(group))["items"]}
+    assert (rows[X1]["binding"], rows[X1]["open_appid"], rows[X1]["binding_target"]) == (
+        "unbound",
+        None,
+        out_open,
+    )
+    assert (rows[G3]["binding"], rows[G3]["open_appid"]) == ("bound_elsewhere", STRAY_OPEN)
+    assert (rows[G0]["binding"], rows[G1]["binding"], rows[F1]["binding_target"]) == (
+        "bound",
+        "unbound",
+        FIN_OPEN,
+    )
+    async with group.services.store.engine.connect() as conn:
+        after = (
+            await conn.execute(
+                text("SELECT binding_checked_at FROM authorizer_profiles WHERE authorizer_appid = :a"),
+                {"a": X1},
+            )
+        ).scalar_one()
+    assert after == checked  # not read: its recheck still comes on time
