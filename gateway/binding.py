@@ -73,6 +73,15 @@ def open_account_claim(open_appid: str) -> str:
     return f"binding:open:{open_appid}"
 
 
+def _principal_unknown(appid: str) -> ApiError:
+    return ApiError(
+        409,
+        "principal_unknown",
+        f"the principal of {appid} is not known yet (api_get_authorizer_info): open/create copies it, "
+        "so nothing was created; run `gateway catalog sync` and retry",
+    )
+
+
 class _Claims:
     """Database leases (the credentials table's, as token renewal takes them) held while one account's
     binding is decided again and carried out.
@@ -232,7 +241,7 @@ class OpenBindingService(ReadsRegistry):
         try:
             step = await self._settled(account, planner.step(appid, principal, current), planner, claims)
             if step.action == "create_then_bind":
-                open_appid = await self._create(seen, actor=actor)
+                open_appid, _ = await self._create(seen, actor=actor)
                 return OpenBinding("newly_bound", open_appid)
             if step.action == "bind" and step.target is not None:
                 await self._bind(seen, step.target, actor=actor)
@@ -249,11 +258,37 @@ class OpenBindingService(ReadsRegistry):
             return OpenBinding("bound_elsewhere", current)
         raise ApiError(409, step.reason or "binding_conflict", step.words)
 
-    async def create_from(self, appid: str, *, actor: str) -> str:
-        """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
+    async def create_from(self, appid: str, *, actor: str, force: bool = False) -> tuple[str, Step]:
+        """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it;
+        the new open account and the account's state after it, by §11. Refused (409
+        ``open_account_exists``) when §11 already gives the account's principal an open account, unless
+        ``force``: a second open account of one principal splits its unionids. Refused without a known
+        principal (409 ``principal_unknown``)."""
         platform_id, token, component_appid = await self._token(appid)
+        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         principal = await self._principal(appid, platform_id, save=True)
-        return await self._create(_Seen(appid, principal, None, token, component_appid), actor=actor)
+        if principal is None:
+            raise _principal_unknown(appid)
+        if current is not None:  # WeChat would refuse it (89000): said without calling
+            code, words = _REFUSALS[89000]
+            raise ApiError(409, code, f"{words} ({current}); nothing was created")
+        account = Account(appid, principal, current)
+        claims = self._claims()
+        try:
+            await claims.take(principal_claim(principal))  # decided on what the store says under it
+            step = (await self.planner([account])).step(appid, principal, current)
+            if step.target is not None and not force:
+                raise ApiError(
+                    409,
+                    "open_account_exists",
+                    f"the binding rules already give {appid} ({principal}) the open account "
+                    f"{step.target} ({step.action}): `gateway open-binding ensure` binds it there; "
+                    "a second open account of one principal gives its users other unionids. "
+                    "--force creates one all the same",
+                )
+            return await self._create(_Seen(appid, principal, current, token, component_appid), actor=actor)
+        finally:
+            await claims.release()
 
     async def mark_verified(self, open_appid: str, *, actor: str) -> bool:
         """Record that an open account the gateway created was verified (认证): its cap no longer
@@ -320,7 +355,7 @@ class OpenBindingService(ReadsRegistry):
                 try:
                     settled = await self._settled(self._account(step), step, planner, claims)
                     if settled.action == "create_then_bind":
-                        made[step.appid] = await self._create(seen[step.appid], actor=actor)
+                        made[step.appid], _ = await self._create(seen[step.appid], actor=actor)
                         rows[step.appid] = PassRow(
                             step.appid, replace(step, target=made[step.appid]), "created"
                         )
@@ -408,14 +443,19 @@ class OpenBindingService(ReadsRegistry):
         await self._send_bind(seen.token, open_appid, seen.component_appid)
         self._audit.record(actor, "binding.bound", authorizer_appid=seen.appid, detail=open_appid)
 
-    async def _create(self, seen: _Seen, *, actor: str) -> str:
+    async def _create(self, seen: _Seen, *, actor: str) -> tuple[str, Step]:
         """open/create with ``seen``: the new open account remembered with the principal it copied (its
-        cap is then counted), ``seen`` recorded as bound to it, audited."""
+        cap is then counted), audited, and ``seen``'s state after it recorded as §11 gives it; the new
+        open account and that step. Never without a known principal."""
+        if not seen.principal:
+            raise _principal_unknown(seen.appid)
         open_appid = await self._send_create(seen.token, seen.component_appid)
-        await self._store.open_accounts.remember(open_appid, seen.principal or "", seen.appid)
+        await self._store.open_accounts.remember(open_appid, seen.principal, seen.appid)
         self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
-        await self._store.authorizations.save_binding(seen.appid, "bound", open_appid, open_appid)
-        return open_appid
+        now = Account(seen.appid, seen.principal, open_appid)
+        step = (await self.planner([now])).step(seen.appid, seen.principal, open_appid)
+        await self._store.authorizations.save_binding(seen.appid, step.state, open_appid, step.target)
+        return open_appid, step
 
     # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.SENT_ONCE) and
     # an answer lost on the way (timeout, -1, 5xx) is settled by reading open/get before saying anything

@@ -4,6 +4,7 @@ operating several merchants' accounts (scenario one, ``mode: per_principal``); S
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
+from gateway.errors import ApiError
+from gateway.operations import print_console_list
 from gateway.registry import Registry, parse_registry
 from gateway.store import Store, create_engine
 from gateway.store.migrate import upgrade
@@ -430,3 +433,55 @@ async def test_a_reload_redecides_a_kept_binding_without_reading_it(group: World
             )
         ).scalar_one()
     assert after == checked  # not read: its recheck still comes on time
+
+
+async def test_create_from_follows_the_plan(group: World) -> None:
+    binding = group.services.binding
+    # Its principal's open account is the group's: creating another would split the unionids.
+    with pytest.raises(ApiError) as refused:
+        await binding.create_from(G1, actor="test")
+    assert refused.value.status == 409 and refused.value.code == "open_account_exists"
+    assert GROUP_OPEN in refused.value.message and "--force" in refused.value.message
+    assert await group.calls("open/create") == 0
+    # Forced, it is made; the account's target stays the group's (§11), so it is bound elsewhere.
+    made, step = await binding.create_from(G1, actor="test", force=True)
+    assert (step.state, step.target) == ("bound_elsewhere", GROUP_OPEN)
+    facts = {f.authorizer_appid: f for f in await group.services.store.authorizations.binding_facts()}
+    assert (facts[G1].binding, facts[G1].open_appid, facts[G1].target) == (
+        "bound_elsewhere",
+        made,
+        GROUP_OPEN,
+    )
+    assert await group.calls("open/create") == 1
+
+
+async def test_create_from_never_makes_a_second_open_account_of_a_principal(provider: World) -> None:
+    # Merchant C has none yet: created, and its creator bound to it (§11: its principal's own).
+    made, step = await provider.services.binding.create_from(CS[0], actor="test")
+    assert (step.state, step.target) == ("bound", made)
+    with pytest.raises(ApiError) as refused:
+        await provider.services.binding.create_from(CS[1], actor="test")
+    assert refused.value.code == "open_account_exists" and made in refused.value.message
+    assert await provider.calls("open/create") == 1
+
+
+async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: World) -> None:
+    nameless = "wxa0000000000401"
+    await authorize(group, nameless, "")
+    with pytest.raises(ApiError) as refused:
+        await group.services.binding.create_from(nameless, actor="test", force=True)
+    assert refused.value.code == "principal_unknown"
+    assert await group.calls("open/create") == 0
+    assert await group.services.store.open_accounts.all() == []
+
+
+async def test_the_console_list_never_guesses_a_target(group: World) -> None:
+    await group.services.binding.check(X1)
+    out = io.StringIO()
+    await print_console_list(group.services, out, as_csv=True)
+    assert out.getvalue().splitlines()[1].endswith(GROUP_OPEN)
+    # A row without a recorded target (recorded before targets were): said so, not filled in.
+    await group.services.store.authorizations.save_binding(X1, "console_binding_needed", None, None)
+    out = io.StringIO()
+    await print_console_list(group.services, out, as_csv=True)
+    assert GROUP_OPEN not in out.getvalue() and "open-binding check" in out.getvalue()
