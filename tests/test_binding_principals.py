@@ -485,3 +485,17 @@ async def test_the_console_list_never_guesses_a_target(group: World) -> None:
     out = io.StringIO()
     await print_console_list(group.services, out, as_csv=True)
     assert GROUP_OPEN not in out.getvalue() and "open-binding check" in out.getvalue()
+
+
+async def test_a_pass_and_the_api_at_once_make_one_open_account_per_principal(provider: World) -> None:
+    done, answer = await asyncio.gather(
+        provider.services.binding.run_pass(actor="test", dry_run=False), bind_api(provider, CS[6])
+    )
+    assert answer.status_code in (200, 409), answer.text
+    assert await provider.calls("open/create") == 1
+    made = [o for o, a in (await open_accounts(provider)).items() if a["principal_name"] == C_P]
+    assert len(made) == 1
+    members = (await open_accounts(provider))[made[0]]["members"]
+    assert len(members) == 5 and set(members) <= set(CS)  # the cap held across both
+    results = {row.appid: row.result for row in done.rows}
+    assert sum(results[c] in ("created", "newly_bound") for c in CS) + (answer.status_code == 200) == 5
