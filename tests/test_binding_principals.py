@@ -469,7 +469,7 @@ async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: 
     nameless = "wxa0000000000401"
     await authorize(group, nameless, "")
     with pytest.raises(ApiError) as refused:
-        await group.services.binding.create_from(nameless, actor="test", force=True)
+        await group.services.binding.create_from(nameless, actor="test")
     assert refused.value.code == "principal_unknown"
     assert await group.calls("open/create") == 0
     assert await group.services.store.open_accounts.all() == []
