@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     ensure.set_defaults(run=_binding_ensure)
     create = binding_commands.add_parser("create", help="create an open account from one authorizer")
     create.add_argument("--from", dest="source", required=True, metavar="APPID")
+    create.add_argument(
+        "--force",
+        action="store_true",
+        help="create even when the binding rules already give the account's principal an open account",
+    )
     create.set_defaults(run=_binding_create)
     console_list = binding_commands.add_parser(
         "console-list", help="accounts only the Open Platform console can bind, with the target to use"
@@ -346,12 +351,14 @@ def _binding_console_list(args: argparse.Namespace) -> int:
 
 def _binding_create(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        open_appid = await services.binding.create_from(args.source, actor="cli")
+        open_appid, step = await services.binding.create_from(args.source, actor="cli", force=args.force)
         print(
             f"created open account {open_appid}; it is unverified and takes at most 5 accounts through "
             "the API until verified: name it in the registry (group.open_appid, or an entry of "
             "group.binding.open_accounts)"
         )
+        if step.state != "bound":
+            print(f"{args.source} is {step.state}: {step.words}")
         return 0
 
     return _with_services(args, run)

@@ -16,6 +16,10 @@ WeChat: each is sent by one function here (`_send_bind`, `_send_create`), once, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
@@ -27,7 +31,9 @@ from gateway.authorizations import AuthorizationService, profile_of
 from gateway.binding_plan import Account, CreatedOpenAccount, Planner, Rules, Step
 from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.live_registry import LiveRegistry, ReadsRegistry
+from gateway.registry import principal_key
 from gateway.store import Store
+from gateway.store.credentials import CredentialStore
 from gateway.tokens import TokenService
 from gateway.wechat import WeChatClient
 
@@ -55,6 +61,81 @@ class OpenBinding(msgspec.Struct, frozen=True):
 
     state: BindingState
     open_appid: str | None
+
+
+def principal_claim(principal: str) -> str:
+    """The lease key held around an open/create for ``principal`` (hashed: names run to 200 characters)."""
+    return "binding:principal:" + hashlib.sha256(principal_key(principal).encode()).hexdigest()[:40]
+
+
+def open_account_claim(open_appid: str) -> str:
+    """The lease key held around a bind to ``open_appid`` while its 5-account cap is counted."""
+    return f"binding:open:{open_appid}"
+
+
+def _principal_unknown(appid: str) -> ApiError:
+    return ApiError(
+        409,
+        "principal_unknown",
+        f"the principal of {appid} is not known yet (api_get_authorizer_info): open/create copies it, "
+        "so nothing was created; run `gateway catalog sync` and retry",
+    )
+
+
+class _Claims:
+    """Database leases (the credentials table's, as token renewal takes them) held while one account's
+    binding is decided again and carried out.
+
+    WeChat gives two open/create calls of one principal two different open accounts (protocol §6 rule 2),
+    and counts an unverified API-made one's 5 accounts itself (89004). So whoever creates for a principal
+    holds ``principal_claim`` and whoever binds to a capped open account holds ``open_account_claim``;
+    each decides on what the store says once it holds them. Across tasks, the API, a pass and replicas,
+    the second account of a principal then binds to the open account the first made, and the sixth bind
+    to a capped one is refused before calling. A holder that dies loses its lease after ``lease_s``."""
+
+    def __init__(self, credentials: CredentialStore, lease_s: float, wait_s: float) -> None:
+        self._credentials = credentials
+        self._owner = f"binding:{secrets.token_hex(12)}"  # one per claim set: tasks of a process contend
+        self._lease_s = lease_s
+        self._wait_s = wait_s
+        self.held: list[str] = []
+        self._heartbeat: asyncio.Future[None] | None = None
+
+    async def take(self, key: str) -> None:
+        """Wait for the lease on ``key`` (its holder releases it, or it lapses); 503 after ``wait_s``."""
+        deadline = time.monotonic() + self._wait_s
+        pause = 0.02
+        while await self._credentials.try_lease(key, self._owner, self._lease_s) is None:
+            if time.monotonic() >= deadline:
+                raise ApiError(
+                    503,
+                    "wechat_unavailable",
+                    f"another binding of the same {'principal' if ':principal:' in key else 'open account'} "
+                    f"has been waiting on WeChat for {self._wait_s:.0f} s; nothing was sent: retry later",
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        self.held.append(key)
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.ensure_future(self._hold())
+
+    async def _hold(self) -> None:
+        """Keep the leases while a slow WeChat call (with its retries) outlasts them."""
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            for key in list(self.held):
+                await self._credentials.extend(key, self._owner, self._lease_s)
+
+    async def release(self) -> None:
+        """Give every lease up (their rows go: they hold nothing else)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        held, self.held = self.held, []
+        for key in reversed(held):
+            await asyncio.shield(self._credentials.drop_lease(key, self._owner))
 
 
 @dataclass(frozen=True)
@@ -99,8 +180,11 @@ class OpenBindingService(ReadsRegistry):
         wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
+        *,
+        claim_lease_s: float = 30.0,
     ) -> None:
         self._live = registry
+        self._claim_lease_s = claim_lease_s
         self._store = store
         self._tokens = tokens
         self._wechat = wechat
@@ -150,16 +234,21 @@ class OpenBindingService(ReadsRegistry):
         platform_id, token, component_appid = await self._token(appid)
         current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         principal = await self._principal(appid, platform_id, save=True)
-        planner = await self.planner([Account(appid, principal, current)])
-        step = planner.step(appid, principal, current)
+        account = Account(appid, principal, current)
+        planner = await self.planner([account])
         seen = _Seen(appid, principal, current, token, component_appid)
-        if step.action == "create_then_bind":
-            open_appid = await self._create(seen, actor=actor)
-            return OpenBinding("newly_bound", open_appid)
-        if step.action == "bind" and step.target is not None:
-            await self._bind(seen, step.target, actor=actor)
-            await self._remember(step, "bound", step.target)
-            return OpenBinding("newly_bound", step.target)
+        claims = self._claims()
+        try:
+            step = await self._settled(account, planner.step(appid, principal, current), planner, claims)
+            if step.action == "create_then_bind":
+                open_appid, _ = await self._create(seen, actor=actor)
+                return OpenBinding("newly_bound", open_appid)
+            if step.action == "bind" and step.target is not None:
+                await self._bind(seen, step.target, actor=actor)
+                await self._remember(step, "bound", step.target)
+                return OpenBinding("newly_bound", step.target)
+        finally:
+            await claims.release()
         if step.action == "nothing":
             await self._remember(step, "bound", current)
             return OpenBinding("bound", current)
@@ -169,11 +258,37 @@ class OpenBindingService(ReadsRegistry):
             return OpenBinding("bound_elsewhere", current)
         raise ApiError(409, step.reason or "binding_conflict", step.words)
 
-    async def create_from(self, appid: str, *, actor: str) -> str:
-        """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it."""
+    async def create_from(self, appid: str, *, actor: str, force: bool = False) -> tuple[str, Step]:
+        """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it;
+        the new open account and the account's state after it, by §11. Refused (409
+        ``open_account_exists``) when §11 already gives the account's principal an open account, unless
+        ``force``: a second open account of one principal splits its unionids. Refused without a known
+        principal (409 ``principal_unknown``)."""
         platform_id, token, component_appid = await self._token(appid)
+        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         principal = await self._principal(appid, platform_id, save=True)
-        return await self._create(_Seen(appid, principal, None, token, component_appid), actor=actor)
+        if principal is None:
+            raise _principal_unknown(appid)
+        if current is not None:  # WeChat would refuse it (89000): said without calling
+            code, words = _REFUSALS[89000]
+            raise ApiError(409, code, f"{words} ({current}); nothing was created")
+        account = Account(appid, principal, current)
+        claims = self._claims()
+        try:
+            await claims.take(principal_claim(principal))  # decided on what the store says under it
+            step = (await self.planner([account])).step(appid, principal, current)
+            if step.target is not None and not force:
+                raise ApiError(
+                    409,
+                    "open_account_exists",
+                    f"the binding rules already give {appid} ({principal}) the open account "
+                    f"{step.target} ({step.action}): `gateway open-binding ensure` binds it there; "
+                    "a second open account of one principal gives its users other unionids. "
+                    "--force creates one all the same",
+                )
+            return await self._create(_Seen(appid, principal, current, token, component_appid), actor=actor)
+        finally:
+            await claims.release()
 
     async def mark_verified(self, open_appid: str, *, actor: str) -> bool:
         """Record that an open account the gateway created was verified (认证): its cap no longer
@@ -219,23 +334,39 @@ class OpenBindingService(ReadsRegistry):
                 for step in steps:
                     await self._remember(step, step.state, step.current)
         else:
-            rows = await self._carry_out(steps, seen, actor, gate)
+            rows = await self._carry_out(steps, seen, actor, gate, planner)
         rows.update(failed)
         return PassResult([rows[appid] for appid in appids], dry_run)
 
     async def _carry_out(
-        self, steps: Sequence[Step], seen: dict[str, _Seen], actor: str, gate: asyncio.Semaphore
+        self,
+        steps: Sequence[Step],
+        seen: dict[str, _Seen],
+        actor: str,
+        gate: asyncio.Semaphore,
+        planner: Planner,
     ) -> dict[str, PassRow]:
         rows: dict[str, PassRow] = {}
-        made: dict[str, str] = {}  # creator appid -> the open account its open/create made
+        made: dict[str, str] = {}  # creator appid -> the open account its principal's accounts go to
 
         async def create(step: Step) -> None:
             async with gate:
+                claims = self._claims()
                 try:
-                    made[step.appid] = await self._create(seen[step.appid], actor=actor)
-                    rows[step.appid] = PassRow(step.appid, replace(step, target=made[step.appid]), "created")
+                    settled = await self._settled(self._account(step), step, planner, claims)
+                    if settled.action == "create_then_bind":
+                        made[step.appid], _ = await self._create(seen[step.appid], actor=actor)
+                        rows[step.appid] = PassRow(
+                            step.appid, replace(step, target=made[step.appid]), "created"
+                        )
+                    else:  # its principal got an open account meanwhile (the API, another replica)
+                        rows[step.appid] = await self._settle(settled, seen, actor)
+                        if settled.action in ("bind", "nothing") and settled.target is not None:
+                            made[step.appid] = settled.target
                 except ApiError as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
+                finally:
+                    await claims.release()
 
         async def bind(step: Step) -> None:
             target = step.target if step.creator is None else made.get(step.creator)
@@ -244,24 +375,66 @@ class OpenBindingService(ReadsRegistry):
                 rows[step.appid] = PassRow(step.appid, step, "not_created", words)
                 return
             async with gate:
+                claims = self._claims()
                 try:
-                    await self._bind(seen[step.appid], target, actor=actor)
-                    await self._remember(step, "bound", target, target=target)
-                    rows[step.appid] = PassRow(step.appid, replace(step, target=target), "newly_bound")
+                    planned = replace(step, target=target)
+                    settled = await self._settled(self._account(step), planned, planner, claims)
+                    rows[step.appid] = await self._settle(settled, seen, actor)
                 except ApiError as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
+                finally:
+                    await claims.release()
 
         await asyncio.gather(*(create(s) for s in steps if s.action == "create_then_bind"))
         await asyncio.gather(*(bind(s) for s in steps if s.action == "bind"))
         for step in steps:
             if step.action in ("nothing", "console", "conflict"):
-                await self._remember(step, step.state, step.current)
-                if step.reason == "bound_elsewhere":
-                    self._audit.record(
-                        actor, "binding.elsewhere", authorizer_appid=step.appid, detail=step.current
-                    )
-                rows[step.appid] = PassRow(step.appid, step, step.state, step.words)
+                rows[step.appid] = await self._settle(step, seen, actor)
         return rows
+
+    async def _settle(self, step: Step, seen: dict[str, _Seen], actor: str) -> PassRow:
+        """One account of a pass carried out by its (settled) step: a bind sent, or its state recorded."""
+        if step.action == "bind" and step.target is not None:
+            await self._bind(seen[step.appid], step.target, actor=actor)
+            await self._remember(step, "bound", step.target)
+            return PassRow(step.appid, step, "newly_bound")
+        await self._remember(step, step.state, step.current)
+        if step.reason == "bound_elsewhere":
+            self._audit.record(actor, "binding.elsewhere", authorizer_appid=step.appid, detail=step.current)
+        return PassRow(step.appid, step, step.state, step.words)
+
+    # --- claims: one open/create per principal, the cap counted one bind at a time ------------------
+
+    def _claims(self) -> _Claims:
+        return _Claims(self._store.credentials, self._claim_lease_s, wait_s=2 * self._claim_lease_s)
+
+    @staticmethod
+    def _account(step: Step) -> Account:
+        return Account(step.appid, step.principal, step.current)
+
+    async def _settled(self, account: Account, step: Step, planner: Planner, claims: _Claims) -> Step:
+        """``step`` once ``claims`` hold what it needs, decided again on what the store says then: an
+        open/create holds its principal's claim, a bind to a capped open account (or to one a create of
+        this pass just made, ``step.creator``) that open account's. Whoever held them before has recorded
+        its outcome, so the second account of a principal binds to the open account the first made, and
+        a bind the cap no longer allows is refused without calling."""
+        while True:
+            needed: list[str] = []
+            if step.action == "create_then_bind" and step.principal:
+                needed.append(principal_claim(step.principal))
+            elif (
+                step.action == "bind"
+                and step.target is not None
+                and (step.creator is not None or planner.is_capped(step.target))
+            ):
+                needed.append(open_account_claim(step.target))
+            missing = [key for key in needed if key not in claims.held]
+            if not missing:
+                return step
+            for key in missing:
+                await claims.take(key)
+            planner = await self.planner([account])
+            step = planner.step(account.appid, account.principal, account.open_appid)
 
     # --- the two calls that change state at WeChat ------------------------------------------------
 
@@ -270,14 +443,19 @@ class OpenBindingService(ReadsRegistry):
         await self._send_bind(seen.token, open_appid, seen.component_appid)
         self._audit.record(actor, "binding.bound", authorizer_appid=seen.appid, detail=open_appid)
 
-    async def _create(self, seen: _Seen, *, actor: str) -> str:
+    async def _create(self, seen: _Seen, *, actor: str) -> tuple[str, Step]:
         """open/create with ``seen``: the new open account remembered with the principal it copied (its
-        cap is then counted), ``seen`` recorded as bound to it, audited."""
+        cap is then counted), audited, and ``seen``'s state after it recorded as §11 gives it; the new
+        open account and that step. Never without a known principal."""
+        if not seen.principal:
+            raise _principal_unknown(seen.appid)
         open_appid = await self._send_create(seen.token, seen.component_appid)
-        await self._store.open_accounts.remember(open_appid, seen.principal or "", seen.appid)
+        await self._store.open_accounts.remember(open_appid, seen.principal, seen.appid)
         self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
-        await self._store.authorizations.save_binding(seen.appid, "bound", open_appid, open_appid)
-        return open_appid
+        now = Account(seen.appid, seen.principal, open_appid)
+        step = (await self.planner([now])).step(seen.appid, seen.principal, open_appid)
+        await self._store.authorizations.save_binding(seen.appid, step.state, open_appid, step.target)
+        return open_appid, step
 
     # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.SENT_ONCE) and
     # an answer lost on the way (timeout, -1, 5xx) is settled by reading open/get before saying anything

@@ -20,6 +20,7 @@ and a single account (``POST /v1/authorizers/{appid}/open-binding``, a catalog s
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ __all__ = [
 
 # Accounts an unverified open account made by open/create takes through the API (bind.html note 1).
 UNVERIFIED_API_LIMIT = 5
+
+log = logging.getLogger(__name__)
+# Group open accounts whose mixed principals were already logged: once per process, not once per plan.
+_WARNED_MIXED: set[str] = set()
 
 Action = Literal["nothing", "bind", "create_then_bind", "console", "conflict"]
 CatalogBinding = Literal["bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown"]
@@ -96,7 +101,7 @@ class Step:
     ``target`` is the open account it should end up on (None: one ``create_then_bind`` of ``creator``
     makes it); ``state`` is the catalog's word for where it stands now; ``reason`` a code for a
     ``conflict`` or ``console`` (``bound_elsewhere``, ``principal_mismatch``, ``open_account_full``,
-    ``principal_unknown``) and ``words`` say it for people.
+    ``open_account_shared``, ``principal_unknown``) and ``words`` say it for people.
     """
 
     appid: str
@@ -147,6 +152,10 @@ class Planner:
             self._claim(principal, open_appid)
         for account in self._created.values():
             self._owner.setdefault(account.open_appid, principal_key(account.principal))
+        # per_principal: open accounts holding several principals' accounts that nobody owns, and the
+        # principals whose only candidates they are (see `_adopt_open_accounts_in_use`).
+        self._shared: set[str] = set()
+        self._stuck: dict[str, str] = {}
         if rules.mode == "per_principal":
             self._adopt_open_accounts_in_use()
         # per_principal: principals whose open account a planned create_then_bind makes, by its creator.
@@ -155,21 +164,31 @@ class Planner:
     # --- what is known ------------------------------------------------------------------------------
 
     def _group_principal(self) -> str | None:
-        """The registry's, else the principal most of the accounts bound to the group's open account
-        share (SPEC §11: they share its principal), else the one the gateway copied creating it."""
+        """The registry's; else the one the gateway copied when it created the group's open account;
+        else the one principal of every account bound to it (SPEC §11: they share its principal). Bound
+        accounts of several principals (related principals bound in the console) tell nothing: None,
+        and WeChat judges each bind, as before ``group.binding`` existed."""
         if self._rules.group_principal is not None:
             return self._rules.group_principal
-        bound = Counter(
-            a.principal
-            for a in self._accounts.values()
-            if a.open_appid == self._rules.group_open_appid and a.principal
-        )
-        if bound:
-            (principal, count), *others = bound.most_common(2)
-            if not others or others[0][1] < count:
-                return principal
-        created = self._created.get(self._rules.group_open_appid)
-        return None if created is None else created.principal
+        group_open = self._rules.group_open_appid
+        created = self._created.get(group_open)
+        if created is not None and created.principal.strip():
+            return created.principal
+        bound: dict[str, str] = {}
+        for account in sorted(self._accounts.values(), key=lambda a: a.appid):
+            if account.open_appid == group_open and account.principal:
+                bound.setdefault(principal_key(account.principal), account.principal)
+        if len(bound) == 1:
+            return next(iter(bound.values()))
+        if bound and group_open not in _WARNED_MIXED:
+            _WARNED_MIXED.add(group_open)
+            log.warning(
+                "the accounts bound to %s (group.open_appid) have %d principals: its own cannot be told; "
+                "set group.principal_name in the registry (SPEC §11)",
+                group_open,
+                len(bound),
+            )
+        return None
 
     def _claim(self, principal: str, open_appid: str) -> None:
         self._targets.setdefault(principal, open_appid)
@@ -177,18 +196,31 @@ class Planner:
 
     def _adopt_open_accounts_in_use(self) -> None:
         """per_principal: a principal without a listed open account takes the one most of its accounts
-        are bound to, unless that open account is another principal's."""
+        are bound to, unless that open account is another principal's. One nobody owns whose accounts
+        span several principals (only the console binds across principals) is nobody's: which principal
+        it belongs to cannot be told, so none adopts it, and a principal left with no other candidate is
+        ``open_account_shared`` until the registry lists its open account."""
         in_use: dict[str, Counter[str]] = {}
+        principals: dict[str, set[str]] = {}
         for account in sorted(self._accounts.values(), key=lambda a: a.appid):
             if account.principal and account.open_appid:
-                in_use.setdefault(principal_key(account.principal), Counter())[account.open_appid] += 1
+                key = principal_key(account.principal)
+                in_use.setdefault(key, Counter())[account.open_appid] += 1
+                principals.setdefault(account.open_appid, set()).add(key)
+        self._shared = {o for o, keys in principals.items() if len(keys) > 1 and o not in self._owner}
         for principal, counts in sorted(in_use.items()):
             if principal in self._targets:
                 continue
             for open_appid, _ in counts.most_common():
+                if open_appid in self._shared:
+                    continue
                 if self._owner.get(open_appid, principal) == principal:
                     self._claim(principal, open_appid)
                     break
+            else:
+                shared = sorted(o for o in counts if o in self._shared)
+                if shared:
+                    self._stuck[principal] = shared[0]
 
     def target_of(self, principal: str | None) -> str | None:
         """The open account a principal's accounts go to, where one is known."""
@@ -232,6 +264,8 @@ class Planner:
             elif target is None:
                 # Another principal, unlisted: only the console binds it, to the group's open account.
                 return self._console(account, rules.group_open_appid)
+        elif target is None and (key in self._stuck or current in self._shared):
+            return self._shared_conflict(account, self._stuck.get(key) or current or "")
         elif target is None and current is not None and self._owner.get(current, key) == key:
             target = current  # per_principal: the open account it is already on is its principal's
         if current is not None:
@@ -290,6 +324,22 @@ class Planner:
         if commit:
             self._members[room] += 1
         return Step(account.appid, account.principal, None, target, "bind", "unbound", creator=creator)
+
+    def _shared_conflict(self, account: Account, shared: str) -> Step:
+        """per_principal: the account's principal has no open account but one holding several
+        principals' accounts: neither binding it there nor creating a second open account is safe."""
+        return Step(
+            account.appid,
+            account.principal,
+            account.open_appid,
+            None,
+            "conflict",
+            "unknown" if account.open_appid is not None else "unbound",
+            "open_account_shared",
+            f"{shared} holds accounts of more than one principal (bound in the Open Platform console), so "
+            f"whose it is cannot be told: list the open account of {account.principal} in "
+            "group.binding.open_accounts",
+        )
 
     def _console(self, account: Account, target: str) -> Step:
         appid, principal, current = account.appid, account.principal, account.open_appid

@@ -79,6 +79,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Stored binding states that say where the account is bound, or that it is bound nowhere (open/get, or
+# open/have's "no open account"): a kept account in one of them is decided again without a call.
+READ_STATES = frozenset({"bound", "bound_elsewhere", "unbound", "console_binding_needed"})
 JOB_KEY = "job:catalog-sync"  # the credentials row whose lease says which replica syncs
 DEFAULT_CONCURRENCY = 16
 LIST_PAGE = 500  # api_get_authorizer_list's maximum count
@@ -153,6 +156,9 @@ class _Run:
     seen: list[tuple[Profile, tuple[str, str | None]]] = field(default_factory=list)
     surveyed: list[tuple[Profile, Binding]] = field(default_factory=list)
     unsurveyed: list[Profile] = field(default_factory=list)
+    # Accounts whose binding was not due for a read, and those decided again from their stored binding.
+    kept: list[Profile] = field(default_factory=list)
+    redecided: list[tuple[Profile, Binding]] = field(default_factory=list)
     started: float = 0.0  # the sync's clock at its start
     changed: set[str] = field(default_factory=set)  # accounts with an authorization changed in this sync
     checked_at: dict[str, float | None] = field(default_factory=dict)  # when each binding was last read
@@ -412,9 +418,9 @@ class CatalogSync(ReadsRegistry):
             try:
                 if await self._binding_due(appid, run):
                     run.seen.append((profile, await self._where_bound(appid, run)))
-                else:  # the stored binding stays, with its profile refreshed
+                else:  # where it is bound stays as stored; its state is decided again
                     run.summary.bindings_kept += 1
-                    run.unsurveyed.append(profile)
+                    run.kept.append(profile)
             except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
                 run.unsurveyed.append(profile)
@@ -422,11 +428,36 @@ class CatalogSync(ReadsRegistry):
 
     async def _settle_bindings(self, run: _Run) -> None:
         """Each surveyed account's catalog state by SPEC §11 (`gateway.binding_plan`), decided over
-        everything this sync saw; then written with the profiles."""
+        everything this sync saw; then written with the profiles.
+
+        A kept account (its binding not due for a read) is decided again too, from the open account it
+        was last seen on and its refreshed principal, with no call: a reload that changes
+        ``group.binding`` changes its state and target at the next sync, not ``binding_recheck_s``
+        later. Only a stored state that says where it is bound (or that it is bound nowhere) is decided
+        again; ``unknown`` (open/have said it has an open account without naming it, nothing could ask,
+        or its principal was unknown) stays as it is."""
+        stored = (
+            {f.authorizer_appid: f for f in await self._store.authorizations.binding_facts()}
+            if run.kept
+            else {}
+        )
+        redecide: list[tuple[Profile, str | None]] = []
+        for profile in run.kept:
+            facts = stored.get(profile.authorizer_appid)
+            if facts is not None and facts.binding in READ_STATES:
+                redecide.append((profile, facts.open_appid))
+            else:
+                run.unsurveyed.append(profile)
+        run.kept.clear()
         planner = await self._binding.planner(
-            Account(p.authorizer_appid, p.principal_name or None, current)
-            for p, (how, current) in run.seen
-            if how == "open_get"
+            [
+                *(
+                    Account(p.authorizer_appid, p.principal_name or None, current)
+                    for p, (how, current) in run.seen
+                    if how == "open_get"
+                ),
+                *(Account(p.authorizer_appid, p.principal_name or None, current) for p, current in redecide),
+            ]
         )
         for profile, (how, current) in run.seen:
             if how == "unknown":
@@ -437,6 +468,9 @@ class CatalogSync(ReadsRegistry):
             run.summary.bindings[binding.state] = run.summary.bindings.get(binding.state, 0) + 1
             run.surveyed.append((profile, binding))
         run.seen.clear()
+        for profile, current in redecide:
+            decided = planner.step(profile.authorizer_appid, profile.principal_name or None, current)
+            run.redecided.append((profile, Binding(decided.state, current, decided.target)))
 
     async def _write_surveys(self, run: _Run, *, everything: bool = False) -> None:
         """Record the queued profiles (with their bindings), a batch at a time; all with ``everything``."""
@@ -447,6 +481,10 @@ class CatalogSync(ReadsRegistry):
         while len(run.unsurveyed) >= BATCH or (everything and run.unsurveyed):
             profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
             await store.save_profiles(profiles)
+        while len(run.redecided) >= BATCH or (everything and run.redecided):
+            batch, run.redecided = run.redecided[:BATCH], run.redecided[BATCH:]
+            # Not read now: when its binding was last read stays, so that its recheck still comes.
+            await store.save_profiles([p for p, _ in batch], [b for _, b in batch], read=False)
 
     async def _binding_due(self, appid: str, run: _Run) -> bool:
         """Whether to read the binding of ``appid`` now (see the module's docstring, step 3)."""

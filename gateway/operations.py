@@ -124,6 +124,7 @@ def _pass_entry(row: PassRow) -> dict[str, object]:
     }
 
 
+UNKNOWN_TARGET = "unknown (run `gateway open-binding check`)"
 CONSOLE_COLUMNS = ("authorizer_appid", "name", "principal_name", "target_open_appid")
 
 
@@ -131,8 +132,8 @@ async def print_console_list(services: Services, out: TextIO = sys.stdout, *, as
     """The accounts only the Open Platform console can bind (SPEC §11), with the open account to bind
     each to, as the last check, ensure or catalog sync recorded them; returns how many."""
     facts = await services.store.authorizations.binding_facts("console_binding_needed")
-    fallback = services.registry.current.group.open_appid
-    rows = [(f.authorizer_appid, f.nick_name, f.principal_name, f.target or fallback) for f in facts]
+    # No target recorded: said so, never guessed here (the binding rules decide it in one place).
+    rows = [(f.authorizer_appid, f.nick_name, f.principal_name, f.target or UNKNOWN_TARGET) for f in facts]
     if as_csv:
         out.write(csv_line(CONSOLE_COLUMNS).decode())
         for row in rows:

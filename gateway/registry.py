@@ -21,6 +21,7 @@ import itertools
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -471,9 +472,10 @@ def _check_group_binding(group: Group, spelled: Mapping[str, str]) -> None:
 
 
 def principal_key(name: str) -> str:
-    """A principal's name as compared: spaces collapsed and case folded, so that a name typed into the
-    registry matches the one WeChat gives (``api_get_authorizer_info``'s ``principal_name``)."""
-    return " ".join(name.split()).casefold()
+    """A principal's name as compared: NFKC-normalised (Chinese names mix full-width and ASCII brackets:
+    ``（深圳）`` and ``(深圳)``), spaces collapsed and case folded, so that a name typed into the registry
+    matches the one WeChat gives (``api_get_authorizer_info``'s ``principal_name``)."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
 
 def _check_rate_limit(limit: RateLimit, path: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from gateway.binding_plan import Account, CreatedOpenAccount, Planner, Rules
 
 GROUP_OPEN, FIN_OPEN, MADE = "wx0pen0000000001", "wx0pen0000000002", "wx0pen00000000ff"
@@ -86,3 +89,67 @@ def test_a_created_open_account_seen_holding_more_than_five_was_verified() -> No
     bound = [Account(f"wxa{i}", GROUP, MADE) for i in range(6)]
     planner = Planner(rules, bound, [CreatedOpenAccount(MADE, GROUP)])
     assert planner.step("wxb1", GROUP, None).action == "bind"
+
+
+def test_related_principals_on_the_group_open_account_tell_no_principal(caplog: Any) -> None:
+    # Bound in the console, a subsidiary can outnumber the holding on the holding's open account: the
+    # majority is no evidence. Nothing is guessed; WeChat judges each bind, and the log asks for
+    # group.principal_name, once.
+    group_open = "wx0pen00000000a1"
+    rules = Rules("group", group_open, None)
+    bound = [
+        Account("wxa1", "Sub A", group_open),
+        Account("wxa2", "Sub A", group_open),
+        Account("wxh1", "Holding", group_open),
+    ]
+    with caplog.at_level(logging.WARNING, logger="gateway.binding_plan"):
+        planner = Planner(rules, bound)
+        Planner(rules, bound)
+    assert planner.group_principal is None
+    assert planner.step("wxh2", "Holding", None).action == "bind"
+    assert planner.step("wxa3", "Sub A", None).action == "bind"
+    warnings = [r for r in caplog.records if "group.principal_name" in r.getMessage()]
+    assert len(warnings) == 1 and group_open in warnings[0].getMessage()
+
+
+def test_the_principal_the_gateway_recorded_creating_the_group_open_account_comes_first() -> None:
+    rules = Rules("group", MADE, None)
+    bound = [Account("wxa1", "Sub A", MADE), Account("wxa2", "Sub A", MADE), Account("wxh1", "Holding", MADE)]
+    planner = Planner(rules, bound, [CreatedOpenAccount(MADE, "Holding", verified=True)])
+    assert planner.group_principal == "Holding"
+    assert planner.step("wxh2", "Holding", None).action == "bind"
+    assert planner.step("wxa3", "Sub A", None).action == "console"
+    # Every bound account of one principal (spelled alike or not): that one.
+    same = [Account("wxa1", "Sub A", MADE), Account("wxa2", " sub  a", MADE)]
+    assert Planner(rules, same).group_principal == "Sub A"
+
+
+def test_an_open_account_holding_several_principals_is_nobodys() -> None:
+    # wxY holds one account of Alpha Sub and three of Zeta Parent (only the console binds across
+    # principals): whose it is cannot be told, so neither principal adopts it, nor creates a second one.
+    shared = "wx0pen000000000y"
+    rules = Rules("per_principal", GROUP_OPEN, GROUP)
+    known = [
+        Account("wxa1", "Alpha Sub", shared),
+        *(Account(f"wxz{i}", "Zeta Parent", shared) for i in range(1, 4)),
+    ]
+    fresh = [Account("wxa9", "Alpha Sub", None), Account("wxz9", "Zeta Parent", None)]
+    steps = {s.appid: s for s in Planner(rules, [*known, *fresh]).plan([*known, *fresh])}
+    assert {appid: (s.action, s.reason) for appid, s in steps.items()} == {
+        appid: ("conflict", "open_account_shared") for appid in steps
+    }
+    assert steps["wxz1"].state == "unknown" and steps["wxz9"].state == "unbound"
+    assert "group.binding.open_accounts" in steps["wxz9"].words and shared in steps["wxz9"].words
+    # Listed for Zeta Parent, it is Zeta's: Alpha's account on it is an audit finding, and Alpha's
+    # unbound account gets an open account of its own principal.
+    listed = Rules("per_principal", GROUP_OPEN, GROUP, {"zeta parent": shared})
+    steps = {s.appid: s for s in Planner(listed, [*known, *fresh]).plan([*known, *fresh])}
+    assert {appid: s.action for appid, s in steps.items()} == {
+        "wxa1": "conflict",
+        "wxz1": "nothing",
+        "wxz2": "nothing",
+        "wxz3": "nothing",
+        "wxa9": "create_then_bind",
+        "wxz9": "bind",
+    }
+    assert steps["wxa1"].reason == "bound_elsewhere" and steps["wxz9"].target == shared

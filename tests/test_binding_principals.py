@@ -3,6 +3,8 @@ operating several merchants' accounts (scenario one, ``mode: per_principal``); S
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +12,11 @@ import pytest
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
+from gateway.errors import ApiError
+from gateway.operations import print_console_list
 from gateway.registry import Registry, parse_registry
+from gateway.store import Store, create_engine
+from gateway.store.migrate import upgrade
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.flows import push_ticket
 from tests.support.world import FINANCE, RETAIL, World, open_world
@@ -307,3 +313,189 @@ async def test_per_principal_api_creates_the_first_open_account_of_a_principal(p
     assert second.json() == {"state": "newly_bound", "open_appid": made}
     assert await provider.calls("open/create") == 1 and await provider.calls("open/bind") == 1
     assert sorted((await open_accounts(provider))[made]["members"]) == sorted(CS[:2])
+
+
+async def test_two_accounts_of_a_new_principal_at_once_make_one_open_account(provider: World) -> None:
+    # WeChat gives each open/create of one principal a different open account (protocol §6 rule 2): the
+    # principal's claim makes the second wait for the first's, then bind to it.
+    first, second = await asyncio.gather(bind_api(provider, CS[0]), bind_api(provider, CS[1]))
+    assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+    made = {first.json()["open_appid"], second.json()["open_appid"]}
+    assert len(made) == 1 and {first.json()["state"], second.json()["state"]} == {"newly_bound"}
+    assert await provider.calls("open/create") == 1 and await provider.calls("open/bind") == 1
+    (open_appid,) = made
+    assert sorted((await open_accounts(provider))[open_appid]["members"]) == sorted(CS[:2])
+    assert [r.open_appid for r in await provider.services.store.open_accounts.all()] == [open_appid]
+    async with provider.services.store.engine.connect() as conn:  # the claims leave no row behind
+        left = await conn.execute(text("SELECT count(*) FROM credentials WHERE key LIKE 'binding:%'"))
+        assert left.scalar_one() == 0
+
+
+async def test_two_binds_at_once_to_a_capped_open_account_holding_four_send_one(provider: World) -> None:
+    created = await bind_api(provider, CS[0])
+    made = created.json()["open_appid"]
+    for appid in CS[1:4]:
+        assert (await bind_api(provider, appid)).json() == {"state": "newly_bound", "open_appid": made}
+    assert await provider.calls("open/bind") == 3
+
+    answers = await asyncio.gather(bind_api(provider, CS[4]), bind_api(provider, CS[5]))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert refused.json()["error"]["code"] == "open_account_full"
+    assert await provider.calls("open/bind") == 4  # the refused one never called
+    assert len((await open_accounts(provider))[made]["members"]) == 5
+
+
+async def test_the_migration_remembers_open_accounts_created_before_it(
+    database_url: str, secret_box: SecretBox
+) -> None:
+    # Before 0012, `gateway open-binding create --from` left only its audit entry: such an open account
+    # is unverified and API-made, so its cap must be counted too.
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0011")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO authorizer_profiles (authorizer_appid, kind, nick_name, principal_name, "
+                    "user_name, verify_type, service_type, account_status, synced_at) "
+                    "VALUES (:appid, 'official_account', '', :principal, '', 0, 2, 1, 1)"
+                ),
+                {"appid": CS[0], "principal": C_P},
+            )
+            audit = (
+                (100.0, "binding.created", CS[0], "wx0pen00000000c1"),
+                (150.0, "binding.bound", CS[1], "wx0pen00000000c1"),
+                (200.0, "binding.created", CS[2], "wx0pen00000000c1"),  # the same one again: the first wins
+                (300.0, "binding.created", D1, "wx0pen00000000d1"),  # no profile: principal unknown
+            )
+            for at, action, appid, detail in audit:
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit_log (at, actor, action, authorizer_appid, detail) "
+                        "VALUES (:at, 'cli', :action, :appid, :detail)"
+                    ),
+                    {"at": at, "action": action, "appid": appid, "detail": detail},
+                )
+        await upgrade(engine)
+        store = Store(engine, secret_box)
+        remembered = [
+            (r.open_appid, r.principal_name, r.created_from, r.created_at, r.verified)
+            for r in await store.open_accounts.all()
+        ]
+        assert remembered == [
+            ("wx0pen00000000c1", C_P, CS[0], 100.0, False),
+            ("wx0pen00000000d1", "", D1, 300.0, False),
+        ]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_reload_redecides_a_kept_binding_without_reading_it(group: World) -> None:
+    # An idle account's binding is read only every GATEWAY_BINDING_RECHECK_S; its state and target follow
+    # the registry at the next sync all the same (where it is bound is known: nothing to ask WeChat).
+    await group.services.catalog_sync.run()
+    rows = {r["authorizer_appid"]: r for r in (await catalog(group))["items"]}
+    assert (rows[X1]["binding"], rows[X1]["binding_target"]) == ("console_binding_needed", GROUP_OPEN)
+    async with group.services.store.engine.connect() as conn:
+        checked = (
+            await conn.execute(
+                text("SELECT binding_checked_at FROM authorizer_profiles WHERE authorizer_appid = :a"),
+                {"a": X1},
+            )
+        ).scalar_one()
+
+    out_open = "wx0pen0000000003"
+    listed = GROUP_REGISTRY + f'      - {{open_appid: {out_open}, principal_name: "{OUT_P}"}}\n'
+    group.services.registry.swap(registry_with(listed))
+    await group.expire_everything()  # idle: tokens lapsed, so the bindings are kept
+    await group.reset_counters()
+    summary = await group.services.catalog_sync.run()
+    assert summary.bindings_kept == 6 and await group.calls("open/get") == 0
+
+    rows = {r["authorizer_appid"]: r for r in (await catalog(group))["items"]}
+    assert (rows[X1]["binding"], rows[X1]["open_appid"], rows[X1]["binding_target"]) == (
+        "unbound",
+        None,
+        out_open,
+    )
+    assert (rows[G3]["binding"], rows[G3]["open_appid"]) == ("bound_elsewhere", STRAY_OPEN)
+    assert (rows[G0]["binding"], rows[G1]["binding"], rows[F1]["binding_target"]) == (
+        "bound",
+        "unbound",
+        FIN_OPEN,
+    )
+    async with group.services.store.engine.connect() as conn:
+        after = (
+            await conn.execute(
+                text("SELECT binding_checked_at FROM authorizer_profiles WHERE authorizer_appid = :a"),
+                {"a": X1},
+            )
+        ).scalar_one()
+    assert after == checked  # not read: its recheck still comes on time
+
+
+async def test_create_from_follows_the_plan(group: World) -> None:
+    binding = group.services.binding
+    # Its principal's open account is the group's: creating another would split the unionids.
+    with pytest.raises(ApiError) as refused:
+        await binding.create_from(G1, actor="test")
+    assert refused.value.status == 409 and refused.value.code == "open_account_exists"
+    assert GROUP_OPEN in refused.value.message and "--force" in refused.value.message
+    assert await group.calls("open/create") == 0
+    # Forced, it is made; the account's target stays the group's (§11), so it is bound elsewhere.
+    made, step = await binding.create_from(G1, actor="test", force=True)
+    assert (step.state, step.target) == ("bound_elsewhere", GROUP_OPEN)
+    facts = {f.authorizer_appid: f for f in await group.services.store.authorizations.binding_facts()}
+    assert (facts[G1].binding, facts[G1].open_appid, facts[G1].target) == (
+        "bound_elsewhere",
+        made,
+        GROUP_OPEN,
+    )
+    assert await group.calls("open/create") == 1
+
+
+async def test_create_from_never_makes_a_second_open_account_of_a_principal(provider: World) -> None:
+    # Merchant C has none yet: created, and its creator bound to it (§11: its principal's own).
+    made, step = await provider.services.binding.create_from(CS[0], actor="test")
+    assert (step.state, step.target) == ("bound", made)
+    with pytest.raises(ApiError) as refused:
+        await provider.services.binding.create_from(CS[1], actor="test")
+    assert refused.value.code == "open_account_exists" and made in refused.value.message
+    assert await provider.calls("open/create") == 1
+
+
+async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: World) -> None:
+    nameless = "wxa0000000000401"
+    await authorize(group, nameless, "")
+    with pytest.raises(ApiError) as refused:
+        await group.services.binding.create_from(nameless, actor="test")
+    assert refused.value.code == "principal_unknown"
+    assert await group.calls("open/create") == 0
+    assert await group.services.store.open_accounts.all() == []
+
+
+async def test_the_console_list_never_guesses_a_target(group: World) -> None:
+    await group.services.binding.check(X1)
+    out = io.StringIO()
+    await print_console_list(group.services, out, as_csv=True)
+    assert out.getvalue().splitlines()[1].endswith(GROUP_OPEN)
+    # A row without a recorded target (recorded before targets were): said so, not filled in.
+    await group.services.store.authorizations.save_binding(X1, "console_binding_needed", None, None)
+    out = io.StringIO()
+    await print_console_list(group.services, out, as_csv=True)
+    assert GROUP_OPEN not in out.getvalue() and "open-binding check" in out.getvalue()
+
+
+async def test_a_pass_and_the_api_at_once_make_one_open_account_per_principal(provider: World) -> None:
+    done, answer = await asyncio.gather(
+        provider.services.binding.run_pass(actor="test", dry_run=False), bind_api(provider, CS[6])
+    )
+    assert answer.status_code in (200, 409), answer.text
+    assert await provider.calls("open/create") == 1
+    made = [o for o, a in (await open_accounts(provider)).items() if a["principal_name"] == C_P]
+    assert len(made) == 1
+    members = (await open_accounts(provider))[made[0]]["members"]
+    assert len(members) == 5 and set(members) <= set(CS)  # the cap held across both
+    results = {row.appid: row.result for row in done.rows}
+    assert sum(results[c] in ("created", "newly_bound") for c in CS) + (answer.status_code == 200) == 5

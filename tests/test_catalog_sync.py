@@ -93,8 +93,9 @@ def expected_binding(state: dict[str, Any]) -> tuple[dict[str, tuple[str, str | 
     how many are bound to an open account that only open/have can see.
 
     SPEC §11: the registry names no principal, so the group's is the one the accounts seen bound to the
-    group's open account share (most of them); an unbound account of another principal can only be bound
-    in the Open Platform console (``console_binding_needed``)."""
+    group's open account share (all of them: of several, none is told, and WeChat judges each bind); an
+    unbound account of another principal can only be bound in the Open Platform console
+    (``console_binding_needed``)."""
     sets: dict[str, set[int]] = {}
     for (_, appid), func_ids in live_pairs(state).items():
         sets.setdefault(appid, set()).update(func_ids)
@@ -103,8 +104,7 @@ def expected_binding(state: dict[str, Any]) -> tuple[dict[str, tuple[str, str | 
         for a in state["authorizers"]
         if a["open_appid"] == GROUP_OPEN and MANAGE_SET[a["kind"]] in sets.get(a["authorizer_appid"], ())
     )
-    top = seen_bound.most_common(2)
-    group_principal = top[0][0] if top and (len(top) == 1 or top[1][1] < top[0][1]) else None
+    group_principal = next(iter(seen_bound)) if len(seen_bound) == 1 else None
 
     def unbound(account: dict[str, Any]) -> str:
         if group_principal is None or account["principal_name"] == group_principal:

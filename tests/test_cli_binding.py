@@ -95,11 +95,16 @@ def test_check_then_dry_run_then_ensure(setup: Setup) -> None:
 
 
 def test_create_from_prints_the_new_open_appid(setup: Setup) -> None:
-    created = setup.gateway("open-binding", "create", "--from", LONELY)
+    # Its principal's open account is the group's (the accounts bound to it say so): not without --force.
+    planned = setup.gateway("open-binding", "create", "--from", LONELY)
+    assert planned.returncode == 1 and GROUP_OPEN in planned.stderr and "--force" in planned.stderr
+    assert "open/create" not in httpx.get(f"{setup.sim}/sim/counters").json()
+    created = setup.gateway("open-binding", "create", "--from", LONELY, "--force")
     assert created.returncode == 0, created.stderr
     open_appid = created.stdout.split("created open account ")[1].split(";")[0]
     assert setup.members(open_appid) == [LONELY]
-    refused = setup.gateway("open-binding", "create", "--from", LONELY)  # already bound: 89000
+    assert f"{LONELY} is bound_elsewhere" in created.stdout  # its target stays the group's (§11)
+    refused = setup.gateway("open-binding", "create", "--from", LONELY, "--force")  # already bound
     assert refused.returncode == 1
     assert "already bound" in refused.stderr
 
@@ -170,7 +175,7 @@ def test_dry_run_table_json_and_the_console_list(setup: Setup, tmp_path: Path) -
 
 
 def test_mark_verified_names_only_open_accounts_the_gateway_made(setup: Setup) -> None:
-    created = setup.gateway("open-binding", "create", "--from", LONELY)
+    created = setup.gateway("open-binding", "create", "--from", LONELY, "--force")
     open_appid = created.stdout.split("created open account ")[1].split(";")[0]
     assert setup.gateway("open-binding", "mark-verified", open_appid).returncode == 0
     refused = setup.gateway("open-binding", "mark-verified", GROUP_OPEN)
@@ -182,7 +187,7 @@ def test_create_from_whose_answer_is_lost_sends_once_and_reads_back(setup: Setup
     fault = {"endpoint": "open/create", "http_status": 502, "applied": True, "times": 1}
     httpx.post(f"{setup.sim}/sim/faults", json=fault).raise_for_status()
     httpx.post(f"{setup.sim}/sim/counters/reset").raise_for_status()
-    created = setup.gateway("open-binding", "create", "--from", LONELY)
+    created = setup.gateway("open-binding", "create", "--from", LONELY, "--force")
     assert created.returncode == 0, created.stderr
     open_appid = created.stdout.split("created open account ")[1].split(";")[0]
     assert setup.members(open_appid) == [LONELY]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import RegistryError
-from gateway.registry import SCOPES, Secret, load_registry, parse_registry
+from gateway.registry import SCOPES, Secret, load_registry, parse_registry, principal_key
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "registry.example.yaml"
 
@@ -1085,3 +1085,15 @@ def test_binding_is_optional_and_read_whole(tmp_path: Path) -> None:
     _binding()(defaults)
     binding = load_registry(write(tmp_path, dump(defaults)), ENV).group.binding
     assert binding is not None and (binding.mode, binding.open_accounts) == ("group", ())
+
+
+def test_principal_names_compare_across_full_width_and_ascii_brackets(tmp_path: Path) -> None:
+    # WeChat and people type Chinese company names with either kind of bracket (and full-width spaces).
+    assert principal_key("腾讯科技（深圳）有限公司") == principal_key("腾讯科技(深圳)有限公司")
+    assert principal_key("ＡＣＭＥ\u3000Group") == principal_key("acme group")
+    assert principal_key("腾讯科技(深圳)有限公司") != principal_key("腾讯科技(北京)有限公司")
+    doc = valid_doc()
+    _binding(open_accounts=_listed("腾讯科技（深圳）有限公司", "腾讯科技(深圳)有限公司"))(doc)
+    error = refused(tmp_path, dump(doc))
+    assert error.path == "group.binding.open_accounts[1].principal_name"
+    assert "one open account per principal" in error.problem

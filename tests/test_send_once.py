@@ -135,7 +135,7 @@ async def test_a_bind_that_provably_did_not_land_says_so_and_can_be_retried(upst
 
 async def test_a_create_whose_answer_is_lost_is_sent_once_and_read_back(upstream: World) -> None:
     await upstream.fault(endpoint="open/create", delay_s=LOST, applied=True, times=1)
-    open_appid = await upstream.services.binding.create_from(OA, actor="test")
+    open_appid, _ = await upstream.services.binding.create_from(OA, actor="test", force=True)
     assert open_appid == await bound_at_wechat(upstream)
     assert await upstream.calls("open/create") == 1  # a resend would have met 89000
     [account] = (await upstream.sim.get("/sim/state")).json()["open_accounts"]
@@ -146,7 +146,7 @@ async def test_a_lost_create_that_cannot_be_read_back_is_503_outcome_unknown(ups
     from gateway.errors import ApiError
 
     await upstream.fault(endpoint="open/create", delay_s=LOST, applied=True, times=1)
-    pending = asyncio.create_task(upstream.services.binding.create_from(OA, actor="test"))
+    pending = asyncio.create_task(upstream.services.binding.create_from(OA, actor="test", force=True))
     await when_called(upstream, "open/create")
     await upstream.fault(endpoint="open/get", http_status=502)
     with pytest.raises(ApiError) as refused:

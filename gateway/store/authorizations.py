@@ -364,21 +364,21 @@ class AuthorizationStore:
         return (await self.save_profiles([profile]))[0]
 
     async def save_profiles(
-        self, profiles: Sequence[Profile], bindings: Sequence[Binding] | None = None
+        self, profiles: Sequence[Profile], bindings: Sequence[Binding] | None = None, *, read: bool = True
     ) -> list[Profile]:
         """``save_profile`` for many at once, in one transaction; with ``bindings`` (one per profile, in
-        the same order) each account's binding is recorded with its profile (a catalog sync's batches)."""
+        the same order) each account's binding is recorded with its profile (a catalog sync's batches),
+        stamped as read now unless ``read`` is false (a state decided again from the stored binding)."""
         now = self._db.clock()
         stamped = [msgspec.structs.replace(p, synced_at=now) for p in profiles]
         rows = [msgspec.structs.asdict(p) for p in stamped]
         if bindings is not None:
             for row, binding in zip(rows, bindings, strict=True):
                 row.update(
-                    binding=binding.state,
-                    open_appid=binding.open_appid,
-                    binding_target=binding.target,
-                    binding_checked_at=now,
+                    binding=binding.state, open_appid=binding.open_appid, binding_target=binding.target
                 )
+                if read:
+                    row["binding_checked_at"] = now
         rows.sort(key=lambda row: str(row["authorizer_appid"]))  # one lock order for concurrent batches
         if rows:
             insert = self._db.insert(_PROFILES)

@@ -189,6 +189,11 @@ class CredentialStore:
         released = update(_T).where(_T.c.key == key, _T.c.lease_owner == owner).values(**values)
         await self._db.write(lambda conn: conn.execute(released))
 
+    async def drop_lease(self, key: str, owner: str) -> None:
+        """Release ``owner``'s lease on a row that only ever held leases (no value): the row goes."""
+        dropped = delete(_T).where(_T.c.key == key, _T.c.lease_owner == owner, _T.c.value_sealed.is_(None))
+        await self._db.write(lambda conn: conn.execute(dropped))
+
     async def unblock(self, *keys: str, prefix: str | None = None) -> None:
         """Lift the 45009 breaker of ``keys`` and of every credential under ``prefix`` (quota cleared)."""
         match: ColumnElement[bool] = _T.c.key.in_(keys)

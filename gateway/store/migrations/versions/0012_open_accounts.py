@@ -26,6 +26,23 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("authorizer_profiles") as batch:
         batch.add_column(sa.Column("binding_target", sa.String(length=64), nullable=True))
+    # Open accounts made before this table existed (`gateway open-binding create --from` recorded only the
+    # audit entry binding.created: the source account, detail=the open account): unverified and made
+    # through the API, so their 5-account cap applies too. Each from its first such entry; its principal
+    # the source account's, where its profile is known ('' otherwise). Plain SQL, SQLite and PostgreSQL.
+    op.get_bind().execute(
+        sa.text(
+            "INSERT INTO open_accounts (open_appid, principal_name, created_from, created_at, verified) "
+            "SELECT a.detail, COALESCE(p.principal_name, ''), a.authorizer_appid, a.at, :unverified "
+            "FROM audit_log a LEFT JOIN authorizer_profiles p ON p.authorizer_appid = a.authorizer_appid "
+            "WHERE a.action = 'binding.created' AND a.authorizer_appid IS NOT NULL "
+            "AND a.detail IS NOT NULL AND LENGTH(a.detail) BETWEEN 1 AND 64 "
+            "AND a.id = (SELECT MIN(b.id) FROM audit_log b "
+            "WHERE b.action = 'binding.created' AND b.detail = a.detail) "
+            "AND NOT EXISTS (SELECT 1 FROM open_accounts o WHERE o.open_appid = a.detail)"
+        ),
+        {"unverified": False},
+    )
 
 
 def downgrade() -> None:
