@@ -182,13 +182,17 @@ async def test_the_whole_loop_in_either_order(ready: World, order: str) -> None:
     assert {"authorization.granted", "binding.bound", "authorization.revoked", "token.issued"} <= actions
 
 
-async def test_an_expired_or_used_code_stores_nothing_and_offers_a_new_link(ready: World) -> None:
+async def test_an_expired_or_used_code_stores_nothing_and_mints_no_link(ready: World) -> None:
+    # The page is open to anyone: a link from it would skip the signed invite and its biz_appid.
     page = await ready.gateway.get(
         "/wechat/retail/authorized", params={"auth_code": "queryauthcode@@@bogus", "expires_in": "600"}
     )
     assert page.status_code == 410
     assert "nothing was recorded" in page.text
-    assert "mp.weixin.qq.com/cgi-bin/componentloginpage" in page.text
+    assert "invite link" in page.text and "gateway onboarding invite" in page.text
+    assert "componentloginpage" not in page.text and "bindcomponent" not in page.text
+    assert "pre_auth_code" not in page.text
+    assert await ready.calls("api_create_preauthcode") == 0
     assert await ready.services.store.authorizations.for_authorizer(NEW) == []
     missing = await ready.gateway.get("/wechat/retail/authorized")
     assert missing.status_code == 400
