@@ -20,7 +20,7 @@ import segno
 from markupsafe import Markup
 
 from gateway.audit import AuditTrail
-from gateway.authorizations import AuthorizationService
+from gateway.authorizations import AuthorizationService, auth_code_problem
 from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
 from gateway.invites import (
@@ -372,6 +372,12 @@ class Onboarding(ReadsRegistry):
             return RedirectPage(
                 400, "No authorization code", problem="WeChat sent no auth_code to this page."
             )
+        malformed = auth_code_problem(auth_code)
+        if malformed is not None:  # neither claimed (a row) nor sent to WeChat
+            problem = (
+                f"This is not an authorization code WeChat sends ({malformed}), so nothing was recorded."
+            )
+            return RedirectPage(400, "Authorization code not valid", problem=problem, remedy=REDIRECT_REMEDY)
         try:
             return RedirectPage(
                 200, "Authorization complete", authorized=await self.complete(platform_id, auth_code)
