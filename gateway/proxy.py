@@ -340,7 +340,7 @@ class WxProxy(ReadsRegistry):
             stale: str | None = None
             for _ in range(2):
                 token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
-                if token.value == stale:  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+                if token.value == stale:  # WeChat gave the same value back on renewal: its answer stands
                     break
                 params = _with_tokens(query, {"component_access_token": token.value})
                 reply = await self._send(platform_id, method, path, params, headers, spooled)
@@ -450,7 +450,7 @@ class WxProxy(ReadsRegistry):
                 token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
                 params = _with_tokens(query, {"access_token": token.value})
             if answered is not None and token.value == stale:
-                return answered  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+                return answered  # WeChat gave the same value back on renewal: its answer stands
             reply = await self._send(platform_id, method, path, params, headers, body)
             errcode = errcode_of(reply.body)
             if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
