@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,7 +40,7 @@ from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.registry import Client
+from gateway.registry import Client, RateLimit
 from gateway.routing import required_sets
 from gateway.store import Store
 from gateway.store.gateway_tokens import IssuedGatewayToken
@@ -105,6 +106,12 @@ LOGINS: Mapping[str, Login] = MappingProxyType(
 # client authentication (the user's token is the credential, checked by WeChat). Only these paths, so
 # /wx relays nothing else without a client key.
 USER_TOKEN_PATHS = frozenset({"sns/userinfo", "sns/auth"})
+# A refresh sent without a client key (WeChat's plain refresh takes none) is limited per authorizer appid,
+# before anything is looked up: by default 10 a second with bursts of 100, ample for an account's users
+# refreshing their 2-hour web tokens (864,000 a day). Buckets are keyed by a hash of the appid into
+# ANONYMOUS_REFRESH_BUCKETS, so random appids cannot grow the per-process buckets without bound.
+ANONYMOUS_REFRESH_LIMIT = RateLimit(per_second=10.0, burst=100)
+ANONYMOUS_REFRESH_BUCKETS = 4096
 # Who a call without a client is counted under (metrics) and which breaker guards it.
 _NO_CLIENT = "-"
 _ANY_PLATFORM = "*"
@@ -271,11 +278,18 @@ class WxProxy(ReadsRegistry):
             client = await self._client_by_secret(secret, appid)
         elif headers.get("authorization"):
             client = await self._client_by_header(headers, appid)
+        else:
+            bucket = zlib.crc32(appid.encode()) % ANONYMOUS_REFRESH_BUCKETS
+            await self._limiter.admit_anonymous(f"refresh:{bucket}", ANONYMOUS_REFRESH_LIMIT)
         if not params.get(login.code_param):
             raise WxError(*login.missing_code)
         try:
             platform_id = await self._authorizations.route(appid, login.target)
         except ApiError as exc:
+            if client is None:
+                # Anonymous: one answer for an appid not served and one served but not signable (revoked,
+                # set 4 elsewhere), so a caller learns nothing of which accounts the gateway serves.
+                raise WxError(40013, "invalid appid") from None
             raise as_wechat_error(exc) from None
         forwarded = [(name, value) for name, value in query if name != "secret"]
         spooled = await SpooledBody.read(body)

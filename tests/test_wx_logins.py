@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.registry import Registry, parse_registry
+from gateway import proxy
+from gateway.registry import RateLimit, Registry, parse_registry
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.world import FINANCE, MINI, OA, RETAIL, World
 from tests.test_proxy import gateway_token
@@ -271,6 +272,54 @@ async def test_web_oauth_without_set_4_is_refused_by_routing(ready: World) -> No
     response = await ready.gateway.get("/wx/sns/oauth2/access_token", params=params)
     assert response.json()["errcode"] == 48001
     assert "permission set 4" in response.json()["errmsg"]
+
+
+def anonymous_refresh(appid: str = OA) -> dict[str, str]:
+    return {"appid": appid, "grant_type": "refresh_token", "refresh_token": "not-a-refresh-token"}
+
+
+async def test_anonymous_refreshes_are_rate_limited_per_authorizer(
+    logins: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = RateLimit(per_second=0.01, burst=3)
+    monkeypatch.setattr(proxy, "ANONYMOUS_REFRESH_LIMIT", limit, raising=False)
+    for _ in range(3):
+        answer = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh())
+        assert answer.status_code == 200 and answer.json()["errcode"] == 40030, answer.json()  # WeChat's
+    before = len(await received(logins))
+    refused = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh())
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["errcode"] == 45009 and int(refused.headers["retry-after"]) >= 1
+    assert len(await received(logins)) == before  # nothing sent
+    # Another authorizer has its own bucket; a client that sends its key has its own limit.
+    other = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh(MINI))
+    assert other.status_code == 200
+    keyed = anonymous_refresh() | {"secret": CLIENT_KEYS["crm"]}
+    assert (await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=keyed)).status_code == 200
+
+
+async def test_an_anonymous_refresh_cannot_tell_unknown_appids_from_unsignable_ones(ready: World) -> None:
+    await ready.authorize("finance", MINI, [4, 17], kind="mini_program")
+    revoke = {"component_appid": FINANCE["appid"], "authorizer_appid": MINI}
+    assert (await ready.sim.post("/sim/authorizations/revoke", json=revoke)).status_code == 200
+    await ready.services.authorizations.process_pending()
+    revoked = await ready.services.store.authorizations.get("finance", MINI)
+    assert revoked is not None and revoked.status == "revoked"
+    answers = {
+        appid: await ready.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh(appid))
+        for appid in (
+            "wxnobody00000001",  # not served
+            OA,  # served, but no component holds its web service (set 4)
+            MINI,  # revoked
+        )
+    }
+    bodies = {appid: (a.status_code, a.json()) for appid, a in answers.items()}
+    assert len({repr(b) for b in bodies.values()}) == 1, bodies
+    assert bodies[OA] == (200, {"errcode": 40013, "errmsg": "invalid appid"})
+    assert await sns_received(ready) == []
+    # With a client key the refusal still says why.
+    keyed = anonymous_refresh(OA) | {"secret": CLIENT_KEYS["crm"]}
+    assert (await ready.gateway.get("/wx/sns/oauth2/refresh_token", params=keyed)).json()["errcode"] == 48001
 
 
 # --- cgi-bin/stable_token -----------------------------------------------------------------------------------
