@@ -4,11 +4,13 @@ sent to WeChat (the simulator) in their component-signed forms; user-token calls
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from gateway import proxy
 from gateway.registry import RateLimit, Registry, parse_registry
@@ -340,6 +342,43 @@ async def test_stable_token_answers_like_cgi_bin_token(ready: World) -> None:
         users = await ready.gateway.get("/wx/cgi-bin/user/get", params={"access_token": token})
         assert users.json()["total"] >= 1
     assert await ready.calls("stable_token") == 0  # WeChat's stable_token is not for components
+
+
+async def issued_tokens(world: World) -> int:
+    async with world.services.store.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM gateway_tokens"))).scalar_one())
+
+
+async def test_stable_token_answers_the_same_token_while_it_lasts_unless_forced(ready: World) -> None:
+    # WeChat's stable_token: "access_token有效期内重复调用该接口不会更新" (api_getstableaccesstoken).
+    first = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()
+    again = [(await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json() for _ in range(5)]
+    assert {a["access_token"] for a in again} == {first["access_token"]}
+    assert all(7190 <= a["expires_in"] <= 7200 for a in again), again
+    assert await issued_tokens(ready) == 1
+    forced = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable(force_refresh=True))).json()
+    assert forced["access_token"] != first["access_token"] and forced["expires_in"] == 7200
+    after = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()
+    assert after["access_token"] == forced["access_token"]
+    assert await issued_tokens(ready) == 2
+    # cgi-bin/token still mints a new one each time.
+    plain = await gateway_token(ready)
+    assert plain not in (first["access_token"], forced["access_token"])
+
+
+async def test_stable_token_mints_anew_when_the_held_one_is_revoked_or_nearly_expired(
+    ready: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    await ready.services.store.gateway_tokens.revoke(client_id="crm")  # as another process would
+    await asyncio.sleep(proxy.RESOLVED_CACHE_S)
+    second = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    assert second != first
+    monkeypatch.setattr(proxy, "STABLE_TOKEN_MIN_LEFT_S", 7201.0, raising=False)  # any is nearly expired
+    third = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    assert third not in (first, second)
+    users = await ready.gateway.get("/wx/cgi-bin/user/get", params={"access_token": third})
+    assert users.json()["total"] >= 1
 
 
 @pytest.mark.parametrize(
