@@ -259,9 +259,9 @@ def create_app(
                 asyncio.create_task(authorizations.run_worker(stop), name="authorization-events"),
                 asyncio.create_task(deliveries.run_worker(stop), name="deliveries"),
             ]
-            if settings.event_retention_days:
-                retention = EventRetention(store, settings.event_retention_days * 86400, clock=clock)
-                tasks.append(asyncio.create_task(retention.run(stop), name="event-retention"))
+            # Always runs: with a retention of 0 it still deletes the codes no arrival needs.
+            retention = EventRetention(store, settings.event_retention_days * 86400, clock=clock)
+            tasks.append(asyncio.create_task(retention.run(stop), name="event-retention"))
             if settings.catalog_sync_interval_s:
                 tasks.append(
                     asyncio.create_task(

@@ -33,7 +33,7 @@ from gateway.store.database import STORE_UNAVAILABLE
 from gateway.tokens import TokenService
 from gateway.wechat import AuthorizerProfile, WeChatClient
 
-__all__ = ["AuthorizationService", "profile_of"]
+__all__ = ["AUTH_CODE_MAX_LENGTH", "AuthorizationService", "auth_code_problem", "profile_of"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,21 @@ EVENT_CLAIM_S = 60.0
 CODE_CLAIM_S = 30.0
 CODE_POLL_S = 0.1  # how often an arrival that lost the claim looks for the holder's outcome
 MAX_RETRY_DELAY_S = 300.0
+# An auth_code's shape, checked before it is claimed or sent: the redirect page is open to anyone and every
+# claim leaves a row. WeChat's codes look like "queryauthcode@@@…" (protocol §3), but that prefix is not
+# documented, so only the length and the characters are checked (printable ASCII, no whitespace).
+AUTH_CODE_MAX_LENGTH = 512
+
+
+def auth_code_problem(code: str) -> str | None:
+    """Why ``code`` cannot be an authorization code, or None when its shape is acceptable."""
+    if not code:
+        return "the authorization code is empty"
+    if len(code) > AUTH_CODE_MAX_LENGTH:
+        return f"the authorization code is longer than {AUTH_CODE_MAX_LENGTH} characters"
+    if not all("!" <= c <= "~" for c in code):
+        return "the authorization code holds characters other than printable ASCII without spaces"
+    return None
 
 
 class AuthorizationService(ReadsRegistry):
@@ -130,11 +145,15 @@ class AuthorizationService(ReadsRegistry):
         code claimed waits for the holder's outcome). ``authorizer_appid`` (the event names it) lets an
         exchange whose answer was lost be read back with api_get_authorizer_info. Raises UpstreamError
         (61009/61010 for a bad code), OutcomeUnknown (sent, answer lost, nothing to read it back
-        with), UpstreamUnavailable or ApiError (no component token) otherwise.
+        with), UpstreamUnavailable or ApiError (no component token; 422 for a malformed code, neither
+        claimed nor sent) otherwise.
         """
         platform = self._registry.platform(platform_id)
         if platform is None:
             raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+        problem = auth_code_problem(code)
+        if problem is not None:
+            raise ApiError(422, "invalid_request", f"auth_code: {problem}")
         settled = await self._store.authorizations.code_claim(code)
         if settled is not None and settled.state == "exchanged":
             return None
@@ -332,6 +351,9 @@ class AuthorizationService(ReadsRegistry):
                     continue
                 await self._defer(recorded, str(exc))
             except (UpstreamUnavailable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status == 422:  # a malformed code: retrying cannot help
+                    await self._store.mark_processed(recorded.id, exc.message[:200])
+                    continue
                 await self._defer(recorded, str(exc))
             else:
                 await self._store.mark_processed(recorded.id, outcome)

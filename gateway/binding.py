@@ -42,6 +42,10 @@ __all__ = ["BindingState", "OpenBinding", "OpenBindingService", "PassResult", "P
 BindingState = Literal["bound", "newly_bound", "bound_elsewhere"]
 T = TypeVar("T")
 OPEN_API = "cgi-bin/open/get"  # any open/* path: they need the same sets (24 / 25)
+# After a lost open/bind or open/create answer that open/get shows not applied, open/get is read once more
+# this much later: WeChat may still have been processing the call (SPEC §4: "outcome unknown" until told).
+READ_BACK_AGAIN_S = 1.0
+NOT_BOUND_YET = "not bound as of open/get; outcome unknown; safe to retry after a short wait"
 
 # WeChat's refusals of open/bind and open/create, in words.
 _REFUSALS: dict[int, tuple[str, str]] = {
@@ -459,9 +463,9 @@ class OpenBindingService(ReadsRegistry):
 
     # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.SENT_ONCE) and
     # an answer lost on the way (timeout, -1, 5xx) is settled by reading open/get before saying anything
-    # (SPEC §4 open-binding, §7; protocol §10, last row). An account open/get finds bound nowhere was not
-    # bound: the answer says so and that a retry is safe, rather than resending at once (a bind still in
-    # flight at WeChat would meet it with 89000).
+    # (SPEC §4 open-binding, §7; protocol §10, last row). An account open/get finds bound nowhere, twice
+    # READ_BACK_AGAIN_S apart, is reported not bound yet with the outcome unknown (WeChat may still be
+    # processing the call), rather than resent at once (a bind still in flight would meet it with 89000).
 
     async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
         """The one place open/bind is sent: once; after a lost answer, open/get says whether it landed
@@ -475,8 +479,7 @@ class OpenBindingService(ReadsRegistry):
                 raise ApiError(
                     503,
                     "wechat_unavailable",
-                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
-                    "no open account, so the bind was not applied and can be retried",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
                 ) from None
             if bound_to != open_appid:
                 code, words = _REFUSALS[89000]
@@ -498,15 +501,19 @@ class OpenBindingService(ReadsRegistry):
                 raise ApiError(
                     503,
                     "wechat_unavailable",
-                    f"WeChat {lost.api} got no answer ({lost.problem}); open/get shows the account bound to "
-                    "no open account, so no open account was created and it can be retried",
+                    f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
                 ) from None
             return bound_to
 
     async def _read_back(self, token: str, component_appid: str | None, api: str) -> str | None:
-        """open/get after ``api``'s answer was lost; 503 saying the outcome is unknown if it fails too."""
+        """open/get after ``api``'s answer was lost, and once more `READ_BACK_AGAIN_S` later if it shows no
+        binding yet; 503 saying the outcome is unknown if a read fails too."""
         try:
-            return await self._wechat.open_get(token, component_appid=component_appid)
+            bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+            if bound_to is None:
+                await asyncio.sleep(READ_BACK_AGAIN_S)
+                bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+            return bound_to
         except (UpstreamError, UpstreamUnavailable) as exc:
             raise ApiError(
                 503,

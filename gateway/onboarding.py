@@ -20,7 +20,7 @@ import segno
 from markupsafe import Markup
 
 from gateway.audit import AuditTrail
-from gateway.authorizations import AuthorizationService
+from gateway.authorizations import AuthorizationService, auth_code_problem
 from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.events import is_appid
 from gateway.invites import (
@@ -59,6 +59,10 @@ PC_PATH, H5_PATH, H5_PATH_LEGACY = (
 )
 AUTH_TYPES = {1: "official accounts only", 2: "mini programs only", 3: "official accounts and mini programs"}
 CODE_REFUSED = frozenset({61009, 61010})
+REDIRECT_REMEDY = (
+    "To authorize again, open the invite link you were sent once more: it stays valid and starts afresh "
+    "each time. If it has expired, ask group IT for a new one (`gateway onboarding invite`)."
+)
 
 
 class LinkRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -125,13 +129,13 @@ class Authorized(msgspec.Struct, frozen=True):
 
 
 class RedirectPage(msgspec.Struct, frozen=True):
-    """What the redirect page shows: the authorization, or the problem and a fresh link."""
+    """What the redirect page shows: the authorization, or the problem and what to do about it."""
 
     status: int
     title: str
     authorized: Authorized | None = None
     problem: str | None = None
-    link: DirectLinks | None = None
+    remedy: str | None = None
 
 
 class Onboarding(ReadsRegistry):
@@ -368,6 +372,12 @@ class Onboarding(ReadsRegistry):
             return RedirectPage(
                 400, "No authorization code", problem="WeChat sent no auth_code to this page."
             )
+        malformed = auth_code_problem(auth_code)
+        if malformed is not None:  # neither claimed (a row) nor sent to WeChat
+            problem = (
+                f"This is not an authorization code WeChat sends ({malformed}), so nothing was recorded."
+            )
+            return RedirectPage(400, "Authorization code not valid", problem=problem, remedy=REDIRECT_REMEDY)
         try:
             return RedirectPage(
                 200, "Authorization complete", authorized=await self.complete(platform_id, auth_code)
@@ -390,13 +400,11 @@ class Onboarding(ReadsRegistry):
             return RedirectPage(503, "Authorization not confirmed", problem=problem)
         except ApiError as exc:
             return RedirectPage(503, "Authorization not confirmed", problem=exc.message)
-        try:
-            # Followed from this page, on the gateway's domain: WeChat sees the Referer it wants.
-            link = await self._direct_links(platform_id, LinkRequest())
-            self._audit.record("redirect-page", "authorization_link.created", platform_id=platform_id)
-        except ApiError:
-            link = None
-        return RedirectPage(410, "Authorization code expired or used", problem=problem, link=link)
+        # No fresh link here: this page is open to anyone, and only a signed invite (with its biz_appid
+        # restriction) may mint a pre_auth_code (SPEC §4).
+        return RedirectPage(
+            410, "Authorization code expired or used", problem=problem, remedy=REDIRECT_REMEDY
+        )
 
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)

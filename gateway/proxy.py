@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,7 +40,7 @@ from gateway.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.live_registry import LiveRegistry, ReadsRegistry
 from gateway.metrics import Metrics
 from gateway.ratelimit import RateLimiter
-from gateway.registry import Client
+from gateway.registry import Client, RateLimit
 from gateway.routing import required_sets
 from gateway.store import Store
 from gateway.store.gateway_tokens import IssuedGatewayToken
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 
 GATEWAY_TOKEN_LIFETIME_S = 7200
 RESOLVED_CACHE_S = 2.0
+# cgi-bin/stable_token in normal mode answers the token it issued before while it has this long left:
+# WeChat's does ("access_token有效期内重复调用该接口不会更新", doc/service/api/base/api_getstableaccesstoken),
+# and SDKs call it often. Gateway tokens are stored hashed, so the plaintext is kept in this process only.
+STABLE_TOKEN_MIN_LEFT_S = 300.0
 RESOLVED_CACHE_MAX = 100_000
 STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 # Calls WeChat wants signed by the component rather than by the authorizer's token.
@@ -105,6 +110,12 @@ LOGINS: Mapping[str, Login] = MappingProxyType(
 # client authentication (the user's token is the credential, checked by WeChat). Only these paths, so
 # /wx relays nothing else without a client key.
 USER_TOKEN_PATHS = frozenset({"sns/userinfo", "sns/auth"})
+# A refresh sent without a client key (WeChat's plain refresh takes none) is limited per authorizer appid,
+# before anything is looked up: by default 10 a second with bursts of 100, ample for an account's users
+# refreshing their 2-hour web tokens (864,000 a day). Buckets are keyed by a hash of the appid into
+# ANONYMOUS_REFRESH_BUCKETS, so random appids cannot grow the per-process buckets without bound.
+ANONYMOUS_REFRESH_LIMIT = RateLimit(per_second=10.0, burst=100)
+ANONYMOUS_REFRESH_BUCKETS = 4096
 # Who a call without a client is counted under (metrics) and which breaker guards it.
 _NO_CLIENT = "-"
 _ANY_PLATFORM = "*"
@@ -168,6 +179,7 @@ class WxProxy(ReadsRegistry):
         # (docs/benchmarks.md): keep resolutions briefly, one read per token when the entry lapses.
         self._resolved: dict[str, tuple[float, IssuedGatewayToken | None]] = {}
         self._resolving: SingleFlight[str, IssuedGatewayToken | None] = SingleFlight()
+        self._stable: dict[tuple[str, str], str] = {}  # (client, authorizer) -> its stable_token answer
 
     # --- /wx/cgi-bin/token ---------------------------------------------------------------------------
 
@@ -175,23 +187,18 @@ class WxProxy(ReadsRegistry):
         self, grant_type: str | None, appid: str | None, secret: str | None
     ) -> dict[str, object]:
         """``GET /wx/cgi-bin/token``: a gateway token for (client, authorizer), in WeChat's shape."""
-        if grant_type != "client_credential":
-            raise WxError(40002, "invalid grant_type: must be client_credential")
-        if not appid:
-            raise WxError(41002, "appid missing")
-        client = await self._client_by_secret(secret, appid)
-        token = "gw_" + secrets.token_urlsafe(48)
-        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
-        self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
+        client, appid = await self._token_caller(grant_type, appid, secret)
+        token = await self._mint(client, appid)
         return {"access_token": token, "expires_in": GATEWAY_TOKEN_LIFETIME_S}
 
     async def issue_stable_token(self, body: bytes) -> dict[str, object]:
         """``POST /wx/cgi-bin/stable_token``, answered like ``cgi-bin/token``.
 
-        WeChat's stable_token keeps earlier tokens valid when it hands out another; gateway tokens are
-        stored hashed and never shown twice, so each call mints one and earlier ones stay valid until
-        they expire, whatever ``force_refresh`` says (its type is checked, as WeChat checks it). Source:
-        doc/service/api/base/api_getstableaccesstoken (body, 47001 for a malformed one).
+        Normal mode answers the token this process issued the same (client, authorizer) before, while it
+        has `STABLE_TOKEN_MIN_LEFT_S` left, with its remaining life; ``force_refresh`` (or another replica,
+        or a token revoked or nearly expired) mints a new one. Earlier tokens stay valid until they expire,
+        as WeChat's do. Source: doc/service/api/base/api_getstableaccesstoken (body, 47001 for a
+        malformed one).
         """
         try:
             request = msgspec.json.decode(body, type=_StableTokenBody)
@@ -199,7 +206,34 @@ class WxProxy(ReadsRegistry):
             raise WxError(47001, f"data format error: {exc}") from None
         except msgspec.DecodeError:
             raise WxError(47001, "data format error: the body must be a JSON object") from None
-        return await self.issue_token(request.grant_type, request.appid, request.secret)
+        client, appid = await self._token_caller(request.grant_type, request.appid, request.secret)
+        key = (client.id, appid)
+        held = self._stable.get(key)
+        if held is not None and not request.force_refresh:
+            issued = await self._resolve(held)  # revoked since, maybe by another process
+            left = issued.expires_at - self._clock() if issued is not None else 0.0
+            if issued is not None and issued.revoked_at is None and left > STABLE_TOKEN_MIN_LEFT_S:
+                return {"access_token": held, "expires_in": int(left)}
+        token = await self._mint(client, appid)
+        self._stable[key] = token
+        return {"access_token": token, "expires_in": GATEWAY_TOKEN_LIFETIME_S}
+
+    async def _token_caller(
+        self, grant_type: str | None, appid: str | None, secret: str | None
+    ) -> tuple[Client, str]:
+        """The client asking cgi-bin/token or stable_token, admitted for ``appid``; WeChat's refusals."""
+        if grant_type != "client_credential":
+            raise WxError(40002, "invalid grant_type: must be client_credential")
+        if not appid:
+            raise WxError(41002, "appid missing")
+        return await self._client_by_secret(secret, appid), appid
+
+    async def _mint(self, client: Client, appid: str) -> str:
+        """A new gateway token for (client, authorizer), stored hashed and audited."""
+        token = "gw_" + secrets.token_urlsafe(48)
+        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
+        self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
+        return token
 
     async def _client_by_secret(self, secret: str | None, appid: str) -> Client:
         """The client whose key an SDK sent as its appsecret, admitted for ``appid``; refused in WeChat's
@@ -271,11 +305,18 @@ class WxProxy(ReadsRegistry):
             client = await self._client_by_secret(secret, appid)
         elif headers.get("authorization"):
             client = await self._client_by_header(headers, appid)
+        else:
+            bucket = zlib.crc32(appid.encode()) % ANONYMOUS_REFRESH_BUCKETS
+            await self._limiter.admit_anonymous(f"refresh:{bucket}", ANONYMOUS_REFRESH_LIMIT)
         if not params.get(login.code_param):
             raise WxError(*login.missing_code)
         try:
             platform_id = await self._authorizations.route(appid, login.target)
         except ApiError as exc:
+            if client is None:
+                # Anonymous: one answer for an appid not served and one served but not signable (revoked,
+                # set 4 elsewhere), so a caller learns nothing of which accounts the gateway serves.
+                raise WxError(40013, "invalid appid") from None
             raise as_wechat_error(exc) from None
         forwarded = [(name, value) for name, value in query if name != "secret"]
         spooled = await SpooledBody.read(body)
@@ -340,7 +381,7 @@ class WxProxy(ReadsRegistry):
             stale: str | None = None
             for _ in range(2):
                 token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
-                if token.value == stale:  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+                if token.value == stale:  # WeChat gave the same value back on renewal: its answer stands
                     break
                 params = _with_tokens(query, {"component_access_token": token.value})
                 reply = await self._send(platform_id, method, path, params, headers, spooled)
@@ -407,6 +448,8 @@ class WxProxy(ReadsRegistry):
             client_id=client_id, authorizer_appid=authorizer_appid
         )
         self._resolved.clear()
+        for key in [k for k in self._stable if k[0] == client_id and authorizer_appid in (None, k[1])]:
+            del self._stable[key]
         return revoked
 
     async def _admit(self, client: Client, appid: str) -> None:
@@ -450,7 +493,7 @@ class WxProxy(ReadsRegistry):
                 token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
                 params = _with_tokens(query, {"access_token": token.value})
             if answered is not None and token.value == stale:
-                return answered  # not renewed again so soon (a 40001 storm): WeChat's answer stands
+                return answered  # WeChat gave the same value back on renewal: its answer stands
             reply = await self._send(platform_id, method, path, params, headers, body)
             errcode = errcode_of(reply.body)
             if errcode not in STALE_TOKEN_ERRCODES or stale is not None:

@@ -46,6 +46,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Client, RateLimit
 
 __all__ = [
+    "ANONYMOUS",
     "DEFAULT_KEY_PREFIX",
     "LocalRateLimiter",
     "RateLimiter",
@@ -60,6 +61,7 @@ REDIS_TIMEOUT_S = 0.25  # Redis answers in well under a millisecond; this bounds
 REDIS_RETRY_S = 1.0  # after a failure, how long the per-process buckets answer before Redis is tried again
 WARN_INTERVAL_S = 60.0
 MAX_KEY_TTL_MS = 86_400_000  # a bucket slower than a day to refill is forgotten after a day idle
+ANONYMOUS = "anonymous"  # who an anonymous caller is in a refusal and in gateway_rate_limited_total
 
 # KEYS[1]: the bucket, a hash {tokens, at}; ARGV: per second, burst, longest TTL (ms). Returns {allowed,
 # retry after (s)}, the seconds as a string since Redis would truncate a Lua number to an integer. A
@@ -98,6 +100,15 @@ class RateLimiter(ABC):
             if self._metrics is not None:
                 self._metrics.rate_limited.labels(client.id).inc()
             raise RateLimited(client.id, retry_after_s)
+
+    async def admit_anonymous(self, bucket: str, limit: RateLimit) -> None:
+        """Take one request from ``bucket``, shared by callers without a client key (``anonymous:`` keys,
+        never a client id: those are slugs); raise `RateLimited` when it is empty."""
+        allowed, retry_after_s = await self.take(f"anonymous:{bucket}", limit)
+        if not allowed:
+            if self._metrics is not None:
+                self._metrics.rate_limited.labels(ANONYMOUS).inc()
+            raise RateLimited(ANONYMOUS, retry_after_s)
 
     @abstractmethod
     async def take(self, client_id: str, limit: RateLimit) -> tuple[bool, float]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import hashlib
 import hmac
 import logging
 import math
@@ -61,9 +62,10 @@ BEIJING_UTC_OFFSET_S = 8 * 3600
 TAKEOVER_RENEWAL_S = 120.0  # well inside WeChat's (undocumented, reportedly ~5 min) old-token overlap
 # A token WeChat called stale (40001/40014/42001, through /wx or ?stale=) is renewed once per stale value:
 # a report of a value no longer stored answers the stored one, a report of the stored value renews it. In a
-# process, renewals of one key on such reports are this far apart at least, so a storm of 40001s (WeChat
-# refusing every new token) costs one renewal per spacing rather than one per request; a report inside the
-# spacing answers the stored value, and the first report of it after the spacing renews it.
+# process, successful renewals of one key on such reports are this far apart at least, so a storm of 40001s
+# (WeChat refusing every new token) costs one renewal per spacing rather than one per request: a report of
+# the stored value inside the spacing waits for its end, then renews it (once for all waiting callers), and
+# never gets the value it reported back (SPEC §4, §7). A failed renewal starts no spacing.
 STALE_RENEWAL_SPACING_S = 5.0
 DEFAULT_WARM_WINDOW_S = 6 * 3600.0  # SPEC §7's "recent window"; GATEWAY_TOKEN_WARM_WINDOW_S
 ALWAYS_WARM = ("component:",)  # one per platform, and everything else needs it: never left to lapse
@@ -105,6 +107,16 @@ OUTAGE_MARGIN_S = 60.0  # a token served from memory in a store outage has at le
 class _Cached:
     token: Token
     until: float
+
+
+@dataclass(frozen=True)
+class _ReportRenewal:
+    """This process's last renewal of a key on a stale report: when it was saved, and the digest of the
+    reported value if WeChat handed that same value back (JS-SDK tickets stay the same while valid), so
+    further reports of it cost no second renewal (SPEC §4: once per stale value)."""
+
+    at: float
+    unchanged: bytes | None
 
 
 Fetch = Callable[[], Awaitable[FetchedToken]]
@@ -156,7 +168,7 @@ class TokenService(ReadsRegistry):
         self.use_resolution = min(max(warm_window_s / 20, 60.0), 900.0)
         self._used: dict[str, float] = {}  # key -> this process's last use of it
         self._flushed: dict[str, float] = {}  # key -> the use this process last wrote to the store
-        self._stale_renewed: dict[str, float] = {}  # key -> when this process last renewed it on a report
+        self._stale_renewed: dict[str, _ReportRenewal] = {}  # key -> this process's last renewal on a report
 
     # --- public -------------------------------------------------------------------------------------
 
@@ -321,10 +333,19 @@ class TokenService(ReadsRegistry):
         if stored is not None and stored.valid_at(now):
             if stale is None or not _same(stored.value, stale):
                 return self._remember(key, stored)  # a report of a value already replaced: the current one
-            if now - self._stale_renewed.get(name, -math.inf) < STALE_RENEWAL_SPACING_S:
-                # This process renewed it on a report moments ago: the stored value until the spacing ends.
+            last = self._stale_renewed.get(name)
+            if last is not None and last.unchanged == _digest(stale):
+                return self._remember(key, stored)  # renewed once already: WeChat gave the same value
+            since = now - last.at if last is not None else math.inf
+            if since < STALE_RENEWAL_SPACING_S:
+                # This process renewed it on a report moments ago: renew again when the spacing ends.
                 log.warning("%s called stale again right after its renewal; renewing it again shortly", key)
-                return self._remember(key, stored)
+                await asyncio.sleep(STALE_RENEWAL_SPACING_S - since)
+                # Another caller or replica may have renewed it meanwhile (the renewal compares again).
+                stored = await self._reads.run(name, lambda: self._store.credentials.get(name))
+                now = self._clock()
+                if stored is not None and stored.valid_at(now) and not _same(stored.value, stale):
+                    return self._remember(key, stored)
         if stored is not None and stored.blocked_until is not None and stored.blocked_until > now:
             raise _quota_error(key)
         return await self._renewals.run(name, lambda: self._renew(key, fetch, stale=stale, background=False))
@@ -363,9 +384,10 @@ class TokenService(ReadsRegistry):
                     # The renewal we waited for failed: report it rather than hammer WeChat again.
                     await credentials.release(name, self._owner, problem=leased.problem)
                     raise ApiError(503, "wechat_unavailable", leased.problem)
-                if stale is not None and leased.valid_at(now) and _same(leased.value, stale):
-                    self._stale_renewed[name] = now
-                return await self._fetch_under_lease(key, fetch, taken_over=lease.taken_over)
+                on_report = stale is not None and leased.valid_at(now) and _same(leased.value, stale)
+                return await self._fetch_under_lease(
+                    key, fetch, taken_over=lease.taken_over, reported=stale if on_report else None
+                )
             current = await credentials.get(name)
             if current is not None and not _needs_renewal(current, now, stale, background=background):
                 return self._remember(key, current)
@@ -380,7 +402,11 @@ class TokenService(ReadsRegistry):
             waited_on_another = True
             await asyncio.sleep(self._rng.uniform(0.03, 0.12))
 
-    async def _fetch_under_lease(self, key: CredentialKey, fetch: Fetch, *, taken_over: bool) -> Token:
+    async def _fetch_under_lease(
+        self, key: CredentialKey, fetch: Fetch, *, taken_over: bool, reported: str | None = None
+    ) -> Token:
+        """Fetch and save under the lease; ``reported``: the stored value a caller called stale, whose
+        renewal starts the spacing (`STALE_RENEWAL_SPACING_S`) once it is saved."""
         name = str(key)
         heartbeat = asyncio.ensure_future(self._hold_lease(name))
         try:
@@ -428,6 +454,9 @@ class TokenService(ReadsRegistry):
             stored = await self._store.credentials.get(name)
             if stored is not None and stored.valid_at(now):
                 return self._remember(key, stored)
+        elif reported is not None:
+            unchanged = _digest(reported) if _same(fetched.value, reported) else None
+            self._stale_renewed[name] = _ReportRenewal(now, unchanged)
         log.info("renewed %s, valid %ss", key, lifetime)
         token = Token(key.platform_id, fetched.value, expires_at)
         self._cache[name] = _Cached(token, min(now + self._cache_s, renew_after))
@@ -600,6 +629,11 @@ def _needs_renewal(stored: StoredCredential, now: float, stale: str | None, *, b
 def _same(stored: str | None, reported: str) -> bool:
     """Whether a caller's report names the stored value (compared in constant time: it is a secret)."""
     return stored is not None and hmac.compare_digest(stored.encode(), reported.encode())
+
+
+def _digest(value: str) -> bytes:
+    """What this process keeps of a value reported stale: enough to recognise it, not the value."""
+    return hashlib.sha256(value.encode()).digest()
 
 
 def _next_beijing_midnight(now: float) -> float:

@@ -4,19 +4,21 @@ once nothing waits on them, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
 from gateway.events import Authorized, ComponentVerifyTicket
 from gateway.retention import EventRetention
 from gateway.settings import Settings
-from gateway.store import Store
+from gateway.store import Store, create_engine, upgrade
 from gateway.store.deliveries import NewDelivery, NewMessage, new_record_id
-from gateway.store.tables import ComponentPush, Delivery, InboundMessage
+from gateway.store.tables import AuthorizationCode, ComponentPush, Delivery, InboundMessage
 
 DAY = 86400.0
 NOW = 1_700_000_000.0  # the store fixture's clock
@@ -168,6 +170,100 @@ async def test_the_retention_task_purges_at_start_then_hourly_and_logs_counts(
             stop.set()
             await asyncio.wait_for(running, 5)
     assert "1 pushes and 0 messages older than 30 days deleted" in caplog.text
+
+
+async def code_at(
+    store: Store, secret_box: SecretBox, when: float, code: str, outcome: str, *, owner: str = OWNER
+) -> None:
+    """A code that arrived at ``when`` (claimed for 30 s) and came to ``outcome``."""
+    then = at(store, secret_box, when).authorizations
+    assert (await then.claim_code(code, "retail", owner, 30.0)).won
+    if outcome == "refused":
+        await then.code_refused(code, owner, 61010, "expired")
+    elif outcome == "unknown":
+        await then.code_unknown(code, owner, "timed out")
+    elif outcome == "exchanged":
+        await then.code_exchanged(code, "retail", "wxa0000000000001")
+
+
+async def codes_left(store: Store, codes: list[str]) -> dict[str, str]:
+    """The state of each of ``codes`` still stored (rows are keyed by the code's sha-256)."""
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(select(AuthorizationCode.code_sha256, AuthorizationCode.state))  # type: ignore[call-overload]
+    states = dict(rows.all())
+    digests = {code: hashlib.sha256(code.encode()).hexdigest() for code in codes}
+    return {code: states[digest] for code, digest in digests.items() if digest in states}
+
+
+async def test_codes_no_arrival_needs_go_a_day_after_exchanged_ones_after_the_event_retention(
+    store: Store, secret_box: SecretBox
+) -> None:
+    olds = [f"old-{outcome}-{n}" for outcome in ("refused", "unknown", "claimed") for n in range(3)]
+    for n, code in enumerate(olds):
+        await code_at(store, secret_box, NOW - DAY - 60 - n, code, code.split("-")[1])
+    await code_at(store, secret_box, NOW - 3600, "hour-refused", "refused")
+    await code_at(store, secret_box, NOW - 3600, "hour-claimed", "claimed")  # lapsed, but an hour old
+    await code_at(store, secret_box, NOW - 20, "live-claim", "claimed")  # being exchanged now
+    await code_at(store, secret_box, NOW - 2 * DAY, "exchanged-2d", "exchanged")
+    await code_at(store, secret_box, NOW - 31 * DAY, "exchanged-31d", "exchanged")
+    codes = [*olds, "hour-refused", "hour-claimed", "live-claim", "exchanged-2d", "exchanged-31d"]
+    assert len(await codes_left(store, codes)) == 14
+
+    retention = EventRetention(store, 30 * DAY, clock=lambda: NOW)
+    await retention.purge()
+    assert await codes_left(store, codes) == {
+        "hour-refused": "refused",
+        "hour-claimed": "claimed",
+        "live-claim": "claimed",
+        "exchanged-2d": "exchanged",
+    }
+    # In chunks, as the other purges: more rows than one transaction takes.
+    later = NOW + 3 * DAY
+    assert await store.authorizations.purge_codes(later - DAY, later - DAY, chunk=2) == 4
+    assert await codes_left(store, codes) == {}
+
+
+async def test_a_short_event_retention_still_keeps_exchanged_codes_a_day(
+    store: Store, secret_box: SecretBox
+) -> None:
+    await code_at(store, secret_box, NOW - 3600, "exchanged", "exchanged")
+    await EventRetention(store, 600.0, clock=lambda: NOW).purge()
+    assert (await store.authorizations.code_claim("exchanged")) is not None
+
+
+async def test_keeping_events_forever_still_deletes_codes_no_arrival_needs(
+    store: Store, secret_box: SecretBox
+) -> None:
+    await settled_event(at(store, secret_box, NOW - 400 * DAY), "ancient")
+    await code_at(store, secret_box, NOW - 400 * DAY, "exchanged", "exchanged")
+    await code_at(store, secret_box, NOW - 2 * DAY, "refused", "refused")
+    assert await EventRetention(store, 0.0, clock=lambda: NOW).purge() == (0, 0)
+    assert await codes_left(store, ["exchanged", "refused"]) == {"exchanged": "exchanged"}
+    assert await count(store, ComponentPush) == 1
+
+
+async def test_the_upgrade_dates_the_codes_already_stored(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, "0012")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO authorization_codes"
+                    " (code_sha256, platform_id, state, exchanged_at, claim_until) VALUES"
+                    " ('a', 'retail', 'exchanged', 100.0, NULL), ('b', 'retail', 'claimed', NULL, 200.0),"
+                    " ('c', 'retail', 'refused', NULL, NULL)"
+                )
+            )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = dict(
+                (await conn.execute(text("SELECT code_sha256, arrived_at FROM authorization_codes"))).all()
+            )
+        assert (rows["a"], rows["b"]) == (100.0, 200.0)
+        assert abs(rows["c"] - time.time()) < 60
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.parametrize(("value", "days"), [(None, 30.0), ("0", 0.0), ("1", 1.0), ("36500", 36500.0)])

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from gateway.events import FastRegister
+from gateway.events import Authorized, FastRegister
 from gateway.store import RecordedEvent
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
@@ -182,16 +182,52 @@ async def test_the_whole_loop_in_either_order(ready: World, order: str) -> None:
     assert {"authorization.granted", "binding.bound", "authorization.revoked", "token.issued"} <= actions
 
 
-async def test_an_expired_or_used_code_stores_nothing_and_offers_a_new_link(ready: World) -> None:
+async def test_an_expired_or_used_code_stores_nothing_and_mints_no_link(ready: World) -> None:
+    # The page is open to anyone: a link from it would skip the signed invite and its biz_appid.
     page = await ready.gateway.get(
         "/wechat/retail/authorized", params={"auth_code": "queryauthcode@@@bogus", "expires_in": "600"}
     )
     assert page.status_code == 410
     assert "nothing was recorded" in page.text
-    assert "mp.weixin.qq.com/cgi-bin/componentloginpage" in page.text
+    assert "invite link" in page.text and "gateway onboarding invite" in page.text
+    assert "componentloginpage" not in page.text and "bindcomponent" not in page.text
+    assert "pre_auth_code" not in page.text
+    assert await ready.calls("api_create_preauthcode") == 0
     assert await ready.services.store.authorizations.for_authorizer(NEW) == []
     missing = await ready.gateway.get("/wechat/retail/authorized")
     assert missing.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "code", ["queryauthcode@@@has space", "x" * 513, "queryauthcode@@@caf\u00e9", "tab\there", "new\nline"]
+)
+async def test_a_malformed_code_is_refused_without_a_claim_or_a_call(ready: World, code: str) -> None:
+    page = await ready.gateway.get("/wechat/retail/authorized", params={"auth_code": code})
+    assert page.status_code == 400
+    assert "nothing was recorded" in page.text and "invite link" in page.text
+    assert await ready.services.store.authorizations.code_claim(code) is None
+    assert await ready.calls("api_query_auth") == 0
+    assert await ready.calls("api_create_preauthcode") == 0
+
+
+async def test_an_event_with_a_malformed_code_is_settled_without_a_claim(ready: World) -> None:
+    store = ready.services.store
+    event = Authorized(RETAIL["appid"], 1, NEW, "has space", 600, "")
+    assert await store.record_push("retail", "sig", "malformed", event)
+    assert await ready.services.authorizations.process_pending() == 1
+    assert await store.pending_authorization_events() == []  # settled, not deferred to be retried
+    assert await store.authorizations.code_claim("has space") is None
+    assert await ready.calls("api_query_auth") == 0
+
+
+async def test_a_code_of_any_printable_shape_is_sent_to_wechat(ready: World) -> None:
+    # WeChat's "queryauthcode@@@" prefix is not documented: a stand-in's code of another shape is sent.
+    code = "A" * 512
+    page = await ready.gateway.get("/wechat/retail/authorized", params={"auth_code": code})
+    assert page.status_code == 410
+    assert await ready.calls("api_query_auth") == 1
+    claim = await ready.services.store.authorizations.code_claim(code)
+    assert claim is not None and claim.state == "refused"
 
 
 async def test_updateauthorized_changes_routing_at_once(ready: World) -> None:

@@ -11,6 +11,7 @@ two real replicas in ``test_code_claim_replicas``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from gateway.binding import READ_BACK_AGAIN_S
 from gateway.crypto import SecretBox
 from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.wechat import SENT_ONCE, WeChatClient
@@ -119,18 +121,58 @@ async def test_a_lost_bind_that_cannot_be_read_back_is_503_outcome_unknown(upstr
     assert await bound_at_wechat(upstream) == GROUP_OPEN  # it did happen; the gateway could not tell
 
 
-async def test_a_bind_that_provably_did_not_land_says_so_and_can_be_retried(upstream: World) -> None:
+async def test_a_bind_open_get_never_shows_is_outcome_unknown_and_safe_to_retry(upstream: World) -> None:
     await group_account(upstream)
-    await upstream.fault(endpoint="open/bind", delay_s=LOST, times=1)  # lost before WeChat acted
+    await upstream.fault(endpoint="open/bind", errcode=-1, times=1)  # WeChat did not act, and never will
+    started = time.monotonic()
     response = await bind(upstream)
+    assert time.monotonic() - started >= READ_BACK_AGAIN_S  # open/get read twice, that far apart
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert error["code"] == "wechat_unavailable"
-    assert "not applied" in error["message"] and "can be retried" in error["message"]
+    assert "not bound as of open/get; outcome unknown; safe to retry after a short wait" in error["message"]
     assert await upstream.calls("open/bind") == 1
+    assert await upstream.calls("open/get") == 3  # before the bind, then twice after its answer was lost
     assert await bound_at_wechat(upstream) is None
     retried = await bind(upstream)
     assert retried.json() == {"state": "newly_bound", "open_appid": GROUP_OPEN}
+
+
+async def test_a_bind_wechat_completes_after_the_first_read_back_is_bound(upstream: World) -> None:
+    await upstream.fault(endpoint="open/bind", errcode=-1, times=1)  # not done yet when it answers
+    pending = asyncio.create_task(bind(upstream))
+    await when_called(upstream, "open/get", 2)  # before the bind, and the first read-back: unbound
+    # WeChat finishes processing the bind now, while the gateway waits to read again.
+    body = {"open_appid": GROUP_OPEN, "principal_name": PRINCIPAL, "verified": True, "members": [OA]}
+    (await upstream.sim.post("/sim/open-accounts", json=body)).raise_for_status()
+    response = await pending
+    assert response.status_code == 200, response.text
+    assert response.json() == {"state": "newly_bound", "open_appid": GROUP_OPEN}
+    assert await upstream.calls("open/bind") == 1
+    assert await upstream.calls("open/get") == 3
+
+
+async def test_a_bind_wechat_acts_on_after_the_timeout_is_found_by_the_second_read(upstream: World) -> None:
+    await group_account(upstream)
+    # WeChat acts LOST s after receiving the bind: after the gateway gave up (TIMEOUT_S) and read open/get
+    # once, before it reads again READ_BACK_AGAIN_S later.
+    await upstream.fault(endpoint="open/bind", delay_s=LOST, times=1)
+    response = await bind(upstream)
+    assert response.json() == {"state": "newly_bound", "open_appid": GROUP_OPEN}, response.text
+    assert await upstream.calls("open/bind") == 1
+    assert await bound_at_wechat(upstream) == GROUP_OPEN
+
+
+async def test_a_create_open_get_never_shows_is_outcome_unknown(upstream: World) -> None:
+    from gateway.errors import ApiError
+
+    await upstream.fault(endpoint="open/create", errcode=-1, times=1)
+    with pytest.raises(ApiError) as refused:
+        await upstream.services.binding.create_from(OA, actor="test")
+    assert (refused.value.status, refused.value.code) == (503, "wechat_unavailable")
+    assert "not bound as of open/get; outcome unknown" in refused.value.message
+    assert await upstream.calls("open/create") == 1
+    assert await upstream.calls("open/get") == 3
 
 
 async def test_a_create_whose_answer_is_lost_is_sent_once_and_read_back(upstream: World) -> None:

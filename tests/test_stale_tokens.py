@@ -308,23 +308,59 @@ async def shifted(
         yield world, ahead
 
 
-async def test_a_new_token_called_stale_after_the_spacing_is_renewed_again(
+async def test_a_new_token_called_stale_inside_the_spacing_is_renewed_when_it_ends(
     shifted: tuple[World, list[float]],
 ) -> None:
     world, ahead = shifted
     first = await current(world)
     second = await current(world, stale=first)
     assert second != first
-    # Called stale again at once: the spacing answers the stored value (WeChat's refusal stands) ...
-    assert await current(world, stale=second) == second
     assert await world.calls("api_authorizer_token") == 1
-    # ... only until the spacing has passed, well inside the 30 s the old rule blacked out.
-    ahead[0] += STALE_RENEWAL_SPACING_S + 1
-    assert STALE_RENEWAL_SPACING_S + 1 < 30
+    # Called stale again 4 s into the 5 s spacing: the report waits out the last second, then renews; it
+    # never gets back the value it reported (SPEC §7: no dead token once a renewal is possible).
+    ahead[0] += STALE_RENEWAL_SPACING_S - 1
+    started = time.monotonic()
     third = await current(world, stale=second)
+    assert 0.8 < time.monotonic() - started < STALE_RENEWAL_SPACING_S
     assert third not in (first, second)
     assert await world.calls("api_authorizer_token") == 2
     assert await errcode_at_wechat(world, third) == 0
+    # After the spacing nothing waits.
+    ahead[0] += STALE_RENEWAL_SPACING_S + 1
+    started = time.monotonic()
+    fourth = await current(world, stale=third)
+    assert time.monotonic() - started < 0.8
+    assert fourth not in (first, second, third)
+    assert await world.calls("api_authorizer_token") == 3
+
+
+async def test_reports_inside_the_spacing_wait_and_renew_once(shifted: tuple[World, list[float]]) -> None:
+    world, ahead = shifted
+    first = await current(world)
+    second = await current(world, stale=first)
+    ahead[0] += STALE_RENEWAL_SPACING_S - 1
+    reports = await asyncio.gather(*(vend(world.gateway, stale=second) for _ in range(20)))
+    assert {r.status_code for r in reports} == {200}
+    assert len({r.json()["access_token"] for r in reports}) == 1
+    assert reports[0].json()["access_token"] not in (first, second)
+    assert await world.calls("api_authorizer_token") == 2  # the first report's, then one for all 20
+
+
+async def test_a_failed_renewal_starts_no_spacing(shifted: tuple[World, list[float]]) -> None:
+    world, _ = shifted
+    first = await current(world)
+    await world.fault(endpoint="api_authorizer_token", errcode=40164)  # refused: not retried
+    failed = await vend(world.gateway, stale=first)
+    assert (failed.status_code, failed.json()["error"]["code"]) == (503, "wechat_unavailable")
+    assert await world.calls("api_authorizer_token") == 1
+    await world.sim.delete("/sim/faults")
+    # At once, well inside 5 s: a new attempt, never the refused value back.
+    started = time.monotonic()
+    renewed = await current(world, stale=first)
+    assert time.monotonic() - started < 0.8
+    assert renewed != first
+    assert await world.calls("api_authorizer_token") == 2
+    assert await errcode_at_wechat(world, renewed) == 0
 
 
 async def test_the_proxy_renews_a_new_token_called_stale_after_the_spacing(
@@ -340,5 +376,25 @@ async def test_the_proxy_renews_a_new_token_called_stale_after_the_spacing(
     ahead[0] += STALE_RENEWAL_SPACING_S + 1
     await world.fault(endpoint="user/get", errcode=40001, times=1)  # WeChat refuses the new token too
     assert (await proxied_user_get(world, sdk)).get("total")  # the old rule: 40001 for 30 s
+    assert await world.calls("api_authorizer_token") == 2
+    assert await world.calls("user/get") == 4
+
+
+async def test_the_proxy_renews_a_new_token_called_stale_inside_the_spacing_after_waiting(
+    shifted: tuple[World, list[float]],
+) -> None:
+    world, ahead = shifted
+    sdk = await gateway_token(world)
+    assert (await proxied_user_get(world, sdk)).get("total")
+    await world.reset_counters()
+    await world.fault(endpoint="user/get", errcode=40001, times=1)
+    assert (await proxied_user_get(world, sdk)).get("total")  # renewed, sent again
+    assert await world.calls("api_authorizer_token") == 1
+    ahead[0] += STALE_RENEWAL_SPACING_S - 1
+    await world.fault(endpoint="user/get", errcode=40001, times=1)  # WeChat refuses the new token too
+    started = time.monotonic()
+    answer = await proxied_user_get(world, sdk)
+    assert answer.get("total"), answer  # not WeChat's 40001: renewed when the spacing ended, sent again
+    assert time.monotonic() - started > 0.8
     assert await world.calls("api_authorizer_token") == 2
     assert await world.calls("user/get") == 4

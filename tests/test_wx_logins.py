@@ -4,13 +4,16 @@ sent to WeChat (the simulator) in their component-signed forms; user-token calls
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
-from gateway.registry import Registry, parse_registry
+from gateway import proxy
+from gateway.registry import RateLimit, Registry, parse_registry
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.world import FINANCE, MINI, OA, RETAIL, World
 from tests.test_proxy import gateway_token
@@ -273,6 +276,54 @@ async def test_web_oauth_without_set_4_is_refused_by_routing(ready: World) -> No
     assert "permission set 4" in response.json()["errmsg"]
 
 
+def anonymous_refresh(appid: str = OA) -> dict[str, str]:
+    return {"appid": appid, "grant_type": "refresh_token", "refresh_token": "not-a-refresh-token"}
+
+
+async def test_anonymous_refreshes_are_rate_limited_per_authorizer(
+    logins: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = RateLimit(per_second=0.01, burst=3)
+    monkeypatch.setattr(proxy, "ANONYMOUS_REFRESH_LIMIT", limit, raising=False)
+    for _ in range(3):
+        answer = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh())
+        assert answer.status_code == 200 and answer.json()["errcode"] == 40030, answer.json()  # WeChat's
+    before = len(await received(logins))
+    refused = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh())
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["errcode"] == 45009 and int(refused.headers["retry-after"]) >= 1
+    assert len(await received(logins)) == before  # nothing sent
+    # Another authorizer has its own bucket; a client that sends its key has its own limit.
+    other = await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh(MINI))
+    assert other.status_code == 200
+    keyed = anonymous_refresh() | {"secret": CLIENT_KEYS["crm"]}
+    assert (await logins.gateway.get("/wx/sns/oauth2/refresh_token", params=keyed)).status_code == 200
+
+
+async def test_an_anonymous_refresh_cannot_tell_unknown_appids_from_unsignable_ones(ready: World) -> None:
+    await ready.authorize("finance", MINI, [4, 17], kind="mini_program")
+    revoke = {"component_appid": FINANCE["appid"], "authorizer_appid": MINI}
+    assert (await ready.sim.post("/sim/authorizations/revoke", json=revoke)).status_code == 200
+    await ready.services.authorizations.process_pending()
+    revoked = await ready.services.store.authorizations.get("finance", MINI)
+    assert revoked is not None and revoked.status == "revoked"
+    answers = {
+        appid: await ready.gateway.get("/wx/sns/oauth2/refresh_token", params=anonymous_refresh(appid))
+        for appid in (
+            "wxnobody00000001",  # not served
+            OA,  # served, but no component holds its web service (set 4)
+            MINI,  # revoked
+        )
+    }
+    bodies = {appid: (a.status_code, a.json()) for appid, a in answers.items()}
+    assert len({repr(b) for b in bodies.values()}) == 1, bodies
+    assert bodies[OA] == (200, {"errcode": 40013, "errmsg": "invalid appid"})
+    assert await sns_received(ready) == []
+    # With a client key the refusal still says why.
+    keyed = anonymous_refresh(OA) | {"secret": CLIENT_KEYS["crm"]}
+    assert (await ready.gateway.get("/wx/sns/oauth2/refresh_token", params=keyed)).json()["errcode"] == 48001
+
+
 # --- cgi-bin/stable_token -----------------------------------------------------------------------------------
 
 
@@ -291,6 +342,43 @@ async def test_stable_token_answers_like_cgi_bin_token(ready: World) -> None:
         users = await ready.gateway.get("/wx/cgi-bin/user/get", params={"access_token": token})
         assert users.json()["total"] >= 1
     assert await ready.calls("stable_token") == 0  # WeChat's stable_token is not for components
+
+
+async def issued_tokens(world: World) -> int:
+    async with world.services.store.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM gateway_tokens"))).scalar_one())
+
+
+async def test_stable_token_answers_the_same_token_while_it_lasts_unless_forced(ready: World) -> None:
+    # WeChat's stable_token: "access_token有效期内重复调用该接口不会更新" (api_getstableaccesstoken).
+    first = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()
+    again = [(await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json() for _ in range(5)]
+    assert {a["access_token"] for a in again} == {first["access_token"]}
+    assert all(7190 <= a["expires_in"] <= 7200 for a in again), again
+    assert await issued_tokens(ready) == 1
+    forced = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable(force_refresh=True))).json()
+    assert forced["access_token"] != first["access_token"] and forced["expires_in"] == 7200
+    after = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()
+    assert after["access_token"] == forced["access_token"]
+    assert await issued_tokens(ready) == 2
+    # cgi-bin/token still mints a new one each time.
+    plain = await gateway_token(ready)
+    assert plain not in (first["access_token"], forced["access_token"])
+
+
+async def test_stable_token_mints_anew_when_the_held_one_is_revoked_or_nearly_expired(
+    ready: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    await ready.services.store.gateway_tokens.revoke(client_id="crm")  # as another process would
+    await asyncio.sleep(proxy.RESOLVED_CACHE_S)
+    second = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    assert second != first
+    monkeypatch.setattr(proxy, "STABLE_TOKEN_MIN_LEFT_S", 7201.0, raising=False)  # any is nearly expired
+    third = (await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable())).json()["access_token"]
+    assert third not in (first, second)
+    users = await ready.gateway.get("/wx/cgi-bin/user/get", params={"access_token": third})
+    assert users.json()["total"] >= 1
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ class WeChatEventsController(Controller):
             "title": page.title,
             "authorized": page.authorized,
             "problem": page.problem,
-            "link": page.link,
+            "remedy": page.remedy,
             "kinds": {"official_account": "official account", "mini_program": "mini program"},
         }
         return Template("authorized.html", context=context, status_code=page.status)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlmodel import col
 
 from gateway.store.catalog import refresh_entries
@@ -292,7 +292,7 @@ class AuthorizationStore:
         now = self._db.clock()
         claim = {"claim_owner": owner, "claim_until": now + lease_s}
         insert = self._db.insert(AuthorizationCode).values(
-            code_sha256=digest, platform_id=platform_id, state="claimed", **claim
+            code_sha256=digest, platform_id=platform_id, state="claimed", arrived_at=now, **claim
         )
         async with self._db.sessions.begin() as session:
             inserted = await session.execute(
@@ -351,6 +351,29 @@ class AuthorizationStore:
             query = query.where(col(AuthorizationCode.claim_owner) == owner)
         async with self._db.sessions.begin() as session:
             await session.execute(query.values(claim_owner=None, claim_until=None, **values))
+
+    async def purge_codes(self, settled_before: float, exchanged_before: float, chunk: int = 5_000) -> int:
+        """Delete code rows no arrival can need any more, ``chunk`` per transaction; how many went.
+
+        Refused, unknown and lapsed claimed rows that arrived before ``settled_before``, and exchanged rows
+        exchanged before ``exchanged_before`` (they answer a replayed code while it could still be sent)."""
+        codes = col(AuthorizationCode.state)
+        done = or_(
+            and_(
+                codes.in_(("refused", "unknown")),
+                col(AuthorizationCode.arrived_at) < settled_before,
+            ),
+            and_(
+                codes == "claimed",
+                col(AuthorizationCode.arrived_at) < settled_before,
+                col(AuthorizationCode.claim_until) < settled_before,  # its holder is long gone
+            ),
+            and_(codes == "exchanged", col(AuthorizationCode.exchanged_at) < exchanged_before),
+        )
+        oldest = select(col(AuthorizationCode.code_sha256)).where(done).limit(chunk)
+        return await self._db.delete_in_chunks(
+            delete(AuthorizationCode).where(col(AuthorizationCode.code_sha256).in_(oldest)), chunk
+        )
 
     async def code_owner(self, code: str) -> tuple[str, str] | None:
         """(platform, authorizer) of an exchanged code, or None."""

@@ -133,6 +133,7 @@ class AuthorizationCode(SQLModel, table=True):
 
     ``state``: ``claimed`` (being exchanged), ``exchanged`` (``authorizer_appid`` known), ``refused``
     (WeChat said ``errcode``: 61009 or 61010) or ``unknown`` (sent, no answer: never sent again).
+    ``arrived_at`` dates the row for the retention task (`gateway.retention`).
     """
 
     __tablename__ = "authorization_codes"
@@ -148,6 +149,7 @@ class AuthorizationCode(SQLModel, table=True):
     claim_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     errcode: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     problem: str | None = Field(default=None, max_length=200)
+    arrived_at: float = Field(sa_column=Column(Float, nullable=False))
 
 
 class AuditEntry(SQLModel, table=True):
