@@ -474,13 +474,7 @@ class OpenBindingService(ReadsRegistry):
         try:
             await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
         except OutcomeUnknown as lost:
-            bound_to = await self._read_back(token, component_appid, lost.api)
-            if bound_to is None:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
-                    f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
-                ) from None
+            bound_to = await self._read_back(token, component_appid, lost)
             if bound_to != open_appid:
                 code, words = _REFUSALS[89000]
                 raise ApiError(409, code, f"{words} ({bound_to}); it was not bound to {open_appid}") from None
@@ -496,30 +490,30 @@ class OpenBindingService(ReadsRegistry):
         try:
             return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
         except OutcomeUnknown as lost:
-            bound_to = await self._read_back(token, component_appid, lost.api)
-            if bound_to is None:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
-                    f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
-                ) from None
-            return bound_to
+            return await self._read_back(token, component_appid, lost)
 
-    async def _read_back(self, token: str, component_appid: str | None, api: str) -> str | None:
-        """open/get after ``api``'s answer was lost, and once more `READ_BACK_AGAIN_S` later if it shows no
-        binding yet; 503 saying the outcome is unknown if a read fails too."""
+    async def _read_back(self, token: str, component_appid: str | None, lost: OutcomeUnknown) -> str:
+        """The open account open/get finds the account bound to after ``lost``, read once more
+        `READ_BACK_AGAIN_S` later if it shows none yet; 503 saying the outcome is unknown when it still
+        shows none, or a read fails too."""
         try:
             bound_to = await self._wechat.open_get(token, component_appid=component_appid)
             if bound_to is None:
                 await asyncio.sleep(READ_BACK_AGAIN_S)
                 bound_to = await self._wechat.open_get(token, component_appid=component_appid)
-            return bound_to
         except (UpstreamError, UpstreamUnavailable) as exc:
             raise ApiError(
                 503,
                 "wechat_unavailable",
-                f"WeChat {api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
+                f"WeChat {lost.api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
             ) from None
+        if bound_to is None:
+            raise ApiError(
+                503,
+                "wechat_unavailable",
+                f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
+            )
+        return bound_to
 
     # --- what the service reads ---------------------------------------------------------------------
 

@@ -271,17 +271,42 @@ class WxProxy(ReadsRegistry):
         except ApiError as exc:
             raise as_wechat_error(exc) from None
         component_signed = path.startswith(_COMPONENT_SIGNED)
+        return await self._forward(
+            caller.client.id,
+            caller.authorizer_appid,
+            platform_id,
+            method,
+            path,
+            query,
+            headers,
+            body,
+            component_signed=component_signed,
+        )
+
+    async def _forward(
+        self,
+        client_id: str,
+        appid: str,
+        platform_id: str,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+        *,
+        component_signed: bool,
+    ) -> Reply:
+        """An authorizer's call sent with the serving component's credentials (renewed and resent once
+        on a stale token), its body spooled so it can be resent, and observed."""
         spooled = await SpooledBody.read(body)
         started = time.perf_counter()
         try:
             reply, errcode = await self._send_with_fresh_token(
-                caller.authorizer_appid, platform_id, method, path, query, headers, spooled, component_signed
+                appid, platform_id, method, path, query, headers, spooled, component_signed
             )
         finally:
             spooled.close()
-        self._observe(
-            caller.client.id, platform_id, caller.authorizer_appid, path, errcode, reply.status, started
-        )
+        self._observe(client_id, platform_id, appid, path, errcode, reply.status, started)
         return reply
 
     async def _login(
@@ -319,17 +344,18 @@ class WxProxy(ReadsRegistry):
                 raise WxError(40013, "invalid appid") from None
             raise as_wechat_error(exc) from None
         forwarded = [(name, value) for name, value in query if name != "secret"]
-        spooled = await SpooledBody.read(body)
-        started = time.perf_counter()
-        try:
-            reply, errcode = await self._send_with_fresh_token(
-                appid, platform_id, method, login.target, forwarded, headers, spooled, component_signed=True
-            )
-        finally:
-            spooled.close()
         client_id = client.id if client is not None else _NO_CLIENT
-        self._observe(client_id, platform_id, appid, login.target, errcode, reply.status, started)
-        return reply
+        return await self._forward(
+            client_id,
+            appid,
+            platform_id,
+            method,
+            login.target,
+            forwarded,
+            headers,
+            body,
+            component_signed=True,
+        )
 
     async def _with_user_token(
         self,
