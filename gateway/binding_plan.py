@@ -269,19 +269,7 @@ class Planner:
         elif target is None and current is not None and self._owner.get(current, key) == key:
             target = current  # per_principal: the open account it is already on is its principal's
         if current is not None:
-            if current == target:
-                return Step(appid, principal, current, target, "nothing", "bound")
-            expected = target or "a new open account of its principal"
-            return Step(
-                appid,
-                principal,
-                current,
-                target,
-                "conflict",
-                "bound_elsewhere",
-                "bound_elsewhere",
-                f"bound to {current}, not {expected}: an audit finding, never changed by the gateway",
-            )
+            return _already_bound(account, current, target)
         if target is None:  # per_principal, no open account for this principal yet
             creator = self._pending.get(key)
             if creator is None:
@@ -343,19 +331,8 @@ class Planner:
 
     def _console(self, account: Account, target: str) -> Step:
         appid, principal, current = account.appid, account.principal, account.open_appid
-        if current == target:
-            return Step(appid, principal, current, target, "nothing", "bound")
         if current is not None:
-            return Step(
-                appid,
-                principal,
-                current,
-                target,
-                "conflict",
-                "bound_elsewhere",
-                "bound_elsewhere",
-                f"bound to {current}, not {target}: an audit finding, never changed by the gateway",
-            )
+            return _already_bound(account, current, target)
         return Step(
             appid,
             principal,
@@ -384,3 +361,22 @@ class Planner:
             "principal_unknown",
             "its principal is not known yet (api_get_authorizer_info): run `gateway catalog sync`",
         )
+
+
+def _already_bound(account: Account, current: str, target: str | None) -> Step:
+    """An account already bound: nothing to do on its target, else an audit finding the gateway never
+    changes (``target`` None: its principal has no open account yet)."""
+    appid, principal = account.appid, account.principal
+    if current == target:
+        return Step(appid, principal, current, target, "nothing", "bound")
+    expected = target or "a new open account of its principal"
+    return Step(
+        appid,
+        principal,
+        current,
+        target,
+        "conflict",
+        "bound_elsewhere",
+        "bound_elsewhere",
+        f"bound to {current}, not {expected}: an audit finding, never changed by the gateway",
+    )

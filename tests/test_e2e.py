@@ -134,7 +134,8 @@ def test_serve_takes_simulator_pushes_and_keeps_them_across_restarts(
         assert secret not in gateway.output() + restarted.output()
 
 
-def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes: list[Process]) -> None:
+def start_demo(tmp_path: Path, processes: list[Process]) -> tuple[Process, int, int]:
+    """`gateway demo` on free ports, as a newcomer runs it: none of the suite's settings in its env."""
     gateway_port, simulator_port = free_port(), free_port()
     env = {
         k: v
@@ -147,6 +148,11 @@ def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes:
         tmp_path / "demo.log",
     )
     processes.append(demo)
+    return demo, gateway_port, simulator_port
+
+
+def test_demo_starts_pushes_seeds_and_stops_on_ctrl_c(tmp_path: Path, processes: list[Process]) -> None:
+    demo, gateway_port, simulator_port = start_demo(tmp_path, processes)
     gateway_url, simulator_url = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{simulator_port}"
 
     def every_platform_has_a_ticket() -> bool:
@@ -203,18 +209,7 @@ def onboard_through_the_printed_invite(output: str, gateway_url: str, simulator_
 
 
 def test_the_demo_catalog_shows_every_binding_state(tmp_path: Path, processes: list[Process]) -> None:
-    gateway_port, simulator_port = free_port(), free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_"))
-    }
-    demo = Process(
-        ["demo", "--port", str(gateway_port), "--simulator-port", str(simulator_port)],
-        env,
-        tmp_path / "demo.log",
-    )
-    processes.append(demo)
+    demo, gateway_port, _ = start_demo(tmp_path, processes)
     wait_for(lambda: "Ctrl-C" in demo.output(), timeout=60, what="the welcome text")
     catalog = httpx.get(
         f"http://127.0.0.1:{gateway_port}/v1/catalog",
