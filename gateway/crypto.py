@@ -34,7 +34,7 @@ from gateway.errors import (
     SealedSecretError,
     SignatureInvalid,
 )
-from gateway.events import build_xml
+from gateway.xml import build_xml
 
 __all__ = ["MessageCrypto", "SecretBox", "aes_key_from_encoding_key", "key_id", "signature"]
 

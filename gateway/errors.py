@@ -115,7 +115,7 @@ class UpstreamUnavailable(GatewayError):
 
 
 class CircuitOpen(UpstreamUnavailable):
-    """A call refused without reaching WeChat: its breaker (``gateway.breaker``) is open after repeated
+    """A call refused without reaching WeChat: its breaker (``gateway.wechat.breaker``) is open after repeated
     faults; ``retry_in_s`` is when the next trial call may go (0 while one is under way)."""
 
     def __init__(self, api: str, reason: str, *, retry_in_s: float) -> None:
@@ -124,7 +124,7 @@ class CircuitOpen(UpstreamUnavailable):
 
 
 class OutcomeUnknown(UpstreamUnavailable):
-    """A call that changes state at WeChat (``gateway.wechat.SENT_ONCE``) was sent and got no usable
+    """A call that changes state at WeChat (``gateway.wechat.client.SENT_ONCE``) was sent and got no usable
     answer (timed out, ``-1``, 5xx, malformed): it may have been applied. It is never resent blindly;
     the caller reads the outcome back where WeChat lets it (protocol §10, last row; SPEC §7)."""
 

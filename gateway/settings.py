@@ -52,7 +52,7 @@ class Settings:
     # Pushes, user messages and their deliveries, once nothing waits on them (0: kept forever).
     event_retention_days: float = DEFAULT_EVENT_RETENTION_DAYS
     pid_file: str | None = None  # names the serving process for `gateway reload` while SIGHUP reloads
-    # Upstream breakers (gateway.breaker): this many faults in a row open one for this long.
+    # Upstream breakers (gateway.wechat.breaker): this many faults in a row open one for this long.
     upstream_breaker_threshold: int = 5
     upstream_breaker_cooldown_s: float = 10.0
     token_warm_window_s: float = DEFAULT_TOKEN_WARM_WINDOW_S  # inf: every token kept warm

@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from gateway.app import create_app
 from gateway.crypto import MessageCrypto, SecretBox
-from gateway.registry import Registry, parse_registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry, parse_registry
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
 
@@ -93,7 +93,7 @@ def registry_environ() -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def process_logging() -> Iterator[None]:
-    """The process's logging put back after each test: ``gateway.__main__.main`` run in-process, or a
+    """The process's logging put back after each test: ``gateway.cli.main.main`` run in-process, or a
     test of ``configure_logging``, installs a handler on the root logger, and left there it would write
     later tests' lines to a capture stream pytest has closed."""
     root = logging.getLogger()

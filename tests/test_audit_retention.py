@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from gateway.audit import AuditTrail
 from gateway.errors import ConfigError
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.audit import AuditRecord
+from gateway.store.audit_trail import AuditTrail
 
 DAY = 86400.0
 NOW = 1_700_000_000.0  # the store fixture's clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gateway.binding_plan import Account, CreatedOpenAccount, Planner, Rules
+from gateway.binding.plan import Account, CreatedOpenAccount, Planner, Rules
 
 GROUP_OPEN, FIN_OPEN, MADE = "wx0pen0000000001", "wx0pen0000000002", "wx0pen00000000ff"
 GROUP, FIN, OUT = "ACME Group Co., Ltd.", "ACME Finance Co., Ltd.", "Outside Co."
@@ -102,7 +102,7 @@ def test_related_principals_on_the_group_open_account_tell_no_principal(caplog: 
         Account("wxa2", "Sub A", group_open),
         Account("wxh1", "Holding", group_open),
     ]
-    with caplog.at_level(logging.WARNING, logger="gateway.binding_plan"):
+    with caplog.at_level(logging.WARNING, logger="gateway.binding.plan"):
         planner = Planner(rules, bound)
         Planner(rules, bound)
     assert planner.group_principal is None

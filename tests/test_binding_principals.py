@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from gateway.cli.operations import print_console_list
 from gateway.crypto import SecretBox
 from gateway.errors import ApiError
-from gateway.operations import print_console_list
-from gateway.registry import Registry, parse_registry
+from gateway.registry.model import Registry, parse_registry
 from gateway.store import Store, create_engine
 from gateway.store.migrate import upgrade
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ

@@ -8,7 +8,9 @@ import logging
 import httpx
 import pytest
 
-from gateway.breaker import (
+from gateway.errors import CircuitOpen, ConfigError, UpstreamError, UpstreamUnavailable
+from gateway.settings import Settings
+from gateway.wechat.breaker import (
     BreakerKey,
     BreakerPolicy,
     BreakerState,
@@ -16,9 +18,7 @@ from gateway.breaker import (
     family_of,
     proxy_family,
 )
-from gateway.errors import CircuitOpen, ConfigError, UpstreamError, UpstreamUnavailable
-from gateway.settings import Settings
-from gateway.wechat import WeChatClient
+from gateway.wechat.client import WeChatClient
 
 KEY = BreakerKey("retail", "authorizer_token")
 OTHER = BreakerKey("finance", "authorizer_token")
@@ -140,7 +140,7 @@ def test_late_answers_of_calls_admitted_before_it_opened_do_not_decide() -> None
 
 def test_transitions_are_logged_by_key(caplog: pytest.LogCaptureFixture) -> None:
     breakers, clock, _ = board(threshold=1, cooldown_s=1)
-    with caplog.at_level(logging.INFO, logger="gateway.breaker"):
+    with caplog.at_level(logging.INFO, logger="gateway.wechat.breaker"):
         fail(breakers)
         clock.now += 1
         breakers.succeeded(breakers.admit(KEY, "api"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.catalog import BINDINGS, KINDS, STATUSES
+from gateway.catalog.service import BINDINGS, KINDS, STATUSES
 from gateway.store.deliveries import DELIVERY_STATUSES
 from tests.conftest import CLIENT_KEYS
 from tests.support.world import MINI, OA, OTHER, World

@@ -22,10 +22,10 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import text
 
-from gateway.app import create_app
-from gateway.live_registry import LiveRegistry
-from gateway.registry import Registry
-from gateway.sessions import SESSION_COOKIE, WebSessions
+from gateway.http.app import create_app
+from gateway.http.sessions import SESSION_COOKIE, WebSessions
+from gateway.registry.live import LiveRegistry
+from gateway.registry.model import Registry
 from gateway.settings import Settings
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running

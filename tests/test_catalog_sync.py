@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway.catalog_sync import JOB_KEY, QUOTA_STRIKES
+from gateway.catalog.sync import JOB_KEY, QUOTA_STRIKES
 from gateway.errors import ConfigError
 from gateway.settings import Settings
-from gateway.wechat import WeChatClient
+from gateway.wechat.client import WeChatClient
 from tests.support.world import FINANCE, OA, RETAIL, World
 
 GROUP_OPEN = "wx0pen0000000001"  # the test registry's group.open_appid

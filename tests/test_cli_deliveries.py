@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import pytest
 
-from gateway.__main__ import main
+from gateway.cli.main import main
 from gateway.crypto import SecretBox
 from gateway.store import Store, create_engine, upgrade
 from gateway.store.audit import AuditRecord

@@ -27,7 +27,7 @@ from gateway.errors import (
     SealedSecretError,
     SignatureInvalid,
 )
-from gateway.events import parse_xml
+from gateway.xml import parse_xml
 
 # A copy of ../shared/vectors/crypto.json (the official vectors), kept here so a lone clone has it.
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "crypto.json").read_text())["vectors"]

@@ -17,9 +17,9 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
-from gateway.events import ComponentVerifyTicket
 from gateway.store import Store, create_engine, database, upgrade
 from gateway.store.database import _CHECKPOINT_EVERY
+from gateway.xml import ComponentVerifyTicket
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.delivery import DeliveryBody, delivery_body
-from gateway.passive_replies import TextReply, parse_answer
-from gateway.registry import load_registry
+from gateway.callbacks.passive_replies import TextReply, parse_answer
+from gateway.delivery.webhooks import WebhookSender, new_webhook_client, sign
+from gateway.delivery.worker import DeliveryBody, delivery_body
+from gateway.registry.model import load_registry
 from gateway.store.deliveries import DueDelivery, new_record_id
-from gateway.webhooks import WebhookSender, new_webhook_client, sign
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "receiving-messages.md").read_text()

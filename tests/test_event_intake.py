@@ -14,11 +14,11 @@ from litestar.testing import AsyncTestClient, TestClient
 from sqlalchemy import text
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.app import create_app
 from gateway.crypto import MessageCrypto, SecretBox
-from gateway.events import Authorized, build_xml, parse_xml
-from gateway.registry import Registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
 from gateway.store import Store, create_engine
+from gateway.xml import Authorized, build_xml, parse_xml
 from tests.conftest import PLATFORM_SECRETS, make_settings, wechat_crypto
 
 Client = AsyncTestClient  # type: ignore[type-arg]

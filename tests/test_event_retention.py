@@ -13,12 +13,12 @@ from sqlalchemy import func, select, text
 
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
-from gateway.events import Authorized, ComponentVerifyTicket
-from gateway.retention import EventRetention
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
 from gateway.store.deliveries import NewDelivery, NewMessage, new_record_id
+from gateway.store.retention import EventRetention
 from gateway.store.tables import AuthorizationCode, ComponentPush, Delivery, InboundMessage
+from gateway.xml import Authorized, ComponentVerifyTicket
 
 DAY = 86400.0
 NOW = 1_700_000_000.0  # the store fixture's clock
@@ -158,7 +158,7 @@ async def test_the_retention_task_purges_at_start_then_hourly_and_logs_counts(
     await settled_event(at(store, secret_box, NOW - 31 * DAY), "a")
     retention = EventRetention(store, 30 * DAY, clock=lambda: clock[0])
     stop = asyncio.Event()
-    with caplog.at_level(logging.INFO, logger="gateway.retention"):
+    with caplog.at_level(logging.INFO, logger="gateway.store.retention"):
         running = asyncio.create_task(retention.run(stop, every_s=0.05))
         try:
             await no_pushes_left(store)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.callbacks.intake import MAX_PUSH_BYTES
 from gateway.http import event_url
-from gateway.intake import MAX_PUSH_BYTES
 from tests.test_event_intake import HOSTILE, Harness, harness, ticket_xml, wechatpy_push
 
 __all__ = ["harness"]  # the fixture, shared with the route's own tests
@@ -192,7 +192,7 @@ async def test_a_client_gone_before_its_body_is_not_answered_and_nothing_is_stor
 async def test_verify_tickets_log_at_debug_and_authorization_events_at_info(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="gateway.intake")
+    caplog.set_level(logging.DEBUG, logger="gateway.callbacks.intake")
     query, body = wechatpy_push("retail", ticket_xml("retail"), nonce="1")
     assert (await harness.client.post("/wechat/retail/events", params=query, content=body)).text == "success"
     revoked = (
@@ -201,7 +201,7 @@ async def test_verify_tickets_log_at_debug_and_authorization_events_at_info(
     )
     query, body = wechatpy_push("retail", revoked, nonce="2")
     assert (await harness.client.post("/wechat/retail/events", params=query, content=body)).text == "success"
-    accepted = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gateway.intake"]
+    accepted = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gateway.callbacks.intake"]
     assert accepted == [
         (logging.DEBUG, "push accepted platform=retail info_type=component_verify_ticket applied=True"),
         (logging.INFO, "push accepted platform=retail info_type=unauthorized applied=True"),

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import XmlRejected
-from gateway.events import (
+from gateway.xml import (
     Authorized,
     ComponentVerifyTicket,
     FastRegister,

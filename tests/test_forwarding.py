@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.forwarding import SpooledBody, forward
-from gateway.wechat import UPSTREAM_TRANSPORTS, new_http_client
+from gateway.proxy.forwarding import SpooledBody, forward
+from gateway.wechat.client import UPSTREAM_TRANSPORTS, new_http_client
 from tests.support.servers import serve_in_thread
 
 JSON_GZ = gzip.compress(json.dumps({"errcode": 0, "data": "x" * 2000}).encode())

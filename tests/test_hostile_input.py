@@ -46,13 +46,13 @@ from hypothesis import strategies as st
 from litestar import Litestar
 from sqlalchemy import text
 
-from gateway.app import create_app
+from gateway.callbacks.pushes import MAX_PUSH_BYTES
 from gateway.crypto import MessageCrypto, SecretBox, aes_key_from_encoding_key
 from gateway.errors import ConfigError, RegistryError
-from gateway.events import build_xml
-from gateway.pushes import MAX_PUSH_BYTES
-from gateway.registry import Registry, parse_registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry, parse_registry
 from gateway.settings import Settings
+from gateway.xml import build_xml
 from tests.conftest import PLATFORM_SECRETS, REGISTRY_YAML, make_settings, registry_environ
 from tests.support.asgi import running
 from tests.support.flows import approve_authorization

@@ -17,14 +17,14 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
-from gateway.app import create_app
+from gateway.credentials.tokens import DEFAULT_WARM_WINDOW_S
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
-from gateway.registry import Registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
 from gateway.settings import Settings
 from gateway.store import Store, create_engine
 from gateway.store.migrate import alembic_config, upgrade
-from gateway.tokens import DEFAULT_WARM_WINDOW_S
 from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import push_ticket

@@ -21,8 +21,8 @@ import yaml
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
-from gateway.delivery import DeliveryPolicy
-from gateway.registry import parse_registry
+from gateway.delivery.worker import DeliveryPolicy
+from gateway.registry.model import parse_registry
 from gateway.simulator import SimComponent
 from gateway.simulator.pushes import message_envelope
 from gateway.simulator.state import UserMessage as SimUserMessage
@@ -276,7 +276,7 @@ def passive_reply_tree(body: str) -> dict[str, Any]:
     """The decrypted passive reply (decrypted by wechatpy) with its nested blocks."""
     from wechatpy.crypto import WeChatCrypto
 
-    from gateway.events import flatten, parse_xml, tree
+    from gateway.xml import flatten, parse_xml, tree
 
     outer = flatten(parse_xml(body))
     crypto = WeChatCrypto(RETAIL["token"], RETAIL["aes_key"], RETAIL["appid"])
@@ -321,7 +321,7 @@ async def test_without_a_usable_reply_wechat_gets_success_and_nothing_is_lost(
     async with forwarding(
         database_url, secret_box, [subscription("crm", subscribers, reply=True)], policy
     ) as world:
-        with caplog.at_level(logging.WARNING, logger="gateway.inbox"):
+        with caplog.at_level(logging.WARNING, logger="gateway.callbacks.inbox"):
             relayed = await relay(world, {"MsgType": "text", "Content": "hi"})
 
         assert relayed["body"] == "success"

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from litestar.testing import TestClient
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.app import create_app
 from gateway.crypto import MessageCrypto, SecretBox
 from gateway.errors import XmlRejected
-from gateway.events import build_xml, flatten, parse_user_message, parse_xml
-from gateway.registry import Registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
+from gateway.xml import build_xml, flatten, parse_user_message, parse_xml
 from tests.conftest import PLATFORM_SECRETS, make_settings, wechat_crypto
 from tests.support.flows import approve_authorization
 from tests.support.world import OA, RETAIL, World

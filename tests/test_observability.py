@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.errors import ConfigError
-from gateway.logs import REQUEST_ID, configure_logging
+from gateway.observability.logs import REQUEST_ID, configure_logging
 from tests.support.world import OA, RETAIL, World
 
 TOKEN_ROUTE = "/v1/authorizers/{appid}/access-token"
@@ -169,7 +169,7 @@ async def test_log_lines_are_json_with_the_request_id_of_their_request(
     events = " | ".join(line["event"] for line in during)
     assert "wechat api_authorizer_token errcode=0" in events
     assert "renewed authorizer:retail:" in events
-    assert {line["logger"] for line in during} >= {"gateway.wechat", "gateway.tokens"}
+    assert {line["logger"] for line in during} >= {"gateway.wechat.client", "gateway.credentials.tokens"}
     assert {line.get("request_id") for line in lines} <= {None, request_id}
 
 

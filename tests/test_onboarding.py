@@ -9,8 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from gateway.events import Authorized, FastRegister
 from gateway.store import RecordedEvent
+from gateway.xml import Authorized, FastRegister
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
 from tests.support.world import FINANCE, OA, RETAIL, World

@@ -20,13 +20,13 @@ import pytest
 import segno
 
 from gateway.crypto import SecretBox
-from gateway.invites import (
+from gateway.onboarding.invites import (
     DEFAULT_INVITE_VALID_S,
     INVITE_KEY_PURPOSE,
     InviteRefused,
     InviteSigner,
 )
-from gateway.registry import Registry, WechatSettings
+from gateway.registry.model import Registry, WechatSettings
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
 from tests.support.world import RETAIL, World, open_world

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway.app import create_app
 from gateway.crypto import SecretBox
-from gateway.registry import Registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.asgi import running
 from tests.support.world import OA, RETAIL, World

@@ -20,14 +20,14 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 
-from gateway.app import create_app
+from gateway.access.ratelimit import LocalRateLimiter, RedisRateLimiter
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError, RateLimited
+from gateway.http.app import create_app
 from gateway.http.limits import MAX_BODY_BYTES
 from gateway.http.wx import MAX_UPLOAD_BYTES
-from gateway.metrics import Metrics
-from gateway.ratelimit import LocalRateLimiter, RedisRateLimiter
-from gateway.registry import Client, RateLimit, Registry, parse_registry
+from gateway.observability.metrics import Metrics
+from gateway.registry.model import Client, RateLimit, Registry, parse_registry
 from gateway.settings import Settings
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.asgi import running
@@ -268,7 +268,7 @@ async def test_redis_down_falls_back_to_per_process_limits(
     registry = limited(audit=SLOW)
     down = f"redis://:hunter2@127.0.0.1:{closed_port()}"
     app = create_app(settings_for(sqlite_url, GATEWAY_REDIS_URL=down), registry, background=False)
-    with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="gateway.access.ratelimit"):
         async with running(app) as gateway:
             codes = [
                 (await gateway.get("/v1/catalog", headers=bearer("audit"))).status_code for _ in range(4)
@@ -277,7 +277,7 @@ async def test_redis_down_falls_back_to_per_process_limits(
     # Nothing refused for Redis's sake; the client's own limit still holds in this process.
     assert codes == [200, 200, 200, 429]
     assert metrics.registry.get_sample_value("gateway_rate_limit_redis_errors_total") >= 1
-    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.ratelimit"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.access.ratelimit"]
     assert len(warnings) == 1
     assert "limits are per process" in warnings[0]
     assert "hunter2" not in warnings[0]
@@ -292,7 +292,7 @@ async def test_a_failing_redis_is_retried_after_a_pause_and_warned_about_once_a_
     limit = RateLimit(per_second=0.01, burst=100)
     errors = "gateway_rate_limit_redis_errors_total"
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.ratelimit"):
+        with caplog.at_level(logging.WARNING, logger="gateway.access.ratelimit"):
             assert await limiter.take("crm", limit) == (True, 0.0)
             assert await limiter.take("crm", limit) == (True, 0.0)  # within the pause: Redis not tried
             assert metrics.registry.get_sample_value(errors) == 1
@@ -302,7 +302,7 @@ async def test_a_failing_redis_is_retried_after_a_pause_and_warned_about_once_a_
             clock.now += 60
             await limiter.take("crm", limit)
         assert metrics.registry.get_sample_value(errors) == 3
-        assert len([r for r in caplog.records if r.name == "gateway.ratelimit"]) == 2
+        assert len([r for r in caplog.records if r.name == "gateway.access.ratelimit"]) == 2
     finally:
         await limiter.aclose()
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import RegistryError
-from gateway.registry import SCOPES, Secret, load_registry, parse_registry, principal_key
+from gateway.registry.model import SCOPES, Secret, load_registry, parse_registry, principal_key
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "registry.example.yaml"
 

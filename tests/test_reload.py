@@ -29,9 +29,9 @@ import yaml
 
 from gateway.crypto import SecretBox
 from gateway.errors import RegistryError
-from gateway.live_registry import LiveRegistry, RegistryChanges, reload_on_sighup
-from gateway.registry import Registry, WechatSettings, load_registry
-from gateway.wechat import WeChatClient
+from gateway.registry.live import LiveRegistry, RegistryChanges, reload_on_sighup
+from gateway.registry.model import Registry, WechatSettings, load_registry
+from gateway.wechat.client import WeChatClient
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, registry_environ
 from tests.support.flows import push_ticket
 from tests.support.world import FINANCE, OA, RETAIL, World, open_world
@@ -172,7 +172,7 @@ async def test_a_bad_file_is_refused_and_the_running_registry_stays(
     before = registry.live.current
     platforms = document()["platforms"]
     platforms[1]["encoding_aes_key"] = "too-short"
-    with caplog.at_level(logging.INFO, logger="gateway.live_registry"):
+    with caplog.at_level(logging.INFO, logger="gateway.registry.live"):
         assert not registry.reload(document(platforms=platforms))
     with pytest.raises(RegistryError) as at_start_up:
         load_registry(registry.path)

@@ -20,15 +20,15 @@ from Crypto.Cipher import AES
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.__main__ import main
+from gateway.cli.main import main
 from gateway.crypto import SecretBox, key_id
 from gateway.errors import ConfigError, SealedSecretError
-from gateway.events import Authorized, ComponentVerifyTicket
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
 from gateway.store.deliveries import NewDelivery, NewMessage, new_record_id
 from gateway.store.rotation import SEALED_COLUMNS, ColumnReport, _Rotation, rotate_secrets
 from gateway.store.tables import metadata
+from gateway.xml import Authorized, ComponentVerifyTicket
 
 OLD, NEW, STRANGER = os.urandom(32), os.urandom(32), os.urandom(32)
 AUTHORIZATIONS = [

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import ApiError
-from gateway.routing import (
+from gateway.wechat.routing import (
     API_PERMISSION_SETS,
     PERMISSION_SET_NAMES,
     Grant,

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.crypto import SecretBox
-from gateway.registry import Registry
+from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
 from tests.support.world import FINANCE, OA, RETAIL, World, open_world

@@ -38,8 +38,8 @@ import yaml
 from sqlalchemy import select
 
 from gateway.crypto import MessageCrypto, SecretBox
-from gateway.registry import Registry, parse_registry
-from gateway.sessions import SESSION_COOKIE
+from gateway.http.sessions import SESSION_COOKIE
+from gateway.registry.model import Registry, parse_registry
 from gateway.simulator.state import World as SimWorld
 from gateway.simulator.tokens import TokenBook
 from gateway.store.tables import metadata

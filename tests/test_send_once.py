@@ -19,10 +19,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway.binding import READ_BACK_AGAIN_S
+from gateway.binding.service import READ_BACK_AGAIN_S
 from gateway.crypto import SecretBox
 from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable
-from gateway.wechat import SENT_ONCE, WeChatClient
+from gateway.wechat.client import SENT_ONCE, WeChatClient
 from tests.support.world import OA, RETAIL, World
 from tests.test_onboarding import approve, auth, land, make_link
 from tests.test_upstream_faults import TIMEOUT_S, open_upstream_world

@@ -11,7 +11,7 @@ import pytest
 import uvloop
 
 from gateway.errors import ConfigError
-from gateway.serving import _http_parser, run_event_loop
+from gateway.http.serving import _http_parser, run_event_loop
 
 
 async def loop_type() -> type:
@@ -57,7 +57,7 @@ def test_what_start_up_made_is_frozen_out_of_the_garbage_collector() -> None:
         """
         import gc, os, signal
         from litestar import Litestar, get
-        from gateway.serving import Listener, run_event_loop, serve
+        from gateway.http.serving import Listener, run_event_loop, serve
 
         @get("/")
         async def index() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.serving import DRAIN_S
+from gateway.http.serving import DRAIN_S
 from tests.test_e2e import EXAMPLE, Process, free_port, wait_for
 from tests.test_forwarding_replicas import OA, _authorize, _authorized
 from tests.test_replicas import _environment, _run

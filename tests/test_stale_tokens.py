@@ -13,10 +13,10 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.credentials.tokens import STALE_RENEWAL_SPACING_S
 from gateway.crypto import SecretBox
-from gateway.registry import Registry
-from gateway.tokens import STALE_RENEWAL_SPACING_S
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import push_ticket

@@ -17,11 +17,11 @@ from sqlalchemy import text
 
 from gateway.crypto import SecretBox
 from gateway.errors import SealedSecretError
-from gateway.events import Authorized, ComponentVerifyTicket, Unauthorized
 from gateway.store import Store, create_engine, upgrade
 from gateway.store.migrate import alembic_config
 from gateway.store.store import StoredTicket
 from gateway.store.tables import metadata
+from gateway.xml import Authorized, ComponentVerifyTicket, Unauthorized
 
 
 async def test_migrations_match_the_models(database_url: str) -> None:

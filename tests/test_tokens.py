@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 from sqlalchemy import text
 
-from gateway.app import create_app
 from gateway.crypto import SecretBox
 from gateway.errors import ApiError
-from gateway.registry import Registry
+from gateway.http.app import create_app
+from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import approve_authorization, push_ticket

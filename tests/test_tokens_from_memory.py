@@ -14,9 +14,9 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-from gateway.access import TokenVending
+from gateway.access.service import TokenVending
 from gateway.crypto import SecretBox
-from gateway.registry import RateLimit, Registry
+from gateway.registry.model import RateLimit, Registry
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
 from tests.support.world import OA, OA2, RETAIL, World, open_world

@@ -25,15 +25,15 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-import gateway.app
-import gateway.wechat
-from gateway.app import Services, create_app
-from gateway.breaker import UpstreamBreakers
+import gateway.http.app
+import gateway.wechat.client
+from gateway.credentials.tokens import STALE_RENEWAL_SPACING_S
 from gateway.crypto import SecretBox
 from gateway.errors import ApiError
-from gateway.registry import Registry, parse_registry
+from gateway.http.app import Services, create_app
+from gateway.registry.model import Registry, parse_registry
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
-from gateway.tokens import STALE_RENEWAL_SPACING_S
+from gateway.wechat.breaker import UpstreamBreakers
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, make_settings, registry_environ
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import push_ticket
@@ -78,10 +78,10 @@ async def open_upstream_world(
 ) -> AsyncIterator[World]:
     """The simulator on a socket, the gateway in-process with its real upstream client; tickets pushed,
     OA authorized on retail (sets 1, 2, 24) and its token fetched once; counters reset."""
-    monkeypatch.setattr(gateway.wechat, "UPSTREAM_TIMEOUT", httpx.Timeout(TIMEOUT_S))
-    monkeypatch.setattr(gateway.wechat, "RETRY_BACKOFF_S", 0.02)
+    monkeypatch.setattr(gateway.wechat.client, "UPSTREAM_TIMEOUT", httpx.Timeout(TIMEOUT_S))
+    monkeypatch.setattr(gateway.wechat.client, "RETRY_BACKOFF_S", 0.02)
     monkeypatch.setattr(
-        gateway.app, "UpstreamBreakers", functools.partial(UpstreamBreakers, clock=BREAKER_CLOCK)
+        gateway.http.app, "UpstreamBreakers", functools.partial(UpstreamBreakers, clock=BREAKER_CLOCK)
     )
     to_gateway = LateASGITransport()
     simulator = create_simulator_app(

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway import proxy
-from gateway.registry import RateLimit, Registry, parse_registry
+from gateway.proxy import policy as proxy
+from gateway.registry.model import RateLimit, Registry, parse_registry
 from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, registry_environ
 from tests.support.world import FINANCE, MINI, OA, RETAIL, World
 from tests.test_proxy import gateway_token

@@ -10,12 +10,12 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Stream
 
-from gateway.access import require
-from gateway.catalog import BINDINGS, KINDS, MAX_LIMIT, STATUSES, Catalog, CatalogPage
+from gateway.access.service import require
+from gateway.catalog.service import BINDINGS, KINDS, MAX_LIMIT, STATUSES, Catalog, CatalogPage
 from gateway.errors import ApiError, filter_text
 from gateway.http.errors import V1_ERRORS
 from gateway.http.params import number_param, reads_query, text_param, whole_number
-from gateway.registry import Client
+from gateway.registry.model import Client
 from gateway.store import Store
 
 __all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]

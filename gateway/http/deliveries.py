@@ -9,12 +9,12 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.access import require
-from gateway.delivery import DeliveryService
+from gateway.access.service import require
+from gateway.delivery.worker import DeliveryService
 from gateway.errors import ApiError, filter_text
 from gateway.http.errors import V1_ERRORS
 from gateway.http.params import number_param, reads_query, text_param, whole_number
-from gateway.registry import Client
+from gateway.registry.model import Client
 from gateway.store import Store
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
 

@@ -71,7 +71,8 @@ def api_error_handler(_: Request[Any, Any, Any], exc: ApiError) -> Response[Erro
 def rate_limited_handler(
     request: Request[Any, Any, Any], exc: RateLimited
 ) -> Response[ErrorBody] | Response[dict[str, object]]:
-    """429 with ``Retry-After``; on /wx in WeChat's shape with errcode 45009 (see ``gateway.ratelimit``)."""
+    """429 with ``Retry-After``; on /wx in WeChat's shape with errcode 45009 (see
+    ``gateway.access.ratelimit``)."""
     headers = {"Retry-After": str(exc.retry_after)}
     if request.url.path.startswith("/wx/"):
         errmsg = (

@@ -17,8 +17,8 @@ import re
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPScope, Receive, Scope, Send
 
+from gateway.callbacks.intake import MAX_PUSH_BYTES, EventIntake
 from gateway.http.up_front import PLAIN_HOST, answer_error, query_pairs
-from gateway.intake import MAX_PUSH_BYTES, EventIntake
 
 __all__ = ["answer_pushes_up_front"]
 

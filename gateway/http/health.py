@@ -9,11 +9,11 @@ import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 
-from gateway.metrics import Metrics
-from gateway.registry import Registry
+from gateway.credentials.tokens import CredentialKey
+from gateway.observability.metrics import Metrics
+from gateway.registry.model import Registry
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
-from gateway.tokens import CredentialKey
 
 __all__ = ["HealthController", "PlatformReadiness", "Readiness"]
 

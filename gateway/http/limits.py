@@ -2,7 +2,7 @@
 
 The app's cap (`MAX_BODY_BYTES`, 1 MiB) covers the ``/v1`` JSON bodies and the pages' forms; routes
 that need another set ``request_max_body_size`` themselves: WeChat's pushes 64 KiB
-(``gateway.pushes.MAX_PUSH_BYTES``), ``/wx`` 20 MiB (``gateway.http.wx.MAX_UPLOAD_BYTES``: media
+(``gateway.callbacks.pushes.MAX_PUSH_BYTES``), ``/wx`` 20 MiB (``gateway.http.wx.MAX_UPLOAD_BYTES``: media
 uploads). Litestar counts a body as it streams in; `refuse_announced_oversize` refuses one whose
 ``Content-Length`` already says too much, before authentication and on routes that never read a body.
 """

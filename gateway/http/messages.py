@@ -9,8 +9,8 @@ from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
-from gateway.messages import MessageService
-from gateway.pushes import MAX_PUSH_BYTES
+from gateway.callbacks.messages import MessageService
+from gateway.callbacks.pushes import MAX_PUSH_BYTES
 
 __all__ = ["WeChatMessagesController"]
 

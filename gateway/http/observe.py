@@ -18,8 +18,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from gateway.logs import REQUEST_ID
-from gateway.metrics import Metrics
+from gateway.observability.logs import REQUEST_ID
+from gateway.observability.metrics import Metrics
 
 __all__ = ["REQUEST_ID_HEADER", "observed"]
 

@@ -1,7 +1,7 @@
 """The auditors' pages (SPEC §4): the catalog behind a sign-in form, one account's detail, the audit log.
 
 Plain HTML from templates, with no script; every page but the sign-in form needs a session
-(``gateway.sessions``). Refusals are pages too: without a session a page answers 303 to the sign-in
+(``gateway.http.sessions``). Refusals are pages too: without a session a page answers 303 to the sign-in
 form, and an ApiError (a filter not allowed, a bad cursor, an unknown account, a stale form) answers
 ``problem.html`` with its status.
 """
@@ -19,11 +19,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
-from gateway.catalog import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
+from gateway.catalog.service import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
 from gateway.errors import ApiError
 from gateway.http.catalog import read_audit_log
-from gateway.routing import PERMISSION_SET_NAMES
-from gateway.sessions import (
+from gateway.http.sessions import (
     LOGIN_COOKIE,
     LOGIN_FORM_LIFETIME_S,
     SESSION_COOKIE,
@@ -32,6 +31,7 @@ from gateway.sessions import (
     WebSessions,
 )
 from gateway.store import Store
+from gateway.wechat.routing import PERMISSION_SET_NAMES
 
 __all__ = ["CatalogPagesController", "LoginRequired"]
 

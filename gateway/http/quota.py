@@ -7,10 +7,10 @@ from litestar import Controller, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from gateway.access import require
+from gateway.access.service import require
+from gateway.credentials.quota import QuotaCleared, QuotaClearing
 from gateway.http.errors import V1_ERRORS
-from gateway.quota import QuotaCleared, QuotaClearing
-from gateway.registry import Client
+from gateway.registry.model import Client
 
 __all__ = ["ClearQuotaRequest", "QuotaController"]
 

@@ -27,10 +27,10 @@ from litestar.types import (
     Send,
 )
 
-from gateway.access import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
+from gateway.access.service import ACCESS_TOKEN, JSAPI_TICKET, TokenVending, Vended
+from gateway.credentials.tokens import Token
 from gateway.http.up_front import PLAIN_HOST, answer_error, query_pairs
-from gateway.registry import Client
-from gateway.tokens import Token
+from gateway.registry.model import Client
 
 __all__ = ["answer_tokens_from_memory"]
 

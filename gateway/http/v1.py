@@ -9,12 +9,12 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from gateway.access import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending, require
-from gateway.binding import OpenBinding, OpenBindingService
+from gateway.access.service import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending, require
+from gateway.binding.service import OpenBinding, OpenBindingService
 from gateway.http.errors import V1_ERRORS
 from gateway.http.params import reads_query, text_param
-from gateway.onboarding import AuthorizationLinks, LinkRequest, Onboarding
-from gateway.registry import Client
+from gateway.onboarding.service import AuthorizationLinks, LinkRequest, Onboarding
+from gateway.registry.model import Client
 
 __all__ = [
     "AuthorizerTokensController",

@@ -10,8 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Template
 
-from gateway.intake import MAX_PUSH_BYTES, EventIntake
-from gateway.onboarding import Onboarding
+from gateway.callbacks.intake import MAX_PUSH_BYTES, EventIntake
+from gateway.onboarding.service import Onboarding
 
 __all__ = ["START_PAGE_HEADERS", "WeChatEventsController"]
 

@@ -11,8 +11,8 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import WxError
-from gateway.forwarding import Reply
-from gateway.proxy import WxProxy
+from gateway.proxy.forwarding import Reply
+from gateway.proxy.policy import WxProxy
 
 __all__ = ["FORWARD_TEMPLATE", "WxController", "answer", "is_api_path"]
 

@@ -22,7 +22,7 @@ from litestar.types import ASGIApp, ExceptionHandlersMap, HTTPScope, Receive, Sc
 
 from gateway.http.up_front import PLAIN_HOST, answer_error, query_pairs
 from gateway.http.wx import FORWARD_TEMPLATE, answer, is_api_path
-from gateway.proxy import WxProxy
+from gateway.proxy.policy import WxProxy
 
 __all__ = ["answer_wx_calls_up_front"]
 

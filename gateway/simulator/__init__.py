@@ -2,7 +2,7 @@
 
 WeChat's routes are at the root (``/cgi-bin/...``, ``/wxa/...``) so ``wechat.api_base`` can point here;
 the control API for tests and the demo is under ``/sim``. It imports only the standard library,
-third-party packages, ``gateway.crypto`` and ``gateway.events``.
+third-party packages, ``gateway.crypto`` and ``gateway.xml``.
 
     config.py          SimComponent, SimulatorConfig
     state.py           the World: components, authorizers, authorizations, open accounts, their rules

@@ -25,9 +25,9 @@ import httpx
 import msgspec
 
 from gateway.crypto import MessageCrypto
-from gateway.events import build_xml
 from gateway.simulator.config import SimComponent
 from gateway.simulator.state import Event, UserMessage, World
+from gateway.xml import build_xml
 
 __all__ = ["MessagePushed", "PushRecord", "Pusher", "RelayAttempt", "envelope", "message_envelope"]
 

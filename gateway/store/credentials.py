@@ -1,6 +1,7 @@
 """Tokens WeChat issued, with the leases that make each renewal happen once across replicas.
 
-A credential row is keyed by what the token is for (see ``gateway.tokens.CredentialKey``). To renew,
+A credential row is keyed by what the token is for (see ``gateway.credentials.tokens.CredentialKey``). To
+renew,
 a replica takes the row's lease with one conditional UPDATE; whoever gets it fetches from WeChat and
 writes the new value while releasing the lease, fenced by its owner id so that a replica whose lease
 was taken over after a stall cannot overwrite its successor's token. Readers never take the lease.

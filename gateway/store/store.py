@@ -16,12 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
 from gateway.crypto import SecretBox
-from gateway.events import (
-    ComponentEvent,
-    ComponentVerifyTicket,
-    info_type,
-    is_authorization_event,
-)
 from gateway.store.audit import AuditLog
 from gateway.store.authorizations import AuthorizationStore
 from gateway.store.catalog import CatalogQuery
@@ -33,6 +27,12 @@ from gateway.store.open_accounts import OpenAccountStore
 from gateway.store.push_log import PendingPush, PushLog
 from gateway.store.tables import ComponentPush, ComponentTicket
 from gateway.store.web_sessions import WebSessionStore
+from gateway.xml import (
+    ComponentEvent,
+    ComponentVerifyTicket,
+    info_type,
+    is_authorization_event,
+)
 
 __all__ = ["RecordedEvent", "Store", "StoredTicket"]
 

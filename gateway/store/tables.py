@@ -133,7 +133,7 @@ class AuthorizationCode(SQLModel, table=True):
 
     ``state``: ``claimed`` (being exchanged), ``exchanged`` (``authorizer_appid`` known), ``refused``
     (WeChat said ``errcode``: 61009 or 61010) or ``unknown`` (sent, no answer: never sent again).
-    ``arrived_at`` dates the row for the retention task (`gateway.retention`).
+    ``arrived_at`` dates the row for the retention task (`gateway.store.retention`).
     """
 
     __tablename__ = "authorization_codes"

@@ -1,9 +1,9 @@
-"""A bare Litestar app under ``gateway.serving.serve``: what a process of this stack costs by itself.
+"""A bare Litestar app under ``gateway.http.serving.serve``: what a process of this stack costs by itself.
 
     python -m tests.bench._bare --port PORT
 
 One route on the token path answering a constant struct of the token's shape, and ``/healthz``; no
-dependencies, guards, database or background work. It imports only Litestar and ``gateway.serving``
+dependencies, guards, database or background work. It imports only Litestar and ``gateway.http.serving``
 (not the rest of the gateway, nor the benchmark harness), so its memory is the floor the gateway's is
 measured against.
 """
@@ -17,7 +17,7 @@ import sys
 import msgspec
 from litestar import Litestar, Response, get
 
-from gateway.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, run_event_loop, serve
 
 
 class _Token(msgspec.Struct, frozen=True):
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench._bare", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    # As `gateway serve` does: logging configured by the process, the app under gateway.serving.serve.
+    # As `gateway serve` does: logging configured by the process, the app under gateway.http.serving.serve.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     app = Litestar(route_handlers=[access_token, healthz], logging_config=None)
     run_event_loop(serve([Listener(app, "127.0.0.1", args.port)]))

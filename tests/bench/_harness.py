@@ -33,7 +33,7 @@ from typing import Any, Literal
 import httpx
 from litestar import Litestar, Request, post
 
-from gateway.demo import demo_environment
+from gateway.cli.demo import demo_environment
 from tests.support.flows import approve_authorization, push_ticket
 from tests.support.servers import free_port
 
@@ -459,7 +459,7 @@ def deploy(
             EXAMPLE.read_text().replace("http://127.0.0.1:8001", simulator_url) + registry_suffix
         )
         # The caller's environment without gateway settings or registry secrets, then generated ones.
-        # The server's loop and parser (gateway.serving) pass through: every server of a run, the
+        # The server's loop and parser (gateway.http.serving) pass through: every server of a run, the
         # baselines included, runs on the same ones.
         ours = ("GATEWAY_", "RETAIL_", "FINANCE_", "SERVICES_")
         kept = ("GATEWAY_EVENT_LOOP", "GATEWAY_HTTP_PARSER")

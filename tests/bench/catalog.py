@@ -16,7 +16,7 @@ generated secrets. Every gateway runs ``gateway serve`` with the scheduled sync 
          principal, an appid, and one that matches nothing), each followed ``--depth`` pages down its
          cursor. The load is another process walking those URLs with ``--connections`` keep-alive
          connections (default 1: one auditor after another). Baseline: a bare Litestar route under the
-         same ``gateway.serving.serve`` answering each URL with the very bytes the gateway answered
+         same ``gateway.http.serving.serve`` answering each URL with the very bytes the gateway answered
          (no database). A warm-up pass of each is discarded; rounds alternate which goes first; p50/p95 are
          medians over the rounds. Target: p95 ≤ 50 ms.
   csv    ``GET /v1/catalog.csv`` of the whole catalog, streamed by the client and discarded, after the
@@ -62,8 +62,8 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from litestar import Litestar, Request, Response, get
 
-from gateway.demo import demo_environment
-from gateway.serving import Listener, run_event_loop, serve
+from gateway.cli.demo import demo_environment
+from gateway.http.serving import Listener, run_event_loop, serve
 from tests.bench._harness import (
     EXAMPLE,
     ROOT,

@@ -16,7 +16,7 @@ before the load starts; the load process POSTs them to the message URL of the au
      had them all.
 
 The baseline is a Litestar app with one POST route on the same path that reads the body and answers
-``success``, served the same way (``gateway.serving.serve``). Each round runs the gateway and the
+``success``, served the same way (``gateway.http.serving.serve``). Each round runs the gateway and the
 baseline in alternating order; figures are medians over the rounds.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from litestar import Litestar, Request, Response, get, post
 
-from gateway.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, run_event_loop, serve
 from gateway.simulator import SimComponent
 from gateway.simulator.pushes import message_envelope
 from gateway.simulator.state import UserMessage

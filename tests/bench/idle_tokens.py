@@ -26,7 +26,7 @@ must stay valid all day, renewed at least 5 minutes before expiry (SPEC §7): re
 7200 − 300 = 6900 s, ⌈(86400 − 6900) / 6900⌉ = 12 of them; **plus 1 per idle account whose binding comes
 due for its weekly re-read by the day's last sync** (``binding_checked_at`` + 7 days ≤ 24 h; the accounts
 in use are read at every sync with the token they hold anyway). That second part is the freshness the
-catalog keeps for idle accounts (``gateway.catalog_sync``, step 3), counted from the seeded timestamps.
+catalog keeps for idle accounts (``gateway.catalog.sync``, step 3), counted from the seeded timestamps.
 Target: the gateway's calls ≤ 1.1 × the minimum.
 
 The baseline is today's policy in the same run: every token kept warm (``GATEWAY_TOKEN_WARM_WINDOW_S=inf``)
@@ -53,7 +53,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, text
 
 from gateway.crypto import SecretBox
-from gateway.registry import parse_registry
+from gateway.registry.model import parse_registry
 from gateway.settings import Settings
 from tests.bench._harness import Row, machine, print_table
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, REGISTRY_YAML, registry_environ

@@ -21,7 +21,7 @@ WeChat sends it (``gateway.simulator.pushes.envelope``): query parameters and th
           before answering ``success``. The pushes of each round are made just before it, fresh and
           distinct, each ticket numbered; afterwards the stored ticket must be one of the round's last
           (wrk sends them in order), else the round is reported not valid. Baseline: a bare Litestar POST
-          route on the same path (``_harness.success_route``) under the same ``gateway.serving.serve``.
+          route on the same path (``_harness.success_route``) under the same ``gateway.http.serving.serve``.
           The load is wrk (one thread) POSTing the round's pushes in turn over ``--connections``; a
           warm-up round of each is discarded and rounds alternate which goes first. The figure is the
           median pushes/s (gateway / bare route; target ≥ 0.5).
@@ -45,10 +45,10 @@ from urllib.parse import urlencode
 import httpx
 from wechatpy.crypto import WeChatCrypto
 
+from gateway.callbacks.pushes import PushParameters, decrypt_push, read_envelope
+from gateway.cli.demo import demo_environment
 from gateway.crypto import MessageCrypto, SecretBox
-from gateway.demo import demo_environment
-from gateway.pushes import PushParameters, decrypt_push, read_envelope
-from gateway.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, run_event_loop, serve
 from gateway.simulator import SimComponent
 from gateway.simulator.pushes import envelope
 from gateway.simulator.state import Event

@@ -18,7 +18,7 @@ Then the exercise: the catalog benchmark's ten filters followed ``--depth`` page
 the whole CSV export streamed, 500 token requests and 100 ``/wx`` calls; 2 s of rest, then VmRSS again,
 and VmHWM, the peak RSS over the process's life.
 
-Baseline: a bare Litestar app (``tests.bench._bare``) served by the same ``gateway.serving.serve``,
+Baseline: a bare Litestar app (``tests.bench._bare``) served by the same ``gateway.http.serving.serve``,
 after 20 warm requests. There is no target: the figures are reported.
 
 ``--table-sizes SERVER`` measures storage instead: a fresh PostgreSQL database on SERVER, seeded by
@@ -40,7 +40,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from gateway.demo import demo_environment
+from gateway.cli.demo import demo_environment
 from tests.bench._harness import (
     AUTHORIZER,
     CLIENT_KEY,

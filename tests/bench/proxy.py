@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.wechat import DEFAULT_UPSTREAM_TRANSPORT, UPSTREAM_TRANSPORTS
+from gateway.wechat.client import DEFAULT_UPSTREAM_TRANSPORT, UPSTREAM_TRANSPORTS
 from tests.bench._harness import (
     AUTHORIZER,
     CLIENT_KEY,

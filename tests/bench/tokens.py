@@ -6,7 +6,7 @@ Ours: ``gateway serve`` (SQLite in a temporary directory, the example registry w
 WeChat played by ``gateway simulate``), one authorizer authorized through the simulator, its token
 fetched once; then ``GET /v1/authorizers/{appid}/access-token`` with a client key, served from the
 gateway's cache. Baseline: a Litestar app with one route of the same path that returns a constant
-struct of the same shape and encoded size, under the same ``gateway.serving.serve`` (uvicorn, one
+struct of the same shape and encoded size, under the same ``gateway.http.serving.serve`` (uvicorn, one
 worker, same config). Rounds alternate which server goes first; a warm-up round of each is discarded.
 The figure is the ratio of median requests/s, gateway over baseline; the issue's target is 0.8.
 """
@@ -23,7 +23,7 @@ import httpx
 import msgspec
 from litestar import Litestar, Response, get
 
-from gateway.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, run_event_loop, serve
 from tests.bench._harness import (
     AUTHORIZER,
     CLIENT_KEY,
@@ -51,7 +51,7 @@ TARGET = 0.8
 
 
 class _Body(msgspec.Struct, frozen=True):
-    """The shape of ``gateway.access.IssuedToken``."""
+    """The shape of ``gateway.access.service.IssuedToken``."""
 
     authorizer_appid: str
     platform: str
@@ -75,7 +75,7 @@ def baseline_app(body_bytes: int) -> Litestar:
 
 
 def _serve_baseline(port: int, body_bytes: int) -> None:
-    # As `gateway serve` does: logging configured by the process, the app under gateway.serving.serve.
+    # As `gateway serve` does: logging configured by the process, the app under gateway.http.serving.serve.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     run_event_loop(serve([Listener(baseline_app(body_bytes), "127.0.0.1", port)]))
 

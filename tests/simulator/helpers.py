@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.events import flatten, parse_xml
 from gateway.simulator import SimComponent
+from gateway.xml import flatten, parse_xml
 
 RETAIL = SimComponent(
     appid="wxc0mp000000001",

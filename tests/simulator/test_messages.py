@@ -17,8 +17,8 @@ from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from wechatpy.crypto import WeChatCrypto
 
-from gateway.events import flatten, parse_xml
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from gateway.xml import flatten, parse_xml
 from tests.simulator.helpers import FINANCE, RETAIL, START, Clock, Inbox, Sim
 from tests.support.servers import serve_in_thread
 

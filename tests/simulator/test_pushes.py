@@ -7,8 +7,8 @@ import hashlib
 
 import httpx
 
-from gateway.events import flatten, parse_xml
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
+from gateway.xml import flatten, parse_xml
 from tests.simulator.helpers import RETAIL, START, Inbox, Sim
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from gateway.app import create_app
-from gateway.registry import parse_registry
+from gateway.http.app import create_app
+from gateway.registry.model import parse_registry
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import PLATFORM_SECRETS, REGISTRY_YAML, registry_environ

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from gateway.app import Services, create_app
 from gateway.crypto import SecretBox
-from gateway.registry import Registry
+from gateway.http.app import Services, create_app
+from gateway.registry.model import Registry
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings

@@ -1,0 +1,1 @@
+"""Internal apps: who is calling (client keys), what they may do (scopes), rate limits, and token vending."""

@@ -1,0 +1,1 @@
+"""Credentials WeChat issues: verify tickets, component and authorizer tokens, renewed once."""

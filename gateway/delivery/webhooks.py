@@ -1,0 +1,108 @@
+"""Signed POSTs to subscribers (SPEC §10): the signature, the headers, and one attempt's outcome.
+
+The signature is ``sha256=`` + hex HMAC-SHA256 of ``timestamp + "." + body`` under the subscription's
+secret, so a subscriber can refuse forged and replayed (old timestamp) deliveries alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+import httpx
+import msgspec
+
+from gateway.wechat.log_redaction import redact_httpx_queries
+
+__all__ = [
+    "DELIVERY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Outcome",
+    "WebhookSender",
+    "new_webhook_client",
+    "sign",
+]
+
+DELIVERY_HEADER = "X-Gateway-Delivery"
+TIMESTAMP_HEADER = "X-Gateway-Timestamp"
+SIGNATURE_HEADER = "X-Gateway-Signature"
+MAX_ANSWER_BYTES = 64 * 1024  # a passive reply is small; more is not read
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``X-Gateway-Signature`` value of ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """How one attempt went: the subscriber's status and (start of its) answer, or why there was none."""
+
+    status: int | None
+    body: bytes = b""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the subscriber took the delivery (any 2xx)."""
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        """A short account for logs and the deliveries list; never the body."""
+        return self.error if self.error is not None else f"HTTP {self.status}"
+
+
+def new_webhook_client() -> httpx.AsyncClient:
+    """The client for subscribers, apart from WeChat's: internal hosts, their own pool and limits.
+
+    Proxies from the environment are ignored: subscribers are internal, and an egress proxy set up for
+    WeChat must not see their traffic.
+    """
+    redact_httpx_queries()  # a subscriber's URL may carry its own credential
+    return httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(None),  # each send bounds its whole exchange instead
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"User-Agent": "group-gateway"},
+    )
+
+
+class WebhookSender:
+    """Sends one delivery body to one URL, signed, within a timeout."""
+
+    def __init__(self, http: httpx.AsyncClient, *, clock: Callable[[], float] = time.time) -> None:
+        self._http = http
+        self._clock = clock
+
+    async def send(self, url: str, secret: str, delivery_id: str, body: bytes, timeout_s: float) -> Outcome:
+        """POST ``body`` to ``url``; the outcome, never an exception for the subscriber's faults."""
+        timestamp = str(int(self._clock()))
+        headers = {
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: delivery_id,
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(secret, timestamp, body),
+        }
+        try:
+            # The whole exchange is bounded, not each read: a subscriber trickling bytes is no answer.
+            async with (
+                asyncio.timeout(timeout_s),
+                self._http.stream("POST", url, content=body, headers=headers) as response,
+            ):
+                answer = bytearray()
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) > MAX_ANSWER_BYTES:
+                        break
+                return Outcome(response.status_code, bytes(answer[:MAX_ANSWER_BYTES]))
+        except (TimeoutError, httpx.TimeoutException):
+            return Outcome(None, error=f"no answer within {timeout_s:g} s")
+        except httpx.ConnectError:
+            return Outcome(None, error="connection refused or host unreachable")
+        except httpx.HTTPError as exc:
+            return Outcome(None, error=f"{type(exc).__name__}: the exchange failed")

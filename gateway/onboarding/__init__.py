@@ -1,0 +1,1 @@
+"""Onboarding (SPEC §4): invites, the authorization start page, and the redirect back."""

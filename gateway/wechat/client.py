@@ -1,0 +1,693 @@
+"""The upstream client: WeChat's component APIs over the app's one pooled httpx client.
+
+Every answer is decoded into a Struct; a non-zero ``errcode`` raises UpstreamError. Transient faults —
+``-1``, timeouts, connection errors, HTTP 5xx, malformed JSON — are retried a bounded number of times
+with jittered exponential backoff, then raise UpstreamUnavailable. A call that changes state at WeChat
+(``SENT_ONCE``) is sent once: a fault after sending raises OutcomeUnknown. Every attempt goes through the
+breaker of its (platform, API family) (``gateway.wechat.breaker``): after repeated faults calls fail fast with
+CircuitOpen instead of reaching WeChat. Nothing here touches stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import aiohttp
+import httpx
+import msgspec
+from httpx_aiohttp import AiohttpTransport
+
+from gateway.errors import CircuitOpen, ConfigError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.wechat.breaker import ANY_PLATFORM, BreakerKey, BreakerState, UpstreamBreakers, family_of
+from gateway.wechat.log_redaction import redact_httpx_queries
+
+__all__ = [
+    "SENT_ONCE",
+    "AuthorizationInfo",
+    "AuthorizerDetails",
+    "AuthorizerListItem",
+    "AuthorizerProfile",
+    "CallObserver",
+    "FetchedToken",
+    "WeChatClient",
+    "bounded_calls",
+    "new_http_client",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT_ERRCODES = frozenset({-1})
+
+# Calls that change state at WeChat: each can succeed there while its answer is lost (a timeout, -1, a
+# 5xx, a malformed body), so it is sent ONCE and such a fault raises OutcomeUnknown for the caller to
+# read the outcome back (protocol §10, last row; SPEC §7). A refusal before sending (connection refused,
+# an open breaker) proves nothing happened and stays UpstreamUnavailable / CircuitOpen. Not here:
+# api_create_preauthcode (a lost answer leaves an unused code that lapses in 600 s; resending costs
+# nothing) and the token fetches (their leases already make them once per renewal; a lost token is
+# superseded by the next). message/custom/send is here although SPEC §7 does not list it: resent, it
+# reaches the user twice.
+SENT_ONCE = frozenset(
+    {
+        "cgi-bin/component/api_query_auth",  # the code is single-use: a resend after success is 61009
+        "cgi-bin/open/bind",
+        "cgi-bin/open/create",
+        "cgi-bin/open/unbind",
+        "cgi-bin/clear_quota",
+        "cgi-bin/component/clear_quota/v2",  # each call spends one of ten clears a month
+        "cgi-bin/component/fastregisterweapp",  # fast registration (sent through /wx/component today)
+        "cgi-bin/component/fastregisterpersonalweapp",
+        "cgi-bin/component/fastregisterbetaweapp",
+        "cgi-bin/message/custom/send",
+    }
+)
+_RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
+
+
+UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+RETRY_BACKOFF_S = 0.2  # the n-th retry waits up to RETRY_BACKOFF_S * 2**n (full jitter)
+UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
+# The network under the client (GATEWAY_UPSTREAM_TRANSPORT); docs/benchmarks.md has the figures behind
+# the default.
+UPSTREAM_TRANSPORTS = ("aiohttp", "httpx")
+DEFAULT_UPSTREAM_TRANSPORT = "aiohttp"
+
+
+# A bound on WeChat calls in flight set by a caller for everything it starts (tasks copy the context):
+# a catalog sync bounds its calls, not its tasks, so database work overlaps WeChat's answers.
+_CALL_GATE: ContextVar[asyncio.Semaphore | None] = ContextVar("wechat_call_gate", default=None)
+
+
+@contextlib.contextmanager
+def bounded_calls(limit: int) -> Iterator[None]:
+    """Inside this block, and in the tasks started from it, at most ``limit`` WeChat calls at a time."""
+    token = _CALL_GATE.set(asyncio.Semaphore(limit))
+    try:
+        yield
+    finally:
+        _CALL_GATE.reset(token)
+
+
+def new_http_client(
+    *, transport: httpx.AsyncBaseTransport | None = None, environ: Mapping[str, str] | None = None
+) -> httpx.AsyncClient:
+    """The one pooled client of the app: bounded timeouts and connection limits, keep-alive.
+
+    ``transport`` replaces the network (tests reach the simulator in-process this way). Otherwise
+    ``GATEWAY_UPSTREAM_TRANSPORT`` picks it: ``aiohttp`` (an aiohttp session under httpx's API, by
+    httpx-aiohttp) or ``httpx`` (httpx's own, httpcore). Either way proxies from the environment
+    (``HTTPS_PROXY``, ``NO_PROXY``…) apply as httpx reads them.
+    """
+    env = os.environ if environ is None else environ
+    kind = env.get("GATEWAY_UPSTREAM_TRANSPORT", "") or DEFAULT_UPSTREAM_TRANSPORT
+    if kind not in UPSTREAM_TRANSPORTS:
+        raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
+    client = _AiohttpClient if kind == "aiohttp" else _UpstreamClient
+    redact_httpx_queries()  # WeChat takes its tokens in the query string
+    return client(
+        timeout=UPSTREAM_TIMEOUT,
+        limits=UPSTREAM_LIMITS,
+        transport=transport,
+        headers={"User-Agent": "group-gateway"},
+    )
+
+
+_Cert = str | tuple[str, str] | tuple[str, str, str]  # httpx's CertTypes
+
+
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, keeping two habits of httpx's own that the proxy relies on.
+
+    A body sent without a Content-Type goes without one (aiohttp would add application/octet-stream),
+    and a connection refused or dropped is a ConnectError or a RemoteProtocolError, not the ConnectTimeout
+    of httpx-aiohttp's exception table (the proxy answers 502 to the one, 504 to the other).
+    """
+
+    def get_client(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+        )
+        return aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("Content-Type",), cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectTimeout as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(cause, TimeoutError):
+                raise httpx.ConnectError(str(exc), request=request) from cause
+            if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
+                raise httpx.RemoteProtocolError(str(exc), request=request) from cause
+            raise
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that keeps nothing: ``extract_cookies`` ignores every answer's ``Set-Cookie``."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep nothing (httpx calls this on every answer)."""
+
+
+class _UpstreamClient(httpx.AsyncClient):
+    """httpx's client without a cookie jar.
+
+    The gateway calls WeChat for every client and authorizer alike, so a cookie one answer set must
+    never ride on another's call (``/wx`` passes ``Set-Cookie`` on to its caller, whose cookie it is).
+    Reading each answer's cookies into a jar was also a twentieth of a proxied call's CPU.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The client's jar, which keeps no answer's cookies."""
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:  # httpx's CookieTypes
+        if cookies:
+            raise ValueError("the upstream client keeps no cookies")
+
+
+class _AiohttpClient(_UpstreamClient):
+    """The upstream client over ``_AiohttpTransport``, for direct calls and for proxies alike."""
+
+    def _init_transport(
+        self,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: _Cert | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> httpx.AsyncBaseTransport:
+        if transport is not None:
+            return transport
+        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits)
+
+    def _init_proxy_transport(
+        self,
+        proxy: httpx.Proxy,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: _Cert | None = None,
+        trust_env: bool = True,
+        http1: bool = True,
+        http2: bool = False,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+    ) -> httpx.AsyncBaseTransport:
+        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
+
+
+class _Status(msgspec.Struct):
+    errcode: int = 0
+    errmsg: str = ""
+
+
+class FetchedToken(msgspec.Struct, frozen=True):
+    """A token (or ticket) as WeChat issued it."""
+
+    value: str
+    expires_in: int
+    refresh_token: str | None = None  # api_authorizer_token answers the refresh token too
+
+
+class _ComponentToken(msgspec.Struct):
+    component_access_token: str
+    expires_in: int
+
+
+class _AuthorizerToken(msgspec.Struct):
+    authorizer_access_token: str
+    expires_in: int
+    authorizer_refresh_token: str | None = None
+
+
+class _Ticket(msgspec.Struct):
+    ticket: str
+    expires_in: int
+
+
+class _FuncScope(msgspec.Struct):
+    id: int
+
+
+class _FuncInfo(msgspec.Struct):
+    funcscope_category: _FuncScope
+
+
+class AuthorizationInfo(msgspec.Struct, frozen=True):
+    """``authorization_info`` of api_query_auth."""
+
+    authorizer_appid: str
+    authorizer_refresh_token: str
+    func_info: list[_FuncInfo] = []
+    authorizer_access_token: str | None = None
+    expires_in: int | None = None
+
+    @property
+    def func_ids(self) -> frozenset[int]:
+        """The permission-set ids granted."""
+        return frozenset(f.funcscope_category.id for f in self.func_info)
+
+
+class _QueryAuth(msgspec.Struct):
+    authorization_info: AuthorizationInfo
+
+
+class AuthorizerListItem(msgspec.Struct, frozen=True):
+    """One entry of api_get_authorizer_list (the refresh token may be missing in some answers)."""
+
+    authorizer_appid: str
+    refresh_token: str | None = None
+    auth_time: int | None = None
+
+
+class _AuthorizerList(msgspec.Struct):
+    total_count: int
+    items: list[AuthorizerListItem] = msgspec.field(default_factory=list, name="list")
+
+
+class _PreAuthCode(msgspec.Struct):
+    pre_auth_code: str
+    expires_in: int
+
+
+class _Id(msgspec.Struct):
+    id: int = 0
+
+
+class AuthorizerProfile(msgspec.Struct, frozen=True):
+    """What ``api_get_authorizer_info`` says of an account (the fields the gateway keeps)."""
+
+    nick_name: str = ""
+    principal_name: str = ""
+    user_name: str = ""
+    head_img: str = ""
+    service_type_info: _Id = msgspec.field(default_factory=_Id)
+    verify_type_info: _Id = msgspec.field(default_factory=lambda: _Id(-1))
+    account_status: int = 1
+    mini_program_info: dict[str, Any] | None = msgspec.field(default=None, name="MiniProgramInfo")
+
+    @property
+    def kind(self) -> str:
+        """``mini_program`` when WeChat describes one, else ``official_account``."""
+        return "mini_program" if self.mini_program_info is not None else "official_account"
+
+
+class _AuthorizerInfo(msgspec.Struct):
+    authorizer_info: AuthorizerProfile
+
+
+class _Grant(msgspec.Struct):
+    """``authorization_info`` of api_get_authorizer_info: what the account granted the calling component."""
+
+    authorizer_refresh_token: str | None = None
+    func_info: list[_FuncInfo] = []
+
+
+class _AuthorizerDetails(_AuthorizerInfo):
+    authorization_info: _Grant
+
+
+class AuthorizerDetails(msgspec.Struct, frozen=True):
+    """api_get_authorizer_info in full: the account, and the permission sets and current refresh token
+    of its authorization of the calling component."""
+
+    profile: AuthorizerProfile
+    func_ids: frozenset[int]
+    refresh_token: str | None
+
+
+class _HaveOpen(msgspec.Struct):
+    have_open: bool
+
+
+class _OpenAppid(msgspec.Struct):
+    open_appid: str
+
+
+class _Ok(msgspec.Struct):
+    errcode: int = 0
+
+
+OPEN_UNBOUND = 89002  # open/get: the account is bound to no open account
+
+# Told of every attempt: the API, WeChat's errcode (or why there was none: timeout, unreachable, http_5xx,
+# malformed) and the seconds it took. The app counts them in its metrics; this module knows nothing of those.
+CallObserver = Callable[[str, str, float], None]
+
+
+class _Fault(msgspec.Struct, frozen=True):
+    """An attempt that got no useful answer, and why; ``sent`` is False when the request provably never
+    left (no connection could be made), so WeChat cannot have acted on it."""
+
+    problem: str
+    sent: bool = True
+
+
+class WeChatClient:
+    """WeChat's APIs at ``api_base()``, asked before each attempt (a registry reload may move it);
+    ``attempts`` bounds the tries for transient faults; ``observe`` is told of every attempt;
+    ``breakers`` guard every attempt, keyed by the platform ``platform_of`` names for the call's
+    component appid (``*`` when there is none, or no ``platform_of``) and the API family."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_base: Callable[[], str],
+        *,
+        attempts: int = 3,
+        backoff_s: float | None = None,
+        rng: random.Random | None = None,
+        observe: CallObserver | None = None,
+        breakers: UpstreamBreakers | None = None,
+        platform_of: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.breakers = breakers or UpstreamBreakers()
+        self._platform_of = platform_of
+        self._http = http
+        self._observe = observe or _unobserved
+        self._base = api_base
+        self._attempts = attempts
+        self._backoff_s = RETRY_BACKOFF_S if backoff_s is None else backoff_s
+        self._rng = rng or random.Random()
+
+    async def component_token(self, component_appid: str, secret: str, ticket: str) -> FetchedToken:
+        """api_component_token: a component_access_token from the verify ticket."""
+        answer = await self._post(
+            "cgi-bin/component/api_component_token",
+            None,
+            {
+                "component_appid": component_appid,
+                "component_appsecret": secret,
+                "component_verify_ticket": ticket,
+            },
+            _ComponentToken,
+        )
+        return FetchedToken(answer.component_access_token, answer.expires_in)
+
+    async def authorizer_token(
+        self, component_token: str, component_appid: str, authorizer_appid: str, refresh_token: str
+    ) -> FetchedToken:
+        """api_authorizer_token: an authorizer_access_token from the refresh token."""
+        answer = await self._post(
+            "cgi-bin/component/api_authorizer_token",
+            component_token,
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": authorizer_appid,
+                "authorizer_refresh_token": refresh_token,
+            },
+            _AuthorizerToken,
+        )
+        return FetchedToken(
+            answer.authorizer_access_token, answer.expires_in, answer.authorizer_refresh_token
+        )
+
+    async def query_auth(self, component_token: str, component_appid: str, code: str) -> AuthorizationInfo:
+        """api_query_auth: exchange an authorization code."""
+        answer = await self._post(
+            "cgi-bin/component/api_query_auth",
+            component_token,
+            {"component_appid": component_appid, "authorization_code": code},
+            _QueryAuth,
+        )
+        return answer.authorization_info
+
+    async def authorizer_list(
+        self, component_token: str, component_appid: str, offset: int, count: int = 500
+    ) -> tuple[int, list[AuthorizerListItem]]:
+        """api_get_authorizer_list: one page (at most 500) and the total."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_list",
+            component_token,
+            {"component_appid": component_appid, "offset": offset, "count": count},
+            _AuthorizerList,
+        )
+        return answer.total_count, answer.items
+
+    async def create_pre_auth_code(self, component_token: str, component_appid: str) -> tuple[str, int]:
+        """api_create_preauthcode: a single-use pre-auth code and its lifetime."""
+        answer = await self._post(
+            "cgi-bin/component/api_create_preauthcode",
+            component_token,
+            {"component_appid": component_appid},
+            _PreAuthCode,
+        )
+        return answer.pre_auth_code, answer.expires_in
+
+    async def authorizer_info(
+        self, component_token: str, component_appid: str, authorizer_appid: str
+    ) -> AuthorizerProfile:
+        """api_get_authorizer_info: the account's name, principal, kind and status."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_info",
+            component_token,
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerInfo,
+        )
+        return answer.authorizer_info
+
+    async def authorizer_details(
+        self, component_token: str, component_appid: str, authorizer_appid: str
+    ) -> AuthorizerDetails:
+        """api_get_authorizer_info with its ``authorization_info``: the account, and the permission sets
+        and refresh token of its authorization of this component."""
+        answer = await self._post(
+            "cgi-bin/component/api_get_authorizer_info",
+            component_token,
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerDetails,
+        )
+        grant = answer.authorization_info
+        return AuthorizerDetails(
+            answer.authorizer_info,
+            frozenset(f.funcscope_category.id for f in grant.func_info),
+            grant.authorizer_refresh_token,
+        )
+
+    async def open_get(self, authorizer_token: str, *, component_appid: str | None = None) -> str | None:
+        """open/get: the open account the authorizer is bound to, or None when unbound.
+
+        ``component_appid`` (here and in the other calls made with an authorizer token) names the
+        component whose token it is, for the breaker's key; without it the call counts under ``*``."""
+        try:
+            answer = await self._call(
+                "POST",
+                "cgi-bin/open/get",
+                {"access_token": authorizer_token},
+                {},
+                _OpenAppid,
+                component_appid=component_appid,
+            )
+        except UpstreamError as exc:
+            if exc.errcode == OPEN_UNBOUND:
+                return None
+            raise
+        return answer.open_appid
+
+    async def open_have(self, authorizer_token: str, *, component_appid: str | None = None) -> bool:
+        """open/have: whether the authorizer is bound to an open account (not which one; it needs only
+        set 3 or 30, where open/get needs 24 or 25)."""
+        answer = await self._call(
+            "GET",
+            "cgi-bin/open/have",
+            {"access_token": authorizer_token},
+            None,
+            _HaveOpen,
+            component_appid=component_appid,
+        )
+        return answer.have_open
+
+    async def open_bind(
+        self, authorizer_token: str, open_appid: str, *, component_appid: str | None = None
+    ) -> None:
+        """open/bind: bind the authorizer to ``open_appid``."""
+        await self._call(
+            "POST",
+            "cgi-bin/open/bind",
+            {"access_token": authorizer_token},
+            {"open_appid": open_appid},
+            _Ok,
+            component_appid=component_appid,
+        )
+
+    async def open_create(self, authorizer_token: str, *, component_appid: str | None = None) -> str:
+        """open/create: a new open account with the authorizer's principal, the authorizer bound to it."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/open/create",
+            {"access_token": authorizer_token},
+            {},
+            _OpenAppid,
+            component_appid=component_appid,
+        )
+        return answer.open_appid
+
+    async def jsapi_ticket(
+        self, authorizer_token: str, *, component_appid: str | None = None
+    ) -> FetchedToken:
+        """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""
+        answer = await self._call(
+            "GET",
+            "cgi-bin/ticket/getticket",
+            {"access_token": authorizer_token, "type": "jsapi"},
+            None,
+            _Ticket,
+            component_appid=component_appid,
+        )
+        return FetchedToken(answer.ticket, answer.expires_in)
+
+    async def send_custom_text(
+        self, authorizer_token: str, touser: str, content: str, *, component_appid: str | None = None
+    ) -> None:
+        """message/custom/send: a text customer-service message to a user of an official account or
+        mini program."""
+        await self._call(
+            "POST",
+            "cgi-bin/message/custom/send",
+            {"access_token": authorizer_token},
+            {"touser": touser, "msgtype": "text", "text": {"content": content}},
+            _Status,
+            component_appid=component_appid,
+        )
+
+    async def clear_quota(self, component_appid: str, secret: str, appid: str | None) -> None:
+        """clear_quota/v2 (needs no token, so it works while the quota blocks token fetches): the
+        component's own quota, or ``appid``'s. Sent once (``SENT_ONCE``): each call spends one of the
+        account's ten clears a month."""
+        body = {"component_appid": component_appid, "appsecret": secret}
+        if appid is not None:
+            body["appid"] = appid
+        await self._call("POST", "cgi-bin/component/clear_quota/v2", None, body, _Status)
+
+    async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
+        params = {"component_access_token": component_token} if component_token is not None else None
+        return await self._call("POST", path, params, body, shape)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        shape: type[T],
+        *,
+        component_appid: str | None = None,
+    ) -> T:
+        steps = path.split("/")
+        api = steps[-2] if steps[-1] == "v2" else steps[-1]  # clear_quota/v2: "clear_quota"
+        if component_appid is None and body is not None and isinstance(body.get("component_appid"), str):
+            component_appid = body["component_appid"]
+        key = self._breaker_key(path, component_appid)
+        once = path in SENT_ONCE
+        tries = 1 if once else self._attempts
+        problem = "no attempt made"
+        for attempt in range(tries):
+            if attempt and self.breakers.state(key) is not BreakerState.OPEN:
+                # Full jitter: replicas that failed together do not retry together. (Once the breaker
+                # is open, the call gives up at once rather than wait to become its trial.)
+                await asyncio.sleep(self._rng.uniform(0, self._backoff_s * 2**attempt))
+            try:
+                admission = self.breakers.admit(key, api)
+            except CircuitOpen as exc:
+                if not attempt:
+                    raise
+                # It opened meanwhile (our own faults, or with others' too): say what ours were.
+                reason = f"{problem} after {attempt} attempts, then {exc.reason}"
+                raise CircuitOpen(api, reason, retry_in_s=exc.retry_in_s) from None
+            try:
+                gate = _CALL_GATE.get()
+                async with gate if gate is not None else contextlib.nullcontext():
+                    outcome = await self._attempt(method, path, params, body, shape, api)
+            except UpstreamError:
+                self.breakers.succeeded(admission)  # a refusal is an answer: WeChat is reachable
+                raise
+            except BaseException:
+                self.breakers.abandoned(admission)
+                raise
+            if isinstance(outcome, _Fault):
+                self.breakers.failed(admission)
+                problem = outcome.problem
+                if once and outcome.sent:
+                    raise OutcomeUnknown(api, problem)
+                continue
+            self.breakers.succeeded(admission)
+            return outcome
+        if once:
+            raise UpstreamUnavailable(api, f"{problem}; not sent")
+        raise UpstreamUnavailable(api, f"{problem} after {tries} attempts")
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        shape: type[T],
+        api: str,
+    ) -> T | _Fault:
+        """One attempt: WeChat's answer decoded, a `_Fault`, or UpstreamError for a refusal."""
+        started = time.perf_counter()
+        try:
+            url = f"{self._base().rstrip('/')}/{path}"
+            response = await self._http.request(method, url, params=params, json=body)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            self._observe(api, "timeout", time.perf_counter() - started)
+            return _Fault("timed out connecting", sent=False)
+        except httpx.TimeoutException:
+            self._observe(api, "timeout", time.perf_counter() - started)
+            return _Fault("timed out")
+        except httpx.ConnectError as exc:
+            self._observe(api, "unreachable", time.perf_counter() - started)
+            return _Fault(f"cannot connect ({type(exc).__name__})", sent=False)
+        except httpx.TransportError as exc:  # the connection broke after the request may have gone
+            self._observe(api, "unreachable", time.perf_counter() - started)
+            return _Fault(f"connection lost ({type(exc).__name__})")
+        elapsed = time.perf_counter() - started
+        if response.status_code >= 500:
+            self._observe(api, "http_5xx", elapsed)
+            return _Fault(f"HTTP {response.status_code}")
+        try:
+            status = msgspec.json.decode(response.content, type=_Status)
+        except msgspec.DecodeError:
+            self._observe(api, "malformed", elapsed)
+            return _Fault(f"malformed answer (HTTP {response.status_code})")
+        self._observe(api, str(status.errcode), elapsed)
+        log.info("wechat %s errcode=%s %.0fms", api, status.errcode, elapsed * 1000)
+        if status.errcode in TRANSIENT_ERRCODES:
+            return _Fault(f"errcode {status.errcode}")
+        if status.errcode != 0:
+            raise UpstreamError(api, status.errcode, _RID.sub("", status.errmsg))
+        try:
+            return msgspec.json.decode(response.content, type=shape)
+        except msgspec.DecodeError:
+            return _Fault("answer without the expected fields")
+
+    def _breaker_key(self, path: str, component_appid: str | None) -> BreakerKey:
+        platform = None
+        if component_appid is not None and self._platform_of is not None:
+            platform = self._platform_of(component_appid)
+        return BreakerKey(platform or ANY_PLATFORM, family_of(path))
+
+
+def _unobserved(api: str, errcode: str, seconds: float) -> None:
+    """The observer of a client nobody watches."""
