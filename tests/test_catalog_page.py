@@ -26,7 +26,6 @@ from gateway.http.app import create_app
 from gateway.http.sessions import SESSION_COOKIE, WebSessions
 from gateway.registry.live import LiveRegistry
 from gateway.registry.model import Registry
-from gateway.settings import Settings
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running
 from tests.support.flows import approve_over_sockets
@@ -318,7 +317,7 @@ async def test_a_session_ends_when_its_client_loses_the_scope(world: World, regi
 
 async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: str) -> None:
     settings = make_settings(sqlite_url)
-    settings = Settings(settings.config_path, sqlite_url, settings.secret_box, "https://gateway.example")
+    settings = msgspec.structs.replace(settings, public_url="https://gateway.example")
     app = create_app(settings, registry, background=False)
     async with running(app, base_url="https://gateway.example") as gateway:
         form = await gateway.get("/catalog/login")

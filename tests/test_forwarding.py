@@ -21,6 +21,7 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.proxy.forwarding import SpooledBody, forward
+from gateway.settings import Settings
 from gateway.wechat.client import UPSTREAM_TRANSPORTS, new_http_client
 from tests.support.servers import serve_in_thread
 
@@ -92,7 +93,7 @@ def upstream() -> Iterator[str]:
 
 @pytest.fixture(params=UPSTREAM_TRANSPORTS)
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    async with new_http_client(environ={"GATEWAY_UPSTREAM_TRANSPORT": request.param}) as http:
+    async with new_http_client(kind=request.param) as http:
         yield http
 
 
@@ -199,7 +200,7 @@ async def test_proxies_from_the_environment_apply(upstream: str, monkeypatch: py
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", upstream)  # the echo answers as a forward proxy would receive it
     for kind in UPSTREAM_TRANSPORTS:
-        async with new_http_client(environ={"GATEWAY_UPSTREAM_TRANSPORT": kind}) as http:
+        async with new_http_client(kind=kind) as http:
             echoed = (await http.get("http://api.weixin.invalid/echo")).json()
         assert echoed["target"] == "http://api.weixin.invalid/echo", kind
 
@@ -243,6 +244,8 @@ async def test_failures_keep_httpx_exception_types(
     assert not isinstance(dropped.value, httpx.TimeoutException)
 
 
-def test_an_unknown_transport_is_refused() -> None:
+def test_the_transport_is_a_setting() -> None:
+    assert Settings.from_environ({}).upstream_transport == "aiohttp"
+    assert Settings.from_environ({"GATEWAY_UPSTREAM_TRANSPORT": "httpx"}).upstream_transport == "httpx"
     with pytest.raises(ConfigError, match="GATEWAY_UPSTREAM_TRANSPORT"):
-        new_http_client(environ={"GATEWAY_UPSTREAM_TRANSPORT": "requests"})
+        Settings.from_environ({"GATEWAY_UPSTREAM_TRANSPORT": "requests"})

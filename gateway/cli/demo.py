@@ -165,6 +165,7 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
             Listener(simulator, host, simulator_port),
         ],
         on_started=prepare,
+        http=settings.http_parser,
     )
 
 

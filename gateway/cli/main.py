@@ -9,9 +9,10 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -33,7 +34,7 @@ from gateway.observability.logs import configure_logging
 from gateway.onboarding.invites import DEFAULT_INVITE_VALID_S, MAX_INVITE_VALID_S
 from gateway.onboarding.service import LinkRequest
 from gateway.registry.model import load_registry
-from gateway.settings import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, Settings
+from gateway.settings import DEFAULT_CONFIG, Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from gateway.store import create_engine, upgrade
 from gateway.store.deliveries import DELIVERY_STATUSES, DeliveryRecord, is_record_id
@@ -42,6 +43,7 @@ from gateway.store.rotation import ColumnReport, rotate_secrets
 
 __all__ = ["main"]
 
+T = TypeVar("T")
 EXIT_INVALID = 2
 DEMO_CONFIG = "config/registry.example.yaml"
 DELIVERIES_LISTED = 50
@@ -51,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args = _parser().parse_args(argv)
     try:
-        _configure_logging(args.command)
+        _configure_logging(args.command, Settings.from_environ())
         result: int = args.run(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
@@ -237,14 +239,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(command: str) -> None:
+def _configure_logging(command: str, settings: Settings) -> None:
     # JSON lines for `serve`, which runs under a log collector; readable lines for everything run at a
     # terminal (the demo, the one-off commands).
     default_format = "json" if command == "serve" else "text"
-    configure_logging(
-        os.environ.get("GATEWAY_LOG_LEVEL", "") or "INFO",
-        os.environ.get("GATEWAY_LOG_FORMAT", "") or default_format,
-    )
+    configure_logging(settings.log_level, settings.log_format or default_format)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``main()`` to its end on the event loop ``GATEWAY_EVENT_LOOP`` chooses."""
+    return run_event_loop(main(), Settings.from_environ().event_loop)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -253,7 +257,8 @@ def _serve(args: argparse.Namespace) -> int:
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = load_registry(settings.config_path)
-    run_event_loop(serve([Listener(create_app(settings, registry), args.host, args.port)]))
+    app = create_app(settings, registry)
+    _run(lambda: serve([Listener(app, args.host, args.port)], http=settings.http_parser))
     return 0
 
 
@@ -262,7 +267,7 @@ def _reload(args: argparse.Namespace) -> int:
     back), so the file is not checked here: this process may not even see the same one."""
     pid = args.pid
     if pid is None:
-        pid_file = args.pid_file or os.environ.get("GATEWAY_PID_FILE")
+        pid_file = Settings.from_environ(pid_file=args.pid_file).pid_file
         if not pid_file:
             raise ConfigError("name the instance to reload: --pid, --pid-file or $GATEWAY_PID_FILE")
         try:
@@ -287,7 +292,7 @@ def _reload(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
 
-    run_event_loop(run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    _run(lambda: run_demo(Path(args.config), args.host, args.port, args.simulator_port))
     return 0
 
 
@@ -301,15 +306,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(_: argparse.Namespace) -> int:
+    database_url = Settings.from_environ().database_url
 
     async def run() -> None:
-        engine = create_engine(os.environ.get("GATEWAY_DATABASE_URL", DEFAULT_DATABASE_URL))
+        engine = create_engine(database_url)
         try:
             await upgrade(engine)
         finally:
             await engine.dispose()
 
-    run_event_loop(run())
+    _run(run)
     print("database schema is up to date")
     return 0
 
@@ -512,7 +518,7 @@ def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable
                 print(f"gateway: {exc.message}", file=sys.stderr)
                 return 1
 
-    return run_event_loop(main())
+    return _run(main)
 
 
 def _rotate_secret_key(args: argparse.Namespace) -> int:
@@ -526,7 +532,7 @@ def _rotate_secret_key(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    reports = run_event_loop(run())
+    reports = _run(run)
     for report in reports:
         print(
             f"{report.table}.{report.column}: {report.resealed} re-sealed, "
@@ -575,7 +581,8 @@ def _simulate(args: argparse.Namespace) -> int:
         ]
     app = create_simulator_app(SimulatorConfig(components=components, ticket_interval_s=args.ticket_interval))
     print(f"WeChat simulator on http://{args.host}:{args.port} (control API under /sim)", flush=True)
-    run_event_loop(serve([Listener(app, args.host, args.port)]))
+    http = Settings.from_environ().http_parser
+    _run(lambda: serve([Listener(app, args.host, args.port)], http=http))
     return 0
 
 

@@ -132,7 +132,7 @@ def create_app(
     engine = create_engine(settings.database_url)
     store = Store(engine, settings.secret_box, clock=clock)
     live = LiveRegistry(registry)
-    http = new_http_client(transport=transport)
+    http = new_http_client(transport=transport, kind=settings.upstream_transport)
     metrics = Metrics()
     breakers = UpstreamBreakers(
         BreakerPolicy(settings.upstream_breaker_threshold, settings.upstream_breaker_cooldown_s),

@@ -13,21 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import aiohttp
 import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from gateway.errors import CircuitOpen, ConfigError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import CircuitOpen, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.settings import DEFAULT_UPSTREAM_TRANSPORT, UpstreamTransport
 from gateway.wechat.breaker import ANY_PLATFORM, BreakerKey, BreakerState, UpstreamBreakers, family_of
 from gateway.wechat.log_redaction import redact_httpx_queries
 
@@ -78,10 +78,8 @@ _RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 RETRY_BACKOFF_S = 0.2  # the n-th retry waits up to RETRY_BACKOFF_S * 2**n (full jitter)
 UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
-# The network under the client (GATEWAY_UPSTREAM_TRANSPORT); docs/benchmarks.md has the figures behind
-# the default.
-UPSTREAM_TRANSPORTS = ("aiohttp", "httpx")
-DEFAULT_UPSTREAM_TRANSPORT = "aiohttp"
+# The network under the client (GATEWAY_UPSTREAM_TRANSPORT, `gateway.settings`).
+UPSTREAM_TRANSPORTS: tuple[UpstreamTransport, ...] = get_args(UpstreamTransport)
 
 
 # A bound on WeChat calls in flight set by a caller for everything it starts (tasks copy the context):
@@ -100,19 +98,17 @@ def bounded_calls(limit: int) -> Iterator[None]:
 
 
 def new_http_client(
-    *, transport: httpx.AsyncBaseTransport | None = None, environ: Mapping[str, str] | None = None
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    kind: UpstreamTransport = DEFAULT_UPSTREAM_TRANSPORT,
 ) -> httpx.AsyncClient:
     """The one pooled client of the app: bounded timeouts and connection limits, keep-alive.
 
     ``transport`` replaces the network (tests reach the simulator in-process this way). Otherwise
-    ``GATEWAY_UPSTREAM_TRANSPORT`` picks it: ``aiohttp`` (an aiohttp session under httpx's API, by
-    httpx-aiohttp) or ``httpx`` (httpx's own, httpcore). Either way proxies from the environment
-    (``HTTPS_PROXY``, ``NO_PROXY``…) apply as httpx reads them.
+    ``kind`` picks it: ``aiohttp`` (an aiohttp session under httpx's API, by httpx-aiohttp) or ``httpx``
+    (httpx's own, httpcore). Either way proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``…)
+    apply as httpx reads them.
     """
-    env = os.environ if environ is None else environ
-    kind = env.get("GATEWAY_UPSTREAM_TRANSPORT", "") or DEFAULT_UPSTREAM_TRANSPORT
-    if kind not in UPSTREAM_TRANSPORTS:
-        raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
     client = _AiohttpClient if kind == "aiohttp" else _UpstreamClient
     redact_httpx_queries()  # WeChat takes its tokens in the query string
     return client(

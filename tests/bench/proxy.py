@@ -31,7 +31,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.wechat.client import DEFAULT_UPSTREAM_TRANSPORT, UPSTREAM_TRANSPORTS
+from gateway.settings import DEFAULT_UPSTREAM_TRANSPORT
+from gateway.wechat.client import UPSTREAM_TRANSPORTS
 from tests.bench._harness import (
     AUTHORIZER,
     CLIENT_KEY,
