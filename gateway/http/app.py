@@ -44,10 +44,11 @@ from gateway.credentials.tokens import TokenService
 from gateway.delivery.subscriptions import Subscriptions
 from gateway.delivery.webhooks import WebhookSender, new_webhook_client
 from gateway.delivery.worker import DeliveryPolicy, DeliveryService
-from gateway.http.catalog import CatalogController
+from gateway.http.catalog import AuditLogController, CatalogController
 from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import exception_handlers
 from gateway.http.event_url import answer_pushes_up_front
+from gateway.http.guards import ACCESS, provide_client
 from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
@@ -56,12 +57,7 @@ from gateway.http.pages import CatalogPagesController
 from gateway.http.quota import QuotaController
 from gateway.http.sessions import WebSessions
 from gateway.http.tokens_from_memory import answer_tokens_from_memory
-from gateway.http.v1 import (
-    AuthorizerTokensController,
-    OpenBindingController,
-    PlatformsController,
-    provide_client,
-)
+from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, PlatformsController
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.http.wx_front import answer_wx_calls_up_front
@@ -290,6 +286,7 @@ def create_app(
             PlatformsController,
             OpenBindingController,
             CatalogController,
+            AuditLogController,
             CatalogPagesController,
             DeliveriesController,
             QuotaController,
@@ -319,7 +316,7 @@ def create_app(
             "quota": _constant(QuotaClearing(live, wechat, store.credentials, audit)),
             "sessions": _constant(sessions),
             "clock": _constant(clock),
-            "client": Provide(provide_client),
+            "client": Provide(provide_client, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
@@ -327,7 +324,7 @@ def create_app(
         logging_config=None,  # the process (CLI, tests) owns logging
         request_max_body_size=MAX_BODY_BYTES,
         before_request=refuse_announced_oversize,
-        state=State({"services": services}),
+        state=State({"services": services, ACCESS: vending}),
     )
     # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline.
     handlers = app.exception_handlers

@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.errors import ApiError, RateLimited, WxError
+from gateway.http.params import invalid_parameters
 from gateway.store.database import STORE_UNAVAILABLE
 
 __all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "exception_handlers"]
@@ -121,21 +122,11 @@ def http_exception_handler(
         errcode = {404: 40066, 413: 40006}.get(status, 47001)
         return wx_error_handler(request, WxError(errcode, detail, status=status))
     if isinstance(exc, ValidationException):
-        return _respond(422, "invalid_request", _validation_message(exc))
+        refused = invalid_parameters(request, exc)
+        return _respond(refused.status, refused.code, refused.message)
     if status >= 500:
         return unexpected_error_handler(request, exc)
     return _respond(status, _CODES.get(status, "invalid_request"), detail)
-
-
-def _validation_message(exc: ValidationException) -> str:
-    """Litestar's validation details in one sentence: which field, what is wrong (never the value)."""
-    details = exc.extra if isinstance(exc.extra, list) else []
-    parts = []
-    for detail in details:
-        if isinstance(detail, dict):
-            where = detail.get("key")
-            parts.append(f"{where}: {detail.get('message')}" if where else str(detail.get("message")))
-    return "; ".join(parts) or str(exc.detail)
 
 
 def store_unavailable_handler(

@@ -16,12 +16,32 @@ from urllib.parse import urlencode
 from litestar import Controller, MediaType, Request, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import ValidationException
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
 from gateway.catalog.service import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
 from gateway.errors import ApiError
-from gateway.http.catalog import read_audit_log
+from gateway.http.catalog import (
+    Action,
+    Actor,
+    AuditCursor,
+    AuditLimit,
+    AuthorizerAppid,
+    BindingFilter,
+    CatalogCursor,
+    CatalogLimit,
+    KindFilter,
+    PlatformFilter,
+    PlatformId,
+    Since,
+    StatusFilter,
+    TextFilter,
+    Until,
+    catalog_filter,
+    read_audit_log,
+)
+from gateway.http.params import invalid_parameters
 from gateway.http.sessions import (
     LOGIN_COOKIE,
     LOGIN_FORM_LIFETIME_S,
@@ -124,13 +144,22 @@ def _problem(_: Request[Any, Any, Any], exc: ApiError) -> Template:
     return _page("problem.html", {"title": title, "problem": exc}, status=exc.status)
 
 
+def _invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException) -> Template:
+    """A query parameter Litestar refused, as a page naming it."""
+    return _problem(request, invalid_parameters(request, exc))
+
+
 class CatalogPagesController(Controller):
     """Sign-in, the catalog table with its filters and CSV, one account, the audit log."""
 
     path = "/catalog"
     include_in_schema = False
     dependencies = {"auditor": Provide(provide_auditor)}
-    exception_handlers = {LoginRequired: _to_login, ApiError: _problem}
+    exception_handlers = {
+        LoginRequired: _to_login,
+        ApiError: _problem,
+        ValidationException: _invalid_parameters,
+    }
 
     @get("/login", cache=False)
     async def login_form(
@@ -187,11 +216,19 @@ class CatalogPagesController(Controller):
         request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
+        limit: CatalogLimit = 100,
+        cursor: CatalogCursor = "",
     ) -> Template:
         """The table for the filters of the query, with the counts of the same rows at the top."""
         params = request.query_params
-        page = await catalog.page(params)
-        counts = await catalog.counts(params)
+        where = catalog_filter(catalog, platform, kind, status, binding_state, q)
+        page = await catalog.page(where, limit=limit, cursor=cursor)
+        counts = await catalog.counts(where)
         query = {name: params[name] for name in FILTERS if params.get(name)}
         context = {
             "title": "Catalog",
@@ -212,12 +249,16 @@ class CatalogPagesController(Controller):
     @get("/export.csv", cache=False)
     async def catalog_csv(
         self,
-        request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
     ) -> Stream:
         """The rows of the page's filters as CSV (every page of them), for the signed-in auditor."""
-        rows = await catalog.csv(request.query_params)
+        rows = await catalog.csv(catalog_filter(catalog, platform, kind, status, binding_state, q))
         headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | PAGE_HEADERS
         return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
@@ -227,9 +268,27 @@ class CatalogPagesController(Controller):
         request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         store: NamedDependency[Store],
+        actor: Actor = "",
+        action: Action = "",
+        authorizer_appid: AuthorizerAppid = "",
+        platform: PlatformId = "",
+        since: Since = None,
+        until: Until = None,
+        limit: AuditLimit = 100,
+        cursor: AuditCursor = None,
     ) -> Template:
         """The audit log, newest first; the filters of ``/v1/audit-log`` apply (one account, …)."""
-        log = await read_audit_log(store, request.query_params)
+        log = await read_audit_log(
+            store,
+            actor=actor,
+            action=action,
+            authorizer_appid=authorizer_appid,
+            platform=platform,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
         query = {k: request.query_params[k] for k in AUDIT_FILTERS if request.query_params.get(k)}
         context = {
             "title": "Audit log",
