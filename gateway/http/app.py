@@ -53,9 +53,9 @@ from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
 from gateway.http.observe import observed
-from gateway.http.pages import CatalogPagesController
+from gateway.http.pages import catalog_pages
 from gateway.http.quota import QuotaController
-from gateway.http.sessions import WebSessions
+from gateway.http.sessions import SESSION_STORE, WebSessions
 from gateway.http.tokens_from_memory import answer_tokens_from_memory
 from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, PlatformsController
 from gateway.http.wechat import WeChatEventsController
@@ -77,6 +77,7 @@ from gateway.wechat.client import WeChatClient, new_http_client
 __all__ = ["Services", "create_app"]
 
 _STATIC_CACHE = CacheControlHeader(max_age=3600, public=True)  # the pages' stylesheet and icon
+CSRF_KEY_PURPOSE = "catalog pages csrf"  # the pages' CSRF tokens are signed under this derived key
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,7 @@ def create_app(
     )
     binding = OpenBindingService(live, store, tokens, wechat, authorizations, audit)
     catalog = Catalog(live, store.catalog, clock=clock)
-    sessions = WebSessions(
-        live, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
-    )
+    sessions = WebSessions(live, clock=clock)
     subscriptions = Subscriptions(live)
     webhooks = new_webhook_client()
     deliveries = DeliveryService(
@@ -287,7 +286,10 @@ def create_app(
             OpenBindingController,
             CatalogController,
             AuditLogController,
-            CatalogPagesController,
+            catalog_pages(
+                csrf_secret=settings.secret_box.derive(CSRF_KEY_PURPOSE)[0],
+                secure=settings.public_url.startswith("https://"),
+            ),
             DeliveriesController,
             QuotaController,
             WxController,
@@ -325,6 +327,7 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         before_request=refuse_announced_oversize,
         state=State({"services": services, ACCESS: vending}),
+        stores={SESSION_STORE: store.web_sessions},
     )
     # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline.
     handlers = app.exception_handlers

@@ -22,27 +22,31 @@ def invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException
     wrong (a page token the caller did not get from us), 422 ``invalid_request`` otherwise."""
     details = [d for d in exc.extra if isinstance(d, dict)] if isinstance(exc.extra, list) else []
     sentences = []
+    names: list[str | None] = []
     for detail in details:
         key = detail.get("key")
         declared = _declared(request, key) if key and detail.get("source") == "query" else None
         if declared is not None:
-            sentences.append(f"{key}: must be {_requirement(declared)}")
+            name, field = declared
+            names.append(name)
+            sentences.append(f"{name}: must be {_requirement(field)}")
         else:  # a body's field: its path and msgspec's words
+            names.append(None)
             sentences.append(f"{key}: {detail.get('message')}" if key else str(detail.get("message")))
     message = "; ".join(sentences) or str(exc.detail)
-    if details and all(d.get("key") == "cursor" and d.get("source") == "query" for d in details):
+    if names and all(name == "cursor" for name in names):
         return ApiError(400, "invalid_cursor", message)
     return ApiError(422, "invalid_request", message)
 
 
-def _declared(request: Request[Any, Any, Any], key: str) -> FieldDefinition | None:
-    """The handler's declaration of the query parameter ``key``."""
-    for name, field in request.route_handler.parsed_fn_signature.parameters.items():
-        kwarg = field.kwarg_definition
-        alias = kwarg.name if isinstance(kwarg, ParameterKwarg) else None
-        if (alias or name) == key:
-            return field
-    return None
+def _declared(request: Request[Any, Any, Any], key: str) -> tuple[str, FieldDefinition] | None:
+    """The query parameter Litestar calls ``key`` (the handler's argument): its name in the query and
+    its declaration."""
+    field = request.route_handler.parsed_fn_signature.parameters.get(key)
+    if field is None:
+        return None
+    kwarg = field.kwarg_definition
+    return (kwarg.name if isinstance(kwarg, ParameterKwarg) and kwarg.name else key), field
 
 
 def _requirement(field: FieldDefinition) -> str:
