@@ -23,12 +23,10 @@ import httpx
 from litestar import Litestar
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from gateway import __version__
 from gateway.access.ratelimit import create_rate_limiter
 from gateway.access.service import TokenVending
 from gateway.authorizations.service import AuthorizationService
@@ -53,6 +51,7 @@ from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
 from gateway.http.observe import observed
+from gateway.http.openapi import openapi_config
 from gateway.http.pages import catalog_pages
 from gateway.http.quota import QuotaController
 from gateway.http.sessions import SESSION_STORE, WebSessions
@@ -322,7 +321,7 @@ def create_app(
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
         logging_config=None,  # the process (CLI, tests) owns logging
         request_max_body_size=MAX_BODY_BYTES,
         before_request=refuse_announced_oversize,

@@ -16,8 +16,8 @@ from litestar.response import Stream
 
 from gateway.catalog.service import MAX_LIMIT, Binding, Catalog, CatalogPage, Kind, Status
 from gateway.errors import filter_text
-from gateway.http.errors import V1_ERRORS
 from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.store import Store
 from gateway.store.catalog import CatalogFilter
 

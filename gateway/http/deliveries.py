@@ -11,8 +11,8 @@ from litestar.params import FromPath, QueryParameter
 
 from gateway.delivery.worker import DeliveryService
 from gateway.errors import ApiError, filter_text
-from gateway.http.errors import V1_ERRORS
 from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.registry.model import Client
 from gateway.store import Store
 from gateway.store.deliveries import DeliveryRecord, DeliveryStatus, is_record_id

@@ -8,14 +8,13 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from gateway.errors import ApiError, RateLimited, WxError
 from gateway.http.params import invalid_parameters
 from gateway.store.database import STORE_UNAVAILABLE
 
-__all__ = ["V1_ERRORS", "ErrorBody", "ErrorDetail", "exception_handlers"]
+__all__ = ["ErrorBody", "ErrorDetail", "exception_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +30,6 @@ class ErrorBody(msgspec.Struct, frozen=True):
     """Every JSON error the gateway answers."""
 
     error: ErrorDetail
-
-
-# What each refusal of /v1 means; declared on every /v1 route, so that the OpenAPI document (and the clients
-# generated from it) know the error shape. `code` in the body says which case it is.
-_V1_REFUSALS = {
-    400: "malformed: a cursor this API did not give out, an appid of the wrong shape",
-    401: "no client key, or one that no client holds",
-    403: "the client lacks the scope, or may not act for this authorizer",
-    404: "no such authorizer, platform or delivery",
-    409: "WeChat's state forbids it: the authorizer must authorize again, or is bound elsewhere",
-    410: "the authorizer revoked its authorization",
-    413: "the request body is larger than the route accepts",
-    422: "a parameter or the body is not valid",
-    429: "the client is past its rate limit; Retry-After says when to try again",
-    503: "WeChat is unavailable, refused, or the platform has no verify ticket yet",
-}
-V1_ERRORS = {
-    status: ResponseSpec(data_container=ErrorBody, description=meaning, generate_examples=False)
-    for status, meaning in _V1_REFUSALS.items()
-}
 
 
 def _respond(status: int, code: str, message: str) -> Response[ErrorBody]:

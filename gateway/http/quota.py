@@ -8,8 +8,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from gateway.credentials.quota import QuotaCleared, QuotaClearing
-from gateway.http.errors import V1_ERRORS
 from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.registry.model import Client
 
 __all__ = ["ClearQuotaRequest", "QuotaController"]

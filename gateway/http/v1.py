@@ -11,8 +11,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from gateway.access.service import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending
 from gateway.binding.service import OpenBinding, OpenBindingService
-from gateway.http.errors import V1_ERRORS
 from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.onboarding.service import AuthorizationLinks, LinkRequest, Onboarding
 from gateway.registry.model import Client
 

@@ -11,6 +11,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import WxError
+from gateway.http.openapi import GATEWAY_TOKEN, WX_FORWARDED, WX_TOKEN
 from gateway.proxy.forwarding import Reply
 from gateway.proxy.policy import WxProxy
 
@@ -56,7 +57,7 @@ class WxController(Controller):
     path = "/wx"
     tags = ["wechat-compatible proxy"]
 
-    @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape")
+    @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape", responses=WX_TOKEN)
     async def token(
         self,
         request: Request[Any, Any, Any],
@@ -72,6 +73,8 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=STABLE_TOKEN_MAX_BODY,
         summary="A gateway token, in WeChat's shape (stable_token)",
+        status_code=200,
+        responses=WX_TOKEN,
     )
     async def stable_token(
         self,
@@ -90,6 +93,9 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=MAX_UPLOAD_BYTES,
         summary="A component API, with the component_access_token",
+        status_code=200,
+        responses=WX_FORWARDED,
+        security=GATEWAY_TOKEN,
     )
     async def component(
         self,
@@ -114,6 +120,9 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=MAX_UPLOAD_BYTES,
         summary="Any authorizer API, with the real token substituted",
+        status_code=200,
+        responses=WX_FORWARDED,
+        security=GATEWAY_TOKEN,
     )
     async def forward(
         self,
