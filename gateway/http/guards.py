@@ -64,8 +64,8 @@ class Requires:
     may act for the ``appid`` of the path)."""
 
     def __init__(self, *scopes: Scope, authorizer: bool = False) -> None:
-        if not scopes:
-            raise ValueError("a guard requires at least one scope")
+        if not scopes or (authorizer and len(scopes) > 1):
+            raise ValueError("a guard requires one scope, or several without an authorizer")
         self.scopes = scopes
         self.authorizer = authorizer
 
