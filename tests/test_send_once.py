@@ -21,7 +21,8 @@ from sqlalchemy import text
 
 from gateway.binding.service import READ_BACK_AGAIN_S
 from gateway.crypto import SecretBox
-from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable, WeChatUnavailable
+from gateway.http.errors import status_of
 from gateway.wechat.client import SENT_ONCE, WeChatClient
 from tests.support.world import OA, RETAIL, World
 from tests.test_onboarding import approve, auth, land, make_link
@@ -164,12 +165,10 @@ async def test_a_bind_wechat_acts_on_after_the_timeout_is_found_by_the_second_re
 
 
 async def test_a_create_open_get_never_shows_is_outcome_unknown(upstream: World) -> None:
-    from gateway.errors import ApiError
-
     await upstream.fault(endpoint="open/create", errcode=-1, times=1)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(WeChatUnavailable) as refused:
         await upstream.services.binding.create_from(OA, actor="test", force=True)
-    assert (refused.value.status, refused.value.code) == (503, "wechat_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "wechat_unavailable")
     assert "not bound as of open/get; outcome unknown" in refused.value.message
     assert await upstream.calls("open/create") == 1
     # The plan's read, the check just before sending, and the two read-backs after the lost answer.
@@ -186,15 +185,13 @@ async def test_a_create_whose_answer_is_lost_is_sent_once_and_read_back(upstream
 
 
 async def test_a_lost_create_that_cannot_be_read_back_is_503_outcome_unknown(upstream: World) -> None:
-    from gateway.errors import ApiError
-
     await upstream.fault(endpoint="open/create", delay_s=LOST, applied=True, times=1)
     pending = asyncio.create_task(upstream.services.binding.create_from(OA, actor="test", force=True))
     await when_called(upstream, "open/create")
     await upstream.fault(endpoint="open/get", http_status=502)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(WeChatUnavailable) as refused:
         await pending
-    assert (refused.value.status, refused.value.code) == (503, "wechat_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "wechat_unavailable")
     assert "outcome unknown" in refused.value.message
     assert await upstream.calls("open/create") == 1
 

@@ -23,7 +23,14 @@ import msgspec
 
 from gateway.credentials.single_flight import SingleFlight
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidInput,
+    OutcomeUnknown,
+    PlatformUnknown,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.store import RecordedEvent, Store
 from gateway.store.audit_trail import AuditTrail
@@ -145,15 +152,15 @@ class AuthorizationService(ReadsRegistry):
         code claimed waits for the holder's outcome). ``authorizer_appid`` (the event names it) lets an
         exchange whose answer was lost be read back with api_get_authorizer_info. Raises UpstreamError
         (61009/61010 for a bad code), OutcomeUnknown (sent, answer lost, nothing to read it back
-        with), UpstreamUnavailable or ApiError (no component token; 422 for a malformed code, neither
-        claimed nor sent) otherwise.
+        with), UpstreamUnavailable or a `Refused` (no component token; `InvalidInput` for a malformed
+        code, neither claimed nor sent) otherwise.
         """
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         problem = auth_code_problem(code)
         if problem is not None:
-            raise ApiError(422, "invalid_request", f"auth_code: {problem}")
+            raise InvalidInput("auth_code", problem)
         settled = await self._store.authorizations.code_claim(code)
         if settled is not None and settled.state == "exchanged":
             return None
@@ -258,11 +265,11 @@ class AuthorizationService(ReadsRegistry):
         (api_get_authorizer_info, a read: retried as reads are). Raises OutcomeUnknown if it cannot."""
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         try:
             component = await self._tokens.component_token(platform_id)
             details = await self._wechat.authorizer_details(component.value, platform.component_appid, appid)
-        except (ApiError, UpstreamUnavailable) as exc:
+        except (Refused, UpstreamUnavailable) as exc:
             raise OutcomeUnknown("api_query_auth", f"reading it back failed too: {exc}") from None
         if details.refresh_token is None:
             raise OutcomeUnknown(
@@ -297,7 +304,7 @@ class AuthorizationService(ReadsRegistry):
         try:
             component = await self._tokens.component_token(platform_id)
             info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
-        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+        except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             log.warning("profile of %s not refreshed: %s", appid, exc)
             return await self._store.authorizations.profile(appid)
         return await self._store.authorizations.save_profile(profile_of(appid, info))
@@ -350,8 +357,8 @@ class AuthorizationService(ReadsRegistry):
                     await self._store.mark_processed(recorded.id, f"code refused by WeChat ({exc.errcode})")
                     continue
                 await self._defer(recorded, str(exc))
-            except (UpstreamUnavailable, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status == 422:  # a malformed code: retrying cannot help
+            except (UpstreamUnavailable, Refused) as exc:
+                if isinstance(exc, InvalidInput):  # a malformed code: retrying cannot help
                     await self._store.mark_processed(recorded.id, exc.message[:200])
                     continue
                 await self._defer(recorded, str(exc))

@@ -6,9 +6,9 @@ knows of the others and of the open accounts the gateway created) and carries th
 
 Checking and binding go through the component holding open-account management (24 for an official
 account, 25 for a mini program) for that authorizer, with its authorizer token. ``open/bind`` is sent
-only where WeChat's API can succeed: never across principals (409 ``principal_mismatch``: the Open
+only where WeChat's API can succeed: never across principals (refused, ``principal_mismatch``: the Open
 Platform console binds related principals), never to an unverified API-created open account that
-already holds 5 (409 ``open_account_full``). An account bound to another open account is reported
+already holds 5 (``open_account_full``). An account bound to another open account is reported
 (``bound_elsewhere``, an audit finding), never unbound. open/bind and open/create change state at
 WeChat: each is sent by one function here (`_send_bind`, `_send_create`), once, never retried blindly.
 """
@@ -29,7 +29,15 @@ import msgspec
 from gateway.authorizations.service import AuthorizationService, profile_of
 from gateway.binding.plan import Account, CreatedOpenAccount, Planner, Rules, Step
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    BindingRefused,
+    OutcomeUnknown,
+    PermissionSetMissing,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import principal_key
 from gateway.store import Store
@@ -77,9 +85,8 @@ def open_account_claim(open_appid: str) -> str:
     return f"binding:open:{open_appid}"
 
 
-def _principal_unknown(appid: str) -> ApiError:
-    return ApiError(
-        409,
+def _principal_unknown(appid: str) -> BindingRefused:
+    return BindingRefused(
         "principal_unknown",
         f"the principal of {appid} is not known yet (api_get_authorizer_info): open/create copies it, "
         "so nothing was created; run `gateway catalog sync` and retry",
@@ -106,14 +113,13 @@ class _Claims:
         self._heartbeat: asyncio.Future[None] | None = None
 
     async def take(self, key: str) -> None:
-        """Wait for the lease on ``key`` (its holder releases it, or it lapses); 503 after ``wait_s``."""
+        """Wait for the lease on ``key`` (its holder releases it, or it lapses); `WeChatUnavailable` after
+        ``wait_s``."""
         deadline = time.monotonic() + self._wait_s
         pause = 0.02
         while await self._credentials.try_lease(key, self._owner, self._lease_s) is None:
             if time.monotonic() >= deadline:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
+                raise WeChatUnavailable(
                     f"another binding of the same {'principal' if ':principal:' in key else 'open account'} "
                     f"has been waiting on WeChat for {self._wait_s:.0f} s; nothing was sent: retry later",
                 )
@@ -234,7 +240,8 @@ class OpenBindingService(ReadsRegistry):
         return step
 
     async def ensure(self, appid: str, *, actor: str) -> OpenBinding:
-        """Bind ``appid`` to its §11 target when WeChat's API can, else say why (409) without calling."""
+        """Bind ``appid`` to its §11 target when WeChat's API can, else say why (`BindingRefused`) without
+        calling."""
         platform_id, token, component_appid = await self._token(appid)
         current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         principal = await self._principal(appid, platform_id, save=True)
@@ -260,14 +267,14 @@ class OpenBindingService(ReadsRegistry):
         if step.reason == "bound_elsewhere":
             self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=current)
             return OpenBinding("bound_elsewhere", current)
-        raise ApiError(409, step.reason or "binding_conflict", step.words)
+        raise BindingRefused(step.reason or "binding_conflict", step.words)
 
     async def create_from(self, appid: str, *, actor: str, force: bool = False) -> tuple[str, Step]:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it;
-        the new open account and the account's state after it, by §11. Refused (409
+        the new open account and the account's state after it, by §11. Refused (`BindingRefused`
         ``open_account_exists``) when §11 already gives the account's principal an open account, unless
         ``force``: a second open account of one principal splits its unionids. Refused without a known
-        principal (409 ``principal_unknown``)."""
+        principal (``principal_unknown``)."""
         platform_id, token, component_appid = await self._token(appid)
         current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         principal = await self._principal(appid, platform_id, save=True)
@@ -275,15 +282,14 @@ class OpenBindingService(ReadsRegistry):
             raise _principal_unknown(appid)
         if current is not None:  # WeChat would refuse it (89000): said without calling
             code, words = _REFUSALS[89000]
-            raise ApiError(409, code, f"{words} ({current}); nothing was created")
+            raise BindingRefused(code, f"{words} ({current}); nothing was created")
         account = Account(appid, principal, current)
         claims = self._claims()
         try:
             await claims.take(principal_claim(principal))  # decided on what the store says under it
             step = (await self.planner([account])).step(appid, principal, current)
             if step.target is not None and not force:
-                raise ApiError(
-                    409,
+                raise BindingRefused(
                     "open_account_exists",
                     f"the binding rules already give {appid} ({principal}) the open account "
                     f"{step.target} ({step.action}): `gateway open-binding ensure` binds it there; "
@@ -325,7 +331,7 @@ class OpenBindingService(ReadsRegistry):
                     )
                     principal = await self._principal(appid, platform_id, save=record)
                     seen[appid] = _Seen(appid, principal, current, token, component_appid)
-                except ApiError as exc:
+                except Refused as exc:
                     failed[appid] = PassRow(appid, None, exc.code, exc.message)
 
         await asyncio.gather(*(examine(appid) for appid in appids))
@@ -367,7 +373,7 @@ class OpenBindingService(ReadsRegistry):
                         rows[step.appid] = await self._settle(settled, seen, actor)
                         if settled.action in ("bind", "nothing") and settled.target is not None:
                             made[step.appid] = settled.target
-                except ApiError as exc:
+                except Refused as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
                 finally:
                     await claims.release()
@@ -384,7 +390,7 @@ class OpenBindingService(ReadsRegistry):
                     planned = replace(step, target=target)
                     settled = await self._settled(self._account(step), planned, planner, claims)
                     rows[step.appid] = await self._settle(settled, seen, actor)
-                except ApiError as exc:
+                except Refused as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
                 finally:
                     await claims.release()
@@ -470,15 +476,17 @@ class OpenBindingService(ReadsRegistry):
 
     async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
         """The one place open/bind is sent: once; after a lost answer, open/get says whether it landed
-        (409 ``already_bound`` when the account turns out bound to another open account meanwhile; 503
-        when it was not applied, or stays unknown)."""
+        (``already_bound`` when the account turns out bound to another open account meanwhile;
+        `WeChatUnavailable` when it was not applied, or stays unknown)."""
         try:
             await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
         except OutcomeUnknown as lost:
             bound_to = await self._read_back(token, component_appid, lost)
             if bound_to != open_appid:
                 code, words = _REFUSALS[89000]
-                raise ApiError(409, code, f"{words} ({bound_to}); it was not bound to {open_appid}") from None
+                raise BindingRefused(
+                    code, f"{words} ({bound_to}); it was not bound to {open_appid}"
+                ) from None
 
     async def _send_create(self, token: str, component_appid: str | None) -> str:
         """The one place open/create is sent: once; after a lost answer, the open account open/get finds
@@ -487,7 +495,7 @@ class OpenBindingService(ReadsRegistry):
         before = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
         if before is not None:
             code, words = _REFUSALS[89000]
-            raise ApiError(409, code, f"{words} ({before}); nothing was created")
+            raise BindingRefused(code, f"{words} ({before}); nothing was created")
         try:
             return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
         except OutcomeUnknown as lost:
@@ -495,23 +503,19 @@ class OpenBindingService(ReadsRegistry):
 
     async def _read_back(self, token: str, component_appid: str | None, lost: OutcomeUnknown) -> str:
         """The open account open/get finds the account bound to after ``lost``, read once more
-        `READ_BACK_AGAIN_S` later if it shows none yet; 503 saying the outcome is unknown when it still
-        shows none, or a read fails too."""
+        `READ_BACK_AGAIN_S` later if it shows none yet; `WeChatUnavailable` saying the outcome is unknown
+        when it still shows none, or a read fails too."""
         try:
             bound_to = await self._wechat.open_get(token, component_appid=component_appid)
             if bound_to is None:
                 await asyncio.sleep(READ_BACK_AGAIN_S)
                 bound_to = await self._wechat.open_get(token, component_appid=component_appid)
         except (UpstreamError, UpstreamUnavailable) as exc:
-            raise ApiError(
-                503,
-                "wechat_unavailable",
+            raise WeChatUnavailable(
                 f"WeChat {lost.api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
             ) from None
         if bound_to is None:
-            raise ApiError(
-                503,
-                "wechat_unavailable",
+            raise WeChatUnavailable(
                 f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
             )
         return bound_to
@@ -547,29 +551,27 @@ class OpenBindingService(ReadsRegistry):
         platform's component_appid (the upstream breaker's key; None if a reload just removed it)."""
         try:
             platform_id = await self._authorizations.route(appid, OPEN_API)
-        except ApiError as exc:
-            if exc.code == "permission_set_missing":
-                raise ApiError(
-                    409,
-                    "permission_set_missing",
-                    f"no platform holds permission set 24 (official account) or 25 (mini program), "
-                    f"open-platform account management, for {appid}",
-                ) from None
-            raise
+        except PermissionSetMissing:
+            raise PermissionSetMissing(
+                appid,
+                f"no platform holds permission set 24 (official account) or 25 (mini program), "
+                f"open-platform account management, for {appid}",
+            ) from None
         token = await self._tokens.authorizer_token(platform_id, appid)
         platform = self._registry.platform(platform_id)
         return platform_id, token.value, None if platform is None else platform.component_appid
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:
-        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable; a call that
-        changes state and got no answer raises OutcomeUnknown, for the caller to read the outcome back)."""
+        """WeChat's answer, or its refusal in words (`BindingRefused`; `WeChatUnavailable` when WeChat is
+        unreachable; a call that changes state and got no answer raises OutcomeUnknown, for the caller to
+        read the outcome back)."""
         try:
             return await pending
         except UpstreamError as exc:
             code, words = _REFUSALS.get(exc.errcode, ("wechat_refused", exc.errmsg))
-            raise ApiError(409, code, f"WeChat refused ({exc.errcode}): {words}") from None
+            raise BindingRefused(code, f"WeChat refused ({exc.errcode}): {words}") from None
         except OutcomeUnknown:
             raise  # the caller reads the outcome back
         except UpstreamUnavailable as exc:
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None

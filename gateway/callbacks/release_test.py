@@ -23,7 +23,7 @@ from functools import partial
 from gateway.authorizations.service import AuthorizationService
 from gateway.callbacks.messages import Reply
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import Refused, UpstreamError, UpstreamUnavailable
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.wechat.client import WeChatClient
 from gateway.xml import UserMessage
@@ -98,7 +98,7 @@ class ReleaseTest(ReadsRegistry):
                 f"{code}_from_api",
                 component_appid=None if platform is None else platform.component_appid,
             )
-        except (UpstreamError, UpstreamUnavailable, ApiError) as exc:
+        except (UpstreamError, UpstreamUnavailable, Refused) as exc:
             log.warning("release test of %s on %s: no API reply: %s", authorizer_appid, platform_id, exc)
             return
         except Exception:  # WeChat has its answer already: a failure here is only logged

@@ -1,8 +1,8 @@
 """The catalog for auditors (SPEC §6): every authorizer across every platform, one row each.
 
-Filters are validated here (an unknown value is a 422 naming the filter), pages are keyset pages over the
-authorizer appid behind an opaque cursor, and the CSV export streams the same rows page by page so its
-memory stays constant however large the catalog.
+Filters are validated here (an unknown value is an `InvalidInput` naming the filter), pages are keyset
+pages over the authorizer appid behind an opaque cursor, and the CSV export streams the same rows page by
+page so its memory stays constant however large the catalog.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from gateway.errors import ApiError, filter_text
+from gateway.errors import InvalidCursor, InvalidInput, filter_text
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Registry
 from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
@@ -138,19 +138,19 @@ class Catalog(ReadsRegistry):
         return self._registry
 
     def filters(self, params: Mapping[str, str]) -> CatalogFilter:
-        """The filters of a request; 422 naming the first unknown value."""
+        """The filters of a request; `InvalidInput` naming the first unknown value."""
         platform = params.get("platform") or None
         if platform is not None and self._registry.platform(platform) is None:
-            raise ApiError(422, "invalid_request", f"platform: no platform '{platform}' in the registry")
+            raise InvalidInput("platform", f"no platform '{platform}' in the registry")
         checked = {}
         for name, allowed in (("kind", KINDS), ("status", STATUSES), ("binding", BINDINGS)):
             value = params.get(name) or None
             if value is not None and value not in allowed:
-                raise ApiError(422, "invalid_request", f"{name}: must be one of {', '.join(allowed)}")
+                raise InvalidInput(name, f"must be one of {', '.join(allowed)}")
             checked[name] = value
         q = filter_text("q", (params.get("q") or "").strip())
         if q is not None and len(q) > 200:
-            raise ApiError(422, "invalid_request", "q: at most 200 characters")
+            raise InvalidInput("q", "at most 200 characters")
         return CatalogFilter(platform=platform, q=q, **checked)
 
     async def page(self, params: Mapping[str, str]) -> CatalogPage:
@@ -272,7 +272,7 @@ def _limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return 100
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(422, "invalid_request", f"limit: must be a whole number from 1 to {MAX_LIMIT}")
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 
 
@@ -285,7 +285,7 @@ def _decode_cursor(raw: str | None) -> tuple[str, int | None] | None:
     cursor (before totals were carried) has no total."""
     if not raw:
         return None
-    invalid = ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+    invalid = InvalidCursor()
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):

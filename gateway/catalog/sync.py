@@ -64,7 +64,14 @@ from gateway.authorizations.service import AuthorizationService, profile_of
 from gateway.binding.plan import Account
 from gateway.binding.service import OPEN_API, OpenBindingService
 from gateway.credentials.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    NoLiveAuthorization,
+    PermissionSetMissing,
+    PlatformUnknown,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.settings import DEFAULT_BINDING_RECHECK_S
@@ -90,8 +97,6 @@ HOLD_FRACTION = 0.9  # of the interval: how long the syncing replica keeps the l
 ACTOR = "catalog-sync"  # in the audit log
 HAVE_OPEN_API = "cgi-bin/open/have"
 BATCH = 200  # authorizations, or profiles with their bindings, written per transaction
-# Routing refusals meaning that no live authorization can ask WeChat anything for the account.
-NO_LIVE_GRANT = frozenset({"authorizer_unknown", "authorization_revoked", "reauthorization_required"})
 
 Tracker = Callable[[str, int], Callable[[], None]]
 """Starts a stage, given its label and how many items it has; returns what to call as each is done."""
@@ -227,7 +232,7 @@ class CatalogSync(ReadsRegistry):
         else:
             platform = self._registry.platform(platform_id)
             if platform is None:
-                raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+                raise PlatformUnknown(platform_id)
             platforms = [platform]
         started = time.monotonic()
         # ``concurrency`` bounds the WeChat calls in flight; four times as many accounts are worked on at
@@ -275,7 +280,7 @@ class CatalogSync(ReadsRegistry):
         list cannot be read whole."""
         try:
             listed = await self._listing(platform)
-        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+        except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             run.problem(platform.id, None, f"authorizer list: {_words(exc)}")
             return []
         stored = {
@@ -326,7 +331,7 @@ class CatalogSync(ReadsRegistry):
                     )
                 else:
                     await self._examine_one(pair, run)
-            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            except (Refused, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(platform_id, pair.appid, f"authorizer info: {_words(exc)}")
             step()
         await self._write_grants(run)
@@ -421,7 +426,7 @@ class CatalogSync(ReadsRegistry):
                 else:  # where it is bound stays as stored; its state is decided again
                     run.summary.bindings_kept += 1
                     run.kept.append(profile)
-            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            except (Refused, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
                 run.unsurveyed.append(profile)
             step()
@@ -497,9 +502,9 @@ class CatalogSync(ReadsRegistry):
         for api in (OPEN_API, HAVE_OPEN_API):
             try:
                 platform_id = await self._authorizations.route(appid, api)
-            except ApiError as exc:
-                if exc.code == "permission_set_missing":
-                    continue
+            except PermissionSetMissing:
+                continue
+            except Refused:
                 return True  # no live grant: reading asks WeChat nothing
             return f"authorizer:{platform_id}:{appid}" in run.valid_tokens
         return True  # no platform may ask: reading asks WeChat nothing
@@ -509,12 +514,10 @@ class CatalogSync(ReadsRegistry):
         None), (``unbound``, None) from open/have, or (``unknown``, None) when nothing may ask."""
         try:
             return "open_get", await self._binding.where_bound(appid)  # open/get (24 / 25)
-        except ApiError as exc:
-            if exc.code in NO_LIVE_GRANT:
-                return "unknown", None
-            if exc.code == "permission_set_missing":
-                return await self._have_open(appid, run), None
-            raise
+        except NoLiveAuthorization:
+            return "unknown", None
+        except PermissionSetMissing:
+            return await self._have_open(appid, run), None
 
     async def _have_open(self, appid: str, run: _Run) -> str:
         """open/have through a platform holding set 3 or 30: ``unbound``, or ``unknown`` when the account
@@ -522,10 +525,8 @@ class CatalogSync(ReadsRegistry):
         try:
             platform_id = await self._authorizations.route(appid, HAVE_OPEN_API)
             token = await self._tokens.authorizer_token(platform_id, appid)
-        except ApiError as exc:
-            if exc.code == "permission_set_missing" or exc.code in NO_LIVE_GRANT:
-                return "unknown"
-            raise
+        except (PermissionSetMissing, NoLiveAuthorization):
+            return "unknown"
         platform = self._registry.platform(platform_id)
         component_appid = None if platform is None else platform.component_appid
         if not await self._wechat.open_have(token.value, component_appid=component_appid):
@@ -610,5 +611,5 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-def _words(exc: ApiError | UpstreamError | UpstreamUnavailable) -> str:
-    return exc.message if isinstance(exc, ApiError) else str(exc)
+def _words(exc: Refused | UpstreamError | UpstreamUnavailable) -> str:
+    return exc.message if isinstance(exc, Refused) else str(exc)

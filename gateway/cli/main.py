@@ -25,7 +25,7 @@ from gateway.cli.operations import (
     progress_bars,
     services_of,
 )
-from gateway.errors import ApiError, ConfigError
+from gateway.errors import ConfigError, DeliveryUnknown, Refused
 from gateway.http.app import Services, create_app
 from gateway.http.deliveries import DeliveriesPage
 from gateway.http.serving import Listener, run_event_loop, serve
@@ -429,7 +429,7 @@ def _deliveries_replay(args: argparse.Namespace) -> int:
             for delivery_id in dict.fromkeys(args.ids):
                 try:
                     replayed.append(await services.deliveries.replay(delivery_id, actor="cli"))
-                except ApiError as exc:  # only ever delivery_unknown
+                except DeliveryUnknown as exc:
                     print(f"gateway: {exc.message}", file=sys.stderr)
                     unknown += 1
         finally:
@@ -508,7 +508,7 @@ def _with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable
         async with services_of(settings, registry) as services:
             try:
                 return await run(services)
-            except ApiError as exc:
+            except Refused as exc:
                 print(f"gateway: {exc.message}", file=sys.stderr)
                 return 1
 

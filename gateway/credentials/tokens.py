@@ -39,7 +39,18 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.credentials.single_flight import SingleFlight
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    AuthorizationRevoked,
+    AuthorizerUnknown,
+    PlatformUnknown,
+    QuotaExhausted,
+    ReauthorizationRequired,
+    Refused,
+    TicketMissing,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.observability.metrics import Metrics
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
@@ -293,7 +304,7 @@ class TokenService(ReadsRegistry):
             async with gate:
                 try:
                     await self._renew_in_background(key)
-                except ApiError as exc:
+                except Refused as exc:
                     log.warning("renewal of %s failed: %s", key, exc.message)
 
         await asyncio.gather(*(renew(key) for key in keys))
@@ -383,7 +394,7 @@ class TokenService(ReadsRegistry):
                 if waited_on_another and leased.problem is not None and not background:
                     # The renewal we waited for failed: report it rather than hammer WeChat again.
                     await credentials.release(name, self._owner, problem=leased.problem)
-                    raise ApiError(503, "wechat_unavailable", leased.problem)
+                    raise WeChatUnavailable(leased.problem)
                 on_report = stale is not None and leased.valid_at(now) and _same(leased.value, stale)
                 return await self._fetch_under_lease(
                     key, fetch, taken_over=lease.taken_over, reported=stale if on_report else None
@@ -394,11 +405,7 @@ class TokenService(ReadsRegistry):
             if current is not None and current.blocked_until is not None and current.blocked_until > now:
                 raise _quota_error(key)
             if now > deadline:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
-                    f"the renewal of {key.kind} token by another replica did not finish",
-                )
+                raise WeChatUnavailable(f"the renewal of {key.kind} token by another replica did not finish")
             waited_on_another = True
             await asyncio.sleep(self._rng.uniform(0.03, 0.12))
 
@@ -411,12 +418,12 @@ class TokenService(ReadsRegistry):
         heartbeat = asyncio.ensure_future(self._hold_lease(name))
         try:
             fetched = await fetch()
-        except ApiError as exc:
+        except Refused as exc:
             self._count_renewal(key, exc.code)
             await self._store.credentials.release(name, self._owner, problem=exc.message[:200])
             raise
         except UpstreamError as exc:
-            refusal = _api_error(key, exc)
+            refusal = _refusal(key, exc)
             self._count_renewal(key, refusal.code)
             blocked = None
             if exc.errcode == QUOTA_ERRCODE:
@@ -430,7 +437,7 @@ class TokenService(ReadsRegistry):
         except UpstreamUnavailable as exc:
             self._count_renewal(key, "wechat_unavailable")
             await self._store.credentials.release(name, self._owner, problem=str(exc)[:200])
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None
         except BaseException:
             await asyncio.shield(self._store.credentials.release(name, self._owner))
             raise
@@ -492,18 +499,14 @@ class TokenService(ReadsRegistry):
     async def _fetch_component(self, platform: Platform) -> FetchedToken:
         ticket = await self._store.ticket(platform.id)
         if ticket is None:
-            raise ApiError(
-                503, "ticket_missing", f"platform '{platform.id}' has no component_verify_ticket yet"
-            )
+            raise TicketMissing(platform.id, f"platform '{platform.id}' has no component_verify_ticket yet")
         if self._clock() - ticket.received_at > TICKET_LIFETIME_S:
-            raise ApiError(
-                503, "ticket_missing", f"the verify ticket of platform '{platform.id}' is older than 12 h"
+            raise TicketMissing(
+                platform.id, f"the verify ticket of platform '{platform.id}' is older than 12 h"
             )
         if self._rejected_tickets.get(platform.id) == ticket.ticket:
-            raise ApiError(
-                503,
-                "ticket_missing",
-                f"WeChat refused the verify ticket of '{platform.id}'; waiting for the next push",
+            raise TicketMissing(
+                platform.id, f"WeChat refused the verify ticket of '{platform.id}'; waiting for the next push"
             )
         try:
             return await self._wechat.component_token(
@@ -512,9 +515,8 @@ class TokenService(ReadsRegistry):
         except UpstreamError as exc:
             if exc.errcode in TICKET_ERRCODES:
                 self._rejected_tickets[platform.id] = ticket.ticket
-                raise ApiError(
-                    503,
-                    "ticket_missing",
+                raise TicketMissing(
+                    platform.id,
                     f"WeChat refused the verify ticket of '{platform.id}' ({exc.errcode}); "
                     "waiting for the next push",
                 ) from None
@@ -523,12 +525,10 @@ class TokenService(ReadsRegistry):
     async def _fetch_authorizer(self, platform: Platform, appid: str) -> FetchedToken:
         found = await self._store.authorizations.get_with_refresh_token(platform.id, appid)
         if found is None:
-            raise ApiError(404, "authorizer_unknown", f"{appid} has not authorized platform '{platform.id}'")
+            raise AuthorizerUnknown(appid, f"{appid} has not authorized platform '{platform.id}'")
         authorization, refresh_token = found
         if authorization.status == "revoked":
-            raise ApiError(
-                410, "authorization_revoked", f"{appid} revoked its authorization of '{platform.id}'"
-            )
+            raise AuthorizationRevoked(appid, f"{appid} revoked its authorization of '{platform.id}'")
         if authorization.status == "reauthorization_required" or refresh_token is None:
             raise _reauthorization_required(platform.id, appid)
         component = await self.component_token(platform.id)
@@ -557,8 +557,8 @@ class TokenService(ReadsRegistry):
         except UpstreamError as exc:
             if exc.errcode == NOT_AUTHORIZED:
                 await self._store.authorizations.set_status(platform.id, appid, "revoked")
-                raise ApiError(
-                    410, "authorization_revoked", f"WeChat says {appid} no longer authorizes '{platform.id}'"
+                raise AuthorizationRevoked(
+                    appid, f"WeChat says {appid} no longer authorizes '{platform.id}'"
                 ) from None
             if exc.errcode not in STALE_TOKEN_ERRCODES:
                 raise
@@ -614,7 +614,7 @@ class TokenService(ReadsRegistry):
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         return platform
 
 
@@ -642,27 +642,23 @@ def _next_beijing_midnight(now: float) -> float:
     return (math.floor(local / 86400) + 1) * 86400 - BEIJING_UTC_OFFSET_S
 
 
-def _quota_error(key: CredentialKey) -> ApiError:
-    return ApiError(
-        503,
-        "wechat_quota_exhausted",
+def _quota_error(key: CredentialKey) -> QuotaExhausted:
+    return QuotaExhausted(
+        key.platform_id,
         f"WeChat's daily quota for the {key.kind} token of '{key.platform_id}' is used up (45009); "
         "calls pause until the quota is cleared or the day turns",
     )
 
 
-def _reauthorization_required(platform_id: str, appid: str) -> ApiError:
-    return ApiError(
-        409,
-        "reauthorization_required",
+def _reauthorization_required(platform_id: str, appid: str) -> ReauthorizationRequired:
+    return ReauthorizationRequired(
+        appid,
         f"WeChat no longer accepts the refresh token of {appid} on '{platform_id}' (61023); "
         "its administrator must authorize the platform again",
     )
 
 
-def _api_error(key: CredentialKey, exc: UpstreamError) -> ApiError:
+def _refusal(key: CredentialKey, exc: UpstreamError) -> QuotaExhausted | WeChatUnavailable:
     if exc.errcode == QUOTA_ERRCODE:
         return _quota_error(key)
-    return ApiError(
-        503, "wechat_unavailable", f"WeChat refused the {key.kind} token ({exc.errcode} {exc.errmsg})"
-    )
+    return WeChatUnavailable(f"WeChat refused the {key.kind} token ({exc.errcode} {exc.errmsg})")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -46,7 +46,7 @@ from gateway.delivery.webhooks import WebhookSender, new_webhook_client
 from gateway.delivery.worker import DeliveryPolicy, DeliveryService
 from gateway.http.catalog import CatalogController
 from gateway.http.deliveries import DeliveriesController
-from gateway.http.errors import exception_handlers
+from gateway.http.errors import HOUSE_HANDLERS, PUSH_HANDLERS, WECHAT_HANDLERS
 from gateway.http.event_url import answer_pushes_up_front
 from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
@@ -281,19 +281,30 @@ def create_app(
             await limiter.aclose()
             await store.aclose()
 
+    # Each audience's router renders errors in its shape (gateway.http.errors); the app's own handlers
+    # answer everything else (routing, health, the pages' fallbacks) in the house's.
     app = Litestar(
         route_handlers=[
             HealthController,
-            WeChatEventsController,
-            WeChatMessagesController,
-            AuthorizerTokensController,
-            PlatformsController,
-            OpenBindingController,
-            CatalogController,
+            Router(
+                "/",
+                route_handlers=[WeChatEventsController, WeChatMessagesController],
+                exception_handlers=PUSH_HANDLERS,
+            ),
+            Router(
+                "/",
+                route_handlers=[
+                    AuthorizerTokensController,
+                    PlatformsController,
+                    OpenBindingController,
+                    CatalogController,
+                    DeliveriesController,
+                    QuotaController,
+                ],
+                exception_handlers=HOUSE_HANDLERS,
+            ),
             CatalogPagesController,
-            DeliveriesController,
-            QuotaController,
-            WxController,
+            Router("/", route_handlers=[WxController], exception_handlers=WECHAT_HANDLERS),
             create_static_files_router(
                 "/static", [Path(__file__).with_name("static")], cache_control=_STATIC_CACHE
             ),
@@ -321,7 +332,7 @@ def create_app(
             "clock": _constant(clock),
             "client": Provide(provide_client),
         },
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=HOUSE_HANDLERS,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
         logging_config=None,  # the process (CLI, tests) owns logging
@@ -329,9 +340,9 @@ def create_app(
         before_request=refuse_announced_oversize,
         state=State({"services": services}),
     )
-    # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline.
-    handlers = app.exception_handlers
-    front = answer_tokens_from_memory(app.asgi_handler, vending, handlers)
-    front = answer_wx_calls_up_front(front, proxy, handlers)
-    app.asgi_handler = observed(answer_pushes_up_front(front, intake, handlers), metrics)
+    # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline, their
+    # errors by their routers' handlers.
+    front = answer_tokens_from_memory(app.asgi_handler, vending, HOUSE_HANDLERS)
+    front = answer_wx_calls_up_front(front, proxy, WECHAT_HANDLERS)
+    app.asgi_handler = observed(answer_pushes_up_front(front, intake, PUSH_HANDLERS), metrics)
     return app

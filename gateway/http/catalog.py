@@ -12,7 +12,7 @@ from litestar.response import Stream
 
 from gateway.access.service import require
 from gateway.catalog.service import BINDINGS, KINDS, MAX_LIMIT, STATUSES, Catalog, CatalogPage
-from gateway.errors import ApiError, filter_text
+from gateway.errors import Forbidden, filter_text
 from gateway.http.errors import V1_ERRORS
 from gateway.http.params import number_param, reads_query, text_param, whole_number
 from gateway.registry.model import Client
@@ -120,9 +120,7 @@ class CatalogController(Controller):
     ) -> AuditLogPage:
         """Who was handed what, which links were made, which bindings changed; newest first."""
         if "catalog" not in client.scopes and "admin" not in client.scopes:
-            raise ApiError(
-                403, "forbidden", f"client '{client.id}' holds neither the scope 'catalog' nor 'admin'"
-            )
+            raise Forbidden(f"client '{client.id}' holds neither the scope 'catalog' nor 'admin'")
         return await read_audit_log(store, request.query_params)
 
 

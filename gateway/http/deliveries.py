@@ -11,7 +11,7 @@ from litestar.params import FromPath
 
 from gateway.access.service import require
 from gateway.delivery.worker import DeliveryService
-from gateway.errors import ApiError, filter_text
+from gateway.errors import DeliveryUnknown, InvalidCursor, InvalidInput, filter_text
 from gateway.http.errors import V1_ERRORS
 from gateway.http.params import number_param, reads_query, text_param, whole_number
 from gateway.registry.model import Client
@@ -51,11 +51,11 @@ class DeliveriesController(Controller):
         params = request.query_params
         status = params.get("status") or None
         if status is not None and status not in DELIVERY_STATUSES:
-            raise ApiError(422, "invalid_request", f"status: must be one of {', '.join(DELIVERY_STATUSES)}")
+            raise InvalidInput("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
         limit = whole_number(params.get("limit"), "limit", 100, 1, MAX_PAGE) or 100
         cursor = params.get("cursor") or None
         if cursor is not None and not is_record_id(cursor):
-            raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+            raise InvalidCursor()
         items, more = await store.deliveries.page(
             status=status, client_id=filter_text("client", params.get("client")), before=cursor, limit=limit
         )
@@ -72,5 +72,5 @@ class DeliveriesController(Controller):
         lost); audited."""
         require(client, "admin")
         if not is_record_id(delivery_id):
-            raise ApiError(404, "delivery_unknown", "no such delivery")
+            raise DeliveryUnknown(delivery_id, "no such delivery")
         return await deliveries.replay(delivery_id, actor=client.id)

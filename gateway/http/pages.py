@@ -2,8 +2,8 @@
 
 Plain HTML from templates, with no script; every page but the sign-in form needs a session
 (``gateway.http.sessions``). Refusals are pages too: without a session a page answers 303 to the sign-in
-form, and an ApiError (a filter not allowed, a bad cursor, an unknown account, a stale form) answers
-``problem.html`` with its status.
+form, and a refusal (a filter not allowed, a bad cursor, an unknown account, a stale form) answers
+``problem.html`` with its status (``gateway.http.errors.status_of``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
 from gateway.catalog.service import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
-from gateway.errors import ApiError
+from gateway.errors import AuthorizerUnknown, Refused
 from gateway.http.catalog import read_audit_log
+from gateway.http.errors import status_of
 from gateway.http.sessions import (
     LOGIN_COOKIE,
     LOGIN_FORM_LIFETIME_S,
@@ -118,10 +119,11 @@ def _to_login(_: Request[Any, Any, Any], __: LoginRequired) -> Redirect:
     return Redirect("/catalog/login", status_code=303, headers=PAGE_HEADERS)
 
 
-def _problem(_: Request[Any, Any, Any], exc: ApiError) -> Template:
-    """An ApiError as a page: its status and its message, and the way back."""
-    title = _TITLES.get(exc.status, "Not possible")
-    return _page("problem.html", {"title": title, "problem": exc}, status=exc.status)
+def _problem(_: Request[Any, Any, Any], exc: Refused) -> Template:
+    """A refusal as a page: its status and its message, and the way back."""
+    status = status_of(exc)
+    title = _TITLES.get(status, "Not possible")
+    return _page("problem.html", {"title": title, "problem": exc}, status=status)
 
 
 class CatalogPagesController(Controller):
@@ -130,7 +132,7 @@ class CatalogPagesController(Controller):
     path = "/catalog"
     include_in_schema = False
     dependencies = {"auditor": Provide(provide_auditor)}
-    exception_handlers = {LoginRequired: _to_login, ApiError: _problem}
+    exception_handlers = {LoginRequired: _to_login, Refused: _problem}
 
     @get("/login", cache=False)
     async def login_form(
@@ -150,7 +152,7 @@ class CatalogPagesController(Controller):
         sessions.check_login_token(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token"))
         try:
             token, _ = await sessions.login(str(form.get("key") or ""))
-        except ApiError as refused:
+        except Refused as refused:
             return self._login_page(sessions, error=refused.message)
         await sessions.end(request.cookies.get(SESSION_COOKIE))
         cookies = [_session_cookie(sessions, token), _forget(sessions, LOGIN_COOKIE, "/catalog/login")]
@@ -253,7 +255,7 @@ class CatalogPagesController(Controller):
         and what the audit log says of it lately."""
         row = await catalog.row(appid)
         if row is None:
-            raise ApiError(404, "authorizer_unknown", "No account with this appid is in the catalog.")
+            raise AuthorizerUnknown(appid, "No account with this appid is in the catalog.")
         context = {
             "title": row.name or row.authorizer_appid,
             "auditor": auditor,

@@ -9,19 +9,19 @@ from dataclasses import dataclass
 from litestar.openapi.spec import Operation, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from gateway.errors import ApiError
+from gateway.errors import InvalidCursor, InvalidInput
 
 __all__ = ["number_param", "reads_query", "text_param", "whole_number"]
 
 
 def whole_number(raw: str | None, name: str, default: int | None, low: int, high: int) -> int | None:
-    """``raw`` as a whole number from ``low`` to ``high`` (``default`` when absent or empty); 422 naming
-    ``name`` otherwise, or 400 ``invalid_cursor`` for a numeric ``cursor``."""
+    """``raw`` as a whole number from ``low`` to ``high`` (``default`` when absent or empty); `InvalidInput`
+    naming ``name`` otherwise (`InvalidCursor` for a numeric ``cursor``)."""
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
-        status, code = (400, "invalid_cursor") if name == "cursor" else (422, "invalid_request")
-        raise ApiError(status, code, f"{name}: must be a whole number from {low} to {high}")
+        refusal = InvalidCursor if name == "cursor" else InvalidInput
+        raise refusal(field=name, problem=f"must be a whole number from {low} to {high}")
     return int(raw)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from gateway.errors import ApiError
+from gateway.errors import Forbidden, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.store.web_sessions import WebSessionStore
 
@@ -79,9 +79,9 @@ class WebSessions(ReadsRegistry):
     def check_login_token(cookie: str | None, submitted: str | None) -> None:
         """403 unless the login form came back with the token its own cookie holds."""
         if not cookie or not submitted or len(submitted) > _MAX_TOKEN:
-            raise ApiError(403, "forbidden", "The sign-in form has expired. Load it again and retry.")
+            raise Forbidden("The sign-in form has expired. Load it again and retry.")
         if not hmac.compare_digest(cookie.encode(), submitted.encode()):
-            raise ApiError(403, "forbidden", "The sign-in form has expired. Load it again and retry.")
+            raise Forbidden("The sign-in form has expired. Load it again and retry.")
 
     async def login(self, key: str) -> tuple[str, Auditor]:
         """Open a session for the client whose key this is: its token (for the cookie) and the auditor.
@@ -94,11 +94,9 @@ class WebSessions(ReadsRegistry):
             self._registry.client_for_key_sha256(hashlib.sha256(key.encode()).hexdigest()) if key else None
         )
         if client is None:
-            raise ApiError(401, "unauthenticated", "This key was not accepted. Check it and try again.")
+            raise Unauthenticated("This key was not accepted. Check it and try again.")
         if "catalog" not in client.scopes:
-            raise ApiError(
-                403, "forbidden", "This key does not open the catalog: it lacks the scope 'catalog'."
-            )
+            raise Forbidden("This key does not open the catalog: it lacks the scope 'catalog'.")
         await self._store.purge_expired(self._clock())
         token = secrets.token_urlsafe(32)
         stored = await self._store.add(token, client.id, SESSION_LIFETIME_S)
@@ -127,7 +125,7 @@ class WebSessions(ReadsRegistry):
             return
         expected = _csrf_token(token).encode()
         if not submitted_csrf or not hmac.compare_digest(expected, submitted_csrf.encode()):
-            raise ApiError(403, "forbidden", "The sign-out form has expired. Load the page again and retry.")
+            raise Forbidden("The sign-out form has expired. Load the page again and retry.")
         await self._store.delete(token)
 
     async def end(self, token: str | None) -> None:

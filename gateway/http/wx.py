@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, HttpMethod, Request, Response, get, route
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Stream
 
@@ -55,6 +56,11 @@ class WxController(Controller):
 
     path = "/wx"
     tags = ["wechat-compatible proxy"]
+
+    @route("/", http_method=_METHODS, include_in_schema=False)
+    async def root(self) -> None:
+        """``/wx`` itself names no API: WeChat's 40066 (invalid url), as every other refusal here."""
+        raise NotFoundException
 
     @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape")
     async def token(

@@ -22,7 +22,16 @@ from markupsafe import Markup
 
 from gateway.authorizations.service import AuthorizationService, auth_code_problem
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidInput,
+    OutcomeUnknown,
+    PlatformUnknown,
+    Refused,
+    TicketMissing,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.onboarding.invites import (
     DEFAULT_INVITE_VALID_S,
     MAX_INVITE_VALID_S,
@@ -174,7 +183,7 @@ class Onboarding(ReadsRegistry):
         return f"{self._public_url}/wechat/{platform_id}/authorize?{_encode([('invite', token)])}"
 
     def create_invite(self, actor: str, platform_id: str, request: LinkRequest) -> InviteLink:
-        """A signed invite to the start page (no pre-auth code in it); 422 naming a bad field."""
+        """A signed invite to the start page (no pre-auth code in it); `InvalidInput` naming a bad field."""
         self._platform(platform_id)
         redirect_uri = self._validated(platform_id, request)
         valid_s = _invite_valid_s(request)
@@ -197,7 +206,8 @@ class Onboarding(ReadsRegistry):
         return InviteLink(self.start_page_url(platform_id, token), invite.expires_at)
 
     async def create_link(self, actor: str, platform_id: str, request: LinkRequest) -> AuthorizationLinks:
-        """An invite to the start page, and direct links on a fresh pre-auth code; 422 naming a bad field."""
+        """An invite to the start page, and direct links on a fresh pre-auth code; `InvalidInput` naming a bad
+        field."""
         self._platform(platform_id)
         self._validated(platform_id, request)
         _invite_valid_s(request)  # every field checked before WeChat is asked for a code
@@ -244,18 +254,18 @@ class Onboarding(ReadsRegistry):
         )
         try:
             links = await self._direct_links(platform_id, request)
-        except ApiError as exc:
-            if exc.code == "ticket_missing":
-                return StartPage(
-                    503,
-                    "Not ready yet",
-                    platform_name=platform.name,
-                    problem=f"{platform.name} is not ready to take authorizations yet: WeChat has not sent "
-                    "it its verify ticket (it does so every 10 minutes once the platform is set up).",
-                    remedy="Try this link again in a few minutes; if it keeps failing, tell group IT.",
-                )
-            if exc.status == 422:
-                return StartPage(400, "Invite not valid", problem=exc.message, remedy=ask_again)
+        except TicketMissing:
+            return StartPage(
+                503,
+                "Not ready yet",
+                platform_name=platform.name,
+                problem=f"{platform.name} is not ready to take authorizations yet: WeChat has not sent "
+                "it its verify ticket (it does so every 10 minutes once the platform is set up).",
+                remedy="Try this link again in a few minutes; if it keeps failing, tell group IT.",
+            )
+        except InvalidInput as exc:
+            return StartPage(400, "Invite not valid", problem=exc.message, remedy=ask_again)
+        except Refused:
             return StartPage(
                 503,
                 "WeChat not reachable",
@@ -286,9 +296,9 @@ class Onboarding(ReadsRegistry):
                 component.value, platform.component_appid
             )
         except UpstreamError as exc:
-            raise ApiError(503, "wechat_unavailable", f"WeChat refused a pre-auth code: {exc}") from None
+            raise WeChatUnavailable(f"WeChat refused a pre-auth code: {exc}") from None
         except UpstreamUnavailable as exc:
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None
         params: list[tuple[str, str]] = [
             ("component_appid", platform.component_appid),
             ("pre_auth_code", code),
@@ -315,24 +325,20 @@ class Onboarding(ReadsRegistry):
 
     def _validated(self, platform_id: str, request: LinkRequest) -> str:
         if request.auth_type not in AUTH_TYPES:
-            raise ApiError(422, "invalid_request", "auth_type: must be 1, 2 or 3")
+            raise InvalidInput("auth_type", "must be 1, 2 or 3")
         if request.biz_appid is not None and not is_appid(request.biz_appid):
-            raise ApiError(422, "invalid_request", "biz_appid: must be 'wx' followed by letters and digits")
+            raise InvalidInput("biz_appid", "must be 'wx' followed by letters and digits")
         allowed = {1: OFFICIAL_ACCOUNT_SETS, 2: MINI_PROGRAM_SETS}.get(
             request.auth_type, OFFICIAL_ACCOUNT_SETS | MINI_PROGRAM_SETS
         )
         for i, category in enumerate(request.category_ids or []):
             if category not in allowed:
                 kind = AUTH_TYPES[request.auth_type]
-                raise ApiError(
-                    422, "invalid_request", f"category_ids[{i}]: {category} is not a permission set of {kind}"
-                )
+                raise InvalidInput(f"category_ids[{i}]", f"{category} is not a permission set of {kind}")
         redirect_uri = request.redirect_uri or self.default_redirect(platform_id)
         public, wanted = urlsplit(self._public_url), urlsplit(redirect_uri)
         if (wanted.scheme, wanted.netloc) != (public.scheme, public.netloc):
-            raise ApiError(
-                422, "invalid_request", f"redirect_uri: must be on the gateway's public host {public.netloc}"
-            )
+            raise InvalidInput("redirect_uri", f"must be on the gateway's public host {public.netloc}")
         return redirect_uri
 
     async def complete(self, platform_id: str, auth_code: str) -> Authorized:
@@ -399,7 +405,7 @@ class Onboarding(ReadsRegistry):
         except UpstreamUnavailable:
             problem = "WeChat could not be reached to confirm the authorization. Please try again."
             return RedirectPage(503, "Authorization not confirmed", problem=problem)
-        except ApiError as exc:
+        except Refused as exc:
             return RedirectPage(503, "Authorization not confirmed", problem=exc.message)
         # No fresh link here: this page is open to anyone, and only a signed invite (with its biz_appid
         # restriction) may mint a pre_auth_code (SPEC §4).
@@ -410,7 +416,7 @@ class Onboarding(ReadsRegistry):
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         return platform
 
 
@@ -427,11 +433,9 @@ def _invite_valid_s(request: LinkRequest) -> int:
     if valid_s is None:
         return DEFAULT_INVITE_VALID_S
     if not MIN_INVITE_VALID_S <= valid_s <= MAX_INVITE_VALID_S:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"invite_valid_s: must be between {MIN_INVITE_VALID_S} and {MAX_INVITE_VALID_S} seconds "
-            "(30 days)",
+        raise InvalidInput(
+            "invite_valid_s",
+            f"must be between {MIN_INVITE_VALID_S} and {MAX_INVITE_VALID_S} seconds (30 days)",
         )
     return valid_s
 

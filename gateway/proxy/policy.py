@@ -3,7 +3,9 @@
 Existing SDKs only change their API host. They get an opaque gateway token from ``/wx/cgi-bin/token``
 (bound to one client and one authorizer, stored hashed, expiring, revocable); every other call carries it
 as ``access_token`` and is sent on to WeChat with the real token of the component routing picks. Real
-tokens never leave through ``/wx``. Refusals are answered as WeChat would: ``{"errcode", "errmsg"}``.
+tokens never leave through ``/wx``. Refusals are answered as WeChat would, ``{"errcode", "errmsg"}``: the
+proxy's own are `WxError` in WeChat's words, and the services' refusals it lets through are worded so by
+the ``/wx`` router (``gateway.http.errors``).
 Every call, ``/wx/cgi-bin/token`` included, counts against the client's rate limit as soon as the client
 is known (``gateway.access.ratelimit``: 429, errcode 45009). The byte-for-byte forwarding itself lives in
 ``gateway.proxy.forwarding``. Forwarded calls go through the upstream breakers
@@ -24,7 +26,7 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -35,8 +37,8 @@ from gateway.access.ratelimit import RateLimiter
 from gateway.access.service import authenticate
 from gateway.authorizations.service import AuthorizationService
 from gateway.credentials.single_flight import SingleFlight
-from gateway.credentials.tokens import QUOTA_ERRCODE, Token, TokenService
-from gateway.errors import ApiError, CircuitOpen, WxError
+from gateway.credentials.tokens import QUOTA_ERRCODE, TokenService
+from gateway.errors import CircuitOpen, Refused, Unauthenticated, WeChatTimedOut, WeChatUnavailable, WxError
 from gateway.observability.metrics import Metrics
 from gateway.proxy.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.registry.live import LiveRegistry, ReadsRegistry
@@ -120,27 +122,6 @@ ANONYMOUS_REFRESH_BUCKETS = 4096
 # Who a call without a client is counted under (metrics) and which breaker guards it.
 _NO_CLIENT = "-"
 _ANY_PLATFORM = "*"
-
-# How gateway-side refusals look to an SDK (errcode, HTTP status).
-_AS_WECHAT: dict[str, tuple[int, int]] = {
-    "unauthenticated": (40001, 200),
-    "forbidden": (48001, 200),
-    "invalid_request": (40013, 200),
-    "authorizer_unknown": (40013, 200),
-    "authorization_revoked": (61003, 200),
-    "reauthorization_required": (61023, 200),
-    "permission_set_missing": (48001, 200),
-    "wechat_quota_exhausted": (45009, 200),
-    "ticket_missing": (-1, 503),
-    "wechat_unavailable": (-1, 502),
-    "platform_unknown": (40013, 200),
-}
-
-
-def as_wechat_error(exc: ApiError) -> WxError:
-    """An ApiError of the services in WeChat's shape."""
-    errcode, status = _AS_WECHAT.get(exc.code, (-1, 502))
-    return WxError(errcode, exc.message, status=status)
 
 
 @dataclass(frozen=True)
@@ -243,7 +224,7 @@ class WxProxy(ReadsRegistry):
             raise WxError(41004, "appsecret missing: pass the client key as secret")
         try:
             client = authenticate(self._registry, f"Bearer {secret}")
-        except ApiError:
+        except Unauthenticated:
             raise WxError(40125, "invalid appsecret: not a known client key") from None
         await self._limiter.admit(client)
         await self._admit(client, appid)
@@ -267,10 +248,7 @@ class WxProxy(ReadsRegistry):
         if path in USER_TOKEN_PATHS:
             return await self._with_user_token(method, path, query, headers, body)
         caller = await self._caller(query, headers)
-        try:
-            platform_id = await self._authorizations.route(caller.authorizer_appid, path)
-        except ApiError as exc:
-            raise as_wechat_error(exc) from None
+        platform_id = await self._authorizations.route(caller.authorizer_appid, path)
         component_signed = path.startswith(_COMPONENT_SIGNED)
         return await self._forward(
             caller.client.id,
@@ -338,12 +316,12 @@ class WxProxy(ReadsRegistry):
             raise WxError(*login.missing_code)
         try:
             platform_id = await self._authorizations.route(appid, login.target)
-        except ApiError as exc:
+        except Refused:
             if client is None:
                 # Anonymous: one answer for an appid not served and one served but not signable (revoked,
                 # set 4 elsewhere), so a caller learns nothing of which accounts the gateway serves.
                 raise WxError(40013, "invalid appid") from None
-            raise as_wechat_error(exc) from None
+            raise
         forwarded = [(name, value) for name, value in query if name != "secret"]
         client_id = client.id if client is not None else _NO_CLIENT
         return await self._forward(
@@ -392,7 +370,7 @@ class WxProxy(ReadsRegistry):
         """``/wx/component/{platform}/<path>``: forwarded with the component_access_token."""
         try:
             client = authenticate(self._registry, headers.get("authorization"))
-        except ApiError as exc:
+        except Unauthenticated as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
         await self._limiter.admit(client)
         if "component" not in client.scopes:
@@ -407,7 +385,7 @@ class WxProxy(ReadsRegistry):
         try:
             stale: str | None = None
             for _ in range(2):
-                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
+                token = await self._tokens.component_token(platform_id, stale=stale)
                 if token.value == stale:  # WeChat gave the same value back on renewal: its answer stands
                     break
                 params = _with_tokens(query, {"component_access_token": token.value})
@@ -451,7 +429,7 @@ class WxProxy(ReadsRegistry):
         """The client of an ``Authorization: Bearer`` header, admitted for ``appid``."""
         try:
             client = authenticate(self._registry, headers.get("authorization"))
-        except ApiError as exc:
+        except Unauthenticated as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
         await self._limiter.admit(client)
         await self._admit(client, appid)
@@ -508,7 +486,7 @@ class WxProxy(ReadsRegistry):
         answered: tuple[Reply, int | None] | None = None
         while True:
             if component_signed:
-                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
+                token = await self._tokens.component_token(platform_id, stale=stale)
                 substitutes = {
                     "component_appid": platform.component_appid,
                     "component_access_token": token.value,
@@ -517,7 +495,7 @@ class WxProxy(ReadsRegistry):
                     ("appid", appid)
                 ]
             else:
-                token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
+                token = await self._tokens.authorizer_token(platform_id, appid, stale=stale)
                 params = _with_tokens(query, {"access_token": token.value})
             if answered is not None and token.value == stale:
                 return answered  # WeChat gave the same value back on renewal: its answer stands
@@ -530,13 +508,6 @@ class WxProxy(ReadsRegistry):
             )
             stale = token.value
             answered = reply, errcode
-
-    async def _guarded(self, pending: Awaitable[Token]) -> Token:
-        """A token, or the services' refusal in WeChat's shape."""
-        try:
-            return await pending
-        except ApiError as exc:
-            raise as_wechat_error(exc) from None
 
     async def _send(
         self,
@@ -551,16 +522,16 @@ class WxProxy(ReadsRegistry):
         try:
             admission = self._breakers.admit(BreakerKey(platform_id, proxy_family(path)), path)
         except CircuitOpen as exc:
-            raise WxError(-1, f"system error: WeChat keeps failing; {exc.reason}", status=502) from None
+            raise WeChatUnavailable(f"system error: WeChat keeps failing; {exc.reason}") from None
         try:
             reply = await forward(self._http, method, url, params, headers, body)
         except httpx.TimeoutException:
             self._breakers.failed(admission)
-            raise WxError(-1, "system error: WeChat did not answer in time", status=504) from None
+            raise WeChatTimedOut("system error: WeChat did not answer in time") from None
         except httpx.TransportError as exc:
             self._breakers.failed(admission)
-            raise WxError(
-                -1, f"system error: WeChat cannot be reached ({type(exc).__name__})", status=502
+            raise WeChatUnavailable(
+                f"system error: WeChat cannot be reached ({type(exc).__name__})"
             ) from None
         except BaseException:
             self._breakers.abandoned(admission)
