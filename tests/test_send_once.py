@@ -24,6 +24,7 @@ from gateway.crypto import SecretBox
 from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable, WeChatUnavailable
 from gateway.http.errors import status_of
 from gateway.wechat.client import SENT_ONCE, WeChatClient
+from tests.support.credentials import Fixed
 from tests.support.world import OA, RETAIL, World
 from tests.test_onboarding import approve, auth, land, make_link
 from tests.test_upstream_faults import TIMEOUT_S, open_upstream_world
@@ -396,7 +397,7 @@ async def test_a_call_sent_once_is_unknown_only_if_it_may_have_left(
     async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as http:
         wechat = WeChatClient(http, lambda: "https://api.weixin.test", backoff_s=0)
         with pytest.raises(UpstreamUnavailable) as raised:
-            await wechat.open_bind("token", GROUP_OPEN)
+            await wechat.bound(Fixed("token")).open_bind(GROUP_OPEN)
     assert isinstance(raised.value, OutcomeUnknown) is unknown
     assert ("outcome unknown" in str(raised.value)) is unknown
     assert sent == ["/cgi-bin/open/bind"]  # once, whatever the failure
@@ -407,5 +408,5 @@ async def test_a_refusal_of_a_call_sent_once_is_a_refusal() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answer)) as http:
         wechat = WeChatClient(http, lambda: "https://api.weixin.test", backoff_s=0)
         with pytest.raises(UpstreamError) as refused:
-            await wechat.open_bind("token", GROUP_OPEN)
+            await wechat.bound(Fixed("token")).open_bind(GROUP_OPEN)
     assert refused.value.errcode == 89001

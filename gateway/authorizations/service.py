@@ -36,7 +36,7 @@ from gateway.store import RecordedEvent, Store
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.authorizations import CodeClaim, Profile, StoredAuthorization
 from gateway.store.database import STORE_UNAVAILABLE
-from gateway.wechat.client import AuthorizerProfile, WeChatClient
+from gateway.wechat.client import AuthorizerProfile
 from gateway.wechat.routing import Grant, choose_platform
 from gateway.xml import Authorized, FastRegister, Unauthorized, UpdateAuthorized
 
@@ -77,7 +77,6 @@ class AuthorizationService(ReadsRegistry):
         self,
         registry: LiveRegistry,
         store: Store,
-        wechat: WeChatClient,
         tokens: TokenService,
         audit: AuditTrail,
         *,
@@ -90,7 +89,6 @@ class AuthorizationService(ReadsRegistry):
         self._code_claim_s = code_claim_s
         self._live = registry
         self._store = store
-        self._wechat = wechat
         self._tokens = tokens
         self._audit = audit
         self._clock = clock
@@ -164,12 +162,12 @@ class AuthorizationService(ReadsRegistry):
         settled = await self._store.authorizations.code_claim(code)
         if settled is not None and settled.state == "exchanged":
             return None
-        component = await self._tokens.component_token(platform_id)
+        component = await self._tokens.component_client(platform_id)
         claim = await self._claim_code(platform_id, code)
         if not claim.won:
             return await self._outcome_of(claim, platform_id, code, actor, authorizer_appid)
         try:
-            info = await self._wechat.query_auth(component.value, platform.component_appid, code)
+            info = await component.query_auth(platform.component_appid, code)
         except OutcomeUnknown as exc:
             await self._store.authorizations.code_unknown(code, self._owner, exc.reason)
             if authorizer_appid is None:
@@ -267,8 +265,8 @@ class AuthorizationService(ReadsRegistry):
         if platform is None:
             raise PlatformUnknown(platform_id)
         try:
-            component = await self._tokens.component_token(platform_id)
-            details = await self._wechat.authorizer_details(component.value, platform.component_appid, appid)
+            component = await self._tokens.component_client(platform_id)
+            details = await component.authorizer_details(platform.component_appid, appid)
         except (Refused, UpstreamUnavailable) as exc:
             raise OutcomeUnknown("api_query_auth", f"reading it back failed too: {exc}") from None
         if details.refresh_token is None:
@@ -302,8 +300,8 @@ class AuthorizationService(ReadsRegistry):
         if platform is None:
             return None
         try:
-            component = await self._tokens.component_token(platform_id)
-            info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
+            component = await self._tokens.component_client(platform_id)
+            info = await component.authorizer_info(platform.component_appid, appid)
         except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             log.warning("profile of %s not refreshed: %s", appid, exc)
             return await self._store.authorizations.profile(appid)

@@ -43,7 +43,7 @@ from gateway.registry.model import principal_key
 from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.credentials import CredentialStore
-from gateway.wechat.client import WeChatClient
+from gateway.wechat.client import BoundClient
 
 __all__ = ["BindingState", "OpenBinding", "OpenBindingService", "PassResult", "PassRow"]
 
@@ -155,8 +155,7 @@ class _Seen:
     appid: str
     principal: str | None
     current: str | None
-    token: str
-    component_appid: str | None
+    client: BoundClient  # the account's, through the platform routing picks for open/*
 
 
 @dataclass(frozen=True)
@@ -187,7 +186,6 @@ class OpenBindingService(ReadsRegistry):
         registry: LiveRegistry,
         store: Store,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
         *,
@@ -197,7 +195,6 @@ class OpenBindingService(ReadsRegistry):
         self._claim_lease_s = claim_lease_s
         self._store = store
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._audit = audit
 
@@ -224,14 +221,14 @@ class OpenBindingService(ReadsRegistry):
 
     async def where_bound(self, appid: str) -> str | None:
         """open/get for ``appid``: the open account it is bound to, None when none; nothing recorded."""
-        _, token, component_appid = await self._token(appid)
-        return await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        _, client = await self._client(appid)
+        return await self._guarded(client.open_get())
 
     async def check(self, appid: str, *, record: bool = True) -> Step:
         """Where ``appid`` is bound and what §11 says of it, changing nothing at WeChat; recorded for the
         catalog unless ``record`` is false."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=record)
         planner = await self.planner([Account(appid, principal, current)])
         step = planner.step(appid, principal, current)
@@ -242,12 +239,12 @@ class OpenBindingService(ReadsRegistry):
     async def ensure(self, appid: str, *, actor: str) -> OpenBinding:
         """Bind ``appid`` to its §11 target when WeChat's API can, else say why (`BindingRefused`) without
         calling."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=True)
         account = Account(appid, principal, current)
         planner = await self.planner([account])
-        seen = _Seen(appid, principal, current, token, component_appid)
+        seen = _Seen(appid, principal, current, client)
         claims = self._claims()
         try:
             step = await self._settled(account, planner.step(appid, principal, current), planner, claims)
@@ -275,8 +272,8 @@ class OpenBindingService(ReadsRegistry):
         ``open_account_exists``) when §11 already gives the account's principal an open account, unless
         ``force``: a second open account of one principal splits its unionids. Refused without a known
         principal (``principal_unknown``)."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=True)
         if principal is None:
             raise _principal_unknown(appid)
@@ -296,7 +293,7 @@ class OpenBindingService(ReadsRegistry):
                     "a second open account of one principal gives its users other unionids. "
                     "--force creates one all the same",
                 )
-            return await self._create(_Seen(appid, principal, current, token, component_appid), actor=actor)
+            return await self._create(_Seen(appid, principal, current, client), actor=actor)
         finally:
             await claims.release()
 
@@ -325,12 +322,10 @@ class OpenBindingService(ReadsRegistry):
         async def examine(appid: str) -> None:
             async with gate:
                 try:
-                    platform_id, token, component_appid = await self._token(appid)
-                    current = await self._guarded(
-                        self._wechat.open_get(token, component_appid=component_appid)
-                    )
+                    platform_id, client = await self._client(appid)
+                    current = await self._guarded(client.open_get())
                     principal = await self._principal(appid, platform_id, save=record)
-                    seen[appid] = _Seen(appid, principal, current, token, component_appid)
+                    seen[appid] = _Seen(appid, principal, current, client)
                 except Refused as exc:
                     failed[appid] = PassRow(appid, None, exc.code, exc.message)
 
@@ -450,7 +445,7 @@ class OpenBindingService(ReadsRegistry):
 
     async def _bind(self, seen: _Seen, open_appid: str, *, actor: str) -> None:
         """open/bind of ``seen`` to ``open_appid`` (the plan allowed it), audited."""
-        await self._send_bind(seen.token, open_appid, seen.component_appid)
+        await self._send_bind(seen.client, open_appid)
         self._audit.record(actor, "binding.bound", authorizer_appid=seen.appid, detail=open_appid)
 
     async def _create(self, seen: _Seen, *, actor: str) -> tuple[str, Step]:
@@ -459,7 +454,7 @@ class OpenBindingService(ReadsRegistry):
         open account and that step. Never without a known principal."""
         if not seen.principal:
             raise _principal_unknown(seen.appid)
-        open_appid = await self._send_create(seen.token, seen.component_appid)
+        open_appid = await self._send_create(seen.client)
         await self._store.open_accounts.remember(open_appid, seen.principal, seen.appid)
         self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
         now = Account(seen.appid, seen.principal, open_appid)
@@ -474,42 +469,42 @@ class OpenBindingService(ReadsRegistry):
     # READ_BACK_AGAIN_S apart, is reported not bound yet with the outcome unknown (WeChat may still be
     # processing the call), rather than resent at once (a bind still in flight would meet it with 89000).
 
-    async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
+    async def _send_bind(self, client: BoundClient, open_appid: str) -> None:
         """The one place open/bind is sent: once; after a lost answer, open/get says whether it landed
         (``already_bound`` when the account turns out bound to another open account meanwhile;
         `WeChatUnavailable` when it was not applied, or stays unknown)."""
         try:
-            await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
+            await self._guarded(client.open_bind(open_appid))
         except OutcomeUnknown as lost:
-            bound_to = await self._read_back(token, component_appid, lost)
+            bound_to = await self._read_back(client, lost)
             if bound_to != open_appid:
                 code, words = _REFUSALS[89000]
                 raise BindingRefused(
                     code, f"{words} ({bound_to}); it was not bound to {open_appid}"
                 ) from None
 
-    async def _send_create(self, token: str, component_appid: str | None) -> str:
+    async def _send_create(self, client: BoundClient) -> str:
         """The one place open/create is sent: once; after a lost answer, the open account open/get finds
         the account bound to (it was bound to none before, which is checked first: WeChat refuses a bound
         account with 89000, so a binding found afterwards is the created one)."""
-        before = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        before = await self._guarded(client.open_get())
         if before is not None:
             code, words = _REFUSALS[89000]
             raise BindingRefused(code, f"{words} ({before}); nothing was created")
         try:
-            return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+            return await self._guarded(client.open_create())
         except OutcomeUnknown as lost:
-            return await self._read_back(token, component_appid, lost)
+            return await self._read_back(client, lost)
 
-    async def _read_back(self, token: str, component_appid: str | None, lost: OutcomeUnknown) -> str:
+    async def _read_back(self, client: BoundClient, lost: OutcomeUnknown) -> str:
         """The open account open/get finds the account bound to after ``lost``, read once more
         `READ_BACK_AGAIN_S` later if it shows none yet; `WeChatUnavailable` saying the outcome is unknown
         when it still shows none, or a read fails too."""
         try:
-            bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+            bound_to = await client.open_get()
             if bound_to is None:
                 await asyncio.sleep(READ_BACK_AGAIN_S)
-                bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+                bound_to = await client.open_get()
         except (UpstreamError, UpstreamUnavailable) as exc:
             raise WeChatUnavailable(
                 f"WeChat {lost.api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
@@ -539,16 +534,15 @@ class OpenBindingService(ReadsRegistry):
             if platform is None:
                 return None
             try:
-                component = await self._tokens.component_token(platform_id)
-                info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
+                component = await self._tokens.component_client(platform_id)
+                info = await component.authorizer_info(platform.component_appid, appid)
             except (UpstreamError, UpstreamUnavailable):
                 return None
             profile = profile_of(appid, info)
         return profile.principal_name or None if profile is not None else None
 
-    async def _token(self, appid: str) -> tuple[str, str, str | None]:
-        """The platform routing picks for open/* for ``appid``, its authorizer token there, and that
-        platform's component_appid (the upstream breaker's key; None if a reload just removed it)."""
+    async def _client(self, appid: str) -> tuple[str, BoundClient]:
+        """The platform routing picks for open/* for ``appid``, and the account's client there."""
         try:
             platform_id = await self._authorizations.route(appid, OPEN_API)
         except PermissionSetMissing:
@@ -557,9 +551,7 @@ class OpenBindingService(ReadsRegistry):
                 f"no platform holds permission set 24 (official account) or 25 (mini program), "
                 f"open-platform account management, for {appid}",
             ) from None
-        token = await self._tokens.authorizer_token(platform_id, appid)
-        platform = self._registry.platform(platform_id)
-        return platform_id, token.value, None if platform is None else platform.component_appid
+        return platform_id, await self._tokens.authorizer_client(platform_id, appid)
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:

@@ -53,17 +53,15 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TypeVar
 
 import msgspec
 
 from gateway.authorizations.service import AuthorizationService, profile_of
 from gateway.binding.plan import Account
 from gateway.binding.service import OPEN_API, OpenBindingService
-from gateway.credentials.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
+from gateway.credentials.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, TokenService
 from gateway.errors import (
     NoLiveAuthorization,
     PermissionSetMissing,
@@ -78,13 +76,12 @@ from gateway.settings import DEFAULT_BINDING_RECHECK_S
 from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
-from gateway.wechat.client import AuthorizerDetails, WeChatClient, bounded_calls
+from gateway.wechat.client import AuthorizerDetails, bounded_calls
 
 __all__ = ["DEFAULT_CONCURRENCY", "JOB_KEY", "CatalogSync", "SyncProblem", "SyncSummary", "Tracker"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # Stored binding states that say where the account is bound, or that it is bound nowhere (open/get, or
 # open/have's "no open account"): a kept account in one of them is decided again without a call.
@@ -186,7 +183,6 @@ class CatalogSync(ReadsRegistry):
         registry: LiveRegistry,
         store: Store,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         binding: OpenBindingService,
         audit: AuditTrail,
@@ -200,7 +196,6 @@ class CatalogSync(ReadsRegistry):
         self._live = registry
         self._store = store
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._binding = binding
         self._audit = audit
@@ -300,17 +295,10 @@ class CatalogSync(ReadsRegistry):
     async def _listing(self, platform: Platform) -> dict[str, str | None]:
         """Every authorizer of the platform's list, with the refresh token the list gives for it."""
         listed: dict[str, str | None] = {}
+        component = await self._tokens.component_client(platform.id)
         offset, total = 0, 1
         while offset < total:
-            total, page = await self._component_call(
-                platform,
-                partial(
-                    self._wechat.authorizer_list,
-                    component_appid=platform.component_appid,
-                    offset=offset,
-                    count=LIST_PAGE,
-                ),
-            )
+            total, page = await component.authorizer_list(platform.component_appid, offset, LIST_PAGE)
             for item in page:
                 listed.setdefault(item.authorizer_appid, item.refresh_token)
             if not page:
@@ -339,14 +327,8 @@ class CatalogSync(ReadsRegistry):
     async def _examine_one(self, pair: _Pair, run: _Run) -> None:
         platform = pair.platform
         try:
-            details = await self._component_call(
-                platform,
-                partial(
-                    self._wechat.authorizer_details,
-                    component_appid=platform.component_appid,
-                    authorizer_appid=pair.appid,
-                ),
-            )
+            component = await self._tokens.component_client(platform.id)
+            details = await component.authorizer_details(platform.component_appid, pair.appid)
         except UpstreamError as exc:
             if exc.errcode == QUOTA_ERRCODE:
                 run.quota_strikes[platform.id] += 1
@@ -524,27 +506,13 @@ class CatalogSync(ReadsRegistry):
         has an open account it cannot name; ``unknown`` too when no platform holds either set."""
         try:
             platform_id = await self._authorizations.route(appid, HAVE_OPEN_API)
-            token = await self._tokens.authorizer_token(platform_id, appid)
+            authorizer = await self._tokens.authorizer_client(platform_id, appid)
         except (PermissionSetMissing, NoLiveAuthorization):
             return "unknown"
-        platform = self._registry.platform(platform_id)
-        component_appid = None if platform is None else platform.component_appid
-        if not await self._wechat.open_have(token.value, component_appid=component_appid):
+        if not await authorizer.open_have():
             return "unbound"
         run.summary.bound_unidentified += 1
         return "unknown"
-
-    async def _component_call(self, platform: Platform, call: Callable[[str], Awaitable[T]]) -> T:
-        """``call`` with the platform's component token; once more with a fresh one if WeChat calls it
-        stale (40001 / 40014 / 42001)."""
-        token = await self._tokens.component_token(platform.id)
-        try:
-            return await call(token.value)
-        except UpstreamError as exc:
-            if exc.errcode not in STALE_TOKEN_ERRCODES:
-                raise
-        fresh = await self._tokens.component_token(platform.id, stale=token.value)
-        return await call(fresh.value)
 
     # --- on a schedule ------------------------------------------------------------------------------
 

@@ -62,7 +62,10 @@ class QuotaClearing(ReadsRegistry):
         whose = authorizer_appid or "the platform"
         try:
             await self._wechat.clear_quota(
-                platform.component_appid, platform.component_appsecret.reveal(), authorizer_appid
+                platform.component_appid,
+                platform.component_appsecret.reveal(),
+                authorizer_appid,
+                platform_id=platform.id,
             )
         except UpstreamError as exc:
             self._audit.record(

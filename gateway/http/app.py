@@ -149,16 +149,11 @@ def create_app(
 
     live.on_swap(forget_breakers)
 
-    def platform_of(component_appid: str) -> str | None:
-        platform = live.current.platform_by_appid(component_appid)
-        return None if platform is None else platform.id
-
     wechat = WeChatClient(
         http,
         lambda: live.current.wechat.api_base,
         observe=metrics.observe_wechat_call,
         breakers=breakers,
-        platform_of=platform_of,
     )
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     tokens = TokenService(
@@ -172,7 +167,7 @@ def create_app(
         warm_window_s=settings.token_warm_window_s,
     )
     audit = AuditTrail(store.audit, clock=clock)
-    authorizations = AuthorizationService(live, store, wechat, tokens, audit, clock=clock, owner=owner)
+    authorizations = AuthorizationService(live, store, tokens, audit, clock=clock, owner=owner)
     intake = EventIntake(
         live,
         store,
@@ -187,9 +182,9 @@ def create_app(
     )
     invites = InviteSigner(settings.secret_box.derive(INVITE_KEY_PURPOSE), clock=clock)
     onboarding = Onboarding(
-        live, settings.public_url, store, tokens, wechat, authorizations, audit, invites, clock=clock
+        live, settings.public_url, store, tokens, authorizations, audit, invites, clock=clock
     )
-    binding = OpenBindingService(live, store, tokens, wechat, authorizations, audit)
+    binding = OpenBindingService(live, store, tokens, authorizations, audit)
     catalog = Catalog(live, store.catalog, clock=clock)
     sessions = WebSessions(
         live, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
@@ -208,7 +203,7 @@ def create_app(
     inbox = Inbox(subscriptions, store, authorizations, deliveries, clock=clock)
     messages = MessageService(
         live,
-        HandlerChain(ReleaseTest(live, authorizations, tokens, wechat), inbox),
+        HandlerChain(ReleaseTest(authorizations, tokens), inbox),
         window_s=settings.push_window_s,
         clock=clock,
     )
@@ -216,7 +211,6 @@ def create_app(
         live,
         store,
         tokens,
-        wechat,
         authorizations,
         binding,
         audit,

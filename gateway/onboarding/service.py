@@ -43,7 +43,6 @@ from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.wechat.client import WeChatClient
 from gateway.wechat.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.xml import is_appid
 
@@ -157,7 +156,6 @@ class Onboarding(ReadsRegistry):
         public_url: str,
         store: Store,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
         invites: InviteSigner,
@@ -169,7 +167,6 @@ class Onboarding(ReadsRegistry):
         self._public_url = public_url.rstrip("/")
         self._store = store
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._audit = audit
         self._clock = clock
@@ -290,11 +287,9 @@ class Onboarding(ReadsRegistry):
         """A fresh pre-auth code and WeChat's authorization page on it, on a computer and in WeChat."""
         platform = self._platform(platform_id)
         redirect_uri = self._validated(platform_id, request)
-        component = await self._tokens.component_token(platform_id)
+        component = await self._tokens.component_client(platform_id)
         try:
-            code, expires_in = await self._wechat.create_pre_auth_code(
-                component.value, platform.component_appid
-            )
+            code, expires_in = await component.create_pre_auth_code(platform.component_appid)
         except UpstreamError as exc:
             raise WeChatUnavailable(f"WeChat refused a pre-auth code: {exc}") from None
         except UpstreamUnavailable as exc:

@@ -28,6 +28,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 
 import httpx
@@ -47,6 +48,7 @@ from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.gateway_tokens import IssuedGatewayToken
 from gateway.wechat.breaker import BreakerKey, UpstreamBreakers, proxy_family
+from gateway.wechat.client import BoundClient
 from gateway.wechat.routing import required_sets
 
 __all__ = ["GATEWAY_TOKEN_LIFETIME_S", "LOGINS", "USER_TOKEN_PATHS", "Login", "WxProxy"]
@@ -60,10 +62,8 @@ RESOLVED_CACHE_S = 2.0
 # and SDKs call it often. Gateway tokens are stored hashed, so the plaintext is kept in this process only.
 STABLE_TOKEN_MIN_LEFT_S = 300.0
 RESOLVED_CACHE_MAX = 100_000
-STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 # Calls WeChat wants signed by the component rather than by the authorizer's token.
 _COMPONENT_SIGNED = ("sns/component/", "sns/oauth2/component/")
-_TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
 # Members of component APIs' answers that hold WeChat's tokens (see _without_tokens).
 _TOKEN_MEMBERS = frozenset(
     {"component_access_token", "authorizer_access_token", "authorizer_refresh_token", "refresh_token"}
@@ -122,6 +122,10 @@ ANONYMOUS_REFRESH_BUCKETS = 4096
 # Who a call without a client is counted under (metrics) and which breaker guards it.
 _NO_CLIENT = "-"
 _ANY_PLATFORM = "*"
+
+
+# Who signs a forwarded call: the client of the authorizer or of the component whose token it carries.
+_Signer = Callable[[], Awaitable[BoundClient]]
 
 
 @dataclass(frozen=True)
@@ -275,17 +279,25 @@ class WxProxy(ReadsRegistry):
         *,
         component_signed: bool,
     ) -> Reply:
-        """An authorizer's call sent with the serving component's credentials (renewed and resent once
-        on a stale token), its body spooled so it can be resent, and observed."""
+        """An authorizer's call sent with the serving component's credentials: the authorizer's token, or
+        for a component-signed call the component's token and appid with the authorizer's as ``appid``.
+        Its body is spooled, so the bound client can send it again once on a stale token; observed."""
+        platform = self._registry.platform(platform_id)
+        if platform is None:  # routing chose it, then a reload took it out of the registry
+            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
+        if component_signed:
+            signer: _Signer = partial(self._tokens.component_client, platform_id)
+            query = [(n, v) for n, v in query if n not in ("component_appid", "appid")]
+            query += [("component_appid", platform.component_appid), ("appid", appid)]
+        else:
+            signer = partial(self._tokens.authorizer_client, platform_id, appid)
         spooled = await SpooledBody.read(body)
         started = time.perf_counter()
         try:
-            reply, errcode = await self._send_with_fresh_token(
-                appid, platform_id, method, path, query, headers, spooled, component_signed
-            )
+            reply = await self._exchange(signer, platform_id, method, path, query, headers, spooled)
         finally:
             spooled.close()
-        self._observe(client_id, platform_id, appid, path, errcode, reply.status, started)
+        self._observe(client_id, platform_id, appid, path, errcode_of(reply.body), reply.status, started)
         return reply
 
     async def _login(
@@ -383,20 +395,11 @@ class WxProxy(ReadsRegistry):
         spooled = await SpooledBody.read(body)
         started = time.perf_counter()
         try:
-            stale: str | None = None
-            for _ in range(2):
-                token = await self._tokens.component_token(platform_id, stale=stale)
-                if token.value == stale:  # WeChat gave the same value back on renewal: its answer stands
-                    break
-                params = _with_tokens(query, {"component_access_token": token.value})
-                reply = await self._send(platform_id, method, path, params, headers, spooled)
-                errcode = errcode_of(reply.body)
-                if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
-                    break
-                stale = token.value
+            signer = partial(self._tokens.component_client, platform_id)
+            reply = await self._exchange(signer, platform_id, method, path, query, headers, spooled)
         finally:
             spooled.close()
-        self._observe(client.id, platform_id, None, path, errcode, reply.status, started)
+        self._observe(client.id, platform_id, None, path, errcode_of(reply.body), reply.status, started)
         return _without_tokens(reply)
 
     # --- the pieces ---------------------------------------------------------------------------------
@@ -466,48 +469,24 @@ class WxProxy(ReadsRegistry):
         if not grants:
             raise WxError(40013, "invalid appid: the gateway serves no authorizer with this appid")
 
-    async def _send_with_fresh_token(
+    async def _exchange(
         self,
-        appid: str,
+        signer: _Signer,
         platform_id: str,
         method: str,
         path: str,
         query: list[tuple[str, str]],
         headers: Mapping[str, str],
         body: SpooledBody,
-        component_signed: bool,
-    ) -> tuple[Reply, int | None]:
-        """Send with the current token; on a stale-token answer renew it (once, exactly-once machinery)
-        and send again."""
-        platform = self._registry.platform(platform_id)
-        if platform is None:  # routing chose it, then a reload took it out of the registry
-            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
-        stale: str | None = None
-        answered: tuple[Reply, int | None] | None = None
-        while True:
-            if component_signed:
-                token = await self._tokens.component_token(platform_id, stale=stale)
-                substitutes = {
-                    "component_appid": platform.component_appid,
-                    "component_access_token": token.value,
-                }
-                params = [(n, v) for n, v in _with_tokens(query, substitutes) if n != "appid"] + [
-                    ("appid", appid)
-                ]
-            else:
-                token = await self._tokens.authorizer_token(platform_id, appid, stale=stale)
-                params = _with_tokens(query, {"access_token": token.value})
-            if answered is not None and token.value == stale:
-                return answered  # WeChat gave the same value back on renewal: its answer stands
-            reply = await self._send(platform_id, method, path, params, headers, body)
-            errcode = errcode_of(reply.body)
-            if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
-                return reply, errcode
-            log.info(
-                "wechat says the %s token is stale (%s); renewing and retrying once", platform_id, errcode
-            )
-            stale = token.value
-            answered = reply, errcode
+    ) -> Reply:
+        """The call forwarded through ``signer``, the client whose token it carries (renewed and sent
+        again once on a stale one)."""
+        client = await signer()
+
+        def send(params: list[tuple[str, str]]) -> Awaitable[Reply]:
+            return self._send(platform_id, method, path, params, headers, body)
+
+        return await client.exchange(path, query, send, _errcode_of_reply)
 
     async def _send(
         self,
@@ -607,7 +586,6 @@ def _blanked(value: object) -> object:
     return value
 
 
-def _with_tokens(query: list[tuple[str, str]], substitutes: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The query with every token parameter removed and ``substitutes`` added."""
-    kept = [(name, value) for name, value in query if name not in _TOKEN_PARAMS and name not in substitutes]
-    return kept + list(substitutes.items())
+def _errcode_of_reply(reply: Reply) -> int | None:
+    """Where the bound client finds WeChat's errcode in a forwarded answer."""
+    return errcode_of(reply.body)

@@ -5,7 +5,9 @@ Every answer is decoded into a Struct; a non-zero ``errcode`` raises UpstreamErr
 with jittered exponential backoff, then raise UpstreamUnavailable. A call that changes state at WeChat
 (``SENT_ONCE``) is sent once: a fault after sending raises OutcomeUnknown. Every attempt goes through the
 breaker of its (platform, API family) (``gateway.wechat.breaker``): after repeated faults calls fail fast with
-CircuitOpen instead of reaching WeChat. Nothing here touches stored state.
+CircuitOpen instead of reaching WeChat. Calls that carry a token are made through a `BoundClient`, the
+client bound to a `Credential` (an authorizer's or a component's token, renewable): it puts the token in,
+and renews it and resends once when WeChat calls it stale. Nothing here touches stored state.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import httpx
@@ -28,16 +30,19 @@ import msgspec
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.errors import CircuitOpen, ConfigError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
-from gateway.wechat.breaker import ANY_PLATFORM, BreakerKey, BreakerState, UpstreamBreakers, family_of
+from gateway.wechat.breaker import BreakerKey, BreakerState, UpstreamBreakers, family_of
 from gateway.wechat.log_redaction import redact_httpx_queries
 
 __all__ = [
     "SENT_ONCE",
+    "STALE_TOKEN_ERRCODES",
     "AuthorizationInfo",
     "AuthorizerDetails",
     "AuthorizerListItem",
     "AuthorizerProfile",
+    "BoundClient",
     "CallObserver",
+    "Credential",
     "FetchedToken",
     "WeChatClient",
     "bounded_calls",
@@ -47,8 +52,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 TRANSIENT_ERRCODES = frozenset({-1})
+# WeChat calling the token a call carried invalid (40001), not the latest (40014) or expired (42001): the
+# holder renews it and the call may be sent again (BoundClient).
+STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
+# The query parameters WeChat reads a token from; a bound call carries its credential's alone.
+TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
 
 # Calls that change state at WeChat: each can succeed there while its answer is lost (a timeout, -1, a
 # 5xx, a malformed body), so it is sent ONCE and such a fault raises OutcomeUnknown for the caller to
@@ -216,6 +227,25 @@ class _AiohttpClient(_UpstreamClient):
         return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
 
 
+class Credential(Protocol):
+    """A token WeChat takes in the query, and its holder, who can renew it (httpx's ``Auth`` for WeChat).
+
+    ``param`` names the query parameter (``access_token``, ``component_access_token``); ``platform_id``
+    the platform whose token it is, which keys the upstream breaker."""
+
+    platform_id: str
+    param: str
+
+    async def current(self) -> str:
+        """The token to send."""
+        ...
+
+    async def renew(self, stale: str) -> str:
+        """The token to send instead of ``stale``, which WeChat refused as stale; ``stale`` itself when
+        it cannot be renewed (WeChat gave the same value back)."""
+        ...
+
+
 class _Status(msgspec.Struct):
     errcode: int = 0
     errmsg: str = ""
@@ -366,8 +396,9 @@ class _Fault(msgspec.Struct, frozen=True):
 class WeChatClient:
     """WeChat's APIs at ``api_base()``, asked before each attempt (a registry reload may move it);
     ``attempts`` bounds the tries for transient faults; ``observe`` is told of every attempt;
-    ``breakers`` guard every attempt, keyed by the platform ``platform_of`` names for the call's
-    component appid (``*`` when there is none, or no ``platform_of``) and the API family."""
+    ``breakers`` guard every attempt, keyed by the platform the call is made for and the API family.
+
+    The calls that take no token are here; those that carry one are made through `bound`."""
 
     def __init__(
         self,
@@ -379,10 +410,8 @@ class WeChatClient:
         rng: random.Random | None = None,
         observe: CallObserver | None = None,
         breakers: UpstreamBreakers | None = None,
-        platform_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.breakers = breakers or UpstreamBreakers()
-        self._platform_of = platform_of
         self._http = http
         self._observe = observe or _unobserved
         self._base = api_base
@@ -390,214 +419,54 @@ class WeChatClient:
         self._backoff_s = RETRY_BACKOFF_S if backoff_s is None else backoff_s
         self._rng = rng or random.Random()
 
-    async def component_token(self, component_appid: str, secret: str, ticket: str) -> FetchedToken:
+    def bound(self, credential: Credential) -> BoundClient:
+        """This client making its calls with ``credential``'s token."""
+        return BoundClient(self, credential)
+
+    async def component_token(
+        self, component_appid: str, secret: str, ticket: str, *, platform_id: str
+    ) -> FetchedToken:
         """api_component_token: a component_access_token from the verify ticket."""
-        answer = await self._post(
+        body = {
+            "component_appid": component_appid,
+            "component_appsecret": secret,
+            "component_verify_ticket": ticket,
+        }
+        answer = await self._call(
+            "POST",
             "cgi-bin/component/api_component_token",
             None,
-            {
-                "component_appid": component_appid,
-                "component_appsecret": secret,
-                "component_verify_ticket": ticket,
-            },
+            body,
             _ComponentToken,
+            platform_id=platform_id,
         )
         return FetchedToken(answer.component_access_token, answer.expires_in)
 
-    async def authorizer_token(
-        self, component_token: str, component_appid: str, authorizer_appid: str, refresh_token: str
-    ) -> FetchedToken:
-        """api_authorizer_token: an authorizer_access_token from the refresh token."""
-        answer = await self._post(
-            "cgi-bin/component/api_authorizer_token",
-            component_token,
-            {
-                "component_appid": component_appid,
-                "authorizer_appid": authorizer_appid,
-                "authorizer_refresh_token": refresh_token,
-            },
-            _AuthorizerToken,
-        )
-        return FetchedToken(
-            answer.authorizer_access_token, answer.expires_in, answer.authorizer_refresh_token
-        )
-
-    async def query_auth(self, component_token: str, component_appid: str, code: str) -> AuthorizationInfo:
-        """api_query_auth: exchange an authorization code."""
-        answer = await self._post(
-            "cgi-bin/component/api_query_auth",
-            component_token,
-            {"component_appid": component_appid, "authorization_code": code},
-            _QueryAuth,
-        )
-        return answer.authorization_info
-
-    async def authorizer_list(
-        self, component_token: str, component_appid: str, offset: int, count: int = 500
-    ) -> tuple[int, list[AuthorizerListItem]]:
-        """api_get_authorizer_list: one page (at most 500) and the total."""
-        answer = await self._post(
-            "cgi-bin/component/api_get_authorizer_list",
-            component_token,
-            {"component_appid": component_appid, "offset": offset, "count": count},
-            _AuthorizerList,
-        )
-        return answer.total_count, answer.items
-
-    async def create_pre_auth_code(self, component_token: str, component_appid: str) -> tuple[str, int]:
-        """api_create_preauthcode: a single-use pre-auth code and its lifetime."""
-        answer = await self._post(
-            "cgi-bin/component/api_create_preauthcode",
-            component_token,
-            {"component_appid": component_appid},
-            _PreAuthCode,
-        )
-        return answer.pre_auth_code, answer.expires_in
-
-    async def authorizer_info(
-        self, component_token: str, component_appid: str, authorizer_appid: str
-    ) -> AuthorizerProfile:
-        """api_get_authorizer_info: the account's name, principal, kind and status."""
-        answer = await self._post(
-            "cgi-bin/component/api_get_authorizer_info",
-            component_token,
-            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
-            _AuthorizerInfo,
-        )
-        return answer.authorizer_info
-
-    async def authorizer_details(
-        self, component_token: str, component_appid: str, authorizer_appid: str
-    ) -> AuthorizerDetails:
-        """api_get_authorizer_info with its ``authorization_info``: the account, and the permission sets
-        and refresh token of its authorization of this component."""
-        answer = await self._post(
-            "cgi-bin/component/api_get_authorizer_info",
-            component_token,
-            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
-            _AuthorizerDetails,
-        )
-        grant = answer.authorization_info
-        return AuthorizerDetails(
-            answer.authorizer_info,
-            frozenset(f.funcscope_category.id for f in grant.func_info),
-            grant.authorizer_refresh_token,
-        )
-
-    async def open_get(self, authorizer_token: str, *, component_appid: str | None = None) -> str | None:
-        """open/get: the open account the authorizer is bound to, or None when unbound.
-
-        ``component_appid`` (here and in the other calls made with an authorizer token) names the
-        component whose token it is, for the breaker's key; without it the call counts under ``*``."""
-        try:
-            answer = await self._call(
-                "POST",
-                "cgi-bin/open/get",
-                {"access_token": authorizer_token},
-                {},
-                _OpenAppid,
-                component_appid=component_appid,
-            )
-        except UpstreamError as exc:
-            if exc.errcode == OPEN_UNBOUND:
-                return None
-            raise
-        return answer.open_appid
-
-    async def open_have(self, authorizer_token: str, *, component_appid: str | None = None) -> bool:
-        """open/have: whether the authorizer is bound to an open account (not which one; it needs only
-        set 3 or 30, where open/get needs 24 or 25)."""
-        answer = await self._call(
-            "GET",
-            "cgi-bin/open/have",
-            {"access_token": authorizer_token},
-            None,
-            _HaveOpen,
-            component_appid=component_appid,
-        )
-        return answer.have_open
-
-    async def open_bind(
-        self, authorizer_token: str, open_appid: str, *, component_appid: str | None = None
+    async def clear_quota(
+        self, component_appid: str, secret: str, appid: str | None, *, platform_id: str
     ) -> None:
-        """open/bind: bind the authorizer to ``open_appid``."""
-        await self._call(
-            "POST",
-            "cgi-bin/open/bind",
-            {"access_token": authorizer_token},
-            {"open_appid": open_appid},
-            _Ok,
-            component_appid=component_appid,
-        )
-
-    async def open_create(self, authorizer_token: str, *, component_appid: str | None = None) -> str:
-        """open/create: a new open account with the authorizer's principal, the authorizer bound to it."""
-        answer = await self._call(
-            "POST",
-            "cgi-bin/open/create",
-            {"access_token": authorizer_token},
-            {},
-            _OpenAppid,
-            component_appid=component_appid,
-        )
-        return answer.open_appid
-
-    async def jsapi_ticket(
-        self, authorizer_token: str, *, component_appid: str | None = None
-    ) -> FetchedToken:
-        """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""
-        answer = await self._call(
-            "GET",
-            "cgi-bin/ticket/getticket",
-            {"access_token": authorizer_token, "type": "jsapi"},
-            None,
-            _Ticket,
-            component_appid=component_appid,
-        )
-        return FetchedToken(answer.ticket, answer.expires_in)
-
-    async def send_custom_text(
-        self, authorizer_token: str, touser: str, content: str, *, component_appid: str | None = None
-    ) -> None:
-        """message/custom/send: a text customer-service message to a user of an official account or
-        mini program."""
-        await self._call(
-            "POST",
-            "cgi-bin/message/custom/send",
-            {"access_token": authorizer_token},
-            {"touser": touser, "msgtype": "text", "text": {"content": content}},
-            _Status,
-            component_appid=component_appid,
-        )
-
-    async def clear_quota(self, component_appid: str, secret: str, appid: str | None) -> None:
         """clear_quota/v2 (needs no token, so it works while the quota blocks token fetches): the
         component's own quota, or ``appid``'s. Sent once (``SENT_ONCE``): each call spends one of the
         account's ten clears a month."""
         body = {"component_appid": component_appid, "appsecret": secret}
         if appid is not None:
             body["appid"] = appid
-        await self._call("POST", "cgi-bin/component/clear_quota/v2", None, body, _Status)
-
-    async def _post(self, path: str, component_token: str | None, body: dict[str, Any], shape: type[T]) -> T:
-        params = {"component_access_token": component_token} if component_token is not None else None
-        return await self._call("POST", path, params, body, shape)
+        path = "cgi-bin/component/clear_quota/v2"
+        await self._call("POST", path, None, body, _Status, platform_id=platform_id)
 
     async def _call(
         self,
         method: str,
         path: str,
-        params: dict[str, str] | None,
+        params: list[tuple[str, str]] | None,
         body: dict[str, Any] | None,
         shape: type[T],
         *,
-        component_appid: str | None = None,
+        platform_id: str,
     ) -> T:
         steps = path.split("/")
         api = steps[-2] if steps[-1] == "v2" else steps[-1]  # clear_quota/v2: "clear_quota"
-        if component_appid is None and body is not None and isinstance(body.get("component_appid"), str):
-            component_appid = body["component_appid"]
-        key = self._breaker_key(path, component_appid)
+        key = BreakerKey(platform_id, family_of(path))
         once = path in SENT_ONCE
         tries = 1 if once else self._attempts
         problem = "no attempt made"
@@ -640,7 +509,7 @@ class WeChatClient:
         self,
         method: str,
         path: str,
-        params: dict[str, str] | None,
+        params: list[tuple[str, str]] | None,
         body: dict[str, Any] | None,
         shape: type[T],
         api: str,
@@ -649,7 +518,8 @@ class WeChatClient:
         started = time.perf_counter()
         try:
             url = f"{self._base().rstrip('/')}/{path}"
-            response = await self._http.request(method, url, params=params, json=body)
+            query = tuple(params) if params else None  # (httpx types a list of pairs more narrowly)
+            response = await self._http.request(method, url, params=query, json=body)
         except (httpx.ConnectTimeout, httpx.PoolTimeout):
             self._observe(api, "timeout", time.perf_counter() - started)
             return _Fault("timed out connecting", sent=False)
@@ -682,11 +552,209 @@ class WeChatClient:
         except msgspec.DecodeError:
             return _Fault("answer without the expected fields")
 
-    def _breaker_key(self, path: str, component_appid: str | None) -> BreakerKey:
-        platform = None
-        if component_appid is not None and self._platform_of is not None:
-            platform = self._platform_of(component_appid)
-        return BreakerKey(platform or ANY_PLATFORM, family_of(path))
+
+def _no_errcode(answer: object) -> None:
+    """A typed call's answer: its refusals were raised as UpstreamError."""
+
+
+class BoundClient:
+    """WeChat's calls made with one credential's token: an authorizer's or a component's.
+
+    The token goes into the query (replacing any token the query held) and, when WeChat calls it stale
+    (40001/40014/42001), the credential renews it once and the call is sent once more with the new value:
+    `exchange`, the one place this is done, for the typed calls below and for whatever a caller sends
+    itself (the ``/wx`` proxy's forwarding). Resent only when that is safe and useful: never a call that
+    changes state (``SENT_ONCE``, SPEC §7; the renewal still happens, so the caller's next try works), and
+    not when the renewal gives the stale value back (WeChat's answer then stands). The breaker key is the
+    credential's platform.
+    """
+
+    def __init__(self, wechat: WeChatClient, credential: Credential) -> None:
+        self._wechat = wechat
+        self.credential = credential
+
+    async def exchange(
+        self,
+        path: str,
+        query: Iterable[tuple[str, str]],
+        send: Callable[[list[tuple[str, str]]], Awaitable[A]],
+        errcode_of: Callable[[A], int | None] = _no_errcode,
+    ) -> A:
+        """``send`` the call to ``path`` with ``query`` and the token, renewing the token and sending
+        again once if WeChat calls it stale, in the answer (``errcode_of``) or in an UpstreamError."""
+        credential = self.credential
+        kept = [(name, value) for name, value in query if name not in TOKEN_PARAMS]
+        token = await credential.current()
+        try:
+            answer = await send([*kept, (credential.param, token)])
+        except UpstreamError as exc:
+            fresh = await self._renewed(path, token, exc.errcode)
+            if fresh is None:
+                raise
+        else:
+            fresh = await self._renewed(path, token, errcode_of(answer))
+            if fresh is None:
+                return answer
+        return await send([*kept, (credential.param, fresh)])
+
+    async def _renewed(self, path: str, token: str, errcode: int | None) -> str | None:
+        """The token to send again with after WeChat answered ``errcode``; None when not to send again."""
+        if errcode not in STALE_TOKEN_ERRCODES:
+            return None
+        credential = self.credential
+        fresh = await credential.renew(token)
+        if fresh == token:
+            outcome, again = "the renewal gave it back; WeChat's answer stands", False
+        elif path in SENT_ONCE:
+            outcome, again = "renewed; not sent again (it changes state)", False
+        else:
+            outcome, again = "renewed; sending again", True
+        log.info(
+            "wechat called the %s of %s stale (%s) on %s: %s",
+            credential.param,
+            credential.platform_id,
+            errcode,
+            path,
+            outcome,
+        )
+        return fresh if again else None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        body: dict[str, Any] | None,
+        shape: type[T],
+    ) -> T:
+        platform_id = self.credential.platform_id
+
+        def send(params: list[tuple[str, str]]) -> Awaitable[T]:
+            return self._wechat._call(method, path, params, body, shape, platform_id=platform_id)
+
+        return await self.exchange(path, query, send)
+
+    # --- with a component_access_token ---------------------------------------------------------------
+
+    async def authorizer_token(
+        self, component_appid: str, authorizer_appid: str, refresh_token: str
+    ) -> FetchedToken:
+        """api_authorizer_token: an authorizer_access_token from the refresh token."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_authorizer_token",
+            [],
+            {
+                "component_appid": component_appid,
+                "authorizer_appid": authorizer_appid,
+                "authorizer_refresh_token": refresh_token,
+            },
+            _AuthorizerToken,
+        )
+        return FetchedToken(
+            answer.authorizer_access_token, answer.expires_in, answer.authorizer_refresh_token
+        )
+
+    async def query_auth(self, component_appid: str, code: str) -> AuthorizationInfo:
+        """api_query_auth: exchange an authorization code."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_query_auth",
+            [],
+            {"component_appid": component_appid, "authorization_code": code},
+            _QueryAuth,
+        )
+        return answer.authorization_info
+
+    async def authorizer_list(
+        self, component_appid: str, offset: int, count: int = 500
+    ) -> tuple[int, list[AuthorizerListItem]]:
+        """api_get_authorizer_list: one page (at most 500) and the total."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_get_authorizer_list",
+            [],
+            {"component_appid": component_appid, "offset": offset, "count": count},
+            _AuthorizerList,
+        )
+        return answer.total_count, answer.items
+
+    async def create_pre_auth_code(self, component_appid: str) -> tuple[str, int]:
+        """api_create_preauthcode: a single-use pre-auth code and its lifetime."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_create_preauthcode",
+            [],
+            {"component_appid": component_appid},
+            _PreAuthCode,
+        )
+        return answer.pre_auth_code, answer.expires_in
+
+    async def authorizer_info(self, component_appid: str, authorizer_appid: str) -> AuthorizerProfile:
+        """api_get_authorizer_info: the account's name, principal, kind and status."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_get_authorizer_info",
+            [],
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerInfo,
+        )
+        return answer.authorizer_info
+
+    async def authorizer_details(self, component_appid: str, authorizer_appid: str) -> AuthorizerDetails:
+        """api_get_authorizer_info with its ``authorization_info``: the account, and the permission sets
+        and refresh token of its authorization of this component."""
+        answer = await self._call(
+            "POST",
+            "cgi-bin/component/api_get_authorizer_info",
+            [],
+            {"component_appid": component_appid, "authorizer_appid": authorizer_appid},
+            _AuthorizerDetails,
+        )
+        grant = answer.authorization_info
+        return AuthorizerDetails(
+            answer.authorizer_info,
+            frozenset(f.funcscope_category.id for f in grant.func_info),
+            grant.authorizer_refresh_token,
+        )
+
+    # --- with an authorizer_access_token -------------------------------------------------------------
+
+    async def open_get(self) -> str | None:
+        """open/get: the open account the authorizer is bound to, or None when unbound."""
+        try:
+            answer = await self._call("POST", "cgi-bin/open/get", [], {}, _OpenAppid)
+        except UpstreamError as exc:
+            if exc.errcode == OPEN_UNBOUND:
+                return None
+            raise
+        return answer.open_appid
+
+    async def open_have(self) -> bool:
+        """open/have: whether the authorizer is bound to an open account (not which one; it needs only
+        set 3 or 30, where open/get needs 24 or 25)."""
+        answer = await self._call("GET", "cgi-bin/open/have", [], None, _HaveOpen)
+        return answer.have_open
+
+    async def open_bind(self, open_appid: str) -> None:
+        """open/bind: bind the authorizer to ``open_appid``."""
+        await self._call("POST", "cgi-bin/open/bind", [], {"open_appid": open_appid}, _Ok)
+
+    async def open_create(self) -> str:
+        """open/create: a new open account with the authorizer's principal, the authorizer bound to it."""
+        answer = await self._call("POST", "cgi-bin/open/create", [], {}, _OpenAppid)
+        return answer.open_appid
+
+    async def jsapi_ticket(self) -> FetchedToken:
+        """ticket/getticket?type=jsapi: the JS-SDK ticket of an authorizer."""
+        answer = await self._call("GET", "cgi-bin/ticket/getticket", [("type", "jsapi")], None, _Ticket)
+        return FetchedToken(answer.ticket, answer.expires_in)
+
+    async def send_custom_text(self, touser: str, content: str) -> None:
+        """message/custom/send: a text customer-service message to a user of an official account or
+        mini program."""
+        body = {"touser": touser, "msgtype": "text", "text": {"content": content}}
+        await self._call("POST", "cgi-bin/message/custom/send", [], body, _Status)
 
 
 def _unobserved(api: str, errcode: str, seconds: float) -> None:
