@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway.cli.operations import print_console_list
+from gateway.cli.binding import print_console_list
 from gateway.crypto import SecretBox
 from gateway.errors import BindingRefused
 from gateway.http.errors import status_of
@@ -479,12 +479,12 @@ async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: 
 async def test_the_console_list_never_guesses_a_target(group: World) -> None:
     await group.services.binding.check(X1)
     out = io.StringIO()
-    await print_console_list(group.services, out, as_csv=True)
+    await print_console_list(group.services.store.authorizations, out, as_csv=True)
     assert out.getvalue().splitlines()[1].endswith(GROUP_OPEN)
     # A row without a recorded target (recorded before targets were): said so, not filled in.
     await group.services.store.authorizations.save_binding(X1, "console_binding_needed", None, None)
     out = io.StringIO()
-    await print_console_list(group.services, out, as_csv=True)
+    await print_console_list(group.services.store.authorizations, out, as_csv=True)
     assert GROUP_OPEN not in out.getvalue() and "open-binding check" in out.getvalue()
 
 

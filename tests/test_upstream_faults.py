@@ -25,12 +25,13 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-import gateway.http.app
+import gateway.container
 import gateway.wechat.client
+from gateway.container import Services
 from gateway.credentials.tokens import STALE_RENEWAL_SPACING_S
 from gateway.crypto import SecretBox
 from gateway.errors import WeChatUnavailable
-from gateway.http.app import Services, create_app
+from gateway.http.app import create_app
 from gateway.registry.model import Registry, parse_registry
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 from gateway.wechat.breaker import UpstreamBreakers
@@ -81,7 +82,7 @@ async def open_upstream_world(
     monkeypatch.setattr(gateway.wechat.client, "UPSTREAM_TIMEOUT", httpx.Timeout(TIMEOUT_S))
     monkeypatch.setattr(gateway.wechat.client, "RETRY_BACKOFF_S", 0.02)
     monkeypatch.setattr(
-        gateway.http.app, "UpstreamBreakers", functools.partial(UpstreamBreakers, clock=BREAKER_CLOCK)
+        gateway.container, "UpstreamBreakers", functools.partial(UpstreamBreakers, clock=BREAKER_CLOCK)
     )
     to_gateway = LateASGITransport()
     simulator = create_simulator_app(

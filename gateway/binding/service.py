@@ -40,9 +40,10 @@ from gateway.errors import (
 )
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import principal_key
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
+from gateway.store.authorizations import AuthorizationStore
 from gateway.store.credentials import CredentialStore
+from gateway.store.open_accounts import OpenAccountStore
 from gateway.wechat.client import BoundClient
 
 __all__ = ["BindingState", "OpenBinding", "OpenBindingService", "PassResult", "PassRow"]
@@ -184,7 +185,9 @@ class OpenBindingService(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        credentials: CredentialStore,
+        records: AuthorizationStore,
+        open_accounts: OpenAccountStore,
         tokens: TokenService,
         authorizations: AuthorizationService,
         audit: AuditTrail,
@@ -193,7 +196,9 @@ class OpenBindingService(ReadsRegistry):
     ) -> None:
         self._live = registry
         self._claim_lease_s = claim_lease_s
-        self._store = store
+        self._credentials = credentials
+        self._records = records
+        self._open_accounts = open_accounts
         self._tokens = tokens
         self._authorizations = authorizations
         self._audit = audit
@@ -208,12 +213,12 @@ class OpenBindingService(ReadsRegistry):
         accounts the gateway created, under the registry in force."""
         accounts = {
             f.authorizer_appid: Account(f.authorizer_appid, f.principal_name or None, f.open_appid)
-            for f in await self._store.authorizations.binding_facts()
+            for f in await self._records.binding_facts()
         }
         accounts.update((a.appid, a) for a in fresh)
         created = [
             CreatedOpenAccount(c.open_appid, c.principal_name, c.verified)
-            for c in await self._store.open_accounts.all()
+            for c in await self._open_accounts.all()
         ]
         return Planner(Rules.of(self._registry), accounts.values(), created)
 
@@ -300,7 +305,7 @@ class OpenBindingService(ReadsRegistry):
     async def mark_verified(self, open_appid: str, *, actor: str) -> bool:
         """Record that an open account the gateway created was verified (认证): its cap no longer
         applies. False when the gateway did not create it."""
-        changed = await self._store.open_accounts.mark_verified(open_appid)
+        changed = await self._open_accounts.mark_verified(open_appid)
         if changed:
             self._audit.record(actor, "binding.open_account_verified", detail=open_appid)
         return changed
@@ -314,7 +319,7 @@ class OpenBindingService(ReadsRegistry):
         over all of them, and, unless ``dry_run``, carried out: open accounts created first, then the
         binds. A dry run sends no call that changes anything; it records each account's state for the
         catalog when ``record`` (``check``), nothing at all otherwise (``ensure --dry-run``)."""
-        appids = sorted({a.authorizer_appid for a in await self._store.authorizations.active()})
+        appids = sorted({a.authorizer_appid for a in await self._records.active()})
         gate = asyncio.Semaphore(concurrency)
         seen: dict[str, _Seen] = {}
         failed: dict[str, PassRow] = {}
@@ -411,7 +416,7 @@ class OpenBindingService(ReadsRegistry):
     # --- claims: one open/create per principal, the cap counted one bind at a time ------------------
 
     def _claims(self) -> _Claims:
-        return _Claims(self._store.credentials, self._claim_lease_s, wait_s=2 * self._claim_lease_s)
+        return _Claims(self._credentials, self._claim_lease_s, wait_s=2 * self._claim_lease_s)
 
     @staticmethod
     def _account(step: Step) -> Account:
@@ -455,11 +460,11 @@ class OpenBindingService(ReadsRegistry):
         if not seen.principal:
             raise _principal_unknown(seen.appid)
         open_appid = await self._send_create(seen.client)
-        await self._store.open_accounts.remember(open_appid, seen.principal, seen.appid)
+        await self._open_accounts.remember(open_appid, seen.principal, seen.appid)
         self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
         now = Account(seen.appid, seen.principal, open_appid)
         step = (await self.planner([now])).step(seen.appid, seen.principal, open_appid)
-        await self._store.authorizations.save_binding(seen.appid, step.state, open_appid, step.target)
+        await self._records.save_binding(seen.appid, step.state, open_appid, step.target)
         return open_appid, step
 
     # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.client.SENT_ONCE)
@@ -521,12 +526,12 @@ class OpenBindingService(ReadsRegistry):
         self, step: Step, state: str, open_appid: str | None, *, target: str | None = None
     ) -> None:
         """Keep the account's state and target for the catalog."""
-        await self._store.authorizations.save_binding(step.appid, state, open_appid, target or step.target)
+        await self._records.save_binding(step.appid, state, open_appid, target or step.target)
 
     async def _principal(self, appid: str, platform_id: str, *, save: bool) -> str | None:
         """The account's principal (主体): from its stored profile, else asked of WeChat (kept when
         ``save``; a dry run keeps nothing). None when WeChat cannot say now."""
-        profile = await self._store.authorizations.profile(appid)
+        profile = await self._records.profile(appid)
         if profile is None and save:
             profile = await self._authorizations.refresh_profile(platform_id, appid)
         elif profile is None:

@@ -73,9 +73,9 @@ from gateway.errors import (
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.settings import DEFAULT_BINDING_RECHECK_S
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
+from gateway.store.authorizations import AuthorizationStore, Binding, Grant, Profile, StoredAuthorization
+from gateway.store.credentials import CredentialStore
 from gateway.wechat.client import AuthorizerDetails, bounded_calls
 
 __all__ = ["DEFAULT_CONCURRENCY", "JOB_KEY", "CatalogSync", "SyncProblem", "SyncSummary", "Tracker"]
@@ -181,7 +181,8 @@ class CatalogSync(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        credentials: CredentialStore,
+        records: AuthorizationStore,
         tokens: TokenService,
         authorizations: AuthorizationService,
         binding: OpenBindingService,
@@ -194,7 +195,8 @@ class CatalogSync(ReadsRegistry):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._live = registry
-        self._store = store
+        self._credentials = credentials
+        self._records = records
         self._tokens = tokens
         self._authorizations = authorizations
         self._binding = binding
@@ -246,8 +248,8 @@ class CatalogSync(ReadsRegistry):
             appids = sorted(run.profiles)
             run.summary.authorizers = len(appids)
             if self._binding_recheck_s:
-                run.checked_at = await self._store.authorizations.bindings_checked_at()
-                run.valid_tokens = await self._store.credentials.valid_keys("authorizer:", run.started)
+                run.checked_at = await self._records.bindings_checked_at()
+                run.valid_tokens = await self._credentials.valid_keys("authorizer:", run.started)
             step = _stage(track, "open binding", len(appids))
             await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
             await self._settle_bindings(run)
@@ -278,10 +280,7 @@ class CatalogSync(ReadsRegistry):
         except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             run.problem(platform.id, None, f"authorizer list: {_words(exc)}")
             return []
-        stored = {
-            a.authorizer_appid: (a, token)
-            for a, token in await self._store.authorizations.of_platform(platform.id)
-        }
+        stored = {a.authorizer_appid: (a, token) for a, token in await self._records.of_platform(platform.id)}
         pairs = [
             _Pair(platform, appid, token, *stored.get(appid, (None, None))) for appid, token in listed.items()
         ]
@@ -344,7 +343,7 @@ class CatalogSync(ReadsRegistry):
 
     async def _reconcile(self, pair: _Pair, details: AuthorizerDetails, run: _Run) -> None:
         """Bring the stored authorization in line with what WeChat just said of it."""
-        store, summary = self._store.authorizations, run.summary
+        records, summary = self._records, run.summary
         platform_id, appid, stored, held = pair.platform.id, pair.appid, pair.stored, pair.stored_token
         current = pair.listed_token or details.refresh_token  # WeChat's refresh token, when it gave one
         if stored is None or stored.status == "revoked":
@@ -373,7 +372,7 @@ class CatalogSync(ReadsRegistry):
             # Nothing better than the refresh token WeChat refused, or none at all: the administrator has
             # to authorize again (the authorization stays as it is, visible in the catalog).
             if stored.status != "reauthorization_required":
-                await store.set_status(platform_id, appid, "reauthorization_required")
+                await records.set_status(platform_id, appid, "reauthorization_required")
             summary.reauthorization_required += 1
             return
         elif details.func_ids != stored.func_ids:
@@ -385,7 +384,7 @@ class CatalogSync(ReadsRegistry):
         """Record the queued authorizations, a batch at a time; all of them with ``everything``."""
         while len(run.grants) >= BATCH or (everything and run.grants):
             batch, run.grants = run.grants[:BATCH], run.grants[BATCH:]  # before awaiting: others queue on
-            await self._store.authorizations.authorize_many([grant for grant, _ in batch])
+            await self._records.authorize_many([grant for grant, _ in batch])
             for grant, granted in batch:
                 self._authorizations.forget_grants(grant.authorizer_appid)
                 if granted:
@@ -423,11 +422,7 @@ class CatalogSync(ReadsRegistry):
         later. Only a stored state that says where it is bound (or that it is bound nowhere) is decided
         again; ``unknown`` (open/have said it has an open account without naming it, nothing could ask,
         or its principal was unknown) stays as it is."""
-        stored = (
-            {f.authorizer_appid: f for f in await self._store.authorizations.binding_facts()}
-            if run.kept
-            else {}
-        )
+        stored = {f.authorizer_appid: f for f in await self._records.binding_facts()} if run.kept else {}
         redecide: list[tuple[Profile, str | None]] = []
         for profile in run.kept:
             facts = stored.get(profile.authorizer_appid)
@@ -461,17 +456,17 @@ class CatalogSync(ReadsRegistry):
 
     async def _write_surveys(self, run: _Run, *, everything: bool = False) -> None:
         """Record the queued profiles (with their bindings), a batch at a time; all with ``everything``."""
-        store = self._store.authorizations
+        records = self._records
         while len(run.surveyed) >= BATCH or (everything and run.surveyed):
             batch, run.surveyed = run.surveyed[:BATCH], run.surveyed[BATCH:]
-            await store.save_profiles([profile for profile, _ in batch], [binding for _, binding in batch])
+            await records.save_profiles([profile for profile, _ in batch], [binding for _, binding in batch])
         while len(run.unsurveyed) >= BATCH or (everything and run.unsurveyed):
             profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
-            await store.save_profiles(profiles)
+            await records.save_profiles(profiles)
         while len(run.redecided) >= BATCH or (everything and run.redecided):
             batch, run.redecided = run.redecided[:BATCH], run.redecided[BATCH:]
             # Not read now: when its binding was last read stays, so that its recheck still comes.
-            await store.save_profiles([p for p, _ in batch], [b for _, b in batch], read=False)
+            await records.save_profiles([p for p, _ in batch], [b for _, b in batch], read=False)
 
     async def _binding_due(self, appid: str, run: _Run) -> bool:
         """Whether to read the binding of ``appid`` now (see the module's docstring, step 3)."""
@@ -532,7 +527,7 @@ class CatalogSync(ReadsRegistry):
     async def _scheduled_sync(self, stop: asyncio.Event, interval_s: float) -> None:
         """One sync under the lease, given up if ``stop`` comes first; the lease is then kept until the
         next sync is due (given up at once when the sync did not finish)."""
-        credentials = self._store.credentials
+        credentials = self._credentials
         if await credentials.try_lease(JOB_KEY, self._owner, self._lease_s) is None:
             log.info("catalog sync skipped: another replica synced recently or is syncing")
             return
@@ -559,7 +554,7 @@ class CatalogSync(ReadsRegistry):
         """Keep extending the lease while the sync runs."""
         while True:
             await asyncio.sleep(self._lease_s / 3)
-            if not await self._store.credentials.extend(JOB_KEY, self._owner, self._lease_s):
+            if not await self._credentials.extend(JOB_KEY, self._owner, self._lease_s):
                 log.warning("the catalog sync lease was lost while syncing")
                 return
 

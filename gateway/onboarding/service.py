@@ -41,8 +41,8 @@ from gateway.onboarding.invites import (
 )
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
+from gateway.store.authorizations import AuthorizationStore
 from gateway.wechat.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.xml import is_appid
 
@@ -154,7 +154,7 @@ class Onboarding(ReadsRegistry):
         self,
         registry: LiveRegistry,
         public_url: str,
-        store: Store,
+        records: AuthorizationStore,
         tokens: TokenService,
         authorizations: AuthorizationService,
         audit: AuditTrail,
@@ -165,7 +165,7 @@ class Onboarding(ReadsRegistry):
         self._live = registry
         self._invites = invites
         self._public_url = public_url.rstrip("/")
-        self._store = store
+        self._records = records
         self._tokens = tokens
         self._authorizations = authorizations
         self._audit = audit
@@ -346,12 +346,12 @@ class Onboarding(ReadsRegistry):
         if stored is not None:
             appid = stored.authorizer_appid
         else:
-            owner = await self._store.authorizations.code_owner(auth_code)
+            owner = await self._records.code_owner(auth_code)
             if owner is None or owner[0] != platform_id:
                 raise UpstreamError("api_query_auth", 61009, "authorization code already used elsewhere")
             appid = owner[1]
-        authorization = await self._store.authorizations.get(platform_id, appid)
-        profile = await self._store.authorizations.profile(appid)
+        authorization = await self._records.get(platform_id, appid)
+        profile = await self._records.profile(appid)
         if profile is None:  # the other arrival exchanged the code and is still asking WeChat about it
             profile = await self._authorizations.refresh_profile(platform_id, appid)
         func_ids = sorted(authorization.func_ids) if authorization is not None else []

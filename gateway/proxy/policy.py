@@ -44,9 +44,8 @@ from gateway.observability.metrics import Metrics
 from gateway.proxy.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Client, RateLimit
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.store.gateway_tokens import IssuedGatewayToken
+from gateway.store.gateway_tokens import GatewayTokenStore, IssuedGatewayToken
 from gateway.wechat.breaker import BreakerKey, UpstreamBreakers, proxy_family
 from gateway.wechat.client import BoundClient
 from gateway.wechat.routing import required_sets
@@ -140,7 +139,7 @@ class WxProxy(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        gateway_tokens: GatewayTokenStore,
         tokens: TokenService,
         authorizations: AuthorizationService,
         audit: AuditTrail,
@@ -154,7 +153,7 @@ class WxProxy(ReadsRegistry):
         self._live = registry
         self._breakers = breakers or UpstreamBreakers()
         self._limiter = limiter
-        self._store = store
+        self._gateway_tokens = gateway_tokens
         self._tokens = tokens
         self._authorizations = authorizations
         self._audit = audit
@@ -217,7 +216,7 @@ class WxProxy(ReadsRegistry):
     async def _mint(self, client: Client, appid: str) -> str:
         """A new gateway token for (client, authorizer), stored hashed and audited."""
         token = "gw_" + secrets.token_urlsafe(48)
-        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
+        await self._gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
         self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
         return token
 
@@ -443,7 +442,7 @@ class WxProxy(ReadsRegistry):
         cached = self._resolved.get(token)
         if cached is not None and cached[0] > now:
             return cached[1]
-        issued = await self._resolving.run(token, lambda: self._store.gateway_tokens.resolve(token))
+        issued = await self._resolving.run(token, lambda: self._gateway_tokens.resolve(token))
         if len(self._resolved) > RESOLVED_CACHE_MAX:
             self._resolved.clear()
         self._resolved[token] = (now + RESOLVED_CACHE_S, issued)
@@ -452,9 +451,7 @@ class WxProxy(ReadsRegistry):
     async def revoke_tokens(self, client_id: str, authorizer_appid: str | None = None) -> int:
         """Revoke a client's gateway tokens; this replica stops honouring them at once, others within
         ``RESOLVED_CACHE_S``."""
-        revoked = await self._store.gateway_tokens.revoke(
-            client_id=client_id, authorizer_appid=authorizer_appid
-        )
+        revoked = await self._gateway_tokens.revoke(client_id=client_id, authorizer_appid=authorizer_appid)
         self._resolved.clear()
         for key in [k for k in self._stable if k[0] == client_id and authorizer_appid in (None, k[1])]:
             del self._stable[key]
