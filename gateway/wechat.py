@@ -18,7 +18,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from gateway.log_redaction import redact_httpx_queries
 
 __all__ = [
     "SENT_ONCE",
+    "AiohttpBody",
     "AiohttpClient",
     "AiohttpTransport",
     "AuthorizationInfo",
@@ -123,7 +124,7 @@ def _client_timeout(connect: float | None, read: float | None, pool: float | Non
     return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
 
 
-def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError | None:
+def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError | None:
     """The httpx exception for one of aiohttp's, as httpx's own transport would raise it: a refused
     connection is a ConnectError (the proxy answers 502), a timeout before sending a ConnectTimeout (the
     call provably never left), one after it a ReadTimeout (504), a dropped connection a
@@ -146,10 +147,11 @@ def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportE
     return None
 
 
-class _AiohttpStream(httpx.AsyncByteStream):
-    """An aiohttp answer's body as httpx reads it: each read as it arrives, still encoded."""
+class AiohttpBody(httpx.AsyncByteStream):
+    """An aiohttp answer's body as httpx reads it (and ``Reply`` streams it): each read as it arrives,
+    still encoded, failures as httpx's exceptions."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request | None = None) -> None:
         self._response = response
         self._request = request
 
@@ -157,6 +159,20 @@ class _AiohttpStream(httpx.AsyncByteStream):
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except Exception as exc:
+            mapped = _httpx_error(exc, self._request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (``httpx.Response.aiter_raw``'s name, for ``Reply``)."""
+        return self.__aiter__()
+
+    async def aread(self) -> bytes:
+        """The whole body, still encoded."""
+        try:
+            return await self._response.read()
         except Exception as exc:
             mapped = _httpx_error(exc, self._request)
             if mapped is None:
@@ -210,27 +226,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def exchange(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: list[tuple[str, str]],
+        data: bytes | AsyncIterable[bytes] | None,
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None = None,
+        sni_hostname: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request as given and return the answer once its headers are in: the one aiohttp
+        call under both this transport's httpx interface and the proxy's forwarding (``forward``).
+        Failures raise httpx's exceptions (naming ``request`` when given)."""
         session = self._session or self._open()
-        raw = request.headers.raw
-        data: bytes | httpx.AsyncByteStream | None
         try:
-            data = request.content or None
-        except httpx.RequestNotRead:  # streamed: aiohttp sends it chunked itself when no length is given
-            data = request.stream  # type: ignore[assignment]  # an AsyncByteStream on an AsyncClient
-            raw = [(name, value) for name, value in raw if name.lower() != b"transfer-encoding"]
-        timeout = request.extensions.get("timeout", {})
-        try:
-            response = await session.request(
-                request.method,
-                # As httpx encoded it: aiohttp neither parses nor re-quotes it again.
-                yarl.URL(str(request.url), encoded=True),
-                headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw],
+            return await session.request(
+                method,
+                url,
+                headers=headers,
                 data=data,
                 allow_redirects=False,
                 compress=False,
-                timeout=_client_timeout(timeout.get("connect"), timeout.get("read"), timeout.get("pool")),
-                server_hostname=request.extensions.get("sni_hostname"),
+                timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool")),
+                server_hostname=sni_hostname,
                 **self._proxy,
             )
         except Exception as exc:
@@ -238,13 +257,32 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if mapped is None:
                 raise
             raise mapped from exc
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raw = request.headers.raw
+        data: bytes | AsyncIterable[bytes] | None
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:  # streamed: aiohttp sends it chunked itself when no length is given
+            data = request.stream  # type: ignore[assignment]  # an AsyncByteStream on an AsyncClient
+            raw = [(name, value) for name, value in raw if name.lower() != b"transfer-encoding"]
+        response = await self.exchange(
+            request.method,
+            # As httpx encoded it: aiohttp neither parses nor re-quotes it again.
+            yarl.URL(str(request.url), encoded=True),
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw],
+            data,
+            request.extensions.get("timeout", {}),
+            request,
+            request.extensions.get("sni_hostname"),
+        )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
         return httpx.Response(
             response.status,
             headers=list(response.raw_headers),
-            stream=_AiohttpStream(response, request),
+            stream=AiohttpBody(response, request),
             request=request,
             extensions=extensions,
         )
@@ -273,6 +311,17 @@ class AiohttpClient(httpx.AsyncClient):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._no_cookies = _NoCookies()
+        self._by_origin: dict[str, httpx.AsyncBaseTransport] = {}
+
+    def transport_for(self, url: str) -> httpx.AsyncBaseTransport:
+        """The transport that carries ``url`` (through a proxy, say), as ``send`` would pick it; kept
+        per origin, so a call to a known origin parses no URL. The mounts are fixed at construction."""
+        scheme, _, rest = url.partition("://")
+        origin = f"{scheme}://{rest.partition('/')[0]}"
+        found = self._by_origin.get(origin)
+        if found is None:
+            found = self._by_origin[origin] = self._transport_for_url(httpx.URL(origin))
+        return found
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -190,6 +190,22 @@ async def test_an_answer_streams_as_it_arrives(client: httpx.AsyncClient, upstre
     assert first + rest == FIRST_BYTES + b"the end"
 
 
+async def test_forward_goes_to_aiohttp_with_the_headers_httpx_would_send(
+    client: httpx.AsyncClient, upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    through_httpx = (await client.get(f"{upstream}/echo", headers={"accept-language": "zh_CN"})).json()
+
+    async def no_httpx(*args: Any, **kwargs: Any) -> httpx.Response:
+        raise AssertionError("forward went through httpx's client")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", no_httpx)
+    reply = await forward(client, "GET", f"{upstream}/echo", [], {"accept-language": "zh_CN"}, None)
+    assert reply.body is not None
+    direct = json.loads(reply.body)
+    assert sorted(map(tuple, direct["headers"])) == sorted(map(tuple, through_httpx["headers"]))
+    assert ["user-agent", "group-gateway"] in direct["headers"]
+
+
 async def test_calls_keep_one_connection_alive(client: httpx.AsyncClient, upstream: str) -> None:
     peers = {tuple((await client.get(f"{upstream}/echo")).json()["peer"]) for _ in range(3)}
     assert len(peers) == 1
@@ -201,7 +217,11 @@ async def test_proxies_from_the_environment_apply(upstream: str, monkeypatch: py
     monkeypatch.setenv("HTTP_PROXY", upstream)  # the echo answers as a forward proxy would receive it
     async with new_http_client() as http:
         echoed = (await http.get("http://api.weixin.invalid/echo")).json()
+        forwarded = await forward(http, "GET", "http://api.weixin.invalid/echo", [("a", "1")], {}, None)
     assert echoed["target"] == "http://api.weixin.invalid/echo"
+    assert forwarded.body is not None
+    through_proxy = json.loads(forwarded.body)
+    assert (through_proxy["target"], through_proxy["query"]) == ("http://api.weixin.invalid/echo", "a=1")
     async with new_webhook_client() as http:  # subscribers are internal: no proxy, however configured
         with pytest.raises(httpx.ConnectError):
             await http.get("http://api.weixin.invalid/echo")
@@ -243,4 +263,10 @@ async def test_failures_keep_httpx_exception_types(
         await client.get(f"http://127.0.0.1:{port}/")
     with pytest.raises(httpx.TransportError) as dropped:
         await client.get(hangs_up)
+    assert not isinstance(dropped.value, httpx.TimeoutException)
+    # forward() reaches aiohttp directly, with the same exceptions
+    with pytest.raises(httpx.ConnectError):
+        await forward(client, "GET", f"http://127.0.0.1:{port}/", [], {}, None)
+    with pytest.raises(httpx.TransportError) as dropped:
+        await forward(client, "GET", hangs_up, [], {}, None)
     assert not isinstance(dropped.value, httpx.TimeoutException)

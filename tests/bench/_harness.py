@@ -434,7 +434,9 @@ class Deployment:
         config = str(registry or self.registry)
         serve = [module, "serve", "--config", config, "--port", str(port)]
         gateway = Gateway(name, self.start(name, serve, {"GATEWAY_PUBLIC_URL": url, **(env or {})}), url)
-        wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, what=f"the {name}")
+        # A loaded machine (the suite, other work) can take a while to start a gateway.
+        ready = f"{gateway.url}/readyz"
+        wait_for(lambda: httpx.get(ready).status_code == 200, timeout=120, what=f"the {name}")
         self.gateways[name] = gateway
         return gateway
 
