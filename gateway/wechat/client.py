@@ -14,28 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import os
 import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import httpx
 import msgspec
-from httpx_aiohttp import AiohttpTransport
+import yarl
 
-from gateway.errors import CircuitOpen, ConfigError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import CircuitOpen, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from gateway.wechat.breaker import BreakerKey, BreakerState, UpstreamBreakers, family_of
 from gateway.wechat.log_redaction import redact_httpx_queries
 
 __all__ = [
     "SENT_ONCE",
     "STALE_TOKEN_ERRCODES",
+    "AiohttpBody",
+    "AiohttpClient",
+    "AiohttpTransport",
     "AuthorizationInfo",
     "AuthorizerDetails",
     "AuthorizerListItem",
@@ -89,10 +92,6 @@ _RID = re.compile(r"\s*,?\s*rid:\s*\S+\s*$")
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 RETRY_BACKOFF_S = 0.2  # the n-th retry waits up to RETRY_BACKOFF_S * 2**n (full jitter)
 UPSTREAM_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
-# The network under the client (GATEWAY_UPSTREAM_TRANSPORT); docs/benchmarks.md has the figures behind
-# the default.
-UPSTREAM_TRANSPORTS = ("aiohttp", "httpx")
-DEFAULT_UPSTREAM_TRANSPORT = "aiohttp"
 
 
 # A bound on WeChat calls in flight set by a caller for everything it starts (tasks copy the context):
@@ -110,23 +109,15 @@ def bounded_calls(limit: int) -> Iterator[None]:
         _CALL_GATE.reset(token)
 
 
-def new_http_client(
-    *, transport: httpx.AsyncBaseTransport | None = None, environ: Mapping[str, str] | None = None
-) -> httpx.AsyncClient:
+def new_http_client(*, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The one pooled client of the app: bounded timeouts and connection limits, keep-alive.
 
-    ``transport`` replaces the network (tests reach the simulator in-process this way). Otherwise
-    ``GATEWAY_UPSTREAM_TRANSPORT`` picks it: ``aiohttp`` (an aiohttp session under httpx's API, by
-    httpx-aiohttp) or ``httpx`` (httpx's own, httpcore). Either way proxies from the environment
-    (``HTTPS_PROXY``, ``NO_PROXY``…) apply as httpx reads them.
+    ``transport`` replaces the network (tests reach the simulator in-process this way); otherwise it is
+    an aiohttp session (``AiohttpTransport``). Proxies from the environment (``HTTPS_PROXY``,
+    ``NO_PROXY``…) apply as httpx reads them.
     """
-    env = os.environ if environ is None else environ
-    kind = env.get("GATEWAY_UPSTREAM_TRANSPORT", "") or DEFAULT_UPSTREAM_TRANSPORT
-    if kind not in UPSTREAM_TRANSPORTS:
-        raise ConfigError(f"GATEWAY_UPSTREAM_TRANSPORT must be one of {', '.join(UPSTREAM_TRANSPORTS)}")
-    client = _AiohttpClient if kind == "aiohttp" else _UpstreamClient
     redact_httpx_queries()  # WeChat takes its tokens in the query string
-    return client(
+    return AiohttpClient(
         timeout=UPSTREAM_TIMEOUT,
         limits=UPSTREAM_LIMITS,
         transport=transport,
@@ -137,34 +128,179 @@ def new_http_client(
 _Cert = str | tuple[str, str] | tuple[str, str, str]  # httpx's CertTypes
 
 
-class _AiohttpTransport(AiohttpTransport):
-    """httpx-aiohttp's transport, keeping two habits of httpx's own that the proxy relies on.
+@functools.lru_cache(maxsize=32)
+def _client_timeout(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
+    # aiohttp's `connect` bounds the wait for a pooled connection and the connect together, as httpx's
+    # pool timeout bounds the wait; no `total`: httpx bounds each step, not the exchange.
+    return aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect, sock_read=read)
 
-    A body sent without a Content-Type goes without one (aiohttp would add application/octet-stream),
-    and a connection refused or dropped is a ConnectError or a RemoteProtocolError, not the ConnectTimeout
-    of httpx-aiohttp's exception table (the proxy answers 502 to the one, 504 to the other).
+
+def _httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError | None:
+    """The httpx exception for one of aiohttp's, as httpx's own transport would raise it: a refused
+    connection is a ConnectError (the proxy answers 502), a timeout before sending a ConnectTimeout (the
+    call provably never left), one after it a ReadTimeout (504), a dropped connection a
+    RemoteProtocolError. None for anything else."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for a pooled one
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, TimeoutError):  # aiohttp's socket-read timeouts are TimeoutErrors too
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.UnsupportedProtocol(message, request=request)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.ReadError(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message, request=request)
+    return None
+
+
+class AiohttpBody(httpx.AsyncByteStream):
+    """An aiohttp answer's body as httpx reads it (and ``Reply`` streams it): each read as it arrives,
+    still encoded, failures as httpx's exceptions."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request | None = None) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            mapped = _httpx_error(exc, self._request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (``httpx.Response.aiter_raw``'s name, for ``Reply``)."""
+        return self.__aiter__()
+
+    async def aread(self) -> bytes:
+        """The whole body, still encoded."""
+        try:
+            return await self._response.read()
+        except Exception as exc:
+            mapped = _httpx_error(exc, self._request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        self._response.release()  # back to the pool when read to the end, else closed
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's transport interface over one aiohttp session: httpx's API and test seams
+    (``ASGITransport``, ``MockTransport``), aiohttp's connection pool and C parser.
+
+    It keeps httpx's habits that the proxy relies on: the request goes with exactly the headers httpx
+    built (no Content-Type added to a body sent without one), its URL as httpx encoded it, a streamed
+    body with its Content-Length when given and chunked otherwise; the answer comes back raw (still
+    gzip-compressed), read as it arrives; failures raise httpx's exceptions (``_httpx_error``). No
+    cookie is kept. The session is opened on the first request, in the loop that makes it.
     """
 
-    def get_client(self) -> aiohttp.ClientSession:
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: _Cert | None = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+        proxy: httpx.Proxy | None = None,
+    ) -> None:
+        self._ssl = httpx.create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}
+        if proxy is not None:
+            auth = aiohttp.BasicAuth(*proxy.auth) if proxy.auth else None
+            self._proxy = {"proxy": str(proxy.url), "proxy_auth": auth, "proxy_headers": proxy.headers}
+
+    def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self.limits.max_connections or 0,
-            keepalive_timeout=self.limits.keepalive_expiry,
-            ssl=self.ssl_context,
+            limit=self._limits.max_connections or 0,
+            keepalive_timeout=self._limits.keepalive_expiry,
+            ssl=self._ssl,
         )
-        return aiohttp.ClientSession(
-            connector=connector, skip_auto_headers=("Content-Type",), cookie_jar=aiohttp.DummyCookieJar()
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=("Content-Type",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            timeout=_client_timeout(None, None, None),
         )
+        return self._session
+
+    async def exchange(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: list[tuple[str, str]],
+        data: bytes | AsyncIterable[bytes] | None,
+        timeouts: Mapping[str, float | None],
+        request: httpx.Request | None = None,
+        sni_hostname: str | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request as given and return the answer once its headers are in: the one aiohttp
+        call under both this transport's httpx interface and the proxy's forwarding (``forward``).
+        Failures raise httpx's exceptions (naming ``request`` when given)."""
+        session = self._session or self._open()
+        try:
+            return await session.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                compress=False,
+                timeout=_client_timeout(timeouts.get("connect"), timeouts.get("read"), timeouts.get("pool")),
+                server_hostname=sni_hostname,
+                **self._proxy,
+            )
+        except Exception as exc:
+            mapped = _httpx_error(exc, request)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raw = request.headers.raw
+        data: bytes | AsyncIterable[bytes] | None
         try:
-            return await super().handle_async_request(request)
-        except httpx.ConnectTimeout as exc:
-            cause = exc.__cause__
-            if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(cause, TimeoutError):
-                raise httpx.ConnectError(str(exc), request=request) from cause
-            if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
-                raise httpx.RemoteProtocolError(str(exc), request=request) from cause
-            raise
+            data = request.content or None
+        except httpx.RequestNotRead:  # streamed: aiohttp sends it chunked itself when no length is given
+            data = request.stream  # type: ignore[assignment]  # an AsyncByteStream on an AsyncClient
+            raw = [(name, value) for name, value in raw if name.lower() != b"transfer-encoding"]
+        response = await self.exchange(
+            request.method,
+            # As httpx encoded it: aiohttp neither parses nor re-quotes it again.
+            yarl.URL(str(request.url), encoded=True),
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw],
+            data,
+            request.extensions.get("timeout", {}),
+            request,
+            request.extensions.get("sni_hostname"),
+        )
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        return httpx.Response(
+            response.status,
+            headers=list(response.raw_headers),
+            stream=AiohttpBody(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class _NoCookies(httpx.Cookies):
@@ -174,8 +310,9 @@ class _NoCookies(httpx.Cookies):
         """Keep nothing (httpx calls this on every answer)."""
 
 
-class _UpstreamClient(httpx.AsyncClient):
-    """httpx's client without a cookie jar.
+class AiohttpClient(httpx.AsyncClient):
+    """httpx's client over ``AiohttpTransport`` (for direct calls and through proxies alike), without
+    a cookie jar: the house's one client stack, for WeChat and for subscribers.
 
     The gateway calls WeChat for every client and authorizer alike, so a cookie one answer set must
     never ride on another's call (``/wx`` passes ``Set-Cookie`` on to its caller, whose cookie it is).
@@ -185,6 +322,17 @@ class _UpstreamClient(httpx.AsyncClient):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._no_cookies = _NoCookies()
+        self._by_origin: dict[str, httpx.AsyncBaseTransport] = {}
+
+    def transport_for(self, url: str) -> httpx.AsyncBaseTransport:
+        """The transport that carries ``url`` (through a proxy, say), as ``send`` would pick it; kept
+        per origin, so a call to a known origin parses no URL. The mounts are fixed at construction."""
+        scheme, _, rest = url.partition("://")
+        origin = f"{scheme}://{rest.partition('/')[0]}"
+        found = self._by_origin.get(origin)
+        if found is None:
+            found = self._by_origin[origin] = self._transport_for_url(httpx.URL(origin))
+        return found
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -195,10 +343,6 @@ class _UpstreamClient(httpx.AsyncClient):
     def cookies(self, cookies: Any) -> None:  # httpx's CookieTypes
         if cookies:
             raise ValueError("the upstream client keeps no cookies")
-
-
-class _AiohttpClient(_UpstreamClient):
-    """The upstream client over ``_AiohttpTransport``, for direct calls and for proxies alike."""
 
     def _init_transport(
         self,
@@ -212,7 +356,7 @@ class _AiohttpClient(_UpstreamClient):
     ) -> httpx.AsyncBaseTransport:
         if transport is not None:
             return transport
-        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits)
+        return AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits)
 
     def _init_proxy_transport(
         self,
@@ -224,7 +368,7 @@ class _AiohttpClient(_UpstreamClient):
         http2: bool = False,
         limits: httpx.Limits = UPSTREAM_LIMITS,
     ) -> httpx.AsyncBaseTransport:
-        return _AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
+        return AiohttpTransport(verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
 
 
 class Credential(Protocol):
