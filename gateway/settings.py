@@ -23,20 +23,17 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_PUBLIC_URL",
     "DEFAULT_TOKEN_WARM_WINDOW_S",
-    "DEFAULT_UPSTREAM_TRANSPORT",
     "EventLoop",
     "HttpParser",
     "LogFormat",
     "LogLevel",
     "Settings",
-    "UpstreamTransport",
 ]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
 HttpParser = Literal["auto", "httptools", "h11"]
-UpstreamTransport = Literal["aiohttp", "httpx"]
 
 DEFAULT_CONFIG = "config/registry.yaml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
@@ -49,8 +46,6 @@ DEFAULT_EVENT_RETENTION_DAYS = 30.0
 DEFAULT_TOKEN_WARM_WINDOW_S = 6 * 3600.0
 # A catalog sync re-reads an idle account's binding (which costs it a token) at most this often.
 DEFAULT_BINDING_RECHECK_S = 7 * 86400.0
-# The network under the upstream client; docs/benchmarks.md has the figures behind the default.
-DEFAULT_UPSTREAM_TRANSPORT: UpstreamTransport = "aiohttp"
 
 
 _SECRET_KEY = "GATEWAY_SECRET_KEY"  # noqa: S105  # the variable's name
@@ -128,9 +123,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
         float,
         msgspec.Meta(ge=0, description="0 (every binding read at every sync) or a number of seconds"),
     ] = DEFAULT_BINDING_RECHECK_S
-    upstream_transport: Annotated[UpstreamTransport, msgspec.Meta(description="one of aiohttp, httpx")] = (
-        DEFAULT_UPSTREAM_TRANSPORT
-    )
     event_loop: Annotated[EventLoop, msgspec.Meta(description="auto, uvloop or asyncio")] = "auto"
     http_parser: Annotated[HttpParser, msgspec.Meta(description="auto, httptools or h11")] = "auto"
     log_level: Annotated[LogLevel, msgspec.Meta(description="one of DEBUG, INFO, WARNING, ERROR")] = "INFO"

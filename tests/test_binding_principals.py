@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway.cli.operations import print_console_list
+from gateway.cli.binding import print_console_list
 from gateway.crypto import SecretBox
-from gateway.errors import ApiError
+from gateway.errors import BindingRefused
+from gateway.http.errors import status_of
 from gateway.registry.model import Registry, parse_registry
 from gateway.store import Store, create_engine
 from gateway.store.migrate import upgrade
@@ -438,9 +439,9 @@ async def test_a_reload_redecides_a_kept_binding_without_reading_it(group: World
 async def test_create_from_follows_the_plan(group: World) -> None:
     binding = group.services.binding
     # Its principal's open account is the group's: creating another would split the unionids.
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(BindingRefused) as refused:
         await binding.create_from(G1, actor="test")
-    assert refused.value.status == 409 and refused.value.code == "open_account_exists"
+    assert status_of(refused.value) == 409 and refused.value.code == "open_account_exists"
     assert GROUP_OPEN in refused.value.message and "--force" in refused.value.message
     assert await group.calls("open/create") == 0
     # Forced, it is made; the account's target stays the group's (§11), so it is bound elsewhere.
@@ -459,7 +460,7 @@ async def test_create_from_never_makes_a_second_open_account_of_a_principal(prov
     # Merchant C has none yet: created, and its creator bound to it (§11: its principal's own).
     made, step = await provider.services.binding.create_from(CS[0], actor="test")
     assert (step.state, step.target) == ("bound", made)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(BindingRefused) as refused:
         await provider.services.binding.create_from(CS[1], actor="test")
     assert refused.value.code == "open_account_exists" and made in refused.value.message
     assert await provider.calls("open/create") == 1
@@ -468,7 +469,7 @@ async def test_create_from_never_makes_a_second_open_account_of_a_principal(prov
 async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: World) -> None:
     nameless = "wxa0000000000401"
     await authorize(group, nameless, "")
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(BindingRefused) as refused:
         await group.services.binding.create_from(nameless, actor="test")
     assert refused.value.code == "principal_unknown"
     assert await group.calls("open/create") == 0
@@ -478,12 +479,12 @@ async def test_create_from_refuses_an_account_whose_principal_is_unknown(group: 
 async def test_the_console_list_never_guesses_a_target(group: World) -> None:
     await group.services.binding.check(X1)
     out = io.StringIO()
-    await print_console_list(group.services, out, as_csv=True)
+    await print_console_list(group.services.store.authorizations, out, as_csv=True)
     assert out.getvalue().splitlines()[1].endswith(GROUP_OPEN)
     # A row without a recorded target (recorded before targets were): said so, not filled in.
     await group.services.store.authorizations.save_binding(X1, "console_binding_needed", None, None)
     out = io.StringIO()
-    await print_console_list(group.services, out, as_csv=True)
+    await print_console_list(group.services.store.authorizations, out, as_csv=True)
     assert GROUP_OPEN not in out.getvalue() and "open-binding check" in out.getvalue()
 
 

@@ -19,6 +19,7 @@ from gateway.wechat.breaker import (
     proxy_family,
 )
 from gateway.wechat.client import WeChatClient
+from tests.support.credentials import Fixed
 
 KEY = BreakerKey("retail", "authorizer_token")
 OTHER = BreakerKey("finance", "authorizer_token")
@@ -189,10 +190,10 @@ def test_proxy_families_are_a_bounded_set(path: str, family: str) -> None:
 
 def client(handler: httpx.MockTransport, breakers: UpstreamBreakers) -> WeChatClient:
     http = httpx.AsyncClient(transport=handler)
-    platforms = {"wxc0mp000000001": "retail"}
-    return WeChatClient(
-        http, lambda: "http://wechat.test", backoff_s=0, breakers=breakers, platform_of=platforms.get
-    )
+    return WeChatClient(http, lambda: "http://wechat.test", backoff_s=0, breakers=breakers)
+
+
+RETAIL_COMPONENT = Fixed("ctoken", "retail", "component_access_token")
 
 
 async def test_every_attempt_counts_and_an_open_breaker_sends_nothing() -> None:
@@ -205,20 +206,20 @@ async def test_every_attempt_counts_and_an_open_breaker_sends_nothing() -> None:
     breakers, _, _ = board(threshold=5, cooldown_s=10)
     wechat = client(httpx.MockTransport(down), breakers)
     with pytest.raises(UpstreamUnavailable, match="HTTP 502 after 3 attempts"):
-        await wechat.authorizer_token("ctoken", "wxc0mp000000001", "wxa0000000000001", "refresh")
+        await wechat.bound(RETAIL_COMPONENT).authorizer_token("wxc0mp000000001", "wxa0000000000001", "r")
     with pytest.raises(CircuitOpen, match="HTTP 502 after 2 attempts, then calls of retail/authorizer_token"):
-        await wechat.authorizer_token("ctoken", "wxc0mp000000001", "wxa0000000000001", "refresh")
+        await wechat.bound(RETAIL_COMPONENT).authorizer_token("wxc0mp000000001", "wxa0000000000001", "r")
     assert len(sent) == 5
     with pytest.raises(CircuitOpen):
-        await wechat.authorizer_token("ctoken", "wxc0mp000000001", "wxa0000000000001", "refresh")
+        await wechat.bound(RETAIL_COMPONENT).authorizer_token("wxc0mp000000001", "wxa0000000000001", "r")
     assert len(sent) == 5  # failed fast
-    # other families, and unknown components (counted under "*"), are not held
+    # other families, and other platforms, are not held
     with pytest.raises(UpstreamUnavailable, match="after 3 attempts"):
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     assert breakers.state(BreakerKey("retail", "component_token")) is BreakerState.CLOSED
     with pytest.raises(UpstreamUnavailable, match="after 3 attempts"):
-        await wechat.jsapi_ticket("atoken")
-    assert breakers.state(BreakerKey("*", "jsapi_ticket")) is BreakerState.CLOSED
+        await wechat.bound(Fixed("atoken", "finance")).jsapi_ticket()
+    assert breakers.state(BreakerKey("finance", "jsapi_ticket")) is BreakerState.CLOSED
 
 
 @pytest.mark.parametrize(
@@ -235,7 +236,7 @@ async def test_what_counts_as_a_fault(answer: httpx.Response) -> None:
     breakers, _, _ = board(threshold=3)
     wechat = client(httpx.MockTransport(lambda request: answer), breakers)
     with pytest.raises(UpstreamUnavailable):
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     assert breakers.state(BreakerKey("retail", "component_token")) is BreakerState.OPEN
 
 
@@ -246,7 +247,7 @@ async def test_refusals_prove_wechat_reachable(errcode: int) -> None:
     wechat = client(httpx.MockTransport(lambda request: answer), breakers)
     for _ in range(3):
         with pytest.raises(UpstreamError):
-            await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+            await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     assert breakers.state(BreakerKey("retail", "component_token")) is BreakerState.CLOSED
 
 
@@ -262,13 +263,14 @@ async def test_timeouts_and_refused_connections_are_faults_and_recovery_closes()
     breakers, clock, _ = board(threshold=4, cooldown_s=2)
     wechat = client(httpx.MockTransport(flaky), breakers)
     with pytest.raises(UpstreamUnavailable, match="cannot connect"):
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     state["failure"] = httpx.ReadTimeout("slow")
     with pytest.raises(CircuitOpen, match="timed out after 1 attempts"):
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     del state["failure"]
     clock.now += 2
-    assert (await wechat.component_token("wxc0mp000000001", "secret", "ticket")).value == "t"
+    fetched = await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
+    assert fetched.value == "t"
     assert breakers.state(BreakerKey("retail", "component_token")) is BreakerState.CLOSED
 
 

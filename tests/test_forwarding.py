@@ -1,8 +1,9 @@
-"""Forwarding over each upstream transport (``GATEWAY_UPSTREAM_TRANSPORT``), on real loopback sockets.
+"""Forwarding over the upstream client's own network (``AiohttpTransport``), on real loopback sockets.
 
 The proxy tests reach the simulator in-process, so the network under the app's one client is tested
-here: what goes out (body length, no invented headers), what comes back (raw bytes, streamed as they
-arrive), keep-alive, proxies from the environment, and the httpx exceptions the proxy maps to 502/504.
+here: what goes out (body length, no invented headers, the query as httpx encoded it), what comes back
+(raw bytes, streamed as they arrive), keep-alive, proxies from the environment, and the httpx exceptions
+the proxy maps to 502/504. The subscribers' client is the same stack (``new_webhook_client``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from gateway.errors import ConfigError
+from gateway.delivery.webhooks import new_webhook_client
 from gateway.proxy.forwarding import SpooledBody, forward
-from gateway.settings import Settings
-from gateway.wechat.client import UPSTREAM_TRANSPORTS, new_http_client
+from gateway.wechat.client import AiohttpTransport, new_http_client
 from tests.support.servers import serve_in_thread
 
 JSON_GZ = gzip.compress(json.dumps({"errcode": 0, "data": "x" * 2000}).encode())
@@ -91,9 +91,10 @@ def upstream() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=UPSTREAM_TRANSPORTS)
+@pytest.fixture(params=["wechat", "webhooks"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    async with new_http_client(kind=request.param) as http:
+    async with new_http_client() if request.param == "wechat" else new_webhook_client() as http:
+        assert isinstance(http._transport, AiohttpTransport)
         yield http
 
 
@@ -137,8 +138,7 @@ async def test_the_query_reads_as_the_params_sent(
     assert reply.body is not None
     query = json.loads(reply.body)["query"]
     assert parse_qsl(query, keep_blank_values=True) == params
-    if isinstance(client._transport, httpx.AsyncHTTPTransport):  # aiohttp's yarl may unescape "/" and "?"
-        assert query.encode() == httpx.URL(f"{upstream}/echo", params=params).query
+    assert query.encode() == httpx.URL(f"{upstream}/echo", params=params).query  # not re-quoted by yarl
 
 
 async def test_a_body_of_unknown_length_is_sent_chunked(client: httpx.AsyncClient, upstream: str) -> None:
@@ -190,6 +190,22 @@ async def test_an_answer_streams_as_it_arrives(client: httpx.AsyncClient, upstre
     assert first + rest == FIRST_BYTES + b"the end"
 
 
+async def test_forward_goes_to_aiohttp_with_the_headers_httpx_would_send(
+    client: httpx.AsyncClient, upstream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    through_httpx = (await client.get(f"{upstream}/echo", headers={"accept-language": "zh_CN"})).json()
+
+    async def no_httpx(*args: Any, **kwargs: Any) -> httpx.Response:
+        raise AssertionError("forward went through httpx's client")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", no_httpx)
+    reply = await forward(client, "GET", f"{upstream}/echo", [], {"accept-language": "zh_CN"}, None)
+    assert reply.body is not None
+    direct = json.loads(reply.body)
+    assert sorted(map(tuple, direct["headers"])) == sorted(map(tuple, through_httpx["headers"]))
+    assert ["user-agent", "group-gateway"] in direct["headers"]
+
+
 async def test_calls_keep_one_connection_alive(client: httpx.AsyncClient, upstream: str) -> None:
     peers = {tuple((await client.get(f"{upstream}/echo")).json()["peer"]) for _ in range(3)}
     assert len(peers) == 1
@@ -199,10 +215,16 @@ async def test_proxies_from_the_environment_apply(upstream: str, monkeypatch: py
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", upstream)  # the echo answers as a forward proxy would receive it
-    for kind in UPSTREAM_TRANSPORTS:
-        async with new_http_client(kind=kind) as http:
-            echoed = (await http.get("http://api.weixin.invalid/echo")).json()
-        assert echoed["target"] == "http://api.weixin.invalid/echo", kind
+    async with new_http_client() as http:
+        echoed = (await http.get("http://api.weixin.invalid/echo")).json()
+        forwarded = await forward(http, "GET", "http://api.weixin.invalid/echo", [("a", "1")], {}, None)
+    assert echoed["target"] == "http://api.weixin.invalid/echo"
+    assert forwarded.body is not None
+    through_proxy = json.loads(forwarded.body)
+    assert (through_proxy["target"], through_proxy["query"]) == ("http://api.weixin.invalid/echo", "a=1")
+    async with new_webhook_client() as http:  # subscribers are internal: no proxy, however configured
+        with pytest.raises(httpx.ConnectError):
+            await http.get("http://api.weixin.invalid/echo")
 
 
 @pytest.fixture
@@ -242,10 +264,9 @@ async def test_failures_keep_httpx_exception_types(
     with pytest.raises(httpx.TransportError) as dropped:
         await client.get(hangs_up)
     assert not isinstance(dropped.value, httpx.TimeoutException)
-
-
-def test_the_transport_is_a_setting() -> None:
-    assert Settings.from_environ({}).upstream_transport == "aiohttp"
-    assert Settings.from_environ({"GATEWAY_UPSTREAM_TRANSPORT": "httpx"}).upstream_transport == "httpx"
-    with pytest.raises(ConfigError, match="GATEWAY_UPSTREAM_TRANSPORT"):
-        Settings.from_environ({"GATEWAY_UPSTREAM_TRANSPORT": "requests"})
+    # forward() reaches aiohttp directly, with the same exceptions
+    with pytest.raises(httpx.ConnectError):
+        await forward(client, "GET", f"http://127.0.0.1:{port}/", [], {}, None)
+    with pytest.raises(httpx.TransportError) as dropped:
+        await forward(client, "GET", hangs_up, [], {}, None)
+    assert not isinstance(dropped.value, httpx.TimeoutException)

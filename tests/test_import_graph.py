@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"credentials"},
     {"authorizations"},
     {"access", "onboarding", "binding", "proxy", "callbacks", "delivery", "catalog"},
+    {"container"},
     {"http"},
     {"simulator"},
     {"cli"},

@@ -14,8 +14,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from gateway.binding.service import _REFUSALS as _WECHAT_BINDING_REFUSALS
+from gateway.errors import BindingRefused, PushRejected, Refused
 from gateway.http.app import create_app
-from gateway.http.openapi import PUSH_REFUSALS, V1_REFUSALS
+from gateway.http.errors import PROBLEM_JSON, STATUS
+from gateway.http.openapi import BINDING_CODES, PUSH_REFUSALS, V1_REFUSALS
 from gateway.registry.model import Registry
 from gateway.settings import Settings
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS
@@ -49,7 +52,7 @@ def test_v1_is_behind_the_client_key_and_nothing_else_is(document: Document) -> 
     assert (schemes["gatewayToken"]["type"], schemes["gatewayToken"]["in"]) == ("apiKey", "query")
     assert schemes["gatewayToken"]["name"] == "access_token"
     for method, path, operation in operations(document):
-        if path.startswith("/v1/"):
+        if path.startswith(("/v1/", "/wx/component/")):
             assert operation["security"] == [{"clientKey": []}], (method, path)
         elif path.startswith("/wx/") and "cgi-bin" not in path:
             assert operation["security"] == [{"gatewayToken": []}], (method, path)
@@ -90,8 +93,8 @@ def test_wx_documents_its_real_answers(document: Document) -> None:
             assert {"404", "502", "504"} <= set(responses)
 
 
-def codes_of(document: Document, response: dict[str, Any]) -> list[str]:
-    ref = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+def codes_of(document: Document, response: dict[str, Any], media_type: str) -> list[str]:
+    ref = response["content"][media_type]["schema"]["$ref"].rsplit("/", 1)[-1]
     body = document["components"]["schemas"][ref]
     detail = document["components"]["schemas"][body["properties"]["error"]["$ref"].rsplit("/", 1)[-1]]
     code = detail["properties"]["code"]
@@ -107,33 +110,40 @@ def test_every_refusal_of_v1_enumerates_its_codes(document: Document) -> None:
         assert {int(status) for status in responses} - {200} == set(V1_REFUSALS), (method, path)
         for status, codes in V1_REFUSALS.items():
             response = responses[str(status)]
-            assert codes_of(document, response) == list(codes), (method, path, status)
+            assert codes_of(document, response, PROBLEM_JSON) == list(codes), (method, path, status)
             for code in codes:
                 assert f"`{code}`" in response["description"]
     for _, path, operation in operations(document):
         if path.endswith(("/events", "/messages/{appid}")):
             for status, codes in PUSH_REFUSALS.items():
-                assert codes_of(document, operation["responses"][str(status)]) == list(codes), (path, status)
+                response = operation["responses"][str(status)]
+                assert codes_of(document, response, "application/json") == list(codes), (path, status)
 
 
-def _codes_raised() -> set[tuple[int, str, str]]:
-    """(status, code, module) of every ``ApiError(status, "code", ...)`` written out in the gateway."""
-    raised = set()
-    for path in GATEWAY.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ApiError":
-                status, code = [*node.args, None, None][:2]
-                if isinstance(status, ast.Constant) and isinstance(code, ast.Constant):
-                    raised.add((status.value, code.value, str(path.relative_to(GATEWAY))))
-    return raised
+def _calls(name: str, path: Path) -> list[ast.Call]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == name]
 
 
-def test_every_code_the_gateway_raises_is_documented() -> None:
-    raised = _codes_raised()
-    assert len(raised) > 30
-    for status, code, module in raised:
-        documented = PUSH_REFUSALS if module.startswith("callbacks") else V1_REFUSALS
-        assert code in documented.get(status, {}), f"{module}: {status} {code} is not in the document"
+def test_every_code_a_refusal_carries_is_documented_at_its_status() -> None:
+    def kinds(root: type[Refused]) -> list[type[Refused]]:
+        return [k for sub in root.__subclasses__() for k in (sub, *kinds(sub))]
+
+    sources = [p for p in GATEWAY.rglob("*.py") if p.name != "errors.py" or p.parent != GATEWAY]
+    for kind in kinds(Refused):
+        documented = PUSH_REFUSALS if issubclass(kind, PushRejected) else V1_REFUSALS
+        status = next(STATUS[ancestor] for ancestor in kind.__mro__ if ancestor in STATUS)
+        if kind.code != Refused.code:
+            assert kind.code in documented[status], f"{kind.__name__}: {status} {kind.code}"
+        elif kind is not BindingRefused:  # a kind without a code is never raised as itself
+            raised = [p for p in sources if _calls(kind.__name__, p)]
+            assert not raised, f"{kind.__name__} raised in {raised}"
+    # The codes a binding refusal takes: WeChat's refusals in words, and every code written out.
+    written = {code for code, _ in _WECHAT_BINDING_REFUSALS.values()}
+    for call in _calls("BindingRefused", GATEWAY / "binding" / "service.py"):
+        written |= {c.value for c in ast.walk(call.args[0]) if isinstance(c, ast.Constant)}
+    written |= {"wechat_refused"}  # the fallback of a refusal not in the table
+    assert written <= set(BINDING_CODES) <= set(V1_REFUSALS[409])
 
 
 async def test_the_document_holds_no_secret(registry: Registry, sqlite_url: str) -> None:

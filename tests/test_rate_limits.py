@@ -318,8 +318,9 @@ async def test_v1_answers_429_with_retry_after_past_the_limit(slow_crm: World) -
 
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "100"
-    assert refused.json() == {
-        "error": {"code": "rate_limited", "message": "client 'crm' is past its rate limit; retry after 100 s"}
+    assert refused.json()["error"] == {
+        "code": "rate_limited",
+        "message": "client 'crm' is past its rate limit; retry after 100 s",
     }
     # One bucket for every route of the client, checked before scopes (crm lacks `bind`) and any work.
     assert (await slow_crm.token(OA, kind="jsapi-ticket")).status_code == 429
@@ -414,11 +415,9 @@ async def test_v1_bodies_past_the_app_cap_are_413_before_anything(unlimited: Wor
 
     for response in (announced, unauthenticated, streamed, ignored_by_a_get):
         assert response.status_code == 413, response.text
-        assert response.json() == {
-            "error": {
-                "code": "body_too_large",
-                "message": f"the request body is larger than the {MAX_BODY_BYTES} bytes this route accepts",
-            }
+        assert response.json()["error"] == {
+            "code": "body_too_large",
+            "message": f"the request body is larger than the {MAX_BODY_BYTES} bytes this route accepts",
         }
     assert await unlimited.calls("api_create_preauthcode") == 0
     fine = await unlimited.gateway.post(path, json={"auth_type": 3}, headers=bearer("onboarding"))

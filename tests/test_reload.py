@@ -250,9 +250,9 @@ async def test_the_upstream_client_follows_a_moved_api_base(registry: Registry) 
     live = LiveRegistry(registry)
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
         wechat = WeChatClient(http, lambda: live.current.wechat.api_base)
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
         live.swap(msgspec.structs.replace(registry, wechat=WechatSettings(api_base="http://dr.wechat.test")))
-        await wechat.component_token("wxc0mp000000001", "secret", "ticket")
+        await wechat.component_token("wxc0mp000000001", "secret", "ticket", platform_id="retail")
     assert hosts == ["wechat.test", "dr.wechat.test"]
 
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import ApiError
+from gateway.errors import Refused
+from gateway.http.errors import status_of
 from gateway.wechat.routing import (
     API_PERMISSION_SETS,
     PERMISSION_SET_NAMES,
@@ -36,7 +37,7 @@ SPLIT = (grant("retail", 1, 2, 24), grant("finance", 4, 15))
 class Case(NamedTuple):
     grants: tuple[Grant, ...]
     path: str | None
-    expected: str | tuple[int, str]  # a platform id, or (status, code) of the ApiError
+    expected: str | tuple[int, str]  # a platform id, or (HTTP status, code) of the refusal
     pins: Mapping[str, str] = NO_PINS
     order: tuple[str, ...] = ORDER
     words: tuple[str, ...] = ()  # what the error message must say
@@ -105,7 +106,7 @@ CASES = {
     "exclusive 4 elsewhere: web oauth refused": Case(
         (grant("retail", 1, 2), grant("finance", 15)),
         "sns/oauth2/component/access_token",
-        (403, "permission_set_missing"),
+        (409, "permission_set_missing"),
         words=("permission set 4 (web service)", APPID, "'retail' and 'finance'"),
     ),
     # Mini programs.
@@ -119,7 +120,7 @@ CASES = {
         (grant("retail", 1), grant("finance", 3)), "cgi-bin/open/sameentity", "finance"
     ),
     "open/have is not served by 24": Case(
-        (grant("retail", 24),), "cgi-bin/open/have", (403, "permission_set_missing"), words=("3 (", "30 (")
+        (grant("retail", 24),), "cgi-bin/open/have", (409, "permission_set_missing"), words=("3 (", "30 (")
     ),
     "mini program customer service message with 19": Case(
         (grant("retail", 17), grant("finance", 19)), "cgi-bin/message/custom/send", "finance"
@@ -139,7 +140,7 @@ CASES = {
     "revoked holder of the set does not count": Case(
         (grant("retail", 24, status="revoked"), grant("finance", 4)),
         "cgi-bin/open/bind",
-        (403, "permission_set_missing"),
+        (409, "permission_set_missing"),
         words=("'finance'",),
     ),
     # 3. Nothing live.
@@ -169,7 +170,7 @@ CASES = {
     "no coverage names the sets": Case(
         (grant("retail", 1, 2), grant("finance", 15)),
         "cgi-bin/open/bind",
-        (403, "permission_set_missing"),
+        (409, "permission_set_missing"),
         words=(
             "no platform holds permission set 24 (open-platform account management, official account) "
             "or 25 (open-platform account management, mini program) for " + APPID,
@@ -180,7 +181,7 @@ CASES = {
     "no coverage under a prefix entry": Case(
         (grant("retail", 1),),
         "/cgi-bin/menu/create?access_token=SECRETTOKEN",
-        (403, "permission_set_missing"),
+        (409, "permission_set_missing"),
     ),
     # Unknown paths go to the first live grant, whatever it holds.
     "unknown path to the first live, skipping revoked": Case(
@@ -206,7 +207,7 @@ CASES = {
     "unregistered platform ignored": Case(
         (grant("legacy", 24), grant("finance", 4)),
         "cgi-bin/open/bind",
-        (403, "permission_set_missing"),
+        (409, "permission_set_missing"),
         words=("'finance'",),
     ),
     "unregistered platform ignored for tokens": Case(
@@ -225,9 +226,9 @@ def test_choose_platform(case: Case) -> None:
         assert not case.words
         assert choose() == case.expected
         return
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(Refused) as caught:
         choose()
-    assert (caught.value.status, caught.value.code) == case.expected
+    assert (status_of(caught.value), caught.value.code) == case.expected
     for words in case.words:
         assert words in caught.value.message
     assert "SECRETTOKEN" not in caught.value.message
@@ -319,7 +320,7 @@ def test_table_is_well_formed() -> None:
 
 
 # Property: for any grants, order, pins and path, the answer is an active grant (covering the path when
-# it is known and no pin applies) or an ApiError 403/404/409/410.
+# it is known and no pin applies) or a refusal: 404, 409 or 410.
 PLATFORMS = ("retail", "finance", "services", "legacy")
 TABLE_SET_IDS = sorted({i for sets in API_PERMISSION_SETS.values() for i in sets} | {99})
 STATUSES: tuple[Status, ...] = ("active", "revoked", "reauthorization_required")
@@ -343,7 +344,7 @@ paths_strategy = st.one_of(
 
 
 ERRORS = {
-    (403, "permission_set_missing"),
+    (409, "permission_set_missing"),
     (404, "authorizer_unknown"),
     (409, "reauthorization_required"),
     (410, "authorization_revoked"),
@@ -360,14 +361,14 @@ def test_choose_platform_property(
     grants: list[Grant], order: list[str], pin: str | None, path: str | None
 ) -> None:
     pins = {} if pin is None else {APPID: pin}
-    error: ApiError | None = None
+    error: Refused | None = None
     chosen = ""
     try:
         chosen = choose_platform(order, pins, APPID, grants, path)
-    except ApiError as exc:
+    except Refused as exc:
         error = exc
     if error is not None:
-        assert (error.status, error.code) in ERRORS
+        assert (status_of(error), error.code) in ERRORS
         return
     counted = next(g for g in grants if g.platform_id == chosen)
     assert counted.status == "active"

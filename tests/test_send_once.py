@@ -21,8 +21,10 @@ from sqlalchemy import text
 
 from gateway.binding.service import READ_BACK_AGAIN_S
 from gateway.crypto import SecretBox
-from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable, WeChatUnavailable
+from gateway.http.errors import status_of
 from gateway.wechat.client import SENT_ONCE, WeChatClient
+from tests.support.credentials import Fixed
 from tests.support.world import OA, RETAIL, World
 from tests.test_onboarding import approve, auth, land, make_link
 from tests.test_upstream_faults import TIMEOUT_S, open_upstream_world
@@ -164,12 +166,10 @@ async def test_a_bind_wechat_acts_on_after_the_timeout_is_found_by_the_second_re
 
 
 async def test_a_create_open_get_never_shows_is_outcome_unknown(upstream: World) -> None:
-    from gateway.errors import ApiError
-
     await upstream.fault(endpoint="open/create", errcode=-1, times=1)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(WeChatUnavailable) as refused:
         await upstream.services.binding.create_from(OA, actor="test", force=True)
-    assert (refused.value.status, refused.value.code) == (503, "wechat_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "wechat_unavailable")
     assert "not bound as of open/get; outcome unknown" in refused.value.message
     assert await upstream.calls("open/create") == 1
     # The plan's read, the check just before sending, and the two read-backs after the lost answer.
@@ -186,15 +186,13 @@ async def test_a_create_whose_answer_is_lost_is_sent_once_and_read_back(upstream
 
 
 async def test_a_lost_create_that_cannot_be_read_back_is_503_outcome_unknown(upstream: World) -> None:
-    from gateway.errors import ApiError
-
     await upstream.fault(endpoint="open/create", delay_s=LOST, applied=True, times=1)
     pending = asyncio.create_task(upstream.services.binding.create_from(OA, actor="test", force=True))
     await when_called(upstream, "open/create")
     await upstream.fault(endpoint="open/get", http_status=502)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(WeChatUnavailable) as refused:
         await pending
-    assert (refused.value.status, refused.value.code) == (503, "wechat_unavailable")
+    assert (status_of(refused.value), refused.value.code) == (503, "wechat_unavailable")
     assert "outcome unknown" in refused.value.message
     assert await upstream.calls("open/create") == 1
 
@@ -399,7 +397,7 @@ async def test_a_call_sent_once_is_unknown_only_if_it_may_have_left(
     async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as http:
         wechat = WeChatClient(http, lambda: "https://api.weixin.test", backoff_s=0)
         with pytest.raises(UpstreamUnavailable) as raised:
-            await wechat.open_bind("token", GROUP_OPEN)
+            await wechat.bound(Fixed("token")).open_bind(GROUP_OPEN)
     assert isinstance(raised.value, OutcomeUnknown) is unknown
     assert ("outcome unknown" in str(raised.value)) is unknown
     assert sent == ["/cgi-bin/open/bind"]  # once, whatever the failure
@@ -410,5 +408,5 @@ async def test_a_refusal_of_a_call_sent_once_is_a_refusal() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answer)) as http:
         wechat = WeChatClient(http, lambda: "https://api.weixin.test", backoff_s=0)
         with pytest.raises(UpstreamError) as refused:
-            await wechat.open_bind("token", GROUP_OPEN)
+            await wechat.bound(Fixed("token")).open_bind(GROUP_OPEN)
     assert refused.value.errcode == 89001

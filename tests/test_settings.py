@@ -30,7 +30,6 @@ BAD = {
     "GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S": "0.25",
     "GATEWAY_TOKEN_WARM_WINDOW_S": "599.5",
     "GATEWAY_BINDING_RECHECK_S": "inf",
-    "GATEWAY_UPSTREAM_TRANSPORT": "requests",
     "GATEWAY_EVENT_LOOP": "trio",
     "GATEWAY_HTTP_PARSER": "picohttp",
     "GATEWAY_LOG_LEVEL": "LOUD",
@@ -58,11 +57,8 @@ def test_a_bad_value_is_refused_by_its_variable_and_never_quoted(variable: str, 
 
 def test_defaults_and_values() -> None:
     defaults = Settings.from_environ({})
-    assert (defaults.renewal_lease_s, defaults.upstream_transport, defaults.log_format) == (
-        30.0,
-        "aiohttp",
-        None,
-    )
+    assert (defaults.renewal_lease_s, defaults.push_window_s) == (30.0, 600.0)
+    assert defaults.log_format is None  # the command's own
     tuned = Settings.from_environ(
         {
             "GATEWAY_PUBLIC_URL": "https://gateway.example/",

@@ -17,6 +17,7 @@ from gateway.credentials.tokens import STALE_RENEWAL_SPACING_S
 from gateway.crypto import SecretBox
 from gateway.http.app import create_app
 from gateway.registry.model import Registry
+from gateway.wechat.client import BoundClient
 from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.asgi import LateASGITransport, running
 from tests.support.flows import push_ticket
@@ -121,16 +122,15 @@ async def test_a_renewal_in_flight_during_the_reauthorization_does_not_overwrite
 ) -> None:
     old = await current(ready)
     await ready.services.tokens.forget_authorizer("retail", OA)  # the next request fetches one
-    wechat = ready.services.tokens._wechat
-    fetch, fetched, answer = wechat.authorizer_token, asyncio.Event(), asyncio.Event()
+    fetch, fetched, answer = BoundClient.authorizer_token, asyncio.Event(), asyncio.Event()
 
-    async def answered_late(*args: Any) -> Any:
-        token = await fetch(*args)  # minted at WeChat now, before the re-authorization ...
+    async def answered_late(self: BoundClient, *args: Any) -> Any:
+        token = await fetch(self, *args)  # minted at WeChat now, before the re-authorization ...
         fetched.set()
         await answer.wait()  # ... its answer arriving after it
         return token
 
-    monkeypatch.setattr(wechat, "authorizer_token", answered_late)
+    monkeypatch.setattr(BoundClient, "authorizer_token", answered_late)
     fetching = asyncio.create_task(vend(ready.gateway))
     await fetched.wait()
     await ready.authorize("retail", OA, [1, 2, 24, 15])  # kills the token just minted

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from gateway.crypto import SecretBox
-from gateway.errors import ApiError
+from gateway.errors import TicketMissing
 from gateway.http.app import create_app
 from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS, make_settings
@@ -95,8 +95,11 @@ async def test_refusals(
     if client is not None:
         headers = {"Authorization": f"Bearer {CLIENT_KEYS[client]}"}
     response = await ready.gateway.get(f"/v1/authorizers/{appid}/access-token", headers=headers)
-    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
-    assert set(response.json()) == {"error"}
+    problem = response.json()
+    assert (response.status_code, problem["error"]["code"]) == (status, code)
+    # RFC 9457 members beside the house's `error`, and nothing else
+    assert set(problem) == {"type", "title", "status", "detail", "error"}
+    assert (problem["status"], problem["detail"]) == (status, problem["error"]["message"])
     assert await ready.calls("api_authorizer_token") == 0
 
 
@@ -248,9 +251,8 @@ async def test_a_refused_ticket_waits_for_the_next_push(world: World) -> None:
     await push_ticket(world.sim, RETAIL["appid"])
     await world.fault(endpoint="api_component_token", errcode=61006, times=1)
     for _ in range(3):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(TicketMissing):
             await world.services.tokens.component_token("retail")
-        assert refused.value.code == "ticket_missing"
     assert await world.calls("api_component_token") == 1  # the same ticket is not offered again
     platforms = {p["id"]: p for p in (await world.gateway.get("/readyz")).json()["platforms"]}
     assert "refused the verify ticket" in platforms["retail"]["problem"]

@@ -11,7 +11,7 @@ import msgspec
 from gateway.access.ratelimit import RateLimiter
 from gateway.authorizations.service import AuthorizationService
 from gateway.credentials.tokens import Token, TokenService
-from gateway.errors import ApiError
+from gateway.errors import Forbidden, InvalidInput, Refused, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Client, Registry, Scope
 from gateway.store.audit_trail import AuditTrail
@@ -31,32 +31,32 @@ __all__ = [
 
 
 def authenticate(registry: Registry, authorization: str | None) -> Client:
-    """The client whose key is in the ``Authorization: Bearer`` header; 401 otherwise.
+    """The client whose key is in the ``Authorization: Bearer`` header; `Unauthenticated` otherwise.
 
     Only the key's sha-256 is compared (in constant time, by the registry), never the key itself.
     """
     if not authorization:
-        raise ApiError(401, "unauthenticated", "an Authorization: Bearer <client key> header is required")
+        raise Unauthenticated("an Authorization: Bearer <client key> header is required")
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <client key>'")
+        raise Unauthenticated("the Authorization header must be 'Bearer <client key>'")
     client = registry.client_for_key_sha256(hashlib.sha256(key.strip().encode()).hexdigest())
     if client is None:
-        raise ApiError(401, "unauthenticated", "the client key is not known")
+        raise Unauthenticated("the client key is not known")
     return client
 
 
 def require(client: Client, scope: Scope, appid: str | None = None) -> None:
-    """403 unless ``client`` holds ``scope`` and may act for ``appid``.
+    """`Forbidden` unless ``client`` holds ``scope`` and may act for ``appid``.
 
     Checked before anything is looked up, so a refusal says nothing about whether the appid exists.
     """
     if scope not in client.scopes:
-        raise ApiError(403, "forbidden", f"client '{client.id}' does not hold the scope '{scope}'")
+        raise Forbidden(f"client '{client.id}' does not hold the scope '{scope}'")
     if appid is not None and "*" not in client.authorizers and appid not in client.authorizers:
-        raise ApiError(403, "forbidden", f"client '{client.id}' may not act for this authorizer")
+        raise Forbidden(f"client '{client.id}' may not act for this authorizer")
     if appid is not None and not is_appid(appid):
-        raise ApiError(422, "invalid_request", "appid: must be 'wx' followed by letters and digits")
+        raise InvalidInput("appid", "must be 'wx' followed by letters and digits")
 
 
 # ``?stale=``: no longer than WeChat's own bound. Its access_token doc asks for 512 characters of storage
@@ -65,16 +65,15 @@ STALE_MAX_LENGTH = 512
 
 
 def stale_report(raw: str | None) -> str | None:
-    """A caller's ``?stale=`` value: None when absent or empty; a 422 naming ``stale`` (never echoing the
-    value: it is a token) unless it has the shape of a token."""
+    """A caller's ``?stale=`` value: None when absent or empty; `InvalidInput` naming ``stale`` (never
+    echoing the value: it is a token) unless it has the shape of a token."""
     if not raw:
         return None
     if len(raw) > STALE_MAX_LENGTH or not (raw.isascii() and raw.isprintable()) or " " in raw:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"stale: must be the token or ticket WeChat refused, at most {STALE_MAX_LENGTH} printable "
-            "ASCII characters",
+        raise InvalidInput(
+            "stale",
+            f"must be the token or ticket WeChat refused, at most {STALE_MAX_LENGTH} printable ASCII "
+            "characters",
         )
     return raw
 
@@ -154,8 +153,8 @@ class TokenVending(ReadsRegistry):
         """``what`` for ``appid``: routed, obtained (from memory, the store or WeChat), audited. The
         caller has checked that ``client`` may (the ``/v1`` guard: `require`).
 
-        ``stale``: a value WeChat refused as stale (40001/40014/42001), as the caller sent it (422 unless
-        shaped like a token); renewed if it is still the stored one, else the stored one is answered.
+        ``stale``: a value WeChat refused as stale (40001/40014/42001), as the caller sent it (refused
+        unless shaped like a token); renewed if it is still the stored one, else the stored one is answered.
         """
         reported = stale_report(stale)
         platform_id = await self._authorizations.route(appid, None)
@@ -175,7 +174,7 @@ class TokenVending(ReadsRegistry):
         path can answer (it also words every refusal). Counts and records nothing: see `hand_over`."""
         try:
             client = authenticate(self._registry, authorization)
-        except ApiError:
+        except Refused:
             return None
         token = self._remembered(client, appid, what)
         return None if token is None else (client, token)
@@ -196,7 +195,7 @@ class TokenVending(ReadsRegistry):
         try:
             require(client, "token", appid)
             platform_id = self._authorizations.route_from_memory(appid, None)
-        except ApiError:
+        except Refused:
             return None
         return None if platform_id is None else self._tokens.from_memory(what.kind, platform_id, appid)
 

@@ -23,13 +23,20 @@ import msgspec
 
 from gateway.credentials.single_flight import SingleFlight
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidInput,
+    OutcomeUnknown,
+    PlatformUnknown,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.store import RecordedEvent, Store
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.authorizations import CodeClaim, Profile, StoredAuthorization
 from gateway.store.database import STORE_UNAVAILABLE
-from gateway.wechat.client import AuthorizerProfile, WeChatClient
+from gateway.wechat.client import AuthorizerProfile
 from gateway.wechat.routing import Grant, choose_platform
 from gateway.xml import Authorized, FastRegister, Unauthorized, UpdateAuthorized
 
@@ -70,7 +77,6 @@ class AuthorizationService(ReadsRegistry):
         self,
         registry: LiveRegistry,
         store: Store,
-        wechat: WeChatClient,
         tokens: TokenService,
         audit: AuditTrail,
         *,
@@ -83,7 +89,6 @@ class AuthorizationService(ReadsRegistry):
         self._code_claim_s = code_claim_s
         self._live = registry
         self._store = store
-        self._wechat = wechat
         self._tokens = tokens
         self._audit = audit
         self._clock = clock
@@ -145,24 +150,24 @@ class AuthorizationService(ReadsRegistry):
         code claimed waits for the holder's outcome). ``authorizer_appid`` (the event names it) lets an
         exchange whose answer was lost be read back with api_get_authorizer_info. Raises UpstreamError
         (61009/61010 for a bad code), OutcomeUnknown (sent, answer lost, nothing to read it back
-        with), UpstreamUnavailable or ApiError (no component token; 422 for a malformed code, neither
-        claimed nor sent) otherwise.
+        with), UpstreamUnavailable or a `Refused` (no component token; `InvalidInput` for a malformed
+        code, neither claimed nor sent) otherwise.
         """
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         problem = auth_code_problem(code)
         if problem is not None:
-            raise ApiError(422, "invalid_request", f"auth_code: {problem}")
+            raise InvalidInput("auth_code", problem)
         settled = await self._store.authorizations.code_claim(code)
         if settled is not None and settled.state == "exchanged":
             return None
-        component = await self._tokens.component_token(platform_id)
+        component = await self._tokens.component_client(platform_id)
         claim = await self._claim_code(platform_id, code)
         if not claim.won:
             return await self._outcome_of(claim, platform_id, code, actor, authorizer_appid)
         try:
-            info = await self._wechat.query_auth(component.value, platform.component_appid, code)
+            info = await component.query_auth(platform.component_appid, code)
         except OutcomeUnknown as exc:
             await self._store.authorizations.code_unknown(code, self._owner, exc.reason)
             if authorizer_appid is None:
@@ -258,11 +263,11 @@ class AuthorizationService(ReadsRegistry):
         (api_get_authorizer_info, a read: retried as reads are). Raises OutcomeUnknown if it cannot."""
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         try:
-            component = await self._tokens.component_token(platform_id)
-            details = await self._wechat.authorizer_details(component.value, platform.component_appid, appid)
-        except (ApiError, UpstreamUnavailable) as exc:
+            component = await self._tokens.component_client(platform_id)
+            details = await component.authorizer_details(platform.component_appid, appid)
+        except (Refused, UpstreamUnavailable) as exc:
             raise OutcomeUnknown("api_query_auth", f"reading it back failed too: {exc}") from None
         if details.refresh_token is None:
             raise OutcomeUnknown(
@@ -295,9 +300,9 @@ class AuthorizationService(ReadsRegistry):
         if platform is None:
             return None
         try:
-            component = await self._tokens.component_token(platform_id)
-            info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
-        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            component = await self._tokens.component_client(platform_id)
+            info = await component.authorizer_info(platform.component_appid, appid)
+        except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             log.warning("profile of %s not refreshed: %s", appid, exc)
             return await self._store.authorizations.profile(appid)
         return await self._store.authorizations.save_profile(profile_of(appid, info))
@@ -350,8 +355,8 @@ class AuthorizationService(ReadsRegistry):
                     await self._store.mark_processed(recorded.id, f"code refused by WeChat ({exc.errcode})")
                     continue
                 await self._defer(recorded, str(exc))
-            except (UpstreamUnavailable, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status == 422:  # a malformed code: retrying cannot help
+            except (UpstreamUnavailable, Refused) as exc:
+                if isinstance(exc, InvalidInput):  # a malformed code: retrying cannot help
                     await self._store.mark_processed(recorded.id, exc.message[:200])
                     continue
                 await self._defer(recorded, str(exc))

@@ -6,9 +6,9 @@ knows of the others and of the open accounts the gateway created) and carries th
 
 Checking and binding go through the component holding open-account management (24 for an official
 account, 25 for a mini program) for that authorizer, with its authorizer token. ``open/bind`` is sent
-only where WeChat's API can succeed: never across principals (409 ``principal_mismatch``: the Open
+only where WeChat's API can succeed: never across principals (refused, ``principal_mismatch``: the Open
 Platform console binds related principals), never to an unverified API-created open account that
-already holds 5 (409 ``open_account_full``). An account bound to another open account is reported
+already holds 5 (``open_account_full``). An account bound to another open account is reported
 (``bound_elsewhere``, an audit finding), never unbound. open/bind and open/create change state at
 WeChat: each is sent by one function here (`_send_bind`, `_send_create`), once, never retried blindly.
 """
@@ -29,13 +29,22 @@ import msgspec
 from gateway.authorizations.service import AuthorizationService, profile_of
 from gateway.binding.plan import Account, CreatedOpenAccount, Planner, Rules, Step
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    BindingRefused,
+    OutcomeUnknown,
+    PermissionSetMissing,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import principal_key
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
+from gateway.store.authorizations import AuthorizationStore
 from gateway.store.credentials import CredentialStore
-from gateway.wechat.client import WeChatClient
+from gateway.store.open_accounts import OpenAccountStore
+from gateway.wechat.client import BoundClient
 
 __all__ = ["BindingState", "OpenBinding", "OpenBindingService", "PassResult", "PassRow"]
 
@@ -77,9 +86,8 @@ def open_account_claim(open_appid: str) -> str:
     return f"binding:open:{open_appid}"
 
 
-def _principal_unknown(appid: str) -> ApiError:
-    return ApiError(
-        409,
+def _principal_unknown(appid: str) -> BindingRefused:
+    return BindingRefused(
         "principal_unknown",
         f"the principal of {appid} is not known yet (api_get_authorizer_info): open/create copies it, "
         "so nothing was created; run `gateway catalog sync` and retry",
@@ -106,14 +114,13 @@ class _Claims:
         self._heartbeat: asyncio.Future[None] | None = None
 
     async def take(self, key: str) -> None:
-        """Wait for the lease on ``key`` (its holder releases it, or it lapses); 503 after ``wait_s``."""
+        """Wait for the lease on ``key`` (its holder releases it, or it lapses); `WeChatUnavailable` after
+        ``wait_s``."""
         deadline = time.monotonic() + self._wait_s
         pause = 0.02
         while await self._credentials.try_lease(key, self._owner, self._lease_s) is None:
             if time.monotonic() >= deadline:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
+                raise WeChatUnavailable(
                     f"another binding of the same {'principal' if ':principal:' in key else 'open account'} "
                     f"has been waiting on WeChat for {self._wait_s:.0f} s; nothing was sent: retry later",
                 )
@@ -149,8 +156,7 @@ class _Seen:
     appid: str
     principal: str | None
     current: str | None
-    token: str
-    component_appid: str | None
+    client: BoundClient  # the account's, through the platform routing picks for open/*
 
 
 @dataclass(frozen=True)
@@ -179,9 +185,10 @@ class OpenBindingService(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        credentials: CredentialStore,
+        records: AuthorizationStore,
+        open_accounts: OpenAccountStore,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
         *,
@@ -189,9 +196,10 @@ class OpenBindingService(ReadsRegistry):
     ) -> None:
         self._live = registry
         self._claim_lease_s = claim_lease_s
-        self._store = store
+        self._credentials = credentials
+        self._records = records
+        self._open_accounts = open_accounts
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._audit = audit
 
@@ -205,12 +213,12 @@ class OpenBindingService(ReadsRegistry):
         accounts the gateway created, under the registry in force."""
         accounts = {
             f.authorizer_appid: Account(f.authorizer_appid, f.principal_name or None, f.open_appid)
-            for f in await self._store.authorizations.binding_facts()
+            for f in await self._records.binding_facts()
         }
         accounts.update((a.appid, a) for a in fresh)
         created = [
             CreatedOpenAccount(c.open_appid, c.principal_name, c.verified)
-            for c in await self._store.open_accounts.all()
+            for c in await self._open_accounts.all()
         ]
         return Planner(Rules.of(self._registry), accounts.values(), created)
 
@@ -218,14 +226,14 @@ class OpenBindingService(ReadsRegistry):
 
     async def where_bound(self, appid: str) -> str | None:
         """open/get for ``appid``: the open account it is bound to, None when none; nothing recorded."""
-        _, token, component_appid = await self._token(appid)
-        return await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        _, client = await self._client(appid)
+        return await self._guarded(client.open_get())
 
     async def check(self, appid: str, *, record: bool = True) -> Step:
         """Where ``appid`` is bound and what §11 says of it, changing nothing at WeChat; recorded for the
         catalog unless ``record`` is false."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=record)
         planner = await self.planner([Account(appid, principal, current)])
         step = planner.step(appid, principal, current)
@@ -234,13 +242,14 @@ class OpenBindingService(ReadsRegistry):
         return step
 
     async def ensure(self, appid: str, *, actor: str) -> OpenBinding:
-        """Bind ``appid`` to its §11 target when WeChat's API can, else say why (409) without calling."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        """Bind ``appid`` to its §11 target when WeChat's API can, else say why (`BindingRefused`) without
+        calling."""
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=True)
         account = Account(appid, principal, current)
         planner = await self.planner([account])
-        seen = _Seen(appid, principal, current, token, component_appid)
+        seen = _Seen(appid, principal, current, client)
         claims = self._claims()
         try:
             step = await self._settled(account, planner.step(appid, principal, current), planner, claims)
@@ -260,44 +269,43 @@ class OpenBindingService(ReadsRegistry):
         if step.reason == "bound_elsewhere":
             self._audit.record(actor, "binding.elsewhere", authorizer_appid=appid, detail=current)
             return OpenBinding("bound_elsewhere", current)
-        raise ApiError(409, step.reason or "binding_conflict", step.words)
+        raise BindingRefused(step.reason or "binding_conflict", step.words)
 
     async def create_from(self, appid: str, *, actor: str, force: bool = False) -> tuple[str, Step]:
         """open/create with ``appid``: a new open account (its principal copied), ``appid`` bound to it;
-        the new open account and the account's state after it, by §11. Refused (409
+        the new open account and the account's state after it, by §11. Refused (`BindingRefused`
         ``open_account_exists``) when §11 already gives the account's principal an open account, unless
         ``force``: a second open account of one principal splits its unionids. Refused without a known
-        principal (409 ``principal_unknown``)."""
-        platform_id, token, component_appid = await self._token(appid)
-        current = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        principal (``principal_unknown``)."""
+        platform_id, client = await self._client(appid)
+        current = await self._guarded(client.open_get())
         principal = await self._principal(appid, platform_id, save=True)
         if principal is None:
             raise _principal_unknown(appid)
         if current is not None:  # WeChat would refuse it (89000): said without calling
             code, words = _REFUSALS[89000]
-            raise ApiError(409, code, f"{words} ({current}); nothing was created")
+            raise BindingRefused(code, f"{words} ({current}); nothing was created")
         account = Account(appid, principal, current)
         claims = self._claims()
         try:
             await claims.take(principal_claim(principal))  # decided on what the store says under it
             step = (await self.planner([account])).step(appid, principal, current)
             if step.target is not None and not force:
-                raise ApiError(
-                    409,
+                raise BindingRefused(
                     "open_account_exists",
                     f"the binding rules already give {appid} ({principal}) the open account "
                     f"{step.target} ({step.action}): `gateway open-binding ensure` binds it there; "
                     "a second open account of one principal gives its users other unionids. "
                     "--force creates one all the same",
                 )
-            return await self._create(_Seen(appid, principal, current, token, component_appid), actor=actor)
+            return await self._create(_Seen(appid, principal, current, client), actor=actor)
         finally:
             await claims.release()
 
     async def mark_verified(self, open_appid: str, *, actor: str) -> bool:
         """Record that an open account the gateway created was verified (认证): its cap no longer
         applies. False when the gateway did not create it."""
-        changed = await self._store.open_accounts.mark_verified(open_appid)
+        changed = await self._open_accounts.mark_verified(open_appid)
         if changed:
             self._audit.record(actor, "binding.open_account_verified", detail=open_appid)
         return changed
@@ -311,7 +319,7 @@ class OpenBindingService(ReadsRegistry):
         over all of them, and, unless ``dry_run``, carried out: open accounts created first, then the
         binds. A dry run sends no call that changes anything; it records each account's state for the
         catalog when ``record`` (``check``), nothing at all otherwise (``ensure --dry-run``)."""
-        appids = sorted({a.authorizer_appid for a in await self._store.authorizations.active()})
+        appids = sorted({a.authorizer_appid for a in await self._records.active()})
         gate = asyncio.Semaphore(concurrency)
         seen: dict[str, _Seen] = {}
         failed: dict[str, PassRow] = {}
@@ -319,13 +327,11 @@ class OpenBindingService(ReadsRegistry):
         async def examine(appid: str) -> None:
             async with gate:
                 try:
-                    platform_id, token, component_appid = await self._token(appid)
-                    current = await self._guarded(
-                        self._wechat.open_get(token, component_appid=component_appid)
-                    )
+                    platform_id, client = await self._client(appid)
+                    current = await self._guarded(client.open_get())
                     principal = await self._principal(appid, platform_id, save=record)
-                    seen[appid] = _Seen(appid, principal, current, token, component_appid)
-                except ApiError as exc:
+                    seen[appid] = _Seen(appid, principal, current, client)
+                except Refused as exc:
                     failed[appid] = PassRow(appid, None, exc.code, exc.message)
 
         await asyncio.gather(*(examine(appid) for appid in appids))
@@ -367,7 +373,7 @@ class OpenBindingService(ReadsRegistry):
                         rows[step.appid] = await self._settle(settled, seen, actor)
                         if settled.action in ("bind", "nothing") and settled.target is not None:
                             made[step.appid] = settled.target
-                except ApiError as exc:
+                except Refused as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
                 finally:
                     await claims.release()
@@ -384,7 +390,7 @@ class OpenBindingService(ReadsRegistry):
                     planned = replace(step, target=target)
                     settled = await self._settled(self._account(step), planned, planner, claims)
                     rows[step.appid] = await self._settle(settled, seen, actor)
-                except ApiError as exc:
+                except Refused as exc:
                     rows[step.appid] = PassRow(step.appid, step, exc.code, exc.message)
                 finally:
                     await claims.release()
@@ -410,7 +416,7 @@ class OpenBindingService(ReadsRegistry):
     # --- claims: one open/create per principal, the cap counted one bind at a time ------------------
 
     def _claims(self) -> _Claims:
-        return _Claims(self._store.credentials, self._claim_lease_s, wait_s=2 * self._claim_lease_s)
+        return _Claims(self._credentials, self._claim_lease_s, wait_s=2 * self._claim_lease_s)
 
     @staticmethod
     def _account(step: Step) -> Account:
@@ -444,7 +450,7 @@ class OpenBindingService(ReadsRegistry):
 
     async def _bind(self, seen: _Seen, open_appid: str, *, actor: str) -> None:
         """open/bind of ``seen`` to ``open_appid`` (the plan allowed it), audited."""
-        await self._send_bind(seen.token, open_appid, seen.component_appid)
+        await self._send_bind(seen.client, open_appid)
         self._audit.record(actor, "binding.bound", authorizer_appid=seen.appid, detail=open_appid)
 
     async def _create(self, seen: _Seen, *, actor: str) -> tuple[str, Step]:
@@ -453,12 +459,12 @@ class OpenBindingService(ReadsRegistry):
         open account and that step. Never without a known principal."""
         if not seen.principal:
             raise _principal_unknown(seen.appid)
-        open_appid = await self._send_create(seen.token, seen.component_appid)
-        await self._store.open_accounts.remember(open_appid, seen.principal, seen.appid)
+        open_appid = await self._send_create(seen.client)
+        await self._open_accounts.remember(open_appid, seen.principal, seen.appid)
         self._audit.record(actor, "binding.created", authorizer_appid=seen.appid, detail=open_appid)
         now = Account(seen.appid, seen.principal, open_appid)
         step = (await self.planner([now])).step(seen.appid, seen.principal, open_appid)
-        await self._store.authorizations.save_binding(seen.appid, step.state, open_appid, step.target)
+        await self._records.save_binding(seen.appid, step.state, open_appid, step.target)
         return open_appid, step
 
     # open/bind and open/create change state at WeChat: each is sent once (gateway.wechat.client.SENT_ONCE)
@@ -468,50 +474,48 @@ class OpenBindingService(ReadsRegistry):
     # READ_BACK_AGAIN_S apart, is reported not bound yet with the outcome unknown (WeChat may still be
     # processing the call), rather than resent at once (a bind still in flight would meet it with 89000).
 
-    async def _send_bind(self, token: str, open_appid: str, component_appid: str | None) -> None:
+    async def _send_bind(self, client: BoundClient, open_appid: str) -> None:
         """The one place open/bind is sent: once; after a lost answer, open/get says whether it landed
-        (409 ``already_bound`` when the account turns out bound to another open account meanwhile; 503
-        when it was not applied, or stays unknown)."""
+        (``already_bound`` when the account turns out bound to another open account meanwhile;
+        `WeChatUnavailable` when it was not applied, or stays unknown)."""
         try:
-            await self._guarded(self._wechat.open_bind(token, open_appid, component_appid=component_appid))
+            await self._guarded(client.open_bind(open_appid))
         except OutcomeUnknown as lost:
-            bound_to = await self._read_back(token, component_appid, lost)
+            bound_to = await self._read_back(client, lost)
             if bound_to != open_appid:
                 code, words = _REFUSALS[89000]
-                raise ApiError(409, code, f"{words} ({bound_to}); it was not bound to {open_appid}") from None
+                raise BindingRefused(
+                    code, f"{words} ({bound_to}); it was not bound to {open_appid}"
+                ) from None
 
-    async def _send_create(self, token: str, component_appid: str | None) -> str:
+    async def _send_create(self, client: BoundClient) -> str:
         """The one place open/create is sent: once; after a lost answer, the open account open/get finds
         the account bound to (it was bound to none before, which is checked first: WeChat refuses a bound
         account with 89000, so a binding found afterwards is the created one)."""
-        before = await self._guarded(self._wechat.open_get(token, component_appid=component_appid))
+        before = await self._guarded(client.open_get())
         if before is not None:
             code, words = _REFUSALS[89000]
-            raise ApiError(409, code, f"{words} ({before}); nothing was created")
+            raise BindingRefused(code, f"{words} ({before}); nothing was created")
         try:
-            return await self._guarded(self._wechat.open_create(token, component_appid=component_appid))
+            return await self._guarded(client.open_create())
         except OutcomeUnknown as lost:
-            return await self._read_back(token, component_appid, lost)
+            return await self._read_back(client, lost)
 
-    async def _read_back(self, token: str, component_appid: str | None, lost: OutcomeUnknown) -> str:
+    async def _read_back(self, client: BoundClient, lost: OutcomeUnknown) -> str:
         """The open account open/get finds the account bound to after ``lost``, read once more
-        `READ_BACK_AGAIN_S` later if it shows none yet; 503 saying the outcome is unknown when it still
-        shows none, or a read fails too."""
+        `READ_BACK_AGAIN_S` later if it shows none yet; `WeChatUnavailable` saying the outcome is unknown
+        when it still shows none, or a read fails too."""
         try:
-            bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+            bound_to = await client.open_get()
             if bound_to is None:
                 await asyncio.sleep(READ_BACK_AGAIN_S)
-                bound_to = await self._wechat.open_get(token, component_appid=component_appid)
+                bound_to = await client.open_get()
         except (UpstreamError, UpstreamUnavailable) as exc:
-            raise ApiError(
-                503,
-                "wechat_unavailable",
+            raise WeChatUnavailable(
                 f"WeChat {lost.api}: outcome unknown: its answer was lost and open/get failed too ({exc})",
             ) from None
         if bound_to is None:
-            raise ApiError(
-                503,
-                "wechat_unavailable",
+            raise WeChatUnavailable(
                 f"WeChat {lost.api} got no answer ({lost.problem}); {NOT_BOUND_YET}",
             )
         return bound_to
@@ -522,12 +526,12 @@ class OpenBindingService(ReadsRegistry):
         self, step: Step, state: str, open_appid: str | None, *, target: str | None = None
     ) -> None:
         """Keep the account's state and target for the catalog."""
-        await self._store.authorizations.save_binding(step.appid, state, open_appid, target or step.target)
+        await self._records.save_binding(step.appid, state, open_appid, target or step.target)
 
     async def _principal(self, appid: str, platform_id: str, *, save: bool) -> str | None:
         """The account's principal (主体): from its stored profile, else asked of WeChat (kept when
         ``save``; a dry run keeps nothing). None when WeChat cannot say now."""
-        profile = await self._store.authorizations.profile(appid)
+        profile = await self._records.profile(appid)
         if profile is None and save:
             profile = await self._authorizations.refresh_profile(platform_id, appid)
         elif profile is None:
@@ -535,41 +539,36 @@ class OpenBindingService(ReadsRegistry):
             if platform is None:
                 return None
             try:
-                component = await self._tokens.component_token(platform_id)
-                info = await self._wechat.authorizer_info(component.value, platform.component_appid, appid)
+                component = await self._tokens.component_client(platform_id)
+                info = await component.authorizer_info(platform.component_appid, appid)
             except (UpstreamError, UpstreamUnavailable):
                 return None
             profile = profile_of(appid, info)
         return profile.principal_name or None if profile is not None else None
 
-    async def _token(self, appid: str) -> tuple[str, str, str | None]:
-        """The platform routing picks for open/* for ``appid``, its authorizer token there, and that
-        platform's component_appid (the upstream breaker's key; None if a reload just removed it)."""
+    async def _client(self, appid: str) -> tuple[str, BoundClient]:
+        """The platform routing picks for open/* for ``appid``, and the account's client there."""
         try:
             platform_id = await self._authorizations.route(appid, OPEN_API)
-        except ApiError as exc:
-            if exc.code == "permission_set_missing":
-                raise ApiError(
-                    409,
-                    "permission_set_missing",
-                    f"no platform holds permission set 24 (official account) or 25 (mini program), "
-                    f"open-platform account management, for {appid}",
-                ) from None
-            raise
-        token = await self._tokens.authorizer_token(platform_id, appid)
-        platform = self._registry.platform(platform_id)
-        return platform_id, token.value, None if platform is None else platform.component_appid
+        except PermissionSetMissing:
+            raise PermissionSetMissing(
+                appid,
+                f"no platform holds permission set 24 (official account) or 25 (mini program), "
+                f"open-platform account management, for {appid}",
+            ) from None
+        return platform_id, await self._tokens.authorizer_client(platform_id, appid)
 
     @staticmethod
     async def _guarded(pending: Awaitable[T]) -> T:
-        """WeChat's answer, or its refusal as a 409 in words (503 when WeChat is unreachable; a call that
-        changes state and got no answer raises OutcomeUnknown, for the caller to read the outcome back)."""
+        """WeChat's answer, or its refusal in words (`BindingRefused`; `WeChatUnavailable` when WeChat is
+        unreachable; a call that changes state and got no answer raises OutcomeUnknown, for the caller to
+        read the outcome back)."""
         try:
             return await pending
         except UpstreamError as exc:
             code, words = _REFUSALS.get(exc.errcode, ("wechat_refused", exc.errmsg))
-            raise ApiError(409, code, f"WeChat refused ({exc.errcode}): {words}") from None
+            raise BindingRefused(code, f"WeChat refused ({exc.errcode}): {words}") from None
         except OutcomeUnknown:
             raise  # the caller reads the outcome back
         except UpstreamUnavailable as exc:
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None

@@ -26,8 +26,7 @@ from gateway.callbacks.messages import Reply
 from gateway.callbacks.passive_replies import parse_answer, reply_fields
 from gateway.delivery.subscriptions import Subscriptions
 from gateway.delivery.worker import DeliveryService
-from gateway.store import Store
-from gateway.store.deliveries import DueDelivery, NewDelivery, NewMessage, new_record_id
+from gateway.store.deliveries import DeliveryStore, DueDelivery, NewDelivery, NewMessage, new_record_id
 from gateway.xml import UserMessage
 
 __all__ = ["Inbox", "dedup_key"]
@@ -64,7 +63,7 @@ class Inbox:
     def __init__(
         self,
         subscriptions: Subscriptions,
-        store: Store,
+        store: DeliveryStore,
         authorizations: AuthorizationService,
         deliveries: DeliveryService,
         *,
@@ -101,7 +100,7 @@ class Inbox:
         replying = next((d for d in deliveries if d.reply), None)
         lease = (self._deliveries.owner, now + self._deliveries.policy.lease_s)
         give_up_at = self._deliveries.give_up_at(now)
-        if not await self._store.deliveries.record(stored, deliveries, give_up_at=give_up_at, lease=lease):
+        if not await self._store.record(stored, deliveries, give_up_at=give_up_at, lease=lease):
             log.info("message to %s on %s: a retry of one already stored", authorizer_appid, platform_id)
             return None
         if not known:

@@ -1,6 +1,6 @@
 """Intake of pushes to the authorization event URL: authenticate, decrypt, parse, record.
 
-Nothing is stored unless every check passed; every refusal is an ApiError naming the fault. A push seen
+Nothing is stored unless every check passed; every refusal is a `Refused` naming the fault. A push seen
 before (same platform, ``msg_signature`` and ``nonce``: a WeChat retry or a replay) is answered as accepted
 and not processed again.
 """
@@ -18,7 +18,13 @@ from gateway.callbacks.pushes import (
     push_parameters,
     read_envelope,
 )
-from gateway.errors import ApiError, XmlRejected
+from gateway.errors import (
+    PlatformUnknown,
+    PushAppIdMismatch,
+    PushEventInvalid,
+    PushXmlInvalid,
+    XmlRejected,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.store import Store
@@ -73,21 +79,19 @@ class EventIntake(ReadsRegistry):
         parameters = push_parameters(query, body, now=self._clock(), window_s=self._window_s)
         platform = self._registry.platform(platform_id) if platform_id is not None else None
         if platform_id is not None and platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         envelope = read_envelope(body)
         if platform is None:
             platform = self._platform_of_envelope(envelope.app_id)
         elif envelope.app_id is not None and envelope.app_id != platform.component_appid:
-            raise ApiError(400, "appid_mismatch", f"the AppId element is not platform '{platform.id}'")
+            raise PushAppIdMismatch(f"the AppId element is not platform '{platform.id}'")
         plaintext = decrypt_push(platform_crypto(platform), parameters, envelope.encrypt)
         try:
             event = parse_component_event(plaintext)
         except XmlRejected as exc:
-            raise ApiError(400, "invalid_event", f"decrypted message refused: {exc}") from None
+            raise PushEventInvalid(f"decrypted message refused: {exc}") from None
         if event.app_id != platform.component_appid:
-            raise ApiError(
-                400, "appid_mismatch", "the decrypted AppId is not this platform's component_appid"
-            )
+            raise PushAppIdMismatch("the decrypted AppId is not this platform's component_appid")
         applied = await self._store.record_push(
             platform.id, parameters.msg_signature, parameters.nonce, event
         )
@@ -107,8 +111,8 @@ class EventIntake(ReadsRegistry):
 
     def _platform_of_envelope(self, app_id: str | None) -> Platform:
         if app_id is None:
-            raise ApiError(400, "invalid_xml", "the AppId element is missing: it names the platform")
+            raise PushXmlInvalid("the AppId element is missing: it names the platform")
         platform = self._registry.platform_by_appid(app_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", "the AppId element names no platform in the registry")
+            raise PlatformUnknown(app_id, "the AppId element names no platform in the registry")
         return platform

@@ -2,7 +2,7 @@
 
 A push is verified exactly as on the authorization event URL (``gateway.callbacks.pushes``), decrypted with
 the
-component's token, key and appid, and parsed; any refusal is an ApiError naming the fault, and nothing is
+component's token, key and appid, and parsed; any refusal is a `Refused` naming the fault, and nothing is
 handled. The same signed push again (a replay: WeChat signs each of its retries anew) is answered
 ``success`` and not handled twice. What to answer is the ``MessageHandler``'s decision — the one seam
 where messages leave this module — and this service turns it into WeChat's answer:
@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.callbacks.pushes import decrypt_push, platform_crypto, push_parameters, read_envelope
-from gateway.errors import ApiError, XmlRejected
+from gateway.errors import (
+    PlatformUnknown,
+    PushAppIdMismatch,
+    PushMessageInvalid,
+    PushParameterInvalid,
+    XmlRejected,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.xml import UserMessage, XmlValue, build_xml, is_appid, parse_user_message
 
@@ -148,20 +154,20 @@ class MessageService(ReadsRegistry):
         parameters = push_parameters(query, body, now=now, window_s=self._window_s)
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         if not is_appid(authorizer_appid):
-            raise ApiError(400, "invalid_parameter", "the appid in the URL is not an appid")
+            raise PushParameterInvalid("appid", "the appid in the URL is not an appid")
         envelope = read_envelope(body)
         if envelope.app_id is not None and envelope.app_id != platform.component_appid:
-            raise ApiError(400, "appid_mismatch", f"the AppId element is not platform '{platform.id}'")
+            raise PushAppIdMismatch(f"the AppId element is not platform '{platform.id}'")
         crypto = platform_crypto(platform)
         plaintext = decrypt_push(crypto, parameters, envelope.encrypt)
         try:
             message = parse_user_message(plaintext)
         except XmlRejected as exc:
-            raise ApiError(400, "invalid_message", f"decrypted message refused: {exc}") from None
+            raise PushMessageInvalid(f"decrypted message refused: {exc}") from None
         if envelope.to_user_name is not None and envelope.to_user_name != message.to_user_name:
-            raise ApiError(400, "invalid_message", "the ToUserName of the envelope and of the message differ")
+            raise PushMessageInvalid("the ToUserName of the envelope and of the message differ")
         seen = (platform.id, parameters.msg_signature)
         if not self._recent.claim(seen, int(parameters.timestamp) + self._window_s, now):
             log.info("message to %s on %s: a replay of a push already handled", authorizer_appid, platform.id)

@@ -1,6 +1,6 @@
 """The checks every WeChat push passes before it is read, shared by the event URL and the message URL.
 
-A push is refused with an ApiError naming the fault when its body is over 64 KiB, a query parameter is
+A push is refused with a `PushRejected` naming the fault when its body is over 64 KiB, a query parameter is
 missing or malformed, its ``timestamp`` is further from the gateway's clock than the accepted window (either
 way: a captured push cannot be replayed later), the envelope is not safe XML with an ``Encrypt`` element,
 ``msg_signature`` does not match that element, or it does not decrypt to a message for this component
@@ -16,7 +16,20 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from gateway.crypto import MessageCrypto
-from gateway.errors import ApiError, AppIdMismatch, CryptoError, SignatureInvalid, XmlRejected
+from gateway.errors import (
+    AppIdMismatch,
+    CryptoError,
+    PushAppIdMismatch,
+    PushParameterInvalid,
+    PushParameterMissing,
+    PushSignatureInvalid,
+    PushTimestampStale,
+    PushTooLarge,
+    PushUndecryptable,
+    PushXmlInvalid,
+    SignatureInvalid,
+    XmlRejected,
+)
 from gateway.registry.model import Platform
 from gateway.xml import Envelope, parse_envelope
 
@@ -56,25 +69,23 @@ def push_parameters(query: Mapping[str, str], body: bytes, *, now: float, window
     """Refuse an oversized body, then read and check ``msg_signature``, ``timestamp`` and ``nonce``;
     ``timestamp`` must be within ``window_s`` seconds of ``now``."""
     if len(body) > MAX_PUSH_BYTES:
-        raise ApiError(413, "body_too_large", f"push bodies are limited to {MAX_PUSH_BYTES} bytes")
+        raise PushTooLarge(f"push bodies are limited to {MAX_PUSH_BYTES} bytes")
     for name in ("msg_signature", "timestamp", "nonce"):
         if not query.get(name):
-            raise ApiError(400, "missing_parameter", f"query parameter {name} is missing")
+            raise PushParameterMissing(name)
     encrypt_type = query.get("encrypt_type", "aes")
     if encrypt_type != "aes":
-        raise ApiError(400, "invalid_parameter", "encrypt_type must be aes: plaintext pushes are refused")
+        raise PushParameterInvalid("encrypt_type", "encrypt_type must be aes: plaintext pushes are refused")
     msg_signature, timestamp, nonce = query["msg_signature"], query["timestamp"], query["nonce"]
     if not _SIGNATURE.fullmatch(msg_signature):
-        raise ApiError(400, "invalid_parameter", "msg_signature must be 40 hexadecimal digits")
+        raise PushParameterInvalid("msg_signature", "msg_signature must be 40 hexadecimal digits")
     if not _TIMESTAMP.fullmatch(timestamp):
-        raise ApiError(400, "invalid_parameter", "timestamp must be decimal digits")
+        raise PushParameterInvalid("timestamp", "timestamp must be decimal digits")
     if not _NONCE.fullmatch(nonce):
-        raise ApiError(400, "invalid_parameter", "nonce must be 1-64 printable ASCII characters")
+        raise PushParameterInvalid("nonce", "nonce must be 1-64 printable ASCII characters")
     offset = int(timestamp) - now
     if abs(offset) > window_s:
-        raise ApiError(
-            400,
-            "stale_timestamp",
+        raise PushTimestampStale(
             f"timestamp is {abs(offset):.0f} s {'behind' if offset < 0 else 'ahead of'} the gateway's clock, "
             f"outside the accepted window of {window_s:g} s",
         )
@@ -86,7 +97,7 @@ def read_envelope(body: bytes) -> Envelope:
     try:
         return parse_envelope(body)
     except XmlRejected as exc:
-        raise ApiError(400, "invalid_xml", str(exc)) from None
+        raise PushXmlInvalid(str(exc)) from None
 
 
 def decrypt_push(crypto: MessageCrypto, parameters: PushParameters, encrypt: str) -> bytes:
@@ -95,8 +106,8 @@ def decrypt_push(crypto: MessageCrypto, parameters: PushParameters, encrypt: str
         crypto.verify(parameters.msg_signature, parameters.timestamp, parameters.nonce, encrypt)
         return crypto.decrypt(encrypt)
     except SignatureInvalid:
-        raise ApiError(403, "signature_invalid", "msg_signature does not match the Encrypt element") from None
+        raise PushSignatureInvalid("msg_signature does not match the Encrypt element") from None
     except AppIdMismatch:
-        raise ApiError(400, "appid_mismatch", "the encrypted message is for another appid") from None
+        raise PushAppIdMismatch("the encrypted message is for another appid") from None
     except CryptoError as exc:
-        raise ApiError(400, "decrypt_failed", f"the Encrypt element cannot be decrypted: {exc}") from None
+        raise PushUndecryptable(f"the Encrypt element cannot be decrypted: {exc}") from None

@@ -23,9 +23,7 @@ from functools import partial
 from gateway.authorizations.service import AuthorizationService
 from gateway.callbacks.messages import Reply
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
-from gateway.registry.live import LiveRegistry, ReadsRegistry
-from gateway.wechat.client import WeChatClient
+from gateway.errors import Refused, UpstreamError, UpstreamUnavailable
 from gateway.xml import UserMessage
 
 __all__ = ["RELEASE_TEST_APPIDS", "ReleaseTest"]
@@ -55,20 +53,12 @@ TEXT_PROBE = "TESTCOMPONENT_MSG_TYPE_TEXT"
 API_PROBE = "QUERY_AUTH_CODE:"
 
 
-class ReleaseTest(ReadsRegistry):
+class ReleaseTest:
     """The MessageHandler that answers the release test's accounts; every other account gets no reply."""
 
-    def __init__(
-        self,
-        registry: LiveRegistry,
-        authorizations: AuthorizationService,
-        tokens: TokenService,
-        wechat: WeChatClient,
-    ) -> None:
-        self._live = registry
+    def __init__(self, authorizations: AuthorizationService, tokens: TokenService) -> None:
         self._authorizations = authorizations
         self._tokens = tokens
-        self._wechat = wechat
 
     async def handle(self, platform_id: str, authorizer_appid: str, message: UserMessage) -> Reply | None:
         """The test's expected answer to ``message``, or None when it expects none."""
@@ -90,15 +80,9 @@ class ReleaseTest(ReadsRegistry):
     ) -> None:
         try:
             await self._authorizations.exchange_code(platform_id, code, actor="wechat")
-            token = await self._tokens.authorizer_token(platform_id, authorizer_appid)
-            platform = self._registry.platform(platform_id)
-            await self._wechat.send_custom_text(
-                token.value,
-                message.from_user_name,
-                f"{code}_from_api",
-                component_appid=None if platform is None else platform.component_appid,
-            )
-        except (UpstreamError, UpstreamUnavailable, ApiError) as exc:
+            authorizer = await self._tokens.authorizer_client(platform_id, authorizer_appid)
+            await authorizer.send_custom_text(message.from_user_name, f"{code}_from_api")
+        except (UpstreamError, UpstreamUnavailable, Refused) as exc:
             log.warning("release test of %s on %s: no API reply: %s", authorizer_appid, platform_id, exc)
             return
         except Exception:  # WeChat has its answer already: a failure here is only logged

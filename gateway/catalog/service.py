@@ -1,8 +1,8 @@
 """The catalog for auditors (SPEC §6): every authorizer across every platform, one row each.
 
-Filters are validated here (an unknown value is a 422 naming the filter), pages are keyset pages over the
-authorizer appid behind an opaque cursor, and the CSV export streams the same rows page by page so its
-memory stays constant however large the catalog.
+Filters are validated here (an unknown value is an `InvalidInput` naming the filter), pages are keyset
+pages over the authorizer appid behind an opaque cursor, and the CSV export streams the same rows page by
+page so its memory stays constant however large the catalog.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from gateway.errors import ApiError, filter_text
+from gateway.errors import InvalidCursor, InvalidInput, filter_text
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Registry
 from gateway.store.catalog import CatalogFilter, CatalogQuery, StoredGrant, StoredRow
@@ -152,17 +152,17 @@ class Catalog(ReadsRegistry):
         binding: Binding | None = None,
         q: str | None = None,
     ) -> CatalogFilter:
-        """A request's filters (None or empty: no filter); 422 naming ``platform`` when the registry has
-        no such platform, or ``q`` for a control character."""
+        """A request's filters (None or empty: no filter); `InvalidInput` naming ``platform`` when the
+        registry has no such platform, or ``q`` for a control character."""
         platform = platform or None
         if platform is not None and self._registry.platform(platform) is None:
-            raise ApiError(422, "invalid_request", f"platform: no platform '{platform}' in the registry")
+            raise InvalidInput("platform", f"no platform '{platform}' in the registry")
         q = filter_text("q", (q or "").strip())
         return CatalogFilter(platform=platform, kind=kind, status=status, binding=binding, q=q)
 
     async def page(self, where: CatalogFilter, *, limit: int = 100, cursor: str | None = None) -> CatalogPage:
-        """One page of rows, the total matching, and the cursor of the next page (400 for a ``cursor``
-        this API did not give out)."""
+        """One page of rows, the total matching, and the cursor of the next page (`InvalidCursor` for a
+        ``cursor`` this API did not give out)."""
         decoded = _decode_cursor(cursor)
         after, total = (None, None) if decoded is None else decoded
         rows, more = await self._query.page(where, after, limit)
@@ -282,7 +282,7 @@ def _decode_cursor(raw: str | None) -> tuple[str, int | None] | None:
     cursor (before totals were carried) has no total."""
     if not raw:
         return None
-    invalid = ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+    invalid = InvalidCursor()
     try:
         decoded = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):

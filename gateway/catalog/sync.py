@@ -53,31 +53,35 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import TypeVar
 
 import msgspec
 
 from gateway.authorizations.service import AuthorizationService, profile_of
 from gateway.binding.plan import Account
 from gateway.binding.service import OPEN_API, OpenBindingService
-from gateway.credentials.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, STALE_TOKEN_ERRCODES, TokenService
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.credentials.tokens import NOT_AUTHORIZED, QUOTA_ERRCODE, TokenService
+from gateway.errors import (
+    NoLiveAuthorization,
+    PermissionSetMissing,
+    PlatformUnknown,
+    Refused,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.settings import DEFAULT_BINDING_RECHECK_S
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.store.authorizations import Binding, Grant, Profile, StoredAuthorization
-from gateway.wechat.client import AuthorizerDetails, WeChatClient, bounded_calls
+from gateway.store.authorizations import AuthorizationStore, Binding, Grant, Profile, StoredAuthorization
+from gateway.store.credentials import CredentialStore
+from gateway.wechat.client import AuthorizerDetails, bounded_calls
 
 __all__ = ["DEFAULT_CONCURRENCY", "JOB_KEY", "CatalogSync", "SyncProblem", "SyncSummary", "Tracker"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # Stored binding states that say where the account is bound, or that it is bound nowhere (open/get, or
 # open/have's "no open account"): a kept account in one of them is decided again without a call.
@@ -90,8 +94,6 @@ HOLD_FRACTION = 0.9  # of the interval: how long the syncing replica keeps the l
 ACTOR = "catalog-sync"  # in the audit log
 HAVE_OPEN_API = "cgi-bin/open/have"
 BATCH = 200  # authorizations, or profiles with their bindings, written per transaction
-# Routing refusals meaning that no live authorization can ask WeChat anything for the account.
-NO_LIVE_GRANT = frozenset({"authorizer_unknown", "authorization_revoked", "reauthorization_required"})
 
 Tracker = Callable[[str, int], Callable[[], None]]
 """Starts a stage, given its label and how many items it has; returns what to call as each is done."""
@@ -179,9 +181,9 @@ class CatalogSync(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        credentials: CredentialStore,
+        records: AuthorizationStore,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         binding: OpenBindingService,
         audit: AuditTrail,
@@ -193,9 +195,9 @@ class CatalogSync(ReadsRegistry):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._live = registry
-        self._store = store
+        self._credentials = credentials
+        self._records = records
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._binding = binding
         self._audit = audit
@@ -227,7 +229,7 @@ class CatalogSync(ReadsRegistry):
         else:
             platform = self._registry.platform(platform_id)
             if platform is None:
-                raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+                raise PlatformUnknown(platform_id)
             platforms = [platform]
         started = time.monotonic()
         # ``concurrency`` bounds the WeChat calls in flight; four times as many accounts are worked on at
@@ -246,8 +248,8 @@ class CatalogSync(ReadsRegistry):
             appids = sorted(run.profiles)
             run.summary.authorizers = len(appids)
             if self._binding_recheck_s:
-                run.checked_at = await self._store.authorizations.bindings_checked_at()
-                run.valid_tokens = await self._store.credentials.valid_keys("authorizer:", run.started)
+                run.checked_at = await self._records.bindings_checked_at()
+                run.valid_tokens = await self._credentials.valid_keys("authorizer:", run.started)
             step = _stage(track, "open binding", len(appids))
             await asyncio.gather(*(self._survey(appid, run, step) for appid in appids))
             await self._settle_bindings(run)
@@ -275,13 +277,10 @@ class CatalogSync(ReadsRegistry):
         list cannot be read whole."""
         try:
             listed = await self._listing(platform)
-        except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+        except (Refused, UpstreamError, UpstreamUnavailable) as exc:
             run.problem(platform.id, None, f"authorizer list: {_words(exc)}")
             return []
-        stored = {
-            a.authorizer_appid: (a, token)
-            for a, token in await self._store.authorizations.of_platform(platform.id)
-        }
+        stored = {a.authorizer_appid: (a, token) for a, token in await self._records.of_platform(platform.id)}
         pairs = [
             _Pair(platform, appid, token, *stored.get(appid, (None, None))) for appid, token in listed.items()
         ]
@@ -295,17 +294,10 @@ class CatalogSync(ReadsRegistry):
     async def _listing(self, platform: Platform) -> dict[str, str | None]:
         """Every authorizer of the platform's list, with the refresh token the list gives for it."""
         listed: dict[str, str | None] = {}
+        component = await self._tokens.component_client(platform.id)
         offset, total = 0, 1
         while offset < total:
-            total, page = await self._component_call(
-                platform,
-                partial(
-                    self._wechat.authorizer_list,
-                    component_appid=platform.component_appid,
-                    offset=offset,
-                    count=LIST_PAGE,
-                ),
-            )
+            total, page = await component.authorizer_list(platform.component_appid, offset, LIST_PAGE)
             for item in page:
                 listed.setdefault(item.authorizer_appid, item.refresh_token)
             if not page:
@@ -326,7 +318,7 @@ class CatalogSync(ReadsRegistry):
                     )
                 else:
                     await self._examine_one(pair, run)
-            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            except (Refused, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(platform_id, pair.appid, f"authorizer info: {_words(exc)}")
             step()
         await self._write_grants(run)
@@ -334,14 +326,8 @@ class CatalogSync(ReadsRegistry):
     async def _examine_one(self, pair: _Pair, run: _Run) -> None:
         platform = pair.platform
         try:
-            details = await self._component_call(
-                platform,
-                partial(
-                    self._wechat.authorizer_details,
-                    component_appid=platform.component_appid,
-                    authorizer_appid=pair.appid,
-                ),
-            )
+            component = await self._tokens.component_client(platform.id)
+            details = await component.authorizer_details(platform.component_appid, pair.appid)
         except UpstreamError as exc:
             if exc.errcode == QUOTA_ERRCODE:
                 run.quota_strikes[platform.id] += 1
@@ -357,7 +343,7 @@ class CatalogSync(ReadsRegistry):
 
     async def _reconcile(self, pair: _Pair, details: AuthorizerDetails, run: _Run) -> None:
         """Bring the stored authorization in line with what WeChat just said of it."""
-        store, summary = self._store.authorizations, run.summary
+        records, summary = self._records, run.summary
         platform_id, appid, stored, held = pair.platform.id, pair.appid, pair.stored, pair.stored_token
         current = pair.listed_token or details.refresh_token  # WeChat's refresh token, when it gave one
         if stored is None or stored.status == "revoked":
@@ -386,7 +372,7 @@ class CatalogSync(ReadsRegistry):
             # Nothing better than the refresh token WeChat refused, or none at all: the administrator has
             # to authorize again (the authorization stays as it is, visible in the catalog).
             if stored.status != "reauthorization_required":
-                await store.set_status(platform_id, appid, "reauthorization_required")
+                await records.set_status(platform_id, appid, "reauthorization_required")
             summary.reauthorization_required += 1
             return
         elif details.func_ids != stored.func_ids:
@@ -398,7 +384,7 @@ class CatalogSync(ReadsRegistry):
         """Record the queued authorizations, a batch at a time; all of them with ``everything``."""
         while len(run.grants) >= BATCH or (everything and run.grants):
             batch, run.grants = run.grants[:BATCH], run.grants[BATCH:]  # before awaiting: others queue on
-            await self._store.authorizations.authorize_many([grant for grant, _ in batch])
+            await self._records.authorize_many([grant for grant, _ in batch])
             for grant, granted in batch:
                 self._authorizations.forget_grants(grant.authorizer_appid)
                 if granted:
@@ -421,7 +407,7 @@ class CatalogSync(ReadsRegistry):
                 else:  # where it is bound stays as stored; its state is decided again
                     run.summary.bindings_kept += 1
                     run.kept.append(profile)
-            except (ApiError, UpstreamError, UpstreamUnavailable) as exc:
+            except (Refused, UpstreamError, UpstreamUnavailable) as exc:
                 run.problem(None, appid, f"open binding: {_words(exc)}")
                 run.unsurveyed.append(profile)
             step()
@@ -436,11 +422,7 @@ class CatalogSync(ReadsRegistry):
         later. Only a stored state that says where it is bound (or that it is bound nowhere) is decided
         again; ``unknown`` (open/have said it has an open account without naming it, nothing could ask,
         or its principal was unknown) stays as it is."""
-        stored = (
-            {f.authorizer_appid: f for f in await self._store.authorizations.binding_facts()}
-            if run.kept
-            else {}
-        )
+        stored = {f.authorizer_appid: f for f in await self._records.binding_facts()} if run.kept else {}
         redecide: list[tuple[Profile, str | None]] = []
         for profile in run.kept:
             facts = stored.get(profile.authorizer_appid)
@@ -474,17 +456,17 @@ class CatalogSync(ReadsRegistry):
 
     async def _write_surveys(self, run: _Run, *, everything: bool = False) -> None:
         """Record the queued profiles (with their bindings), a batch at a time; all with ``everything``."""
-        store = self._store.authorizations
+        records = self._records
         while len(run.surveyed) >= BATCH or (everything and run.surveyed):
             batch, run.surveyed = run.surveyed[:BATCH], run.surveyed[BATCH:]
-            await store.save_profiles([profile for profile, _ in batch], [binding for _, binding in batch])
+            await records.save_profiles([profile for profile, _ in batch], [binding for _, binding in batch])
         while len(run.unsurveyed) >= BATCH or (everything and run.unsurveyed):
             profiles, run.unsurveyed = run.unsurveyed[:BATCH], run.unsurveyed[BATCH:]
-            await store.save_profiles(profiles)
+            await records.save_profiles(profiles)
         while len(run.redecided) >= BATCH or (everything and run.redecided):
             batch, run.redecided = run.redecided[:BATCH], run.redecided[BATCH:]
             # Not read now: when its binding was last read stays, so that its recheck still comes.
-            await store.save_profiles([p for p, _ in batch], [b for _, b in batch], read=False)
+            await records.save_profiles([p for p, _ in batch], [b for _, b in batch], read=False)
 
     async def _binding_due(self, appid: str, run: _Run) -> bool:
         """Whether to read the binding of ``appid`` now (see the module's docstring, step 3)."""
@@ -497,9 +479,9 @@ class CatalogSync(ReadsRegistry):
         for api in (OPEN_API, HAVE_OPEN_API):
             try:
                 platform_id = await self._authorizations.route(appid, api)
-            except ApiError as exc:
-                if exc.code == "permission_set_missing":
-                    continue
+            except PermissionSetMissing:
+                continue
+            except Refused:
                 return True  # no live grant: reading asks WeChat nothing
             return f"authorizer:{platform_id}:{appid}" in run.valid_tokens
         return True  # no platform may ask: reading asks WeChat nothing
@@ -509,41 +491,23 @@ class CatalogSync(ReadsRegistry):
         None), (``unbound``, None) from open/have, or (``unknown``, None) when nothing may ask."""
         try:
             return "open_get", await self._binding.where_bound(appid)  # open/get (24 / 25)
-        except ApiError as exc:
-            if exc.code in NO_LIVE_GRANT:
-                return "unknown", None
-            if exc.code == "permission_set_missing":
-                return await self._have_open(appid, run), None
-            raise
+        except NoLiveAuthorization:
+            return "unknown", None
+        except PermissionSetMissing:
+            return await self._have_open(appid, run), None
 
     async def _have_open(self, appid: str, run: _Run) -> str:
         """open/have through a platform holding set 3 or 30: ``unbound``, or ``unknown`` when the account
         has an open account it cannot name; ``unknown`` too when no platform holds either set."""
         try:
             platform_id = await self._authorizations.route(appid, HAVE_OPEN_API)
-            token = await self._tokens.authorizer_token(platform_id, appid)
-        except ApiError as exc:
-            if exc.code == "permission_set_missing" or exc.code in NO_LIVE_GRANT:
-                return "unknown"
-            raise
-        platform = self._registry.platform(platform_id)
-        component_appid = None if platform is None else platform.component_appid
-        if not await self._wechat.open_have(token.value, component_appid=component_appid):
+            authorizer = await self._tokens.authorizer_client(platform_id, appid)
+        except (PermissionSetMissing, NoLiveAuthorization):
+            return "unknown"
+        if not await authorizer.open_have():
             return "unbound"
         run.summary.bound_unidentified += 1
         return "unknown"
-
-    async def _component_call(self, platform: Platform, call: Callable[[str], Awaitable[T]]) -> T:
-        """``call`` with the platform's component token; once more with a fresh one if WeChat calls it
-        stale (40001 / 40014 / 42001)."""
-        token = await self._tokens.component_token(platform.id)
-        try:
-            return await call(token.value)
-        except UpstreamError as exc:
-            if exc.errcode not in STALE_TOKEN_ERRCODES:
-                raise
-        fresh = await self._tokens.component_token(platform.id, stale=token.value)
-        return await call(fresh.value)
 
     # --- on a schedule ------------------------------------------------------------------------------
 
@@ -563,7 +527,7 @@ class CatalogSync(ReadsRegistry):
     async def _scheduled_sync(self, stop: asyncio.Event, interval_s: float) -> None:
         """One sync under the lease, given up if ``stop`` comes first; the lease is then kept until the
         next sync is due (given up at once when the sync did not finish)."""
-        credentials = self._store.credentials
+        credentials = self._credentials
         if await credentials.try_lease(JOB_KEY, self._owner, self._lease_s) is None:
             log.info("catalog sync skipped: another replica synced recently or is syncing")
             return
@@ -590,7 +554,7 @@ class CatalogSync(ReadsRegistry):
         """Keep extending the lease while the sync runs."""
         while True:
             await asyncio.sleep(self._lease_s / 3)
-            if not await self._store.credentials.extend(JOB_KEY, self._owner, self._lease_s):
+            if not await self._credentials.extend(JOB_KEY, self._owner, self._lease_s):
                 log.warning("the catalog sync lease was lost while syncing")
                 return
 
@@ -610,5 +574,5 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-def _words(exc: ApiError | UpstreamError | UpstreamUnavailable) -> str:
-    return exc.message if isinstance(exc, ApiError) else str(exc)
+def _words(exc: Refused | UpstreamError | UpstreamUnavailable) -> str:
+    return exc.message if isinstance(exc, Refused) else str(exc)

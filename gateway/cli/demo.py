@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import re
@@ -16,14 +17,25 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from gateway.http.app import Services, create_app
+from gateway.cli.shared import Commands, in_event_loop
+from gateway.container import Services
+from gateway.http.app import create_app
 from gateway.http.serving import Listener, serve
 from gateway.onboarding.service import LinkRequest
 from gateway.registry.model import Registry, WechatSettings, load_registry
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 
-__all__ = ["DEMO_AUTHORIZERS", "DEMO_OPEN_ACCOUNTS", "DemoAccount", "demo_environment", "run_demo"]
+__all__ = [
+    "DEMO_AUTHORIZERS",
+    "DEMO_OPEN_ACCOUNTS",
+    "DemoAccount",
+    "add_commands",
+    "demo_environment",
+    "run_demo",
+]
+
+DEMO_CONFIG = "config/registry.example.yaml"
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ALNUM = string.ascii_letters + string.digits
@@ -92,6 +104,21 @@ DEMO_OPEN_ACCOUNTS: tuple[tuple[str, str, list[str]], ...] = (
     ("wx0pen0000000002", "ACME Finance Co., Ltd.", []),
     ("wx0pen0000000099", "ACME Group Co., Ltd.", ["wxe0000000000005"]),
 )
+
+
+def add_commands(commands: Commands) -> None:
+    """``demo``."""
+    demo = commands.add_parser("demo", help="run the gateway beside the WeChat simulator, with demo data")
+    demo.add_argument("--config", default=DEMO_CONFIG)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--simulator-port", type=int, default=8001)
+    demo.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    in_event_loop(lambda: run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    return 0
 
 
 def demo_environment(config_path: Path, environ: Mapping[str, str]) -> dict[str, str]:

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    AuthorizerUnknown,
+    InvalidInput,
+    PlatformUnknown,
+    QuotaClearsUsedUp,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatRefused,
+    WeChatUnavailable,
+)
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.credentials import CredentialStore
@@ -47,15 +56,16 @@ class QuotaClearing(ReadsRegistry):
         """Clear one quota (``authorizer_appid`` None: the platform's own); audited either way."""
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         if authorizer_appid is not None and not is_appid(authorizer_appid):
-            raise ApiError(
-                422, "invalid_request", "authorizer_appid: must be 'wx' followed by letters and digits"
-            )
+            raise InvalidInput("authorizer_appid", "must be 'wx' followed by letters and digits")
         whose = authorizer_appid or "the platform"
         try:
             await self._wechat.clear_quota(
-                platform.component_appid, platform.component_appsecret.reveal(), authorizer_appid
+                platform.component_appid,
+                platform.component_appsecret.reveal(),
+                authorizer_appid,
+                platform_id=platform.id,
             )
         except UpstreamError as exc:
             self._audit.record(
@@ -66,18 +76,16 @@ class QuotaClearing(ReadsRegistry):
                 detail=f"errcode {exc.errcode}",
             )
             if exc.errcode == CLEARS_USED_UP:
-                raise ApiError(
-                    409,
-                    "quota_clears_used_up",
+                raise QuotaClearsUsedUp(
                     f"WeChat allows ten quota clears a month per account; {whose} has used them (48006)",
                 ) from None
             if exc.errcode == WRONG_APPID:
-                raise ApiError(
-                    404, "authorizer_unknown", f"{whose} has not authorized platform '{platform.id}' (40013)"
+                raise AuthorizerUnknown(
+                    authorizer_appid, f"{whose} has not authorized platform '{platform.id}' (40013)"
                 ) from None
-            raise ApiError(502, "wechat_error", f"WeChat refused the clear: {exc}") from None
+            raise WeChatRefused(f"WeChat refused the clear: {exc}") from None
         except UpstreamUnavailable as exc:
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None
         if authorizer_appid is None:
             await self._credentials.unblock(f"component:{platform.id}", prefix=f"authorizer:{platform.id}:")
         else:

@@ -9,7 +9,9 @@ Three kinds of credential, each keyed in the store (``CredentialKey``):
 Reading a token never waits on anything while a still-valid one is stored. Renewal is single-flight per
 key inside a process, and across replicas the key's database lease decides who fetches; the others poll
 until the new value lands (or the lease lapses, when its holder died, and one of them takes over).
-A failed renewal releases the lease and leaves the stored value as it was.
+A failed renewal releases the lease and leaves the stored value as it was. WeChat's calls that carry a
+token go through the clients `component_client` and `authorizer_client` hand out (``BoundClient``): a
+token WeChat calls stale comes back here as a ``stale`` report, renewed once per stale value.
 
 Only tokens in use are kept warm (SPEC §7): WeChat counts every api_authorizer_token call against a daily
 quota (its token docs, wechat-protocol.md §3), and renewing every authorizer's token every two hours
@@ -39,21 +41,31 @@ from dataclasses import dataclass
 import msgspec
 
 from gateway.credentials.single_flight import SingleFlight
-from gateway.errors import ApiError, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    AuthorizationRevoked,
+    AuthorizerUnknown,
+    PlatformUnknown,
+    QuotaExhausted,
+    ReauthorizationRequired,
+    Refused,
+    TicketMissing,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.observability.metrics import Metrics
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
 from gateway.store.database import STORE_UNAVAILABLE
-from gateway.wechat.client import FetchedToken, WeChatClient
+from gateway.wechat.client import BoundClient, FetchedToken, WeChatClient
 
 __all__ = ["CredentialKey", "Token", "TokenService"]
 
 log = logging.getLogger(__name__)
 
 TICKET_LIFETIME_S = 12 * 3600
-STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 QUOTA_ERRCODE = 45009
 TICKET_ERRCODES = frozenset({61005, 61006})
 REFRESH_TOKEN_INVALID = 61023
@@ -120,6 +132,24 @@ class _ReportRenewal:
 
 
 Fetch = Callable[[], Awaitable[FetchedToken]]
+
+
+class _Held:
+    """A token as the service handed it out, renewed through the service when WeChat calls it stale
+    (the `Credential` of a `BoundClient`)."""
+
+    def __init__(self, token: Token, param: str, renewal: Callable[[str], Awaitable[Token]]) -> None:
+        self.platform_id = token.platform_id
+        self.param = param
+        self._value = token.value
+        self._renewal = renewal
+
+    async def current(self) -> str:
+        return self._value
+
+    async def renew(self, stale: str) -> str:
+        self._value = (await self._renewal(stale)).value
+        return self._value
 
 
 class TokenService(ReadsRegistry):
@@ -189,6 +219,26 @@ class TokenService(ReadsRegistry):
         self._platform(platform_id)
         key = CredentialKey("jsapi", platform_id, appid)
         return await self._obtain(key, lambda: self._fetch_jsapi(platform_id, appid), stale=stale)
+
+    async def component_client(self, platform_id: str) -> BoundClient:
+        """The platform's component client: WeChat's calls with its component_access_token (the token
+        read now, so a refusal to give one comes here), renewed when WeChat calls it stale."""
+        token = await self.component_token(platform_id)
+
+        def renewal(stale: str) -> Awaitable[Token]:
+            return self.component_token(platform_id, stale=stale)
+
+        return self._wechat.bound(_Held(token, "component_access_token", renewal))
+
+    async def authorizer_client(self, platform_id: str, appid: str) -> BoundClient:
+        """``appid``'s client through ``platform_id``: WeChat's calls with its authorizer_access_token
+        (read now), renewed when WeChat calls it stale."""
+        token = await self.authorizer_token(platform_id, appid)
+
+        def renewal(stale: str) -> Awaitable[Token]:
+            return self.authorizer_token(platform_id, appid, stale=stale)
+
+        return self._wechat.bound(_Held(token, "access_token", renewal))
 
     def from_memory(self, kind: str, platform_id: str, appid: str) -> Token | None:
         """The ``authorizer`` token or ``jsapi`` ticket that `authorizer_token` or `jsapi_ticket` would
@@ -293,7 +343,7 @@ class TokenService(ReadsRegistry):
             async with gate:
                 try:
                     await self._renew_in_background(key)
-                except ApiError as exc:
+                except Refused as exc:
                     log.warning("renewal of %s failed: %s", key, exc.message)
 
         await asyncio.gather(*(renew(key) for key in keys))
@@ -383,7 +433,7 @@ class TokenService(ReadsRegistry):
                 if waited_on_another and leased.problem is not None and not background:
                     # The renewal we waited for failed: report it rather than hammer WeChat again.
                     await credentials.release(name, self._owner, problem=leased.problem)
-                    raise ApiError(503, "wechat_unavailable", leased.problem)
+                    raise WeChatUnavailable(leased.problem)
                 on_report = stale is not None and leased.valid_at(now) and _same(leased.value, stale)
                 return await self._fetch_under_lease(
                     key, fetch, taken_over=lease.taken_over, reported=stale if on_report else None
@@ -394,11 +444,7 @@ class TokenService(ReadsRegistry):
             if current is not None and current.blocked_until is not None and current.blocked_until > now:
                 raise _quota_error(key)
             if now > deadline:
-                raise ApiError(
-                    503,
-                    "wechat_unavailable",
-                    f"the renewal of {key.kind} token by another replica did not finish",
-                )
+                raise WeChatUnavailable(f"the renewal of {key.kind} token by another replica did not finish")
             waited_on_another = True
             await asyncio.sleep(self._rng.uniform(0.03, 0.12))
 
@@ -411,12 +457,12 @@ class TokenService(ReadsRegistry):
         heartbeat = asyncio.ensure_future(self._hold_lease(name))
         try:
             fetched = await fetch()
-        except ApiError as exc:
+        except Refused as exc:
             self._count_renewal(key, exc.code)
             await self._store.credentials.release(name, self._owner, problem=exc.message[:200])
             raise
         except UpstreamError as exc:
-            refusal = _api_error(key, exc)
+            refusal = _refusal(key, exc)
             self._count_renewal(key, refusal.code)
             blocked = None
             if exc.errcode == QUOTA_ERRCODE:
@@ -430,7 +476,7 @@ class TokenService(ReadsRegistry):
         except UpstreamUnavailable as exc:
             self._count_renewal(key, "wechat_unavailable")
             await self._store.credentials.release(name, self._owner, problem=str(exc)[:200])
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None
         except BaseException:
             await asyncio.shield(self._store.credentials.release(name, self._owner))
             raise
@@ -492,29 +538,27 @@ class TokenService(ReadsRegistry):
     async def _fetch_component(self, platform: Platform) -> FetchedToken:
         ticket = await self._store.ticket(platform.id)
         if ticket is None:
-            raise ApiError(
-                503, "ticket_missing", f"platform '{platform.id}' has no component_verify_ticket yet"
-            )
+            raise TicketMissing(platform.id, f"platform '{platform.id}' has no component_verify_ticket yet")
         if self._clock() - ticket.received_at > TICKET_LIFETIME_S:
-            raise ApiError(
-                503, "ticket_missing", f"the verify ticket of platform '{platform.id}' is older than 12 h"
+            raise TicketMissing(
+                platform.id, f"the verify ticket of platform '{platform.id}' is older than 12 h"
             )
         if self._rejected_tickets.get(platform.id) == ticket.ticket:
-            raise ApiError(
-                503,
-                "ticket_missing",
-                f"WeChat refused the verify ticket of '{platform.id}'; waiting for the next push",
+            raise TicketMissing(
+                platform.id, f"WeChat refused the verify ticket of '{platform.id}'; waiting for the next push"
             )
         try:
             return await self._wechat.component_token(
-                platform.component_appid, platform.component_appsecret.reveal(), ticket.ticket
+                platform.component_appid,
+                platform.component_appsecret.reveal(),
+                ticket.ticket,
+                platform_id=platform.id,
             )
         except UpstreamError as exc:
             if exc.errcode in TICKET_ERRCODES:
                 self._rejected_tickets[platform.id] = ticket.ticket
-                raise ApiError(
-                    503,
-                    "ticket_missing",
+                raise TicketMissing(
+                    platform.id,
                     f"WeChat refused the verify ticket of '{platform.id}' ({exc.errcode}); "
                     "waiting for the next push",
                 ) from None
@@ -523,21 +567,19 @@ class TokenService(ReadsRegistry):
     async def _fetch_authorizer(self, platform: Platform, appid: str) -> FetchedToken:
         found = await self._store.authorizations.get_with_refresh_token(platform.id, appid)
         if found is None:
-            raise ApiError(404, "authorizer_unknown", f"{appid} has not authorized platform '{platform.id}'")
+            raise AuthorizerUnknown(appid, f"{appid} has not authorized platform '{platform.id}'")
         authorization, refresh_token = found
         if authorization.status == "revoked":
-            raise ApiError(
-                410, "authorization_revoked", f"{appid} revoked its authorization of '{platform.id}'"
-            )
+            raise AuthorizationRevoked(appid, f"{appid} revoked its authorization of '{platform.id}'")
         if authorization.status == "reauthorization_required" or refresh_token is None:
             raise _reauthorization_required(platform.id, appid)
-        component = await self.component_token(platform.id)
+        component = await self.component_client(platform.id)
         try:
             fetched = await self._authorizer_call(platform, component, appid, refresh_token)
         except UpstreamError as exc:
             if exc.errcode != REFRESH_TOKEN_INVALID:
                 raise
-            recovered = await self._recover_refresh_token(platform, appid, refresh_token)
+            recovered = await self._recover_refresh_token(platform, component, appid, refresh_token)
             if recovered is None:
                 await self._store.authorizations.set_status(platform.id, appid, "reauthorization_required")
                 raise _reauthorization_required(platform.id, appid) from None
@@ -548,37 +590,25 @@ class TokenService(ReadsRegistry):
         return fetched
 
     async def _authorizer_call(
-        self, platform: Platform, component: Token, appid: str, refresh_token: str
+        self, platform: Platform, component: BoundClient, appid: str, refresh_token: str
     ) -> FetchedToken:
         try:
-            return await self._wechat.authorizer_token(
-                component.value, platform.component_appid, appid, refresh_token
-            )
+            return await component.authorizer_token(platform.component_appid, appid, refresh_token)
         except UpstreamError as exc:
             if exc.errcode == NOT_AUTHORIZED:
                 await self._store.authorizations.set_status(platform.id, appid, "revoked")
-                raise ApiError(
-                    410, "authorization_revoked", f"WeChat says {appid} no longer authorizes '{platform.id}'"
+                raise AuthorizationRevoked(
+                    appid, f"WeChat says {appid} no longer authorizes '{platform.id}'"
                 ) from None
-            if exc.errcode not in STALE_TOKEN_ERRCODES:
-                raise
-            refused = exc
-        # The component token went stale at WeChat before its time: renew it (once) and retry.
-        fresh = await self.component_token(platform.id, stale=component.value)
-        if fresh.value == component.value:  # not renewed again so soon (the spacing): no second try
-            raise refused
-        return await self._wechat.authorizer_token(
-            fresh.value, platform.component_appid, appid, refresh_token
-        )
+            raise
 
-    async def _recover_refresh_token(self, platform: Platform, appid: str, rejected: str) -> str | None:
+    async def _recover_refresh_token(
+        self, platform: Platform, component: BoundClient, appid: str, rejected: str
+    ) -> str | None:
         """61023: look for the current refresh token in api_get_authorizer_list."""
-        component = await self.component_token(platform.id)
         offset, total = 0, 1
         while offset < total:
-            total, page = await self._wechat.authorizer_list(
-                component.value, platform.component_appid, offset
-            )
+            total, page = await component.authorizer_list(platform.component_appid, offset)
             for item in page:
                 if item.authorizer_appid == appid:
                     if item.refresh_token and item.refresh_token != rejected:
@@ -598,23 +628,12 @@ class TokenService(ReadsRegistry):
         return None
 
     async def _fetch_jsapi(self, platform_id: str, appid: str) -> FetchedToken:
-        token = await self.authorizer_token(platform_id, appid)
-        component_appid = self._platform(platform_id).component_appid  # the breaker's key
-        try:
-            return await self._wechat.jsapi_ticket(token.value, component_appid=component_appid)
-        except UpstreamError as exc:
-            if exc.errcode not in STALE_TOKEN_ERRCODES:
-                raise
-            refused = exc
-        fresh = await self.authorizer_token(platform_id, appid, stale=token.value)
-        if fresh.value == token.value:  # not renewed again so soon (the spacing): no second try
-            raise refused
-        return await self._wechat.jsapi_ticket(fresh.value, component_appid=component_appid)
+        return await (await self.authorizer_client(platform_id, appid)).jsapi_ticket()
 
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         return platform
 
 
@@ -642,27 +661,23 @@ def _next_beijing_midnight(now: float) -> float:
     return (math.floor(local / 86400) + 1) * 86400 - BEIJING_UTC_OFFSET_S
 
 
-def _quota_error(key: CredentialKey) -> ApiError:
-    return ApiError(
-        503,
-        "wechat_quota_exhausted",
+def _quota_error(key: CredentialKey) -> QuotaExhausted:
+    return QuotaExhausted(
+        key.platform_id,
         f"WeChat's daily quota for the {key.kind} token of '{key.platform_id}' is used up (45009); "
         "calls pause until the quota is cleared or the day turns",
     )
 
 
-def _reauthorization_required(platform_id: str, appid: str) -> ApiError:
-    return ApiError(
-        409,
-        "reauthorization_required",
+def _reauthorization_required(platform_id: str, appid: str) -> ReauthorizationRequired:
+    return ReauthorizationRequired(
+        appid,
         f"WeChat no longer accepts the refresh token of {appid} on '{platform_id}' (61023); "
         "its administrator must authorize the platform again",
     )
 
 
-def _api_error(key: CredentialKey, exc: UpstreamError) -> ApiError:
+def _refusal(key: CredentialKey, exc: UpstreamError) -> QuotaExhausted | WeChatUnavailable:
     if exc.errcode == QUOTA_ERRCODE:
         return _quota_error(key)
-    return ApiError(
-        503, "wechat_unavailable", f"WeChat refused the {key.kind} token ({exc.errcode} {exc.errmsg})"
-    )
+    return WeChatUnavailable(f"WeChat refused the {key.kind} token ({exc.errcode} {exc.errmsg})")

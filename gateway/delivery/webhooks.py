@@ -15,6 +15,7 @@ from collections.abc import Callable
 import httpx
 import msgspec
 
+from gateway.wechat.client import AiohttpClient
 from gateway.wechat.log_redaction import redact_httpx_queries
 
 __all__ = [
@@ -57,13 +58,14 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 def new_webhook_client() -> httpx.AsyncClient:
-    """The client for subscribers, apart from WeChat's: internal hosts, their own pool and limits.
+    """The client for subscribers, apart from WeChat's: internal hosts, their own pool and limits, on
+    the same stack as WeChat's (``AiohttpClient``: httpx's API over aiohttp, no cookie jar).
 
     Proxies from the environment are ignored: subscribers are internal, and an egress proxy set up for
     WeChat must not see their traffic.
     """
     redact_httpx_queries()  # a subscriber's URL may carry its own credential
-    return httpx.AsyncClient(
+    return AiohttpClient(
         trust_env=False,
         follow_redirects=False,
         timeout=httpx.Timeout(None),  # each send bounds its whole exchange instead

@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.delivery.subscriptions import Subscriptions
 from gateway.delivery.webhooks import Outcome, WebhookSender
-from gateway.errors import ApiError
+from gateway.errors import DeliveryUnknown
 from gateway.registry.model import Subscription
 from gateway.store.audit_trail import AuditTrail
 from gateway.store.deliveries import DeliveryRecord, DeliveryStore, DueDelivery
@@ -230,7 +230,7 @@ class DeliveryService:
         """Deliver again (a dead letter, or a delivered one a subscriber lost); audited."""
         record = await self._store.replay(delivery_id, self.give_up_at(self._clock()))
         if record is None:
-            raise ApiError(404, "delivery_unknown", f"no delivery '{delivery_id}'")
+            raise DeliveryUnknown(delivery_id)
         self._audit.record(
             actor,
             "delivery_replayed",

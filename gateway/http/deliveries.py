@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from gateway.delivery.worker import DeliveryService
-from gateway.errors import ApiError, filter_text
+from gateway.errors import DeliveryUnknown, InvalidCursor, filter_text
 from gateway.http.guards import CLIENT_KEY, Requires
 from gateway.http.openapi import V1_ERRORS
 from gateway.registry.model import Client
@@ -57,7 +57,7 @@ class DeliveriesController(Controller):
     ) -> DeliveriesPage:
         """Filtered by ``status`` (pending, delivered, failed) and ``client``; ``limit``, ``cursor``."""
         if cursor and not is_record_id(cursor):
-            raise ApiError(400, "invalid_cursor", "cursor: not a cursor this API gave out")
+            raise InvalidCursor()
         items, more = await store.deliveries.page(
             status=status or None,
             client_id=filter_text("client", subscriber),
@@ -76,5 +76,5 @@ class DeliveriesController(Controller):
         """Make the delivery due now with a fresh 24-hour deadline (a dead letter, or one the subscriber
         lost); audited."""
         if not is_record_id(delivery_id):
-            raise ApiError(404, "delivery_unknown", "no such delivery")
+            raise DeliveryUnknown(delivery_id, "no such delivery")
         return await deliveries.replay(delivery_id, actor=client.id)

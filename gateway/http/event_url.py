@@ -4,7 +4,7 @@ A push costs the gateway its checks, decryption, a sealed ticket and a share of 
 Litestar's request pipeline (routing, the request object, dependency injection, response building) would
 add about as much again (docs/benchmarks.md). So this ASGI wrapper hands the pushes of
 ``POST /wechat/{platform}/events`` and ``POST /wechat/events`` to `EventIntake` itself, answers
-``success`` with the route's bytes, and answers a refusal through the app's exception handlers, as the
+``success`` with the route's bytes, and answers a refusal through the routes' exception handlers, as the
 route would. Any other request goes to the app untouched, and so does a push whose body is announced
 without a length, over the limit, or with an unusual Host: Litestar frames and refuses those. The
 controller stays the one documented in the OpenAPI schema.
@@ -34,7 +34,7 @@ _HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length",
 
 def answer_pushes_up_front(app: ASGIApp, intake: EventIntake, handlers: ExceptionHandlersMap) -> ASGIApp:
     """``app`` (the Litestar app's ASGI handler), with pushes to the authorization event URL received
-    before it; ``handlers`` are the app's exception handlers, which word every refusal."""
+    before it; ``handlers`` are the routes' exception handlers, which word every refusal."""
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         # A str-valued enum: the server's plain "http" compares equal (`is` would not).

@@ -18,7 +18,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.openapi.spec import SecurityRequirement, SecurityScheme
 
 from gateway.access.service import TokenVending, require
-from gateway.errors import ApiError
+from gateway.errors import Forbidden
 from gateway.http.limits import refuse_announced_oversize
 from gateway.registry.model import Client, Scope
 
@@ -83,4 +83,4 @@ class Requires:
             require(client, self.scopes[0], appid)
         elif not any(scope in client.scopes for scope in self.scopes):
             held = " nor ".join(f"'{scope}'" for scope in self.scopes)
-            raise ApiError(403, "forbidden", f"client '{client.id}' holds neither the scope {held}")
+            raise Forbidden(f"client '{client.id}' holds neither the scope {held}")

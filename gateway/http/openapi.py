@@ -10,6 +10,7 @@ import re
 from typing import Any, Literal, cast
 
 import msgspec
+from litestar import MediaType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, Reference, SecurityRequirement, SecurityScheme
@@ -17,9 +18,12 @@ from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
 
 from gateway import __version__
+from gateway.errors import BindingRefused, PushRejected, Refused
+from gateway.http.errors import PROBLEM_JSON, STATUS
 from gateway.http.guards import CLIENT_KEY_SCHEME
 
 __all__ = [
+    "BINDING_CODES",
     "GATEWAY_TOKEN",
     "PUSH_ERRORS",
     "PUSH_REFUSALS",
@@ -32,90 +36,89 @@ __all__ = [
     "openapi_config",
 ]
 
-# Every refusal of /v1: by status, each code it carries and what it means. `code` in the body says which.
-V1_REFUSALS: dict[int, dict[str, str]] = {
-    400: {
-        "invalid_cursor": "a cursor this API did not give out",
-        "invalid_request": "the body is not JSON, or not of the shape the route takes",
-    },
-    401: {"unauthenticated": "no client key, or one that no client holds"},
-    403: {
-        "forbidden": "the client lacks the scope, or may not act for this authorizer",
-        "permission_set_missing": "no platform holds a permission set the call needs for this authorizer",
-    },
-    404: {
-        "authorizer_unknown": "no such authorizer",
-        "platform_unknown": "no such platform in the registry",
-        "delivery_unknown": "no such delivery",
-        "not_found": "no such route",
-    },
-    409: {
-        "reauthorization_required": "the authorizer must authorize again",
-        "quota_clears_used_up": "WeChat's monthly allowance of quota clears is used up",
-        "already_bound": "the account is already bound to an open account",
-        "bound_elsewhere": "the account is bound to another open account",
-        "principal_mismatch": "the account and the open account do not have the same principal",
-        "principal_unknown": "the account's principal is not known yet (run a catalog sync)",
-        "open_account_not_api_created": "the open account was not created through the API",
-        "open_account_full": "the open account holds as many accounts as WeChat allows",
-        "open_account_shared": "the open account holds several principals' accounts",
-        "open_account_exists": "the principal already has an open account",
-        "permission_set_missing": "no platform may manage this account's open account (set 24/25)",
-        "wechat_refused": "WeChat refused the binding",
-        "binding_conflict": "the binding rules forbid it",
-    },
-    410: {"authorization_revoked": "the authorizer revoked its authorization"},
+# The codes of `BindingRefused`: WeChat's refusals of open/bind and open/create in words, and the plan's.
+BINDING_CODES = {
+    "already_bound": "the account is already bound to an open account",
+    "principal_mismatch": "the account and the open account do not have the same principal",
+    "principal_unknown": "the account's principal is not known yet (run a catalog sync)",
+    "open_account_not_api_created": "the open account was not created through the API",
+    "open_account_full": "the open account holds as many accounts as WeChat allows",
+    "open_account_shared": "the open account holds several principals' accounts",
+    "open_account_exists": "the principal already has an open account",
+    "wechat_refused": "WeChat refused the binding",
+    "binding_conflict": "the binding rules forbid it",
+}
+# What Litestar itself refuses (the renderers give them these codes), and the gateway's own faults.
+_FRAMEWORK = {
+    400: {"invalid_request": "the body is not JSON, or not of the shape the route takes"},
+    404: {"not_found": "no such route"},
     413: {"body_too_large": "the request body is larger than the route accepts"},
-    422: {"invalid_request": "a parameter or a field of the body is not valid; the message names it"},
-    429: {"rate_limited": "the client is past its rate limit; Retry-After says when to try again"},
     500: {"internal_error": "the gateway failed; its log says why"},
-    502: {"wechat_error": "WeChat answered the call with an error"},
-    503: {
-        "wechat_unavailable": "WeChat is unavailable (or its breaker is open); retry later",
-        "wechat_quota_exhausted": "WeChat's daily quota for this call is used up",
-        "ticket_missing": "the platform has no verify ticket yet",
-        "store_unavailable": "the gateway's database is unreachable; Retry-After says when to try again",
-    },
+    503: {"store_unavailable": "the gateway's database is unreachable; Retry-After says when to try again"},
 }
 
 
-# What WeChat's pushes to the event and message URLs may be refused with (it retries; nothing else reads
-# these answers).
+def _refusals(kinds: list[type[Refused]]) -> dict[int, dict[str, str]]:
+    """Status -> code -> meaning, for ``kinds`` (their status as the renderer gives it, `STATUS`)."""
+    table: dict[int, dict[str, str]] = {}
+    for kind in kinds:
+        status = next(STATUS[ancestor] for ancestor in kind.__mro__ if ancestor in STATUS)
+        codes = BINDING_CODES if kind is BindingRefused else {kind.code: kind.title}
+        table.setdefault(status, {}).update(codes)
+    return table
+
+
+def _kinds(root: type[Refused]) -> list[type[Refused]]:
+    """``root``'s subclasses that name a code of their own (or, `BindingRefused`, take one)."""
+    found = []
+    for kind in root.__subclasses__():
+        if "code" in vars(kind) or kind is BindingRefused:
+            found.append(kind)
+        found += _kinds(kind)
+    return found
+
+
+_ANSWERED = [kind for kind in _kinds(Refused) if not issubclass(kind, PushRejected)]
+V1_REFUSALS: dict[int, dict[str, str]] = {
+    status: {**_refusals(_ANSWERED).get(status, {}), **_FRAMEWORK.get(status, {})}
+    for status in sorted({*_refusals(_ANSWERED), *_FRAMEWORK})
+}
+"""Every refusal of ``/v1``, by status: each code it carries and what it means (``error.code`` in the
+body says which); made from the domain errors, so a new one is documented as it is added."""
 PUSH_REFUSALS: dict[int, dict[str, str]] = {
-    400: {
-        "invalid_xml": "the body is not the XML envelope expected",
-        "missing_parameter": "a parameter of the query is missing",
-        "invalid_parameter": "a parameter of the query is not valid",
-        "stale_timestamp": "the timestamp is outside GATEWAY_PUSH_WINDOW_S",
-        "appid_mismatch": "the envelope is for another appid",
-        "decrypt_failed": "the message does not decrypt under the platform's key",
-        "invalid_event": "the decrypted event is not one the gateway reads",
-        "invalid_message": "the decrypted message is not one the gateway reads",
-    },
-    403: {"signature_invalid": "the signature does not match the platform's token"},
-    404: {"platform_unknown": "no such platform in the registry"},
-    413: {"body_too_large": "the request body is larger than the route accepts"},
-    503: {"store_unavailable": "the gateway's database is unreachable; WeChat retries"},
+    **_refusals(_kinds(PushRejected)),
+    503: _FRAMEWORK[503],
 }
+"""What WeChat's pushes to the event and message URLs may be refused with (WeChat retries; nothing else
+reads these answers)."""
 
 
-def _refusal(status: int, codes: dict[str, str], name: str = "Refusal") -> ResponseSpec:
-    """A status's response: the house's error body with its codes enumerated, and their meanings."""
-    names = tuple(codes)
-    detail = msgspec.defstruct(
-        f"{name}{status}Detail",
-        [("code", Literal.__getitem__(names)), ("message", str)],
+def _refusal(status: int, codes: dict[str, str], *, problem: bool) -> ResponseSpec:
+    """A status's response: the house's error (problem details on ``/v1``, the bare ``error`` member on
+    the push URLs) with its codes enumerated, and their meanings."""
+    name = "Refusal" if problem else "PushRefusal"
+    error = msgspec.defstruct(
+        f"{name}{status}Error",
+        [("code", Literal.__getitem__(tuple(codes))), ("message", str)],
         frozen=True,
     )
-    body = msgspec.defstruct(f"{name}{status}", [("error", detail)], frozen=True)
+    fields: list[tuple[str, Any]] = [("error", error)]
+    if problem:  # RFC 9457
+        fields = [("type", str), ("title", str), ("status", int), ("detail", str), *fields]
+    body = msgspec.defstruct(f"{name}{status}", fields, frozen=True)
     meanings = "; ".join(f"`{code}`: {meaning}" for code, meaning in codes.items())
-    return ResponseSpec(data_container=body, description=meanings, generate_examples=False)
+    return ResponseSpec(
+        data_container=body,
+        description=meanings,
+        generate_examples=False,
+        media_type=PROBLEM_JSON if problem else MediaType.JSON,
+    )
 
 
-V1_ERRORS = {status: _refusal(status, codes) for status, codes in V1_REFUSALS.items()}
+V1_ERRORS = {status: _refusal(status, codes, problem=True) for status, codes in V1_REFUSALS.items()}
 """Declared on every /v1 route, so that the document (and the clients generated from it) know each
 refusal's shape and codes."""
-PUSH_ERRORS = {status: _refusal(status, codes, "PushRefusal") for status, codes in PUSH_REFUSALS.items()}
+PUSH_ERRORS = {status: _refusal(status, codes, problem=False) for status, codes in PUSH_REFUSALS.items()}
 """Declared on the URLs WeChat pushes to."""
 
 

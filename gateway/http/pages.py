@@ -3,8 +3,8 @@
 Plain HTML from templates, with no script; every page but the sign-in form needs a session, and every
 form carries a CSRF token (``gateway.http.sessions``: Litestar's server-side sessions and CSRF middleware,
 on these routes only). Refusals are pages too: without a session a page answers 303 to the sign-in form,
-and an ApiError (a filter not allowed, a bad cursor, an unknown account) or a stale form answers
-``problem.html`` with its status.
+and a refusal (a filter not allowed, a bad cursor, an unknown account) or a stale form answers
+``problem.html`` with its status (``gateway.http.errors.status_of``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
 from gateway.catalog.service import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
-from gateway.errors import ApiError
+from gateway.errors import AuthorizerUnknown, Forbidden, Refused
 from gateway.http.catalog import (
     Action,
     Actor,
@@ -41,6 +41,7 @@ from gateway.http.catalog import (
     catalog_filter,
     read_audit_log,
 )
+from gateway.http.errors import status_of
 from gateway.http.params import invalid_parameters
 from gateway.http.sessions import Auditor, WebSessions, auditor_sessions, form_protection
 from gateway.store import Store
@@ -115,10 +116,11 @@ def _to_login(_: Request[Any, Any, Any], __: LoginRequired) -> Redirect:
     return Redirect("/catalog/login", status_code=303, headers=PAGE_HEADERS)
 
 
-def _problem(_: Request[Any, Any, Any], exc: ApiError) -> Template:
-    """An ApiError as a page: its status and its message, and the way back."""
-    title = _TITLES.get(exc.status, "Not possible")
-    return _page("problem.html", {"title": title, "problem": exc}, status=exc.status)
+def _problem(_: Request[Any, Any, Any], exc: Refused) -> Template:
+    """A refusal as a page: its status and its message, and the way back."""
+    status = status_of(exc)
+    title = _TITLES.get(status, "Not possible")
+    return _page("problem.html", {"title": title, "problem": exc}, status=status)
 
 
 def _invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException) -> Template:
@@ -129,7 +131,7 @@ def _invalid_parameters(request: Request[Any, Any, Any], exc: ValidationExceptio
 def _stale_form(request: Request[Any, Any, Any], _: PermissionDeniedException) -> Template:
     """A form posted without the CSRF token of its page (the CSRF middleware's refusal)."""
     message = "The form has expired. Load the page again and retry."
-    return _problem(request, ApiError(403, "forbidden", message))
+    return _problem(request, Forbidden(message))
 
 
 class CatalogPagesController(Controller):
@@ -140,7 +142,7 @@ class CatalogPagesController(Controller):
     dependencies = {"auditor": Provide(provide_auditor)}
     exception_handlers = {
         LoginRequired: _to_login,
-        ApiError: _problem,
+        Refused: _problem,
         ValidationException: _invalid_parameters,
         PermissionDeniedException: _stale_form,
     }
@@ -163,7 +165,7 @@ class CatalogPagesController(Controller):
         form = await request.form()
         try:
             session = sessions.sign_in(str(form.get("key") or ""))
-        except ApiError as refused:
+        except Refused as refused:
             return self._login_page(error=refused.message)
         request.set_session(session)
         return Redirect("/catalog", status_code=303, headers=PAGE_HEADERS)
@@ -280,7 +282,7 @@ class CatalogPagesController(Controller):
         and what the audit log says of it lately."""
         row = await catalog.row(appid)
         if row is None:
-            raise ApiError(404, "authorizer_unknown", "No account with this appid is in the catalog.")
+            raise AuthorizerUnknown(appid, "No account with this appid is in the catalog.")
         context = {
             "title": row.name or row.authorizer_appid,
             "auditor": auditor,

@@ -12,31 +12,32 @@ from litestar.exceptions import ValidationException
 from litestar.params import ParameterKwarg
 from litestar.typing import FieldDefinition
 
-from gateway.errors import ApiError
+from gateway.errors import InvalidCursor, InvalidInput
 
 __all__ = ["invalid_parameters"]
 
 
-def invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException) -> ApiError:
-    """Litestar's validation refusal as an ApiError: 400 ``invalid_cursor`` when only ``cursor`` is
-    wrong (a page token the caller did not get from us), 422 ``invalid_request`` otherwise."""
+def invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException) -> InvalidInput:
+    """Litestar's validation refusal as the domain's: `InvalidCursor` when only ``cursor`` is wrong (a
+    page token the caller did not get from us), `InvalidInput` naming the first parameter otherwise (the
+    others follow in its message)."""
     details = [d for d in exc.extra if isinstance(d, dict)] if isinstance(exc.extra, list) else []
-    sentences = []
-    names: list[str | None] = []
+    faults: list[tuple[str, str]] = []  # (what is named, what is wrong)
+    cursor_only = bool(details)
     for detail in details:
-        key = detail.get("key")
+        key = str(detail.get("key") or "")
         declared = _declared(request, key) if key and detail.get("source") == "query" else None
         if declared is not None:
-            name, field = declared
-            names.append(name)
-            sentences.append(f"{name}: must be {_requirement(field)}")
+            name, declaration = declared
+            faults.append((name, f"must be {_requirement(declaration)}"))
         else:  # a body's field: its path and msgspec's words
-            names.append(None)
-            sentences.append(f"{key}: {detail.get('message')}" if key else str(detail.get("message")))
-    message = "; ".join(sentences) or str(exc.detail)
-    if names and all(name == "cursor" for name in names):
-        return ApiError(400, "invalid_cursor", message)
-    return ApiError(422, "invalid_request", message)
+            faults.append((key or "body", str(detail.get("message"))))
+        cursor_only = cursor_only and declared is not None and declared[0] == "cursor"
+    if not faults:
+        return InvalidInput("request", str(exc.detail))
+    (field, problem), others = faults[0], faults[1:]
+    problem = "; ".join([problem, *(f"{name}: {fault}" for name, fault in others)])
+    return InvalidCursor(problem) if cursor_only else InvalidInput(field, problem)
 
 
 def _declared(request: Request[Any, Any, Any], key: str) -> tuple[str, FieldDefinition] | None:

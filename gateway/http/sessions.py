@@ -36,7 +36,7 @@ from litestar.middleware.session.server_side import ServerSideSessionBackend, Se
 from litestar.types import Message, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
-from gateway.errors import ApiError
+from gateway.errors import Forbidden, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 
 __all__ = [
@@ -85,11 +85,9 @@ class WebSessions(ReadsRegistry):
             self._registry.client_for_key_sha256(hashlib.sha256(key.encode()).hexdigest()) if key else None
         )
         if client is None:
-            raise ApiError(401, "unauthenticated", "This key was not accepted. Check it and try again.")
+            raise Unauthenticated("This key was not accepted. Check it and try again.")
         if "catalog" not in client.scopes:
-            raise ApiError(
-                403, "forbidden", "This key does not open the catalog: it lacks the scope 'catalog'."
-            )
+            raise Forbidden("This key does not open the catalog: it lacks the scope 'catalog'.")
         now = self._clock()
         return {"client_id": client.id, _SIGNED_IN_AT: now, "expires_at": now + SESSION_LIFETIME_S}
 

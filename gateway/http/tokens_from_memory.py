@@ -57,7 +57,7 @@ class _Found(NamedTuple):
 
 def answer_tokens_from_memory(app: ASGIApp, vending: TokenVending, handlers: ExceptionHandlersMap) -> ASGIApp:
     """``app`` (the Litestar app's ASGI handler), with the token routes answered from memory when they
-    can be; ``handlers`` are the app's exception handlers, for a refusal of the rate limit."""
+    can be; ``handlers`` are the route's exception handlers, for a refusal of the rate limit."""
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         # A str-valued enum: the server's plain "http" compares equal (`is` would not).

@@ -20,9 +20,9 @@ PLAIN_HOST = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
 async def answer_error(
     scope: Scope, receive: Receive, send: Send, handlers: ExceptionHandlersMap, exc: Exception
 ) -> None:
-    """``exc`` answered by the app's handler for it, as Litestar's exception middleware would: the app's
-    map is the only one (no route or controller sets handlers, nor ``after_exception`` hooks), and it
-    maps ``Exception``."""
+    """``exc`` answered by the handler for it in ``handlers``, as Litestar's exception middleware would:
+    the map of the route's router (`gateway.http.errors`), whole (it maps ``Exception``); no route sets
+    ``after_exception`` hooks."""
     handler = next(handlers[kind] for kind in type(exc).__mro__ if kind in handlers)
     request: Request[Any, Any, Any] = Request(scope, receive)
     response: Response[Any] = handler(request, exc)

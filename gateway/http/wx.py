@@ -7,10 +7,12 @@ from typing import Any
 
 from litestar import Controller, HttpMethod, Request, Response, get, route
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import WxError
+from gateway.http.guards import CLIENT_KEY
 from gateway.http.openapi import GATEWAY_TOKEN, WX_FORWARDED, WX_TOKEN
 from gateway.proxy.forwarding import Reply
 from gateway.proxy.policy import WxProxy
@@ -57,6 +59,11 @@ class WxController(Controller):
     path = "/wx"
     tags = ["wechat-compatible proxy"]
 
+    @route("/", http_method=_METHODS, include_in_schema=False)
+    async def root(self) -> None:
+        """``/wx`` itself names no API: WeChat's 40066 (invalid url), as every other refusal here."""
+        raise NotFoundException
+
     @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape", responses=WX_TOKEN)
     async def token(
         self,
@@ -95,7 +102,7 @@ class WxController(Controller):
         summary="A component API, with the component_access_token",
         status_code=200,
         responses=WX_FORWARDED,
-        security=GATEWAY_TOKEN,
+        security=CLIENT_KEY,
     )
     async def component(
         self,

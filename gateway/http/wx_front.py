@@ -4,7 +4,7 @@ A proxied call is the gateway's costliest request, and Litestar's pipeline (rout
 the handler's signature and dependencies, the exception middleware) was about a sixth of it
 (docs/benchmarks.md). So this ASGI wrapper hands a ``GET /wx/<api>`` without a body to `WxProxy.call`
 itself, with the headers and query the route would give it, and answers with the very response object
-the route builds (``wx.answer``); a refusal goes through the app's exception handlers, as the route's
+the route builds (``wx.answer``); a refusal goes through the route's exception handlers, as the route's
 would. Anything else goes to the app untouched: another method, a body, the token and component routes,
 a path the route would refuse or normalise, an unusual Host. The controller stays the one documented in
 the OpenAPI schema.
@@ -34,7 +34,7 @@ _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 def answer_wx_calls_up_front(app: ASGIApp, proxy: WxProxy, handlers: ExceptionHandlersMap) -> ASGIApp:
     """``app`` (the Litestar app's ASGI handler), with ``GET /wx/<api>`` calls without a body forwarded
-    before it; ``handlers`` are the app's exception handlers, which word every refusal."""
+    before it; ``handlers`` are the route's exception handlers, which word every refusal."""
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         # A str-valued enum: the server's plain "http" compares equal (`is` would not).

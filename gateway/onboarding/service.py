@@ -22,7 +22,16 @@ from markupsafe import Markup
 
 from gateway.authorizations.service import AuthorizationService, auth_code_problem
 from gateway.credentials.tokens import TokenService
-from gateway.errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from gateway.errors import (
+    InvalidInput,
+    OutcomeUnknown,
+    PlatformUnknown,
+    Refused,
+    TicketMissing,
+    UpstreamError,
+    UpstreamUnavailable,
+    WeChatUnavailable,
+)
 from gateway.onboarding.invites import (
     DEFAULT_INVITE_VALID_S,
     MAX_INVITE_VALID_S,
@@ -32,9 +41,8 @@ from gateway.onboarding.invites import (
 )
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Platform
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.wechat.client import WeChatClient
+from gateway.store.authorizations import AuthorizationStore
 from gateway.wechat.routing import MINI_PROGRAM_SETS, OFFICIAL_ACCOUNT_SETS, PERMISSION_SET_NAMES
 from gateway.xml import is_appid
 
@@ -146,9 +154,8 @@ class Onboarding(ReadsRegistry):
         self,
         registry: LiveRegistry,
         public_url: str,
-        store: Store,
+        records: AuthorizationStore,
         tokens: TokenService,
-        wechat: WeChatClient,
         authorizations: AuthorizationService,
         audit: AuditTrail,
         invites: InviteSigner,
@@ -158,9 +165,8 @@ class Onboarding(ReadsRegistry):
         self._live = registry
         self._invites = invites
         self._public_url = public_url.rstrip("/")
-        self._store = store
+        self._records = records
         self._tokens = tokens
-        self._wechat = wechat
         self._authorizations = authorizations
         self._audit = audit
         self._clock = clock
@@ -174,7 +180,7 @@ class Onboarding(ReadsRegistry):
         return f"{self._public_url}/wechat/{platform_id}/authorize?{_encode([('invite', token)])}"
 
     def create_invite(self, actor: str, platform_id: str, request: LinkRequest) -> InviteLink:
-        """A signed invite to the start page (no pre-auth code in it); 422 naming a bad field."""
+        """A signed invite to the start page (no pre-auth code in it); `InvalidInput` naming a bad field."""
         self._platform(platform_id)
         redirect_uri = self._validated(platform_id, request)
         valid_s = _invite_valid_s(request)
@@ -197,7 +203,8 @@ class Onboarding(ReadsRegistry):
         return InviteLink(self.start_page_url(platform_id, token), invite.expires_at)
 
     async def create_link(self, actor: str, platform_id: str, request: LinkRequest) -> AuthorizationLinks:
-        """An invite to the start page, and direct links on a fresh pre-auth code; 422 naming a bad field."""
+        """An invite to the start page, and direct links on a fresh pre-auth code; `InvalidInput` naming a bad
+        field."""
         self._platform(platform_id)
         self._validated(platform_id, request)
         _invite_valid_s(request)  # every field checked before WeChat is asked for a code
@@ -244,18 +251,18 @@ class Onboarding(ReadsRegistry):
         )
         try:
             links = await self._direct_links(platform_id, request)
-        except ApiError as exc:
-            if exc.code == "ticket_missing":
-                return StartPage(
-                    503,
-                    "Not ready yet",
-                    platform_name=platform.name,
-                    problem=f"{platform.name} is not ready to take authorizations yet: WeChat has not sent "
-                    "it its verify ticket (it does so every 10 minutes once the platform is set up).",
-                    remedy="Try this link again in a few minutes; if it keeps failing, tell group IT.",
-                )
-            if exc.status == 422:
-                return StartPage(400, "Invite not valid", problem=exc.message, remedy=ask_again)
+        except TicketMissing:
+            return StartPage(
+                503,
+                "Not ready yet",
+                platform_name=platform.name,
+                problem=f"{platform.name} is not ready to take authorizations yet: WeChat has not sent "
+                "it its verify ticket (it does so every 10 minutes once the platform is set up).",
+                remedy="Try this link again in a few minutes; if it keeps failing, tell group IT.",
+            )
+        except InvalidInput as exc:
+            return StartPage(400, "Invite not valid", problem=exc.message, remedy=ask_again)
+        except Refused:
             return StartPage(
                 503,
                 "WeChat not reachable",
@@ -280,15 +287,13 @@ class Onboarding(ReadsRegistry):
         """A fresh pre-auth code and WeChat's authorization page on it, on a computer and in WeChat."""
         platform = self._platform(platform_id)
         redirect_uri = self._validated(platform_id, request)
-        component = await self._tokens.component_token(platform_id)
+        component = await self._tokens.component_client(platform_id)
         try:
-            code, expires_in = await self._wechat.create_pre_auth_code(
-                component.value, platform.component_appid
-            )
+            code, expires_in = await component.create_pre_auth_code(platform.component_appid)
         except UpstreamError as exc:
-            raise ApiError(503, "wechat_unavailable", f"WeChat refused a pre-auth code: {exc}") from None
+            raise WeChatUnavailable(f"WeChat refused a pre-auth code: {exc}") from None
         except UpstreamUnavailable as exc:
-            raise ApiError(503, "wechat_unavailable", str(exc)) from None
+            raise WeChatUnavailable(str(exc)) from None
         params: list[tuple[str, str]] = [
             ("component_appid", platform.component_appid),
             ("pre_auth_code", code),
@@ -315,24 +320,20 @@ class Onboarding(ReadsRegistry):
 
     def _validated(self, platform_id: str, request: LinkRequest) -> str:
         if request.auth_type not in AUTH_TYPES:
-            raise ApiError(422, "invalid_request", "auth_type: must be 1, 2 or 3")
+            raise InvalidInput("auth_type", "must be 1, 2 or 3")
         if request.biz_appid is not None and not is_appid(request.biz_appid):
-            raise ApiError(422, "invalid_request", "biz_appid: must be 'wx' followed by letters and digits")
+            raise InvalidInput("biz_appid", "must be 'wx' followed by letters and digits")
         allowed = {1: OFFICIAL_ACCOUNT_SETS, 2: MINI_PROGRAM_SETS}.get(
             request.auth_type, OFFICIAL_ACCOUNT_SETS | MINI_PROGRAM_SETS
         )
         for i, category in enumerate(request.category_ids or []):
             if category not in allowed:
                 kind = AUTH_TYPES[request.auth_type]
-                raise ApiError(
-                    422, "invalid_request", f"category_ids[{i}]: {category} is not a permission set of {kind}"
-                )
+                raise InvalidInput(f"category_ids[{i}]", f"{category} is not a permission set of {kind}")
         redirect_uri = request.redirect_uri or self.default_redirect(platform_id)
         public, wanted = urlsplit(self._public_url), urlsplit(redirect_uri)
         if (wanted.scheme, wanted.netloc) != (public.scheme, public.netloc):
-            raise ApiError(
-                422, "invalid_request", f"redirect_uri: must be on the gateway's public host {public.netloc}"
-            )
+            raise InvalidInput("redirect_uri", f"must be on the gateway's public host {public.netloc}")
         return redirect_uri
 
     async def complete(self, platform_id: str, auth_code: str) -> Authorized:
@@ -345,12 +346,12 @@ class Onboarding(ReadsRegistry):
         if stored is not None:
             appid = stored.authorizer_appid
         else:
-            owner = await self._store.authorizations.code_owner(auth_code)
+            owner = await self._records.code_owner(auth_code)
             if owner is None or owner[0] != platform_id:
                 raise UpstreamError("api_query_auth", 61009, "authorization code already used elsewhere")
             appid = owner[1]
-        authorization = await self._store.authorizations.get(platform_id, appid)
-        profile = await self._store.authorizations.profile(appid)
+        authorization = await self._records.get(platform_id, appid)
+        profile = await self._records.profile(appid)
         if profile is None:  # the other arrival exchanged the code and is still asking WeChat about it
             profile = await self._authorizations.refresh_profile(platform_id, appid)
         func_ids = sorted(authorization.func_ids) if authorization is not None else []
@@ -399,7 +400,7 @@ class Onboarding(ReadsRegistry):
         except UpstreamUnavailable:
             problem = "WeChat could not be reached to confirm the authorization. Please try again."
             return RedirectPage(503, "Authorization not confirmed", problem=problem)
-        except ApiError as exc:
+        except Refused as exc:
             return RedirectPage(503, "Authorization not confirmed", problem=exc.message)
         # No fresh link here: this page is open to anyone, and only a signed invite (with its biz_appid
         # restriction) may mint a pre_auth_code (SPEC §4).
@@ -410,7 +411,7 @@ class Onboarding(ReadsRegistry):
     def _platform(self, platform_id: str) -> Platform:
         platform = self._registry.platform(platform_id)
         if platform is None:
-            raise ApiError(404, "platform_unknown", f"no platform '{platform_id}' in the registry")
+            raise PlatformUnknown(platform_id)
         return platform
 
 
@@ -427,11 +428,9 @@ def _invite_valid_s(request: LinkRequest) -> int:
     if valid_s is None:
         return DEFAULT_INVITE_VALID_S
     if not MIN_INVITE_VALID_S <= valid_s <= MAX_INVITE_VALID_S:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"invite_valid_s: must be between {MIN_INVITE_VALID_S} and {MAX_INVITE_VALID_S} seconds "
-            "(30 days)",
+        raise InvalidInput(
+            "invite_valid_s",
+            f"must be between {MIN_INVITE_VALID_S} and {MAX_INVITE_VALID_S} seconds (30 days)",
         )
     return valid_s
 

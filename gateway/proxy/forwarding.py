@@ -3,16 +3,25 @@
 The request body is spooled (in memory up to 1 MiB, then to a temporary file) so the call can be sent
 again once after a stale-token answer; the response is streamed back unless it is a small JSON answer
 that the proxy must read to see its ``errcode``.
+
+Every proxied call passes here, so over the app's own network (``AiohttpTransport``) a call goes to
+aiohttp directly, with the headers, timeouts and proxy the client would give it: httpx's request and
+response objects cost twice what aiohttp's own work does (docs/benchmarks.md, "The client stack"). A
+transport put in its place (the tests' in-process simulator) is reached through httpx's client.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
-from collections.abc import AsyncIterator, Mapping
-from typing import IO
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import IO, Protocol
 
 import httpx
 import msgspec
+import yarl
+
+from gateway.wechat.client import AiohttpBody, AiohttpClient, AiohttpTransport
 
 __all__ = ["Reply", "SpooledBody", "errcode_of", "forward"]
 
@@ -71,13 +80,21 @@ class SpooledBody:
         self._file.close()
 
 
+class _Body(Protocol):
+    """An answer's open body: ``httpx.Response`` or ``AiohttpBody``."""
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Reply(msgspec.Struct):
     """WeChat's answer: status, headers to pass on, and either the body read whole or the open stream."""
 
     status: int
     headers: dict[str, str]
     body: bytes | None
-    response: httpx.Response | None = None
+    response: _Body | None = None
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it comes, closing the upstream response at the end."""
@@ -116,28 +133,62 @@ async def forward(
     body: SpooledBody | None,
 ) -> Reply:
     """Send one call and return WeChat's answer, reading it whole only when it is small JSON."""
-    # The query goes in encoded as httpx would encode ``params``: httpx then parses one URL once, rather
-    # than the base URL and then all of it again (its parser checks every character in Python).
-    request = http.build_request(
-        method,
-        f"{url}?{httpx.QueryParams(tuple(params))}" if params else url,
-        headers=request_headers(headers, body),
-        content=body.chunks() if body is not None and body.size else None,
-    )
+    # The query encoded as httpx encodes ``params``, into one URL: aiohttp takes it unparsed, and httpx
+    # (on its own path) parses it once rather than the base URL and then all of it again.
+    target = f"{url}?{httpx.QueryParams(tuple(params))}" if params else url
+    sent = request_headers(headers, body)
+    content = body.chunks() if body is not None and body.size else None
+    transport = http.transport_for(target) if isinstance(http, AiohttpClient) else None
+    if isinstance(transport, AiohttpTransport) and _PLAIN_URL.fullmatch(target):
+        return await _over_aiohttp(http, transport, method, target, sent, content)
+    request = http.build_request(method, target, headers=sent, content=content)
     response = await http.send(request, stream=True)
     passed = _passed_headers(response.headers.raw)
     if _is_small_json(passed):
         try:
-            content = await response.aread()  # decoded: its encoding and length no longer apply
+            read = await response.aread()  # decoded: its encoding and length no longer apply
         finally:
             await response.aclose()
         passed.pop("content-encoding", None)
         passed.pop("content-length", None)
-        return Reply(response.status_code, passed, content)
+        return Reply(response.status_code, passed, read)
     return Reply(response.status_code, passed, None, response)
 
 
-def _passed_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+# Already encoded as a URL (the route checks the path, httpx encodes the query): yarl takes it as it is.
+_PLAIN_URL = re.compile(r"https?://[\x21-\x7e]+")
+
+
+async def _over_aiohttp(
+    http: httpx.AsyncClient,
+    transport: AiohttpTransport,
+    method: str,
+    target: str,
+    sent: dict[str, str],
+    content: AsyncIterator[bytes] | None,
+) -> Reply:
+    """``forward`` straight to aiohttp: the client's own headers under the forwarded ones, its timeouts."""
+    merged = {name.lower(): value for name, value in http.headers.items()}
+    merged.update((name.lower(), value) for name, value in sent.items())
+    response = await transport.exchange(
+        method, yarl.URL(target, encoded=True), list(merged.items()), content, http.timeout.as_dict()
+    )
+    answer = AiohttpBody(response)
+    passed = _passed_headers(response.raw_headers)
+    if not _is_small_json(passed):
+        return Reply(response.status, passed, None, answer)
+    try:
+        read = await answer.aread()
+    finally:
+        await answer.aclose()
+    if "content-encoding" in passed:  # decoded by httpx's own decoders, as ``aread`` decodes
+        read = httpx.Response(response.status, headers=response.raw_headers, content=read).content
+    passed.pop("content-encoding", None)
+    passed.pop("content-length", None)
+    return Reply(response.status, passed, read)
+
+
+def _passed_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     """WeChat's headers to pass on, named in lower case, repeated ones joined by ", " (as httpx joins
     them). Values are read as latin-1, as the response writes them back, so the caller gets the bytes
     WeChat sent; httpx's own decoding picks UTF-8 where it can, which cannot be written back."""

@@ -3,7 +3,9 @@
 Existing SDKs only change their API host. They get an opaque gateway token from ``/wx/cgi-bin/token``
 (bound to one client and one authorizer, stored hashed, expiring, revocable); every other call carries it
 as ``access_token`` and is sent on to WeChat with the real token of the component routing picks. Real
-tokens never leave through ``/wx``. Refusals are answered as WeChat would: ``{"errcode", "errmsg"}``.
+tokens never leave through ``/wx``. Refusals are answered as WeChat would, ``{"errcode", "errmsg"}``: the
+proxy's own are `WxError` in WeChat's words, and the services' refusals it lets through are worded so by
+the ``/wx`` router (``gateway.http.errors``).
 Every call, ``/wx/cgi-bin/token`` included, counts against the client's rate limit as soon as the client
 is known (``gateway.access.ratelimit``: 429, errcode 45009). The byte-for-byte forwarding itself lives in
 ``gateway.proxy.forwarding``. Forwarded calls go through the upstream breakers
@@ -26,6 +28,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 
 import httpx
@@ -35,16 +38,16 @@ from gateway.access.ratelimit import RateLimiter
 from gateway.access.service import authenticate
 from gateway.authorizations.service import AuthorizationService
 from gateway.credentials.single_flight import SingleFlight
-from gateway.credentials.tokens import QUOTA_ERRCODE, Token, TokenService
-from gateway.errors import ApiError, CircuitOpen, WxError
+from gateway.credentials.tokens import QUOTA_ERRCODE, TokenService
+from gateway.errors import CircuitOpen, Refused, Unauthenticated, WeChatTimedOut, WeChatUnavailable, WxError
 from gateway.observability.metrics import Metrics
 from gateway.proxy.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Client, RateLimit
-from gateway.store import Store
 from gateway.store.audit_trail import AuditTrail
-from gateway.store.gateway_tokens import IssuedGatewayToken
+from gateway.store.gateway_tokens import GatewayTokenStore, IssuedGatewayToken
 from gateway.wechat.breaker import BreakerKey, UpstreamBreakers, proxy_family
+from gateway.wechat.client import BoundClient
 from gateway.wechat.routing import required_sets
 
 __all__ = ["GATEWAY_TOKEN_LIFETIME_S", "LOGINS", "USER_TOKEN_PATHS", "Login", "WxProxy"]
@@ -58,10 +61,8 @@ RESOLVED_CACHE_S = 2.0
 # and SDKs call it often. Gateway tokens are stored hashed, so the plaintext is kept in this process only.
 STABLE_TOKEN_MIN_LEFT_S = 300.0
 RESOLVED_CACHE_MAX = 100_000
-STALE_TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 # Calls WeChat wants signed by the component rather than by the authorizer's token.
 _COMPONENT_SIGNED = ("sns/component/", "sns/oauth2/component/")
-_TOKEN_PARAMS = frozenset({"access_token", "component_access_token"})
 # Members of component APIs' answers that hold WeChat's tokens (see _without_tokens).
 _TOKEN_MEMBERS = frozenset(
     {"component_access_token", "authorizer_access_token", "authorizer_refresh_token", "refresh_token"}
@@ -121,26 +122,9 @@ ANONYMOUS_REFRESH_BUCKETS = 4096
 _NO_CLIENT = "-"
 _ANY_PLATFORM = "*"
 
-# How gateway-side refusals look to an SDK (errcode, HTTP status).
-_AS_WECHAT: dict[str, tuple[int, int]] = {
-    "unauthenticated": (40001, 200),
-    "forbidden": (48001, 200),
-    "invalid_request": (40013, 200),
-    "authorizer_unknown": (40013, 200),
-    "authorization_revoked": (61003, 200),
-    "reauthorization_required": (61023, 200),
-    "permission_set_missing": (48001, 200),
-    "wechat_quota_exhausted": (45009, 200),
-    "ticket_missing": (-1, 503),
-    "wechat_unavailable": (-1, 502),
-    "platform_unknown": (40013, 200),
-}
 
-
-def as_wechat_error(exc: ApiError) -> WxError:
-    """An ApiError of the services in WeChat's shape."""
-    errcode, status = _AS_WECHAT.get(exc.code, (-1, 502))
-    return WxError(errcode, exc.message, status=status)
+# Who signs a forwarded call: the client of the authorizer or of the component whose token it carries.
+_Signer = Callable[[], Awaitable[BoundClient]]
 
 
 @dataclass(frozen=True)
@@ -155,7 +139,7 @@ class WxProxy(ReadsRegistry):
     def __init__(
         self,
         registry: LiveRegistry,
-        store: Store,
+        gateway_tokens: GatewayTokenStore,
         tokens: TokenService,
         authorizations: AuthorizationService,
         audit: AuditTrail,
@@ -169,7 +153,7 @@ class WxProxy(ReadsRegistry):
         self._live = registry
         self._breakers = breakers or UpstreamBreakers()
         self._limiter = limiter
-        self._store = store
+        self._gateway_tokens = gateway_tokens
         self._tokens = tokens
         self._authorizations = authorizations
         self._audit = audit
@@ -232,7 +216,7 @@ class WxProxy(ReadsRegistry):
     async def _mint(self, client: Client, appid: str) -> str:
         """A new gateway token for (client, authorizer), stored hashed and audited."""
         token = "gw_" + secrets.token_urlsafe(48)
-        await self._store.gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
+        await self._gateway_tokens.add(token, client.id, appid, GATEWAY_TOKEN_LIFETIME_S)
         self._audit.record(client.id, "gateway_token.issued", authorizer_appid=appid)
         return token
 
@@ -243,7 +227,7 @@ class WxProxy(ReadsRegistry):
             raise WxError(41004, "appsecret missing: pass the client key as secret")
         try:
             client = authenticate(self._registry, f"Bearer {secret}")
-        except ApiError:
+        except Unauthenticated:
             raise WxError(40125, "invalid appsecret: not a known client key") from None
         await self._limiter.admit(client)
         await self._admit(client, appid)
@@ -267,10 +251,7 @@ class WxProxy(ReadsRegistry):
         if path in USER_TOKEN_PATHS:
             return await self._with_user_token(method, path, query, headers, body)
         caller = await self._caller(query, headers)
-        try:
-            platform_id = await self._authorizations.route(caller.authorizer_appid, path)
-        except ApiError as exc:
-            raise as_wechat_error(exc) from None
+        platform_id = await self._authorizations.route(caller.authorizer_appid, path)
         component_signed = path.startswith(_COMPONENT_SIGNED)
         return await self._forward(
             caller.client.id,
@@ -297,17 +278,25 @@ class WxProxy(ReadsRegistry):
         *,
         component_signed: bool,
     ) -> Reply:
-        """An authorizer's call sent with the serving component's credentials (renewed and resent once
-        on a stale token), its body spooled so it can be resent, and observed."""
+        """An authorizer's call sent with the serving component's credentials: the authorizer's token, or
+        for a component-signed call the component's token and appid with the authorizer's as ``appid``.
+        Its body is spooled, so the bound client can send it again once on a stale token; observed."""
+        platform = self._registry.platform(platform_id)
+        if platform is None:  # routing chose it, then a reload took it out of the registry
+            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
+        if component_signed:
+            signer: _Signer = partial(self._tokens.component_client, platform_id)
+            query = [(n, v) for n, v in query if n not in ("component_appid", "appid")]
+            query += [("component_appid", platform.component_appid), ("appid", appid)]
+        else:
+            signer = partial(self._tokens.authorizer_client, platform_id, appid)
         spooled = await SpooledBody.read(body)
         started = time.perf_counter()
         try:
-            reply, errcode = await self._send_with_fresh_token(
-                appid, platform_id, method, path, query, headers, spooled, component_signed
-            )
+            reply = await self._exchange(signer, platform_id, method, path, query, headers, spooled)
         finally:
             spooled.close()
-        self._observe(client_id, platform_id, appid, path, errcode, reply.status, started)
+        self._observe(client_id, platform_id, appid, path, errcode_of(reply.body), reply.status, started)
         return reply
 
     async def _login(
@@ -338,12 +327,12 @@ class WxProxy(ReadsRegistry):
             raise WxError(*login.missing_code)
         try:
             platform_id = await self._authorizations.route(appid, login.target)
-        except ApiError as exc:
+        except Refused:
             if client is None:
                 # Anonymous: one answer for an appid not served and one served but not signable (revoked,
                 # set 4 elsewhere), so a caller learns nothing of which accounts the gateway serves.
                 raise WxError(40013, "invalid appid") from None
-            raise as_wechat_error(exc) from None
+            raise
         forwarded = [(name, value) for name, value in query if name != "secret"]
         client_id = client.id if client is not None else _NO_CLIENT
         return await self._forward(
@@ -392,7 +381,7 @@ class WxProxy(ReadsRegistry):
         """``/wx/component/{platform}/<path>``: forwarded with the component_access_token."""
         try:
             client = authenticate(self._registry, headers.get("authorization"))
-        except ApiError as exc:
+        except Unauthenticated as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
         await self._limiter.admit(client)
         if "component" not in client.scopes:
@@ -405,20 +394,11 @@ class WxProxy(ReadsRegistry):
         spooled = await SpooledBody.read(body)
         started = time.perf_counter()
         try:
-            stale: str | None = None
-            for _ in range(2):
-                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
-                if token.value == stale:  # WeChat gave the same value back on renewal: its answer stands
-                    break
-                params = _with_tokens(query, {"component_access_token": token.value})
-                reply = await self._send(platform_id, method, path, params, headers, spooled)
-                errcode = errcode_of(reply.body)
-                if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
-                    break
-                stale = token.value
+            signer = partial(self._tokens.component_client, platform_id)
+            reply = await self._exchange(signer, platform_id, method, path, query, headers, spooled)
         finally:
             spooled.close()
-        self._observe(client.id, platform_id, None, path, errcode, reply.status, started)
+        self._observe(client.id, platform_id, None, path, errcode_of(reply.body), reply.status, started)
         return _without_tokens(reply)
 
     # --- the pieces ---------------------------------------------------------------------------------
@@ -451,7 +431,7 @@ class WxProxy(ReadsRegistry):
         """The client of an ``Authorization: Bearer`` header, admitted for ``appid``."""
         try:
             client = authenticate(self._registry, headers.get("authorization"))
-        except ApiError as exc:
+        except Unauthenticated as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
         await self._limiter.admit(client)
         await self._admit(client, appid)
@@ -462,7 +442,7 @@ class WxProxy(ReadsRegistry):
         cached = self._resolved.get(token)
         if cached is not None and cached[0] > now:
             return cached[1]
-        issued = await self._resolving.run(token, lambda: self._store.gateway_tokens.resolve(token))
+        issued = await self._resolving.run(token, lambda: self._gateway_tokens.resolve(token))
         if len(self._resolved) > RESOLVED_CACHE_MAX:
             self._resolved.clear()
         self._resolved[token] = (now + RESOLVED_CACHE_S, issued)
@@ -471,9 +451,7 @@ class WxProxy(ReadsRegistry):
     async def revoke_tokens(self, client_id: str, authorizer_appid: str | None = None) -> int:
         """Revoke a client's gateway tokens; this replica stops honouring them at once, others within
         ``RESOLVED_CACHE_S``."""
-        revoked = await self._store.gateway_tokens.revoke(
-            client_id=client_id, authorizer_appid=authorizer_appid
-        )
+        revoked = await self._gateway_tokens.revoke(client_id=client_id, authorizer_appid=authorizer_appid)
         self._resolved.clear()
         for key in [k for k in self._stable if k[0] == client_id and authorizer_appid in (None, k[1])]:
             del self._stable[key]
@@ -488,55 +466,24 @@ class WxProxy(ReadsRegistry):
         if not grants:
             raise WxError(40013, "invalid appid: the gateway serves no authorizer with this appid")
 
-    async def _send_with_fresh_token(
+    async def _exchange(
         self,
-        appid: str,
+        signer: _Signer,
         platform_id: str,
         method: str,
         path: str,
         query: list[tuple[str, str]],
         headers: Mapping[str, str],
         body: SpooledBody,
-        component_signed: bool,
-    ) -> tuple[Reply, int | None]:
-        """Send with the current token; on a stale-token answer renew it (once, exactly-once machinery)
-        and send again."""
-        platform = self._registry.platform(platform_id)
-        if platform is None:  # routing chose it, then a reload took it out of the registry
-            raise WxError(40013, f"invalid appid: no platform '{platform_id}' in the registry")
-        stale: str | None = None
-        answered: tuple[Reply, int | None] | None = None
-        while True:
-            if component_signed:
-                token = await self._guarded(self._tokens.component_token(platform_id, stale=stale))
-                substitutes = {
-                    "component_appid": platform.component_appid,
-                    "component_access_token": token.value,
-                }
-                params = [(n, v) for n, v in _with_tokens(query, substitutes) if n != "appid"] + [
-                    ("appid", appid)
-                ]
-            else:
-                token = await self._guarded(self._tokens.authorizer_token(platform_id, appid, stale=stale))
-                params = _with_tokens(query, {"access_token": token.value})
-            if answered is not None and token.value == stale:
-                return answered  # WeChat gave the same value back on renewal: its answer stands
-            reply = await self._send(platform_id, method, path, params, headers, body)
-            errcode = errcode_of(reply.body)
-            if errcode not in STALE_TOKEN_ERRCODES or stale is not None:
-                return reply, errcode
-            log.info(
-                "wechat says the %s token is stale (%s); renewing and retrying once", platform_id, errcode
-            )
-            stale = token.value
-            answered = reply, errcode
+    ) -> Reply:
+        """The call forwarded through ``signer``, the client whose token it carries (renewed and sent
+        again once on a stale one)."""
+        client = await signer()
 
-    async def _guarded(self, pending: Awaitable[Token]) -> Token:
-        """A token, or the services' refusal in WeChat's shape."""
-        try:
-            return await pending
-        except ApiError as exc:
-            raise as_wechat_error(exc) from None
+        def send(params: list[tuple[str, str]]) -> Awaitable[Reply]:
+            return self._send(platform_id, method, path, params, headers, body)
+
+        return await client.exchange(path, query, send, _errcode_of_reply)
 
     async def _send(
         self,
@@ -551,16 +498,16 @@ class WxProxy(ReadsRegistry):
         try:
             admission = self._breakers.admit(BreakerKey(platform_id, proxy_family(path)), path)
         except CircuitOpen as exc:
-            raise WxError(-1, f"system error: WeChat keeps failing; {exc.reason}", status=502) from None
+            raise WeChatUnavailable(f"system error: WeChat keeps failing; {exc.reason}") from None
         try:
             reply = await forward(self._http, method, url, params, headers, body)
         except httpx.TimeoutException:
             self._breakers.failed(admission)
-            raise WxError(-1, "system error: WeChat did not answer in time", status=504) from None
+            raise WeChatTimedOut("system error: WeChat did not answer in time") from None
         except httpx.TransportError as exc:
             self._breakers.failed(admission)
-            raise WxError(
-                -1, f"system error: WeChat cannot be reached ({type(exc).__name__})", status=502
+            raise WeChatUnavailable(
+                f"system error: WeChat cannot be reached ({type(exc).__name__})"
             ) from None
         except BaseException:
             self._breakers.abandoned(admission)
@@ -636,7 +583,6 @@ def _blanked(value: object) -> object:
     return value
 
 
-def _with_tokens(query: list[tuple[str, str]], substitutes: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The query with every token parameter removed and ``substitutes`` added."""
-    kept = [(name, value) for name, value in query if name not in _TOKEN_PARAMS and name not in substitutes]
-    return kept + list(substitutes.items())
+def _errcode_of_reply(reply: Reply) -> int | None:
+    """Where the bound client finds WeChat's errcode in a forwarded answer."""
+    return errcode_of(reply.body)

@@ -28,6 +28,9 @@ class AuditTrail:
         self._log = audit_log
         self._clock = clock
         self._pending: list[AuditRecord] = []
+        # One flush at a time: a flush that returns has seen every record queued before it written, even
+        # those the periodic flush had already taken out.
+        self._flushing = asyncio.Lock()
 
     def record(
         self,
@@ -44,15 +47,15 @@ class AuditTrail:
     async def flush(self) -> None:
         """Write what is queued, a bounded batch at a time so no write stalls the event loop for long;
         on failure the unwritten records stay queued for the next try."""
-        while self._pending:
-            # Taken out before the await: a flush running beside this one must not write it again.
-            batch = self._pending[:FLUSH_BATCH]
-            del self._pending[: len(batch)]
-            try:
-                await self._log.append(batch)
-            except BaseException:
-                self._pending[:0] = batch
-                raise
+        async with self._flushing:
+            while self._pending:
+                batch = self._pending[:FLUSH_BATCH]
+                del self._pending[: len(batch)]
+                try:
+                    await self._log.append(batch)
+                except BaseException:
+                    self._pending[:0] = batch
+                    raise
 
     async def purge(self, retention_s: float) -> int:
         """Delete the records older than ``retention_s``; how many went."""

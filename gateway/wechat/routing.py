@@ -9,8 +9,9 @@ served by different components for different APIs, and `choose_platform` decides
 2. otherwise the first platform, in registry order, whose active grant holds one of the sets the API
    needs (`required_sets`); for token vending, for an API that needs no particular set and for a path
    the table does not know, the first active grant;
-3. otherwise an `ApiError`: 403 ``permission_set_missing`` (live grants, none with a needed set),
-   409 ``reauthorization_required``, 410 ``authorization_revoked``, 404 ``authorizer_unknown``.
+3. otherwise a refusal: `PermissionSetMissing` (live grants, none with a needed set), else the
+   `NoLiveAuthorization` that says why none is live (`ReauthorizationRequired`, `AuthorizationRevoked`,
+   `AuthorizerUnknown`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Literal
 
 import msgspec
 
-from gateway.errors import ApiError
+from gateway.errors import (
+    AuthorizationRevoked,
+    AuthorizerUnknown,
+    NoLiveAuthorization,
+    PermissionSetMissing,
+    ReauthorizationRequired,
+)
 
 __all__ = [
     "API_PERMISSION_SETS",
@@ -282,8 +289,8 @@ def choose_platform(
     """The platform id to serve this call. api_path None means 'any' (token vending).
 
     `platform_order` is the registry's order of preference; `grants` are the authorizer's authorizations,
-    one per platform (should a platform appear twice, its first grant counts). Raises `ApiError`
-    403 / 404 / 409 / 410 as the module docstring says.
+    one per platform (should a platform appear twice, its first grant counts). Raises
+    `PermissionSetMissing` or a `NoLiveAuthorization` as the module docstring says.
     """
     by_platform: dict[str, Grant] = {}
     for grant in grants:
@@ -305,9 +312,8 @@ def choose_platform(
     for grant in active:
         if grant.func_ids & needed:
             return grant.platform_id
-    raise ApiError(
-        403,
-        "permission_set_missing",
+    raise PermissionSetMissing(
+        authorizer_appid,
         f"no platform holds permission set {_describe_sets(needed)} for {authorizer_appid}, "
         f"needed for {_describe_entry(entry)}; its live authorizations are on "
         f"{_join(repr(g.platform_id) for g in active)}",
@@ -331,36 +337,33 @@ def _pinned(authorizer_appid: str, platform_id: str, grant: Grant | None) -> str
     """The pinned platform if its grant is live, else the error naming the pin."""
     where = f"authorizer {authorizer_appid} is pinned to platform {platform_id!r}"
     if grant is None:
-        raise ApiError(404, "authorizer_unknown", f"{where}, which holds no authorization for it")
+        raise AuthorizerUnknown(authorizer_appid, f"{where}, which holds no authorization for it")
     if grant.status == "revoked":
-        raise ApiError(410, "authorization_revoked", f"{where}, whose authorization was revoked")
+        raise AuthorizationRevoked(authorizer_appid, f"{where}, whose authorization was revoked")
     if grant.status == "reauthorization_required":
-        raise ApiError(
-            409,
-            "reauthorization_required",
+        raise ReauthorizationRequired(
+            authorizer_appid,
             f"{where}, whose authorization must be renewed: the account has to authorize it again",
         )
     return platform_id
 
 
-def _no_live_grant(authorizer_appid: str, known: Sequence[Grant]) -> ApiError:
+def _no_live_grant(authorizer_appid: str, known: Sequence[Grant]) -> NoLiveAuthorization:
     """The error when no platform of the registry holds an active grant for the authorizer."""
     stale = [g.platform_id for g in known if g.status == "reauthorization_required"]
     if stale:
-        return ApiError(
-            409,
-            "reauthorization_required",
+        return ReauthorizationRequired(
+            authorizer_appid,
             f"authorizer {authorizer_appid} must authorize platform {_join(map(repr, stale))} again: "
             "no platform holds a live authorization for it",
         )
     if known:
-        return ApiError(
-            410,
-            "authorization_revoked",
+        return AuthorizationRevoked(
+            authorizer_appid,
             f"authorizer {authorizer_appid} revoked its authorization of "
             f"{_join(repr(g.platform_id) for g in known)}",
         )
-    return ApiError(404, "authorizer_unknown", f"no platform holds an authorization for {authorizer_appid}")
+    return AuthorizerUnknown(authorizer_appid, f"no platform holds an authorization for {authorizer_appid}")
 
 
 def _describe_sets(ids: frozenset[int]) -> str:

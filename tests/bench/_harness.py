@@ -417,13 +417,26 @@ class Deployment:
         self.servers[name] = server
         return server
 
-    def start_gateway(self, name: str, env: Mapping[str, str] | None = None) -> Gateway:
-        """``gateway serve`` on a port of its own and the common database; returns once it is ready."""
+    def start_gateway(
+        self,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        registry: Path | None = None,
+        module: str = "gateway",
+    ) -> Gateway:
+        """``gateway serve`` on a port of its own and the common database; returns once it is ready.
+
+        ``registry`` replaces the deployment's (another ``api_base``, say); ``module`` is what runs as
+        ``python -m MODULE serve …`` (a launcher that adjusts the gateway before it starts)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        serve = ["gateway", "serve", "--config", str(self.registry), "--port", str(port)]
+        config = str(registry or self.registry)
+        serve = [module, "serve", "--config", config, "--port", str(port)]
         gateway = Gateway(name, self.start(name, serve, {"GATEWAY_PUBLIC_URL": url, **(env or {})}), url)
-        wait_for(lambda: httpx.get(f"{gateway.url}/readyz").status_code == 200, what=f"the {name}")
+        # A loaded machine (the suite, other work) can take a while to start a gateway.
+        ready = f"{gateway.url}/readyz"
+        wait_for(lambda: httpx.get(ready).status_code == 200, timeout=120, what=f"the {name}")
         self.gateways[name] = gateway
         return gateway
 

@@ -17,8 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from gateway.container import Services
 from gateway.crypto import SecretBox
-from gateway.http.app import Services, create_app
+from gateway.http.app import create_app
 from gateway.registry.model import Registry
 from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
