@@ -1,11 +1,17 @@
-"""Runtime settings, read from the environment (SPEC §3). Plain values; no settings framework."""
+"""Runtime settings (SPEC §3): every ``GATEWAY_*`` variable is read here, and only here, into one
+validated struct. A value that does not fit is refused by the name of its variable and never quoted
+(some hold passwords); an empty variable counts as unset."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
+
+import msgspec
 
 from gateway.crypto import SecretBox
 from gateway.errors import ConfigError
@@ -17,8 +23,17 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_PUBLIC_URL",
     "DEFAULT_TOKEN_WARM_WINDOW_S",
+    "EventLoop",
+    "HttpParser",
+    "LogFormat",
+    "LogLevel",
     "Settings",
 ]
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
+HttpParser = Literal["auto", "httptools", "h11"]
 
 DEFAULT_CONFIG = "config/registry.yaml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
@@ -29,34 +44,114 @@ DEFAULT_AUDIT_RETENTION_DAYS = 365.0
 DEFAULT_EVENT_RETENTION_DAYS = 30.0
 # Tokens used within this long are renewed ahead of expiry; idle ones lapse (SPEC §7; docs/configuration.md).
 DEFAULT_TOKEN_WARM_WINDOW_S = 6 * 3600.0
-MIN_TOKEN_WARM_WINDOW_S = 600.0
 # A catalog sync re-reads an idle account's binding (which costs it a token) at most this often.
 DEFAULT_BINDING_RECHECK_S = 7 * 86400.0
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What the process needs besides the registry. ``secret_box`` seals secrets at rest."""
+_SECRET_KEY = "GATEWAY_SECRET_KEY"  # noqa: S105  # the variable's name
+_PREVIOUS_SECRET_KEYS = "GATEWAY_PREVIOUS_SECRET_KEYS"  # noqa: S105
+_MISSING_SECRET_KEY = (
+    f"{_SECRET_KEY} is not set: it must hold 32 random bytes in base64 "
+    "(python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
+)
+_AT = re.compile(r" - at `\$\.(GATEWAY_\w+)`$")
 
-    config_path: str
-    database_url: str
-    secret_box: SecretBox
-    public_url: str
-    renewal_lease_s: float = 30.0
-    catalog_sync_interval_s: float = DEFAULT_CATALOG_SYNC_INTERVAL_S  # 0: no scheduled sync
-    delivery_timeout_s: float = 10.0  # a subscriber's answer (SPEC §10)
-    redis_url: str | None = None  # rate limits shared across replicas; per process without
+
+def _variable(field: str) -> str:
+    return f"GATEWAY_{field.upper()}"
+
+
+# Each constraint's ``description`` is what a refusal says the variable must be.
+class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
+    """What the process needs besides the registry; `from_environ` reads it. ``secret_box`` seals
+    secrets at rest."""
+
+    secret_keys: SecretBox | None = msgspec.field(default=None, name=_SECRET_KEY)
+    config_path: str = msgspec.field(default=DEFAULT_CONFIG, name="GATEWAY_CONFIG")
+    database_url: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://",
+            description="a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://",
+        ),
+    ] = DEFAULT_DATABASE_URL
+    public_url: Annotated[
+        str, msgspec.Meta(description="an http(s) URL such as https://gateway.example.com")
+    ] = DEFAULT_PUBLIC_URL
+    # names the serving process for `gateway reload` while SIGHUP reloads
+    pid_file: str | None = None
+    renewal_lease_s: Annotated[
+        float, msgspec.Meta(ge=1, le=600, description="a number of seconds from 1 to 600")
+    ] = 30.0
+    catalog_sync_interval_s: Annotated[
+        float,
+        msgspec.Meta(ge=0, description="0 (no scheduled sync) or at least 60 seconds"),
+    ] = DEFAULT_CATALOG_SYNC_INTERVAL_S
+    # a subscriber's answer (SPEC §10)
+    delivery_timeout_s: Annotated[
+        float, msgspec.Meta(ge=1, le=60, description="a number of seconds from 1 to 60")
+    ] = 10.0
+    # rate limits shared across replicas; per process without
+    redis_url: Annotated[str | None, msgspec.Meta(description="a redis://, rediss:// or unix:// URL")] = None
     redis_key_prefix: str = "gateway:"
-    push_window_s: float = 600.0  # how far a WeChat push's timestamp may be from our clock, either way
-    audit_retention_days: float = DEFAULT_AUDIT_RETENTION_DAYS  # 0: audit rows are kept forever
+    # How far a WeChat push's timestamp may be from our clock, either way. No "off": the window is what
+    # keeps a captured push from being replayed days later.
+    push_window_s: Annotated[
+        float, msgspec.Meta(ge=60, le=86400, description="a number of seconds from 60 to 86400")
+    ] = 600.0
+    audit_retention_days: Annotated[
+        float, msgspec.Meta(ge=0, le=36500, description="0 (keep forever) or 1 to 36500 days")
+    ] = DEFAULT_AUDIT_RETENTION_DAYS
     # Pushes, user messages and their deliveries, once nothing waits on them (0: kept forever).
-    event_retention_days: float = DEFAULT_EVENT_RETENTION_DAYS
-    pid_file: str | None = None  # names the serving process for `gateway reload` while SIGHUP reloads
+    event_retention_days: Annotated[
+        float, msgspec.Meta(ge=0, le=36500, description="0 (keep forever) or 1 to 36500 days")
+    ] = DEFAULT_EVENT_RETENTION_DAYS
     # Upstream breakers (gateway.wechat.breaker): this many faults in a row open one for this long.
-    upstream_breaker_threshold: int = 5
-    upstream_breaker_cooldown_s: float = 10.0
-    token_warm_window_s: float = DEFAULT_TOKEN_WARM_WINDOW_S  # inf: every token kept warm
-    binding_recheck_s: float = DEFAULT_BINDING_RECHECK_S  # 0: every account's binding read at every sync
+    upstream_breaker_threshold: Annotated[
+        int, msgspec.Meta(ge=1, le=100, description="a whole number from 1 to 100")
+    ] = 5
+    upstream_breaker_cooldown_s: Annotated[
+        float, msgspec.Meta(ge=1, le=600, description="a number of seconds from 1 to 600")
+    ] = 10.0
+    # inf: every token kept warm (the old keep-everything-warm policy)
+    token_warm_window_s: Annotated[
+        float,
+        msgspec.Meta(ge=600, description="a number of at least 600 seconds (inf keeps every token warm)"),
+    ] = DEFAULT_TOKEN_WARM_WINDOW_S
+    # 0: every account's binding read at every sync
+    binding_recheck_s: Annotated[
+        float,
+        msgspec.Meta(ge=0, description="0 (every binding read at every sync) or a number of seconds"),
+    ] = DEFAULT_BINDING_RECHECK_S
+    event_loop: Annotated[EventLoop, msgspec.Meta(description="auto, uvloop or asyncio")] = "auto"
+    http_parser: Annotated[HttpParser, msgspec.Meta(description="auto, httptools or h11")] = "auto"
+    log_level: Annotated[LogLevel, msgspec.Meta(description="one of DEBUG, INFO, WARNING, ERROR")] = "INFO"
+    # None: the command's own (JSON lines for `serve`, readable lines at a terminal)
+    log_format: Annotated[LogFormat | None, msgspec.Meta(description="json or text")] = None
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "public_url", self.public_url.rstrip("/"))
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(_refusal("public_url"))
+        interval = self.catalog_sync_interval_s
+        if math.isinf(interval) or 0 < interval < MIN_CATALOG_SYNC_INTERVAL_S:
+            raise ValueError(_refusal("catalog_sync_interval_s"))
+        if math.isinf(self.binding_recheck_s):
+            raise ValueError(_refusal("binding_recheck_s"))
+        for days in ("audit_retention_days", "event_retention_days"):
+            if 0 < getattr(self, days) < 1:
+                raise ValueError(_refusal(days))
+        if self.redis_url is not None and not _is_redis_url(self.redis_url):
+            raise ValueError(_refusal("redis_url"))
+
+    @property
+    def secret_box(self) -> SecretBox:
+        """The keys that seal secrets at rest; ConfigError when ``GATEWAY_SECRET_KEY`` is not set (only
+        the commands that open the store need it)."""
+        if self.secret_keys is None:
+            raise ConfigError(_MISSING_SECRET_KEY)
+        return self.secret_keys
 
     @classmethod
     def from_environ(
@@ -66,105 +161,48 @@ class Settings:
         config_path: str | None = None,
         pid_file: str | None = None,
     ) -> Settings:
-        """Read ``GATEWAY_*`` variables; ``config_path`` and ``pid_file`` (the ``--config`` and
-        ``--pid-file`` flags) win over the environment."""
+        """Read every ``GATEWAY_*`` variable (ConfigError naming the first that does not fit);
+        ``config_path`` and ``pid_file`` (the ``--config`` and ``--pid-file`` flags) win over the
+        environment."""
         env = os.environ if environ is None else environ
-        secret = env.get("GATEWAY_SECRET_KEY", "")
-        if not secret:
-            raise ConfigError(
-                "GATEWAY_SECRET_KEY is not set: it must hold 32 random bytes in base64 "
-                "(python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
-            )
-        public_url = env.get("GATEWAY_PUBLIC_URL", DEFAULT_PUBLIC_URL).rstrip("/")
-        parts = urlsplit(public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError("GATEWAY_PUBLIC_URL must be an http(s) URL such as https://gateway.example.com")
-        database_url = env.get("GATEWAY_DATABASE_URL", DEFAULT_DATABASE_URL)
-        if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ConfigError(
-                "GATEWAY_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
-            )
-        try:
-            lease = float(env.get("GATEWAY_RENEWAL_LEASE_S", "30"))
-        except ValueError:
-            raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be a number of seconds") from None
-        if not 1 <= lease <= 600:
-            raise ConfigError("GATEWAY_RENEWAL_LEASE_S must be between 1 and 600 seconds")
-        try:
-            sync_interval = float(
-                env.get("GATEWAY_CATALOG_SYNC_INTERVAL_S", str(DEFAULT_CATALOG_SYNC_INTERVAL_S))
-            )
-        except ValueError:
-            raise ConfigError("GATEWAY_CATALOG_SYNC_INTERVAL_S must be a number of seconds") from None
-        if sync_interval != 0 and not MIN_CATALOG_SYNC_INTERVAL_S <= sync_interval < float("inf"):
-            raise ConfigError(
-                "GATEWAY_CATALOG_SYNC_INTERVAL_S must be 0 (no scheduled sync) "
-                f"or at least {MIN_CATALOG_SYNC_INTERVAL_S:.0f} seconds"
-            )
-        try:
-            delivery_timeout = float(env.get("GATEWAY_DELIVERY_TIMEOUT_S", "10"))
-        except ValueError:
-            raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be a number of seconds") from None
-        if not 1 <= delivery_timeout <= 60:
-            raise ConfigError("GATEWAY_DELIVERY_TIMEOUT_S must be between 1 and 60 seconds")
-        try:
-            push_window = float(env.get("GATEWAY_PUSH_WINDOW_S", "600"))
-        except ValueError:
-            raise ConfigError("GATEWAY_PUSH_WINDOW_S must be a number of seconds") from None
-        # No "off": the window is what keeps a captured push from being replayed days later.
-        if not 60 <= push_window <= 86400:
-            raise ConfigError("GATEWAY_PUSH_WINDOW_S must be between 60 and 86400 seconds")
-        try:
-            breaker_threshold = int(env.get("GATEWAY_UPSTREAM_BREAKER_THRESHOLD", "5"))
-        except ValueError:
-            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_THRESHOLD must be a whole number") from None
-        if not 1 <= breaker_threshold <= 100:
-            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_THRESHOLD must be between 1 and 100")
-        try:
-            breaker_cooldown = float(env.get("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S", "10"))
-        except ValueError:
-            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be a number of seconds") from None
-        if not 1 <= breaker_cooldown <= 600:
-            raise ConfigError("GATEWAY_UPSTREAM_BREAKER_COOLDOWN_S must be between 1 and 600 seconds")
-        warm_window = _seconds(env, "GATEWAY_TOKEN_WARM_WINDOW_S", DEFAULT_TOKEN_WARM_WINDOW_S)
-        if not warm_window >= MIN_TOKEN_WARM_WINDOW_S:  # inf allowed: the old keep-everything-warm policy
-            raise ConfigError(
-                f"GATEWAY_TOKEN_WARM_WINDOW_S must be at least {MIN_TOKEN_WARM_WINDOW_S:.0f} seconds "
-                "(inf keeps every token warm)"
-            )
-        binding_recheck = _seconds(env, "GATEWAY_BINDING_RECHECK_S", DEFAULT_BINDING_RECHECK_S)
-        if not 0 <= binding_recheck < float("inf"):
-            raise ConfigError(
-                "GATEWAY_BINDING_RECHECK_S must be 0 (every binding read at every sync) or a number of "
-                "seconds"
-            )
-        retention = _retention_days(env, "GATEWAY_AUDIT_RETENTION_DAYS", DEFAULT_AUDIT_RETENTION_DAYS)
-        event_retention = _retention_days(env, "GATEWAY_EVENT_RETENTION_DAYS", DEFAULT_EVENT_RETENTION_DAYS)
-        redis_url = env.get("GATEWAY_REDIS_URL") or None
-        if redis_url is not None and not _is_redis_url(redis_url):
-            # The value is not quoted: it may hold a password.
-            raise ConfigError("GATEWAY_REDIS_URL must be a redis://, rediss:// or unix:// URL")
-        return cls(
-            config_path=config_path or env.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
-            pid_file=pid_file or env.get("GATEWAY_PID_FILE") or None,
-            redis_url=redis_url,
-            redis_key_prefix=env.get("GATEWAY_REDIS_KEY_PREFIX", "gateway:"),
-            renewal_lease_s=lease,
-            catalog_sync_interval_s=sync_interval,
-            delivery_timeout_s=delivery_timeout,
-            push_window_s=push_window,
-            audit_retention_days=retention,
-            event_retention_days=event_retention,
-            upstream_breaker_threshold=breaker_threshold,
-            upstream_breaker_cooldown_s=breaker_cooldown,
-            token_warm_window_s=warm_window,
-            binding_recheck_s=binding_recheck,
-            database_url=database_url,
+        values: dict[str, object] = {
+            name: value.strip()
+            for name, value in env.items()
+            if name.startswith("GATEWAY_")
+            and name not in (_SECRET_KEY, _PREVIOUS_SECRET_KEYS)
+            and value.strip()
+        }
+        if "GATEWAY_LOG_LEVEL" in values:
+            values["GATEWAY_LOG_LEVEL"] = str(values["GATEWAY_LOG_LEVEL"]).upper()
+        if config_path:
+            values["GATEWAY_CONFIG"] = config_path
+        if pid_file:
+            values["GATEWAY_PID_FILE"] = pid_file
+        if env.get(_SECRET_KEY):
             # Previous keys only open: during a key rotation (docs/configuration.md) values sealed under
             # them stay readable until `gateway rotate-secret-key` has re-sealed them all.
-            secret_box=SecretBox.from_base64(secret, previous=env.get("GATEWAY_PREVIOUS_SECRET_KEYS", "")),
-            public_url=public_url,
-        )
+            values[_SECRET_KEY] = SecretBox.from_base64(
+                env[_SECRET_KEY], previous=env.get(_PREVIOUS_SECRET_KEYS, "")
+            )
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            at = _AT.search(str(exc))
+            raise ConfigError(_refusal(_FIELDS[at.group(1)]) if at else str(exc)) from None
+
+
+# variable -> field
+_FIELDS = dict(zip(Settings.__struct_encode_fields__, Settings.__struct_fields__, strict=True))
+
+
+def _refusal(field: str) -> str:
+    """What the variable of ``field`` must be, in words: the description of its constraint."""
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    spec = next(f for f in info.fields if f.name == field)
+    extra = spec.type.extra_json_schema if isinstance(spec.type, msgspec.inspect.Metadata) else None
+    description = (extra or {}).get("description", "valid")
+    return f"{spec.encode_name} must be {description}"
 
 
 def _is_redis_url(url: str) -> bool:
@@ -176,25 +214,3 @@ def _is_redis_url(url: str) -> bool:
     if parts.scheme == "unix":
         return bool(parts.path)
     return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A number of seconds from ``name`` (range checks are the caller's); NaN is not a number here."""
-    try:
-        value = float(env.get(name, str(default)))
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds") from None
-    if value != value:
-        raise ConfigError(f"{name} must be a number of seconds")
-    return value
-
-
-def _retention_days(env: Mapping[str, str], name: str, default: float) -> float:
-    """A retention in days from ``name``: 0 (keep forever) or 1 to 36500."""
-    try:
-        days = float(env.get(name, str(default)))
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of days") from None
-    if days != 0 and not 1 <= days <= 36500:
-        raise ConfigError(f"{name} must be 0 (keep forever) or 1 to 36500 days")
-    return days

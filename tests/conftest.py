@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -189,9 +190,7 @@ def make_settings(database_url: str, box: SecretBox | None = None) -> Settings:
     """Settings for tests: the given database and a fresh secret key."""
     key = base64.b64encode(os.urandom(32)).decode()
     settings = Settings.from_environ({"GATEWAY_SECRET_KEY": key, "GATEWAY_DATABASE_URL": database_url})
-    if box is not None:
-        settings = Settings(settings.config_path, settings.database_url, box, settings.public_url)
-    return settings
+    return settings if box is None else msgspec.structs.replace(settings, secret_keys=box)
 
 
 @pytest.fixture

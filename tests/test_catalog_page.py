@@ -10,6 +10,7 @@ Its screenshots go to ``tests/artifacts/``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import time
@@ -23,10 +24,8 @@ from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import text
 
 from gateway.http.app import create_app
-from gateway.http.sessions import SESSION_COOKIE, WebSessions
-from gateway.registry.live import LiveRegistry
+from gateway.http.sessions import CSRF_COOKIE, SESSION_COOKIE
 from gateway.registry.model import Registry
-from gateway.settings import Settings
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running
 from tests.support.flows import approve_over_sockets
@@ -46,7 +45,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 _APPID_CELL = re.compile(r'<td class="appid"><a href="/catalog/[^"]+">([^<]+)</a>')
 
 
@@ -55,6 +54,11 @@ def csrf_token(html: str) -> str:
     match = _CSRF.search(html)
     assert match, "no form with a CSRF token on the page"
     return match.group(1)
+
+
+async def sessions_stored(world: World) -> int:
+    async with world.services.store.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM web_sessions"))).scalar_one())
 
 
 def appids(html: str) -> set[str]:
@@ -68,7 +72,7 @@ async def sign_in(
     """Load the sign-in form and post it with a key."""
     form = await client.get("/catalog/login")
     assert form.status_code == 200
-    data = {"key": CLIENT_KEYS[client_id] if key is None else key, "csrf_token": csrf_token(form.text)}
+    data = {"key": CLIENT_KEYS[client_id] if key is None else key, "_csrf_token": csrf_token(form.text)}
     return await client.post("/catalog/login", data=data)
 
 
@@ -94,16 +98,20 @@ async def test_nothing_shows_before_sign_in(stocked: World) -> None:
         response = await stocked.gateway.get(path)
         assert (response.status_code, response.headers["location"]) == (303, "/catalog/login"), path
         assert OA not in response.text
+    stocked.gateway.cookies.clear()
     form = await stocked.gateway.get("/catalog/login")
     assert form.status_code == 200
     assert 'name="key"' in form.text
     assert OA not in form.text
     assert "default-src 'self'" in form.headers["content-security-policy"]
     assert "<script" not in form.text
-    login_cookie = form.headers["set-cookie"].lower()
-    assert "httponly" in login_cookie
-    assert "samesite=strict" in login_cookie
-    assert "secure" not in login_cookie  # the public URL of the tests is http
+    # The form's CSRF cookie, and no session: a visitor who does not sign in leaves no row.
+    (csrf_cookie,) = form.headers.get_list("set-cookie")
+    assert csrf_cookie.startswith(f"{CSRF_COOKIE}=")
+    for flag in ("httponly", "samesite=strict", "path=/catalog"):
+        assert flag in csrf_cookie.lower()
+    assert "secure" not in csrf_cookie.lower()  # the public URL of the tests is http
+    assert await sessions_stored(stocked) == 0
 
 
 @pytest.mark.parametrize(
@@ -129,11 +137,11 @@ async def test_sign_in_needs_the_token_of_its_own_form(stocked: World) -> None:
     gateway = stocked.gateway
     key = CLIENT_KEYS["audit"]
     token = csrf_token((await gateway.get("/catalog/login")).text)
-    forged = await gateway.post("/catalog/login", data={"key": key, "csrf_token": "x" + token[1:]})
+    forged = await gateway.post("/catalog/login", data={"key": key, "_csrf_token": "x" + token[1:]})
     assert forged.status_code == 403
     assert "expired" in forged.text
     gateway.cookies.clear()  # a cross-site post carries no SameSite=Strict cookie
-    without_cookie = await gateway.post("/catalog/login", data={"key": key, "csrf_token": token})
+    without_cookie = await gateway.post("/catalog/login", data={"key": key, "_csrf_token": token})
     assert without_cookie.status_code == 403
     assert (await gateway.get("/catalog")).status_code == 303
 
@@ -277,10 +285,10 @@ async def test_sign_out_needs_the_session_token_and_ends_the_session(signed_in: 
     gateway = signed_in.gateway
     page = await gateway.get("/catalog")
     cookie = gateway.cookies[SESSION_COOKIE]
-    forged = await gateway.post("/catalog/logout", data={"csrf_token": "0" * 64})
+    forged = await gateway.post("/catalog/logout", data={"_csrf_token": "0" * 128})
     assert forged.status_code == 403
     assert (await gateway.get("/catalog")).status_code == 200  # a forged sign-out ends nothing
-    signed_out = await gateway.post("/catalog/logout", data={"csrf_token": csrf_token(page.text)})
+    signed_out = await gateway.post("/catalog/logout", data={"_csrf_token": csrf_token(page.text)})
     assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/catalog/login?signed_out")
     gateway.cookies.clear()
     for path in ("/catalog", "/catalog/export.csv", f"/catalog/{OA}"):
@@ -297,34 +305,32 @@ async def test_a_session_ends_when_it_expires(signed_in: World) -> None:
         assert (await conn.execute(text("SELECT count(*) FROM web_sessions"))).scalar_one() == 0
 
 
-async def test_a_session_ends_when_its_client_loses_the_scope(world: World, registry: Registry) -> None:
-    store = world.services.store.web_sessions
-    live = LiveRegistry(registry)
-    sessions = WebSessions(live, store, secure_cookies=False)
-    token, auditor = await sessions.login(CLIENT_KEYS["audit"])
-    assert auditor.client_id == "audit"
-    assert await sessions.resolve(token) == auditor
+async def test_a_session_ends_when_its_client_loses_the_scope(signed_in: World, registry: Registry) -> None:
+    gateway, live = signed_in.gateway, signed_in.services.registry
+    assert (await gateway.get("/catalog")).status_code == 200
     clients = tuple(
         msgspec.structs.replace(c, scopes=("token",)) if c.id == "audit" else c for c in registry.clients
     )
     live.swap(msgspec.structs.replace(registry, clients=clients))  # a reload narrows the client
-    assert await sessions.resolve(token) is None
-    assert await store.get(token) is None
+    assert (await gateway.get("/catalog")).status_code == 303
+    assert await sessions_stored(signed_in) == 0
     live.swap(registry)
-    token, _ = await sessions.login(CLIENT_KEYS["audit"])
+    assert (await gateway.get("/catalog")).status_code == 303  # the session ended for good
+    assert (await sign_in(gateway)).status_code == 303
     live.swap(msgspec.structs.replace(registry, clients=tuple(c for c in clients if c.id != "audit")))
-    assert await sessions.resolve(token) is None
+    assert (await gateway.get("/catalog")).status_code == 303
+    assert await sessions_stored(signed_in) == 0
 
 
 async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: str) -> None:
     settings = make_settings(sqlite_url)
-    settings = Settings(settings.config_path, sqlite_url, settings.secret_box, "https://gateway.example")
+    settings = msgspec.structs.replace(settings, public_url="https://gateway.example")
     app = create_app(settings, registry, background=False)
     async with running(app, base_url="https://gateway.example") as gateway:
         form = await gateway.get("/catalog/login")
         assert "secure" in form.headers["set-cookie"].lower()
         signed = await gateway.post(
-            "/catalog/login", data={"key": CLIENT_KEYS["audit"], "csrf_token": csrf_token(form.text)}
+            "/catalog/login", data={"key": CLIENT_KEYS["audit"], "_csrf_token": csrf_token(form.text)}
         )
         session_cookie = next(
             c for c in signed.headers.get_list("set-cookie") if c.startswith(SESSION_COOKIE)
@@ -332,6 +338,95 @@ async def test_cookies_are_secure_behind_https(registry: Registry, sqlite_url: s
         assert all(
             flag in session_cookie.lower() for flag in ("secure", "httponly", "samesite=lax", "path=/catalog")
         )
+
+
+async def test_a_form_posted_without_its_csrf_token_is_refused(signed_in: World) -> None:
+    gateway = signed_in.gateway
+    page = await gateway.get("/catalog")
+    token = csrf_token(page.text)
+    for path, data in (
+        ("/catalog/logout", {}),
+        ("/catalog/logout", {"_csrf_token": ""}),
+        ("/catalog/login", {"key": CLIENT_KEYS["audit"]}),
+    ):
+        refused = await gateway.post(path, data=data)
+        assert refused.status_code == 403, path
+        assert refused.headers["content-type"].startswith("text/html")
+        assert "The form has expired" in refused.text
+    # The token of another browser's cookie does not match this one's.
+    other = httpx.AsyncClient(transport=gateway._transport, base_url=str(gateway.base_url))
+    async with other:
+        foreign = csrf_token((await other.get("/catalog/login")).text)
+    assert foreign != token
+    assert (await gateway.post("/catalog/logout", data={"_csrf_token": foreign})).status_code == 403
+    assert (await gateway.get("/catalog")).status_code == 200  # none of it ended the session
+    assert (await gateway.post("/catalog/logout", data={"_csrf_token": token})).status_code == 303
+
+
+async def test_the_api_takes_no_session_and_no_csrf_token(signed_in: World) -> None:
+    # A signed-in browser's cookies open nothing on /v1, and a POST there needs no form token.
+    cookies = {name: value for name, value in signed_in.gateway.cookies.items()}
+    assert (await signed_in.gateway.get("/v1/catalog")).status_code == 401
+    posted = await signed_in.gateway.post(
+        "/v1/platforms/retail/authorization-links",
+        json={"auth_type": 3},
+        headers={"Authorization": f"Bearer {CLIENT_KEYS['onboarding']}"},
+    )
+    assert posted.status_code == 200, posted.text
+    assert "set-cookie" not in posted.headers
+    assert cookies  # the browser did hold a session and a CSRF cookie meanwhile
+
+
+async def test_a_sign_in_gets_a_fresh_session_id_and_only_its_digest_is_stored(stocked: World) -> None:
+    gateway = stocked.gateway
+    planted = "a" * 64  # an id set in the browser by someone else, hoping it becomes the session
+    gateway.cookies.set(SESSION_COOKIE, planted, domain="app.test", path="/catalog")
+    assert (await sign_in(gateway)).status_code == 303
+    session_id = gateway.cookies[SESSION_COOKIE]
+    assert session_id != planted
+    fresh = httpx.AsyncClient(transport=gateway._transport, base_url=str(gateway.base_url))
+    async with fresh:
+        replayed = await fresh.get("/catalog", headers={"Cookie": f"{SESSION_COOKIE}={planted}"})
+    assert (replayed.status_code, replayed.headers["location"]) == (303, "/catalog/login")
+    async with stocked.services.store.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT token_sha256, data FROM web_sessions"))).all()
+    assert [row[0] for row in stored] == [hashlib.sha256(session_id.encode()).hexdigest()]
+    assert session_id.encode() not in stored[0][1]
+    assert msgspec.json.decode(stored[0][1])["client_id"] == "audit"
+
+
+async def test_pages_answer_without_writing_the_session_again(signed_in: World) -> None:
+    # The session is written when it opens and when it ends, not at every page.
+    before = await _session_rows(signed_in)
+    for path in ("/catalog", "/catalog/audit", f"/catalog/{OA}"):
+        response = await signed_in.gateway.get(path)
+        assert response.status_code == 200
+        assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+    assert await _session_rows(signed_in) == before
+
+
+async def _session_rows(world: World) -> list[tuple[str, float]]:
+    async with world.services.store.engine.connect() as conn:
+        rows = await conn.execute(text("SELECT token_sha256, expires_at FROM web_sessions"))
+        return [(row[0], row[1]) for row in rows]
+
+
+async def test_a_session_is_known_to_every_replica(registry: Registry, database_url: str) -> None:
+    # Two instances on one database, with one secret key, as replicas behind a load balancer.
+    settings = make_settings(database_url)
+    first = create_app(settings, registry, background=False)
+    second = create_app(settings, registry, background=False)
+    async with running(first) as one, running(second) as other:
+        assert (await sign_in(one)).status_code == 303
+        cookies = "; ".join(f"{name}={value}" for name, value in one.cookies.items())
+        page = await other.get("/catalog", headers={"Cookie": cookies})
+        assert page.status_code == 200, page.text
+        assert "Catalog" in page.text
+        signed_out = await other.post(
+            "/catalog/logout", data={"_csrf_token": csrf_token(page.text)}, headers={"Cookie": cookies}
+        )
+        assert signed_out.status_code == 303
+        assert (await one.get("/catalog")).status_code == 303  # ended on the other replica, ended here
 
 
 # --- in a real browser ----------------------------------------------------------------------------------

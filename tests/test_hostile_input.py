@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 import pytest
 import yaml
 from Crypto.Cipher import AES
@@ -163,7 +164,7 @@ def subscribed_registry() -> Registry:
 @contextlib.contextmanager
 def attacked(database_url: str, secret_box: SecretBox, **settings_changes: Any) -> Iterator[Target]:
     """The gateway of ``subscribed_registry()`` with OA and OA2 authorized on retail."""
-    settings_ = dataclasses.replace(make_settings(database_url, secret_box), **settings_changes)
+    settings_ = msgspec.structs.replace(make_settings(database_url, secret_box), **settings_changes)
     app = create_app(settings_, subscribed_registry(), background=False)
     with asyncio.Runner() as runner:
         stack = contextlib.AsyncExitStack()

@@ -338,7 +338,7 @@ async def exercise(world: World, subscriber: Subscriber) -> None:
     for path in ("/catalog", "/catalog?q=acme", "/catalog/export.csv", "/catalog/audit", f"/catalog/{OA}"):
         assert (await gateway.get(path)).status_code == 200, path
     page = await gateway.get("/catalog")
-    await gateway.post("/catalog/logout", data={"csrf_token": csrf_token(page.text)})
+    await gateway.post("/catalog/logout", data={"_csrf_token": csrf_token(page.text)})
 
     # Bad pushes, fresh but forged: a wrong signature, a message under another key, not base64, garbage.
     crypto = wechat_crypto("retail")
@@ -397,14 +397,14 @@ async def exercise(world: World, subscriber: Subscriber) -> None:
 
 def csrf_token(html: str) -> str:
     """The CSRF token of a page's form."""
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    match = re.search(r'name="_csrf_token" value="([^"]+)"', html)
     assert match, "no form with a CSRF token"
     return match.group(1)
 
 
 async def sign_in(gateway: httpx.AsyncClient, key: str) -> httpx.Response:
     form = await gateway.get("/catalog/login")
-    return await gateway.post("/catalog/login", data={"key": key, "csrf_token": csrf_token(form.text)})
+    return await gateway.post("/catalog/login", data={"key": key, "_csrf_token": csrf_token(form.text)})
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

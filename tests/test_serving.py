@@ -12,6 +12,7 @@ import uvloop
 
 from gateway.errors import ConfigError
 from gateway.http.serving import _http_parser, run_event_loop
+from gateway.settings import Settings
 
 
 async def loop_type() -> type:
@@ -19,36 +20,27 @@ async def loop_type() -> type:
 
 
 @pytest.mark.parametrize(("choice", "expected"), [("", uvloop.Loop), ("uvloop", uvloop.Loop)])
-def test_uvloop_by_default(monkeypatch: pytest.MonkeyPatch, choice: str, expected: type) -> None:
-    monkeypatch.setenv("GATEWAY_EVENT_LOOP", choice)
-    assert run_event_loop(loop_type()) is expected
+def test_uvloop_by_default(choice: str, expected: type) -> None:
+    settings = Settings.from_environ({"GATEWAY_EVENT_LOOP": choice})
+    assert run_event_loop(loop_type(), settings.event_loop) is expected
 
 
-def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_EVENT_LOOP", "asyncio")
-    assert not issubclass(run_event_loop(loop_type()), uvloop.Loop)
+def test_the_standard_loop_on_request() -> None:
+    settings = Settings.from_environ({"GATEWAY_EVENT_LOOP": "asyncio"})
+    assert not issubclass(run_event_loop(loop_type(), settings.event_loop), uvloop.Loop)
 
 
 @pytest.mark.parametrize(
     ("choice", "expected"), [("", "httptools"), ("httptools", "httptools"), ("h11", "h11")]
 )
-def test_http_parser(monkeypatch: pytest.MonkeyPatch, choice: str, expected: str) -> None:
-    monkeypatch.setenv("GATEWAY_HTTP_PARSER", choice)
-    assert _http_parser() == expected
+def test_http_parser(choice: str, expected: str) -> None:
+    assert _http_parser(Settings.from_environ({"GATEWAY_HTTP_PARSER": choice}).http_parser) == expected
 
 
-def test_an_unknown_loop_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_EVENT_LOOP", "trio")
-    coroutine = loop_type()
-    with pytest.raises(ConfigError, match="GATEWAY_EVENT_LOOP"):
-        run_event_loop(coroutine)
-    coroutine.close()
-
-
-def test_an_unknown_parser_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_HTTP_PARSER", "trio")
-    with pytest.raises(ConfigError, match="GATEWAY_HTTP_PARSER"):
-        _http_parser()
+@pytest.mark.parametrize("name", ["GATEWAY_EVENT_LOOP", "GATEWAY_HTTP_PARSER"])
+def test_an_unknown_choice_names_the_setting(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_environ({name: "trio"})
 
 
 def test_what_start_up_made_is_frozen_out_of_the_garbage_collector() -> None:

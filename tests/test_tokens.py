@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
+import msgspec
 import pytest
 from sqlalchemy import text
 
@@ -269,7 +269,7 @@ async def test_a_renewal_slower_than_its_lease_still_happens_once(
     ready: World, registry: Registry, database_url: str, secret_box: SecretBox
 ) -> None:
     sim_app = ready.sim._transport.app  # type: ignore[attr-defined]
-    short_lease = dataclasses.replace(make_settings(database_url, secret_box), renewal_lease_s=1.0)
+    short_lease = msgspec.structs.replace(make_settings(database_url, secret_box), renewal_lease_s=1.0)
     first = create_app(short_lease, registry, transport=LateASGITransport(sim_app), background=False)
     second = create_app(short_lease, registry, transport=LateASGITransport(sim_app), background=False)
     await ready.expire_everything()

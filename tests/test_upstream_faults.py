@@ -13,7 +13,6 @@ fault clears one pass of the renewer (after the breaker's cool-down) brings ever
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -103,7 +102,7 @@ async def open_upstream_world(
         push_transport=to_gateway,
     )
     async with serve_in_loop(simulator) as sim_url:
-        settings = dataclasses.replace(
+        settings = msgspec.structs.replace(
             make_settings(database_url, secret_box),
             upstream_breaker_threshold=THRESHOLD,
             upstream_breaker_cooldown_s=COOLDOWN_S,

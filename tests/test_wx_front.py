@@ -167,4 +167,4 @@ async def test_logins_and_user_token_calls_are_the_same_both_ways(ready: World, 
 async def test_stable_token_is_left_to_its_route(ready: World, taken: Taken) -> None:
     response = await ready.gateway.get("/wx/cgi-bin/stable_token")
     assert taken.count == 0
-    assert response.json()["errcode"] == 43002
+    assert (response.status_code, response.json()["errcode"]) == (200, 43002)

@@ -334,6 +334,7 @@ def stable(**members: Any) -> dict[str, Any]:
 async def test_stable_token_answers_like_cgi_bin_token(ready: World) -> None:
     response = await ready.gateway.post("/wx/cgi-bin/stable_token", json=stable(force_refresh=False))
     body = response.json()
+    assert response.status_code == 200  # as WeChat answers (not the 201 of a POST handler's default)
     assert set(body) == {"access_token", "expires_in"}, body
     assert body["access_token"].startswith("gw_") and body["expires_in"] == 7200
     assert response.headers["cache-control"] == "no-store"

@@ -150,12 +150,12 @@ class TokenVending(ReadsRegistry):
     async def issue(
         self, client: Client, appid: str, what: Vended[Issued], *, stale: str | None = None
     ) -> Issued:
-        """``what`` for ``appid``: checked, routed, obtained (from memory, the store or WeChat), audited.
+        """``what`` for ``appid``: routed, obtained (from memory, the store or WeChat), audited. The
+        caller has checked that ``client`` may (the ``/v1`` guard: `require`).
 
         ``stale``: a value WeChat refused as stale (40001/40014/42001), as the caller sent it (refused
         unless shaped like a token); renewed if it is still the stored one, else the stored one is answered.
         """
-        require(client, "token", appid)
         reported = stale_report(stale)
         platform_id = await self._authorizations.route(appid, None)
         if what.kind == ACCESS_TOKEN.kind:
@@ -186,6 +186,7 @@ class TokenVending(ReadsRegistry):
         # Admission may have waited (on Redis) through a revocation, a reload or a renewal: when memory no
         # longer says the same, the rest of the full path answers, as it would have after admission.
         if self._remembered(client, appid, what) != token:
+            require(client, "token", appid)
             return await self.issue(client, appid, what)
         return self._issued(client, appid, what, token)
 

@@ -12,8 +12,8 @@ import binascii
 import csv
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Literal
+from collections.abc import AsyncIterator, Callable
+from typing import Literal, get_args
 
 import msgspec
 
@@ -27,17 +27,23 @@ __all__ = [
     "BINDING_MEANINGS",
     "KINDS",
     "STATUSES",
+    "Binding",
     "Catalog",
     "CatalogCounts",
     "CatalogPage",
     "CatalogRow",
+    "Kind",
     "PlatformGrant",
+    "Status",
     "csv_line",
 ]
 
-KINDS = ("official_account", "mini_program")
-STATUSES = ("active", "revoked", "reauthorization_required")
-BINDINGS = ("bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown")
+Kind = Literal["official_account", "mini_program"]
+Status = Literal["active", "revoked", "reauthorization_required"]
+Binding = Literal["bound", "bound_elsewhere", "unbound", "console_binding_needed", "unknown"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+STATUSES: tuple[Status, ...] = get_args(Status)
+BINDINGS: tuple[Binding, ...] = get_args(Binding)
 MAX_LIMIT = 500
 CSV_PAGE = 500
 CSV_COLUMNS = (
@@ -137,28 +143,28 @@ class Catalog(ReadsRegistry):
         """The registry the filters are checked against."""
         return self._registry
 
-    def filters(self, params: Mapping[str, str]) -> CatalogFilter:
-        """The filters of a request; `InvalidInput` naming the first unknown value."""
-        platform = params.get("platform") or None
+    def filters(
+        self,
+        *,
+        platform: str | None = None,
+        kind: Kind | None = None,
+        status: Status | None = None,
+        binding: Binding | None = None,
+        q: str | None = None,
+    ) -> CatalogFilter:
+        """A request's filters (None or empty: no filter); `InvalidInput` naming ``platform`` when the
+        registry has no such platform, or ``q`` for a control character."""
+        platform = platform or None
         if platform is not None and self._registry.platform(platform) is None:
             raise InvalidInput("platform", f"no platform '{platform}' in the registry")
-        checked = {}
-        for name, allowed in (("kind", KINDS), ("status", STATUSES), ("binding", BINDINGS)):
-            value = params.get(name) or None
-            if value is not None and value not in allowed:
-                raise InvalidInput(name, f"must be one of {', '.join(allowed)}")
-            checked[name] = value
-        q = filter_text("q", (params.get("q") or "").strip())
-        if q is not None and len(q) > 200:
-            raise InvalidInput("q", "at most 200 characters")
-        return CatalogFilter(platform=platform, q=q, **checked)
+        q = filter_text("q", (q or "").strip())
+        return CatalogFilter(platform=platform, kind=kind, status=status, binding=binding, q=q)
 
-    async def page(self, params: Mapping[str, str]) -> CatalogPage:
-        """One page of rows, the total matching, and the cursor of the next page."""
-        where = self.filters(params)
-        limit = _limit(params.get("limit"))
-        cursor = _decode_cursor(params.get("cursor"))
-        after, total = (None, None) if cursor is None else cursor
+    async def page(self, where: CatalogFilter, *, limit: int = 100, cursor: str | None = None) -> CatalogPage:
+        """One page of rows, the total matching, and the cursor of the next page (`InvalidCursor` for a
+        ``cursor`` this API did not give out)."""
+        decoded = _decode_cursor(cursor)
+        after, total = (None, None) if decoded is None else decoded
         rows, more = await self._query.page(where, after, limit)
         if total is None:
             # Counted once, on the first page (the whole result when it fits); later pages carry it in
@@ -167,10 +173,10 @@ class Catalog(ReadsRegistry):
         next_cursor = _encode_cursor(rows[-1].authorizer_appid, total) if more and rows else None
         return CatalogPage([self._row(r) for r in rows], total, next_cursor)
 
-    async def counts(self, params: Mapping[str, str]) -> CatalogCounts:
-        """Counts by binding state and by platform of the rows the filters of ``params`` match."""
+    async def counts(self, where: CatalogFilter) -> CatalogCounts:
+        """Counts by binding state and by platform of the rows ``where`` matches."""
         platforms = [p.id for p in self._registry.platforms]
-        stored = await self._query.counts(self.filters(params), platforms)
+        stored = await self._query.counts(where, platforms)
         return CatalogCounts(
             by_binding={b: stored.by_binding.get(b, 0) for b in BINDINGS},
             by_platform={p: stored.by_platform.get(p, 0) for p in platforms},
@@ -181,9 +187,8 @@ class Catalog(ReadsRegistry):
         stored = await self._query.one(appid)
         return None if stored is None else self._row(stored)
 
-    async def csv(self, params: Mapping[str, str]) -> AsyncIterator[bytes]:
+    async def csv(self, where: CatalogFilter) -> AsyncIterator[bytes]:
         """The rows of the filter as CSV, produced a page at a time."""
-        where = self.filters(params)  # validated before the first byte is sent
 
         async def produce() -> AsyncIterator[bytes]:
             yield csv_line(CSV_COLUMNS)
@@ -266,14 +271,6 @@ def csv_line(fields: tuple[str, ...]) -> bytes:
     # A leading =, +, - or @ would run as a formula in a spreadsheet: such cells get a quote in front.
     csv.writer(buffer).writerow("'" + f if f[:1] in ("=", "+", "-", "@") else f for f in fields)
     return buffer.getvalue().encode()
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 100
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
 
 
 def _encode_cursor(appid: str, total: int) -> str:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from gateway.cli.shared import Commands
-from gateway.http.serving import run_event_loop
-from gateway.settings import DEFAULT_DATABASE_URL
+from gateway.cli.shared import Commands, in_event_loop
+from gateway.settings import Settings
 from gateway.store import create_engine, upgrade
 
 __all__ = ["add_commands"]
@@ -23,13 +21,15 @@ def add_commands(commands: Commands) -> None:
 
 
 def _db_upgrade(_: argparse.Namespace) -> int:
+    database_url = Settings.from_environ().database_url
+
     async def run() -> None:
-        engine = create_engine(os.environ.get("GATEWAY_DATABASE_URL", DEFAULT_DATABASE_URL))
+        engine = create_engine(database_url)
         try:
             await upgrade(engine)
         finally:
             await engine.dispose()
 
-    run_event_loop(run())
+    in_event_loop(run)
     print("database schema is up to date")
     return 0

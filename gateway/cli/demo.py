@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from gateway.cli.shared import Commands
+from gateway.cli.shared import Commands, in_event_loop
 from gateway.container import Services
 from gateway.http.app import create_app
-from gateway.http.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, serve
 from gateway.onboarding.service import LinkRequest
 from gateway.registry.model import Registry, WechatSettings, load_registry
 from gateway.settings import Settings
@@ -117,7 +117,7 @@ def add_commands(commands: Commands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_event_loop(run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    in_event_loop(lambda: run_demo(Path(args.config), args.host, args.port, args.simulator_port))
     return 0
 
 
@@ -192,6 +192,7 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
             Listener(simulator, host, simulator_port),
         ],
         on_started=prepare,
+        http=settings.http_parser,
     )
 
 

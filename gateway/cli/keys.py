@@ -8,8 +8,7 @@ import hashlib
 import secrets
 import sys
 
-from gateway.cli.shared import Commands, positive_int
-from gateway.http.serving import run_event_loop
+from gateway.cli.shared import Commands, in_event_loop, positive_int
 from gateway.settings import Settings
 from gateway.store import create_engine
 from gateway.store.rotation import DEFAULT_BATCH as ROTATION_BATCH
@@ -50,7 +49,7 @@ def _rotate_secret_key(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    reports = run_event_loop(run())
+    reports = in_event_loop(run)
     for report in reports:
         print(
             f"{report.table}.{report.column}: {report.resealed} re-sealed, "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from gateway.cli import binding, catalog, config, db, deliveries, demo, keys, onboarding, serve, simulate
 from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
+from gateway.settings import Settings
 
 __all__ = ["main"]
 
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args = _parser().parse_args(argv)
     try:
-        _configure_logging(args.command)
+        _configure_logging(args.command, Settings.from_environ())
         result: int = args.run(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
@@ -40,14 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(command: str) -> None:
+def _configure_logging(command: str, settings: Settings) -> None:
     # JSON lines for `serve`, which runs under a log collector; readable lines for everything run at a
     # terminal (the demo, the one-off commands).
     default_format = "json" if command == "serve" else "text"
-    configure_logging(
-        os.environ.get("GATEWAY_LOG_LEVEL", "") or "INFO",
-        os.environ.get("GATEWAY_LOG_FORMAT", "") or default_format,
-    )
+    configure_logging(settings.log_level, settings.log_format or default_format)
 
 
 if __name__ == "__main__":

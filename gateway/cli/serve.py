@@ -8,10 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.cli.shared import Commands, add_config_flag, positive_int
+from gateway.cli.shared import Commands, add_config_flag, in_event_loop, positive_int
 from gateway.errors import ConfigError
 from gateway.http.app import create_app
-from gateway.http.serving import Listener, run_event_loop, serve
+from gateway.http.serving import Listener, serve
 from gateway.registry.model import load_registry
 from gateway.settings import Settings
 
@@ -44,7 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry = load_registry(settings.config_path)
-    run_event_loop(serve([Listener(create_app(settings, registry), args.host, args.port)]))
+    app = create_app(settings, registry)
+    in_event_loop(lambda: serve([Listener(app, args.host, args.port)], http=settings.http_parser))
     return 0
 
 
@@ -53,7 +54,7 @@ def _reload(args: argparse.Namespace) -> int:
     back), so the file is not checked here: this process may not even see the same one."""
     pid = args.pid
     if pid is None:
-        pid_file = args.pid_file or os.environ.get("GATEWAY_PID_FILE")
+        pid_file = Settings.from_environ(pid_file=args.pid_file).pid_file
         if not pid_file:
             raise ConfigError("name the instance to reload: --pid, --pid-file or $GATEWAY_PID_FILE")
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeAlias, TypeVar
 
 from gateway.container import Services, build_services
 from gateway.errors import Refused
@@ -14,7 +14,9 @@ from gateway.http.serving import run_event_loop
 from gateway.registry.model import load_registry
 from gateway.settings import DEFAULT_CONFIG, Settings
 
-__all__ = ["Commands", "add_config_flag", "positive_int", "with_services"]
+__all__ = ["Commands", "add_config_flag", "in_event_loop", "positive_int", "with_services"]
+
+T = TypeVar("T")
 
 # The ``add_subparsers`` result a command module adds its commands to (a string: the class cannot be
 # subscripted at run time, and only annotations read it).
@@ -37,6 +39,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def in_event_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``main()`` to its end on the event loop ``GATEWAY_EVENT_LOOP`` chooses."""
+    return run_event_loop(main(), Settings.from_environ().event_loop)
+
+
 def with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable[int]]) -> int:
     """``run`` on the services of ``--config`` with the database migrated and the clients open, none of
     the workers (the serving replicas run those); a refusal printed, exit 1."""
@@ -51,4 +58,4 @@ def with_services(args: argparse.Namespace, run: Callable[[Services], Awaitable[
                 print(f"gateway: {exc.message}", file=sys.stderr)
                 return 1
 
-    return run_event_loop(main())
+    return in_event_loop(main)

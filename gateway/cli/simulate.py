@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from urllib.parse import urlsplit
 
-from gateway.cli.shared import Commands
-from gateway.http.serving import Listener, run_event_loop, serve
+from gateway.cli.shared import Commands, in_event_loop
+from gateway.http.serving import Listener, serve
 from gateway.registry.model import load_registry
+from gateway.settings import Settings
 from gateway.simulator import SimComponent, SimulatorConfig, create_simulator_app
 
 __all__ = ["add_commands"]
@@ -45,5 +46,6 @@ def _simulate(args: argparse.Namespace) -> int:
         ]
     app = create_simulator_app(SimulatorConfig(components=components, ticket_interval_s=args.ticket_interval))
     print(f"WeChat simulator on http://{args.host}:{args.port} (control API under /sim)", flush=True)
-    run_event_loop(serve([Listener(app, args.host, args.port)]))
+    http = Settings.from_environ().http_parser
+    in_event_loop(lambda: serve([Listener(app, args.host, args.port)], http=http))
     return 0

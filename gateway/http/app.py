@@ -16,32 +16,27 @@ import httpx
 from litestar import Litestar, Router
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from gateway import __version__
 from gateway.container import build_services
 from gateway.delivery.worker import DeliveryPolicy
-from gateway.http.catalog import CatalogController
+from gateway.http.catalog import AuditLogController, CatalogController
 from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import HOUSE_HANDLERS, PUSH_HANDLERS, WECHAT_HANDLERS
 from gateway.http.event_url import answer_pushes_up_front
+from gateway.http.guards import ACCESS, provide_client
 from gateway.http.health import HealthController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
 from gateway.http.observe import observed
-from gateway.http.pages import CatalogPagesController
+from gateway.http.openapi import openapi_config
+from gateway.http.pages import catalog_pages
 from gateway.http.quota import QuotaController
-from gateway.http.sessions import WebSessions
+from gateway.http.sessions import SESSION_STORE, WebSessions
 from gateway.http.tokens_from_memory import answer_tokens_from_memory
-from gateway.http.v1 import (
-    AuthorizerTokensController,
-    OpenBindingController,
-    PlatformsController,
-    provide_client,
-)
+from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, PlatformsController
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.http.wx_front import answer_wx_calls_up_front
@@ -52,6 +47,7 @@ from gateway.settings import Settings
 __all__ = ["create_app"]
 
 _STATIC_CACHE = CacheControlHeader(max_age=3600, public=True)  # the pages' stylesheet and icon
+CSRF_KEY_PURPOSE = "catalog pages csrf"  # the pages' CSRF tokens are signed under this derived key
 
 
 def _constant(value: object) -> Provide:
@@ -81,9 +77,7 @@ def create_app(
         settings, registry, clock=clock, transport=transport, delivery_policy=delivery_policy
     )
     live, store = services.registry, services.store
-    sessions = WebSessions(
-        live, store.web_sessions, secure_cookies=settings.public_url.startswith("https://"), clock=clock
-    )
+    sessions = WebSessions(live, clock=clock)
 
     def current_registry() -> Registry:
         """The registry in force when a request asks (never cached: a reload swaps it)."""
@@ -112,12 +106,16 @@ def create_app(
                     PlatformsController,
                     OpenBindingController,
                     CatalogController,
+                    AuditLogController,
                     DeliveriesController,
                     QuotaController,
                 ],
                 exception_handlers=HOUSE_HANDLERS,
             ),
-            CatalogPagesController,
+            catalog_pages(
+                csrf_secret=settings.secret_box.derive(CSRF_KEY_PURPOSE)[0],
+                secure=settings.public_url.startswith("https://"),
+            ),
             Router("/", route_handlers=[WxController], exception_handlers=WECHAT_HANDLERS),
             create_static_files_router(
                 "/static", [Path(__file__).with_name("static")], cache_control=_STATIC_CACHE
@@ -144,15 +142,16 @@ def create_app(
             "quota": _constant(services.quota),
             "sessions": _constant(sessions),
             "clock": _constant(clock),
-            "client": Provide(provide_client),
+            "client": Provide(provide_client, sync_to_thread=False),
         },
         exception_handlers=HOUSE_HANDLERS,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="Group Gateway", version=__version__, path="/schema"),
+        openapi_config=openapi_config(),
         logging_config=None,  # the process (CLI, tests) owns logging
         request_max_body_size=MAX_BODY_BYTES,
         before_request=refuse_announced_oversize,
-        state=State({"services": services}),
+        state=State({"services": services, ACCESS: services.vending}),
+        stores={SESSION_STORE: store.web_sessions},
     )
     # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline, their
     # errors by their routers' handlers.

@@ -1,52 +1,81 @@
-"""The catalog and the audit log for auditors (scope ``catalog``; the audit log also ``admin``)."""
+"""The catalog and the audit log for auditors (scope ``catalog``; the audit log also ``admin``).
+
+The query parameters are declared once here, as annotated types, and the auditors' pages
+(``gateway.http.pages``) take the same ones.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 from litestar.response import Stream
 
-from gateway.access.service import require
-from gateway.catalog.service import BINDINGS, KINDS, MAX_LIMIT, STATUSES, Catalog, CatalogPage
-from gateway.errors import Forbidden, filter_text
-from gateway.http.errors import V1_ERRORS
-from gateway.http.params import number_param, reads_query, text_param, whole_number
-from gateway.registry.model import Client
+from gateway.catalog.service import MAX_LIMIT, Binding, Catalog, CatalogPage, Kind, Status
+from gateway.errors import filter_text
+from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.store import Store
+from gateway.store.catalog import CatalogFilter
 
-__all__ = ["AuditEntryView", "AuditLogPage", "CatalogController", "read_audit_log"]
+__all__ = [
+    "AuditEntryView",
+    "AuditLogController",
+    "AuditLogPage",
+    "CatalogController",
+    "catalog_filter",
+    "read_audit_log",
+]
 
 _NO_STORE = {"Cache-Control": "no-store"}
-# The audit log's bounds, read by `read_audit_log` and listed in the OpenAPI document.
+# The audit log's bounds.
 _AUDIT_PAGE_MAX = 500
 _UNIX_TIME_MAX = 2**40
 _AUDIT_ID_MAX = 2**62
-_FILTERS = (
-    text_param("platform", "Only authorizations of this platform (its registry id)"),
-    text_param("kind", "Official accounts or mini programs", choices=KINDS),
-    text_param("status", "The authorizer's status", choices=STATUSES),
-    text_param("binding", "Its open account: the group's, another, none, or not known", choices=BINDINGS),
-    text_param("q", "Part of the appid, the name or the principal name (any case)", max_length=200),
-)
-_CATALOG_PAGE = reads_query(
-    *_FILTERS,
-    number_param("limit", "Rows per page (default 100)", 1, MAX_LIMIT),
-    text_param("cursor", "The next_cursor of the page before"),
-)
-_AUDIT_LOG_PAGE = reads_query(
-    text_param("actor", "Who acted: a client id, an administrator, or wechat"),
-    text_param("action", "What was done, e.g. token.issued or authorization.revoked"),
-    text_param("authorizer_appid", "Only entries about this authorizer"),
-    text_param("platform", "Only entries about this platform"),
-    number_param("since", "Only entries at or after this Unix time", 0, _UNIX_TIME_MAX),
-    number_param("until", "Only entries before this Unix time", 0, _UNIX_TIME_MAX),
-    number_param("limit", "Entries per page (default 100)", 1, _AUDIT_PAGE_MAX),
-    number_param("cursor", "The next_cursor of the page before: older entries", 1, _AUDIT_ID_MAX),
-)
+
+# The catalog's filters; an empty value is no filter.
+PlatformFilter = Annotated[
+    str, QueryParameter(description="Only authorizations of this platform (its registry id)")
+]
+KindFilter = Annotated[Literal[Kind, ""], QueryParameter(description="Official accounts or mini programs")]
+StatusFilter = Annotated[Literal[Status, ""], QueryParameter(description="The authorizer's status")]
+# ``binding`` is also a dependency's name: handlers take it as ``binding_state``.
+BindingFilter = Annotated[
+    Literal[Binding, ""],
+    QueryParameter(name="binding", description="Its open account: the group's, another, none, or not known"),
+]
+TextFilter = Annotated[
+    str,
+    QueryParameter(
+        max_length=200, description="Part of the appid, the name or the principal name (any case)"
+    ),
+]
+CatalogLimit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Rows per page (default 100)")]
+CatalogCursor = Annotated[str, QueryParameter(description="The next_cursor of the page before")]
+
+# The audit log's.
+Actor = Annotated[str, QueryParameter(description="Who acted: a client id, an administrator, or wechat")]
+Action = Annotated[
+    str, QueryParameter(description="What was done, e.g. token.issued or authorization.revoked")
+]
+AuthorizerAppid = Annotated[str, QueryParameter(description="Only entries about this authorizer")]
+PlatformId = Annotated[str, QueryParameter(description="Only entries about this platform")]
+Since = Annotated[
+    int | None, QueryParameter(ge=0, le=_UNIX_TIME_MAX, description="Only entries at or after this Unix time")
+]
+Until = Annotated[
+    int | None, QueryParameter(ge=0, le=_UNIX_TIME_MAX, description="Only entries before this Unix time")
+]
+AuditLimit = Annotated[
+    int, QueryParameter(ge=1, le=_AUDIT_PAGE_MAX, description="Entries per page (default 100)")
+]
+AuditCursor = Annotated[
+    int | None,
+    QueryParameter(ge=1, le=_AUDIT_ID_MAX, description="The next_cursor of the page before: older entries"),
+]
 
 
 class AuditEntryView(msgspec.Struct, frozen=True):
@@ -68,22 +97,43 @@ class AuditLogPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+def catalog_filter(
+    catalog: Catalog,
+    platform: str,
+    kind: Kind | Literal[""],
+    status: Status | Literal[""],
+    binding: Binding | Literal[""],
+    q: str,
+) -> CatalogFilter:
+    """The filters as the query gave them (checked against the registry by the catalog)."""
+    return catalog.filters(
+        platform=platform, kind=kind or None, status=status or None, binding=binding or None, q=q
+    )
+
+
 class CatalogController(Controller):
     """One view of every authorizer across every component."""
 
     path = "/v1"
     tags = ["catalog"]
+    guards = [Requires("catalog")]
+    security = CLIENT_KEY
 
-    @get("/catalog", summary="The catalog", cache=False, responses=V1_ERRORS, operation_class=_CATALOG_PAGE)
+    @get("/catalog", summary="The catalog", cache=False, responses=V1_ERRORS)
     async def catalog(
         self,
-        request: Request[Any, Any, Any],
-        client: NamedDependency[Client],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
+        limit: CatalogLimit = 100,
+        cursor: CatalogCursor = "",
     ) -> CatalogPage:
         """Rows filtered by platform, kind, status, binding and free text ``q``; keyset pages."""
-        require(client, "catalog")
-        return await catalog.page(request.query_params)
+        where = catalog_filter(catalog, platform, kind, status, binding_state, q)
+        return await catalog.page(where, limit=limit, cursor=cursor)
 
     @get(
         "/catalog.csv",
@@ -91,53 +141,80 @@ class CatalogController(Controller):
         media_type="text/csv",
         cache=False,
         responses=V1_ERRORS,
-        operation_class=reads_query(*_FILTERS),
     )
     async def catalog_csv(
         self,
-        request: Request[Any, Any, Any],
-        client: NamedDependency[Client],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
     ) -> Stream:
         """The same rows as ``/v1/catalog``, streamed."""
-        require(client, "catalog")
-        rows = await catalog.csv(request.query_params)
+        rows = await catalog.csv(catalog_filter(catalog, platform, kind, status, binding_state, q))
         headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | _NO_STORE
         return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
-    @get(
-        "/audit-log",
-        summary="The audit log",
-        cache=False,
-        responses=V1_ERRORS,
-        operation_class=_AUDIT_LOG_PAGE,
-    )
+
+class AuditLogController(Controller):
+    """What was done, for auditors and administrators."""
+
+    path = "/v1"
+    tags = ["catalog"]
+    guards = [Requires("catalog", "admin")]
+    security = CLIENT_KEY
+
+    @get("/audit-log", summary="The audit log", cache=False, responses=V1_ERRORS)
     async def audit_log(
         self,
-        request: Request[Any, Any, Any],
-        client: NamedDependency[Client],
         store: NamedDependency[Store],
+        actor: Actor = "",
+        action: Action = "",
+        authorizer_appid: AuthorizerAppid = "",
+        platform: PlatformId = "",
+        since: Since = None,
+        until: Until = None,
+        limit: AuditLimit = 100,
+        cursor: AuditCursor = None,
     ) -> AuditLogPage:
         """Who was handed what, which links were made, which bindings changed; newest first."""
-        if "catalog" not in client.scopes and "admin" not in client.scopes:
-            raise Forbidden(f"client '{client.id}' holds neither the scope 'catalog' nor 'admin'")
-        return await read_audit_log(store, request.query_params)
+        return await read_audit_log(
+            store,
+            actor=actor,
+            action=action,
+            authorizer_appid=authorizer_appid,
+            platform=platform,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
 
 
-async def read_audit_log(store: Store, params: Mapping[str, str]) -> AuditLogPage:
-    """One page of the audit log as the query ``params`` ask: ``limit``, ``cursor`` (an id: older
-    entries), ``actor``, ``action``, ``authorizer_appid``, ``platform``, ``since``, ``until``."""
-    limit = whole_number(params.get("limit"), "limit", 100, 1, _AUDIT_PAGE_MAX)
-    before = whole_number(params.get("cursor"), "cursor", None, 1, _AUDIT_ID_MAX)
+async def read_audit_log(
+    store: Store,
+    *,
+    actor: str = "",
+    action: str = "",
+    authorizer_appid: str = "",
+    platform: str = "",
+    since: int | None = None,
+    until: int | None = None,
+    limit: int = 100,
+    cursor: int | None = None,
+) -> AuditLogPage:
+    """One page of the audit log, newest first: ``cursor`` (an id) continues with older entries; the
+    text filters (empty: none) are refused by name for a control character."""
     pairs, more = await store.audit.page(
-        before_id=before,
-        limit=limit or 100,
-        actor=filter_text("actor", params.get("actor")),
-        action=filter_text("action", params.get("action")),
-        authorizer_appid=filter_text("authorizer_appid", params.get("authorizer_appid")),
-        platform_id=filter_text("platform", params.get("platform")),
-        since=whole_number(params.get("since"), "since", None, 0, _UNIX_TIME_MAX),
-        until=whole_number(params.get("until"), "until", None, 0, _UNIX_TIME_MAX),
+        before_id=cursor,
+        limit=limit,
+        actor=filter_text("actor", actor),
+        action=filter_text("action", action),
+        authorizer_appid=filter_text("authorizer_appid", authorizer_appid),
+        platform_id=filter_text("platform", platform),
+        since=since,
+        until=until,
     )
     items = [
         AuditEntryView(i, r.at, r.actor, r.action, r.platform_id, r.authorizer_appid, r.detail)

@@ -21,7 +21,6 @@ from typing import Any, TypeVar, cast
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.types import ExceptionHandlersMap
 
@@ -50,6 +49,7 @@ from gateway.errors import (
     WeChatUnavailable,
     WxError,
 )
+from gateway.http.params import invalid_parameters
 from gateway.store.database import STORE_UNAVAILABLE
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "PROBLEM_JSON",
     "PUSH_HANDLERS",
     "STATUS",
-    "V1_ERRORS",
     "WECHAT",
     "WECHAT_HANDLERS",
     "ErrorBody",
@@ -161,27 +160,6 @@ class Problem(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
-# What each refusal of /v1 means; declared on every /v1 route, so that the OpenAPI document (and the clients
-# generated from it) know the error shape. `error.code` in the body says which case it is.
-_V1_REFUSALS = {
-    400: "malformed: a cursor this API did not give out, an appid of the wrong shape",
-    401: "no client key, or one that no client holds",
-    403: "the client lacks the scope, or may not act for this authorizer",
-    404: "no such authorizer, platform or delivery",
-    409: "WeChat's state forbids it: the authorizer must authorize again, or is bound elsewhere",
-    410: "the authorizer revoked its authorization",
-    413: "the request body is larger than the route accepts",
-    422: "a parameter or the body is not valid",
-    429: "the client is past its rate limit; Retry-After says when to try again",
-    503: "WeChat is unavailable, refused, or the platform has no verify ticket yet",
-}
-V1_ERRORS = {
-    status: ResponseSpec(
-        data_container=Problem, description=meaning, generate_examples=False, media_type=PROBLEM_JSON
-    )
-    for status, meaning in _V1_REFUSALS.items()
-}
-
 # Litestar's own refusals (routing, validation, body size), by status.
 _HTTP_CODES = {
     400: "invalid_request",
@@ -207,17 +185,6 @@ def _http_detail(request: Request[Any, Any, Any], exc: HTTPException) -> str:
         limit = request.route_handler.resolve_request_max_body_size()
         return f"the request body is larger than the {limit} bytes this route accepts"
     return str(exc.detail)
-
-
-def _validation_message(exc: ValidationException) -> str:
-    """Litestar's validation details in one sentence: which field, what is wrong (never the value)."""
-    details = exc.extra if isinstance(exc.extra, list) else []
-    parts = []
-    for detail in details:
-        if isinstance(detail, dict):
-            where = detail.get("key")
-            parts.append(f"{where}: {detail.get('message')}" if where else str(detail.get("message")))
-    return "; ".join(parts) or str(exc.detail)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> None:
@@ -271,7 +238,7 @@ class _House:
     def http_exception(self, request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         """Litestar's own refusals (routing, validation, body size) in the same shape."""
         if isinstance(exc, ValidationException):
-            return self.respond(request, 422, "invalid_request", _validation_message(exc))
+            return self.refused(request, invalid_parameters(request, exc))
         status = exc.status_code
         if status >= 500:
             return self.unexpected(request, exc)

@@ -11,6 +11,7 @@ from litestar.params import FromPath
 
 from gateway.callbacks.messages import MessageService
 from gateway.callbacks.pushes import MAX_PUSH_BYTES
+from gateway.http.openapi import PUSH_ERRORS
 
 __all__ = ["WeChatMessagesController"]
 
@@ -26,6 +27,7 @@ class WeChatMessagesController(Controller):
         status_code=200,
         request_max_body_size=MAX_PUSH_BYTES,
         summary="Message-and-event URL of one platform",
+        responses=PUSH_ERRORS,
     )
     async def messages(
         self,

@@ -1,8 +1,9 @@
 """The auditors' pages (SPEC §4): the catalog behind a sign-in form, one account's detail, the audit log.
 
-Plain HTML from templates, with no script; every page but the sign-in form needs a session
-(``gateway.http.sessions``). Refusals are pages too: without a session a page answers 303 to the sign-in
-form, and a refusal (a filter not allowed, a bad cursor, an unknown account, a stale form) answers
+Plain HTML from templates, with no script; every page but the sign-in form needs a session, and every
+form carries a CSRF token (``gateway.http.sessions``: Litestar's server-side sessions and CSRF middleware,
+on these routes only). Refusals are pages too: without a session a page answers 303 to the sign-in form,
+and a refusal (a filter not allowed, a bad cursor, an unknown account) or a stale form answers
 ``problem.html`` with its status (``gateway.http.errors.status_of``).
 """
 
@@ -13,28 +14,40 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from litestar import Controller, MediaType, Request, get, post
-from litestar.datastructures import Cookie
+from litestar import Controller, MediaType, Request, Router, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException, ValidationException
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 
 from gateway.catalog.service import BINDING_MEANINGS, BINDINGS, KINDS, STATUSES, Catalog
-from gateway.errors import AuthorizerUnknown, Refused
-from gateway.http.catalog import read_audit_log
-from gateway.http.errors import status_of
-from gateway.http.sessions import (
-    LOGIN_COOKIE,
-    LOGIN_FORM_LIFETIME_S,
-    SESSION_COOKIE,
-    SESSION_LIFETIME_S,
-    Auditor,
-    WebSessions,
+from gateway.errors import AuthorizerUnknown, Forbidden, Refused
+from gateway.http.catalog import (
+    Action,
+    Actor,
+    AuditCursor,
+    AuditLimit,
+    AuthorizerAppid,
+    BindingFilter,
+    CatalogCursor,
+    CatalogLimit,
+    KindFilter,
+    PlatformFilter,
+    PlatformId,
+    Since,
+    StatusFilter,
+    TextFilter,
+    Until,
+    catalog_filter,
+    read_audit_log,
 )
+from gateway.http.errors import status_of
+from gateway.http.params import invalid_parameters
+from gateway.http.sessions import Auditor, WebSessions, auditor_sessions, form_protection
 from gateway.store import Store
 from gateway.wechat.routing import PERMISSION_SET_NAMES
 
-__all__ = ["CatalogPagesController", "LoginRequired"]
+__all__ = ["CatalogPagesController", "LoginRequired", "catalog_pages"]
 
 FILTERS = ("q", "platform", "kind", "status", "binding", "limit")
 AUDIT_FILTERS = ("authorizer_appid", "actor", "action", "platform", "since", "until", "limit")
@@ -64,22 +77,22 @@ class LoginRequired(Exception):
 
 
 async def provide_auditor(request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]) -> Auditor:
-    """The signed-in auditor of the request's session cookie; LoginRequired otherwise."""
-    auditor = await sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    """The signed-in auditor of the request's session; LoginRequired otherwise (and a session no longer
+    valid ends: its row is deleted, its cookie forgotten)."""
+    auditor = sessions.auditor(request.session)
     if auditor is None:
+        if request.session:
+            request.clear_session()
         raise LoginRequired
     return auditor
 
 
-def _page(
-    template: str, context: dict[str, Any], *, status: int = 200, cookies: list[Cookie] | None = None
-) -> Template:
+def _page(template: str, context: dict[str, Any], *, status: int = 200) -> Template:
     return Template(
         template,
         context={"label": _label, "when": _when} | context,
         status_code=status,
         headers=PAGE_HEADERS,
-        cookies=cookies,
         media_type=MediaType.HTML,
     )
 
@@ -98,22 +111,6 @@ def _href(path: str, query: Mapping[str, str], **changes: str | None) -> str:
     return f"{path}?{urlencode(merged)}" if merged else path
 
 
-def _session_cookie(sessions: WebSessions, token: str) -> Cookie:
-    return Cookie(
-        SESSION_COOKIE,
-        path="/catalog",
-        value=token,
-        max_age=SESSION_LIFETIME_S,
-        httponly=True,
-        secure=sessions.secure_cookies,
-        samesite="lax",
-    )
-
-
-def _forget(sessions: WebSessions, key: str, path: str) -> Cookie:
-    return Cookie(key, path=path, value="", max_age=0, httponly=True, secure=sessions.secure_cookies)
-
-
 def _to_login(_: Request[Any, Any, Any], __: LoginRequired) -> Redirect:
     """No session: to the sign-in form."""
     return Redirect("/catalog/login", status_code=303, headers=PAGE_HEADERS)
@@ -126,62 +123,62 @@ def _problem(_: Request[Any, Any, Any], exc: Refused) -> Template:
     return _page("problem.html", {"title": title, "problem": exc}, status=status)
 
 
+def _invalid_parameters(request: Request[Any, Any, Any], exc: ValidationException) -> Template:
+    """A query parameter Litestar refused, as a page naming it."""
+    return _problem(request, invalid_parameters(request, exc))
+
+
+def _stale_form(request: Request[Any, Any, Any], _: PermissionDeniedException) -> Template:
+    """A form posted without the CSRF token of its page (the CSRF middleware's refusal)."""
+    message = "The form has expired. Load the page again and retry."
+    return _problem(request, Forbidden(message))
+
+
 class CatalogPagesController(Controller):
     """Sign-in, the catalog table with its filters and CSV, one account, the audit log."""
 
     path = "/catalog"
     include_in_schema = False
     dependencies = {"auditor": Provide(provide_auditor)}
-    exception_handlers = {LoginRequired: _to_login, Refused: _problem}
+    exception_handlers = {
+        LoginRequired: _to_login,
+        Refused: _problem,
+        ValidationException: _invalid_parameters,
+        PermissionDeniedException: _stale_form,
+    }
 
     @get("/login", cache=False)
     async def login_form(
         self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
     ) -> Template | Redirect:
         """The sign-in form (straight to the catalog when already signed in)."""
-        if await sessions.resolve(request.cookies.get(SESSION_COOKIE)) is not None:
+        if sessions.auditor(request.session) is not None:
             return Redirect("/catalog", status_code=303, headers=PAGE_HEADERS)
-        return self._login_page(sessions, signed_out="signed_out" in request.query_params)
+        return self._login_page(signed_out="signed_out" in request.query_params)
 
     @post("/login", request_max_body_size=_MAX_FORM_BYTES)
     async def login(
         self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
     ) -> Template | Redirect:
-        """Check the form's token and the key; open a session and go to the catalog."""
+        """Check the key (the form's CSRF token was checked before); open a session and go to the
+        catalog."""
         form = await request.form()
-        sessions.check_login_token(request.cookies.get(LOGIN_COOKIE), form.get("csrf_token"))
         try:
-            token, _ = await sessions.login(str(form.get("key") or ""))
+            session = sessions.sign_in(str(form.get("key") or ""))
         except Refused as refused:
-            return self._login_page(sessions, error=refused.message)
-        await sessions.end(request.cookies.get(SESSION_COOKIE))
-        cookies = [_session_cookie(sessions, token), _forget(sessions, LOGIN_COOKIE, "/catalog/login")]
-        return Redirect("/catalog", status_code=303, cookies=cookies, headers=PAGE_HEADERS)
+            return self._login_page(error=refused.message)
+        request.set_session(session)
+        return Redirect("/catalog", status_code=303, headers=PAGE_HEADERS)
 
     @staticmethod
-    def _login_page(sessions: WebSessions, *, error: str | None = None, signed_out: bool = False) -> Template:
-        token = sessions.new_login_token()
-        cookie = Cookie(
-            LOGIN_COOKIE,
-            path="/catalog/login",
-            value=token,
-            max_age=LOGIN_FORM_LIFETIME_S,
-            httponly=True,
-            secure=sessions.secure_cookies,
-            samesite="strict",
-        )
-        context = {"title": "Sign in", "csrf_token": token, "error": error, "signed_out": signed_out}
-        return _page("login.html", context, cookies=[cookie])
+    def _login_page(*, error: str | None = None, signed_out: bool = False) -> Template:
+        return _page("login.html", {"title": "Sign in", "error": error, "signed_out": signed_out})
 
     @post("/logout", request_max_body_size=_MAX_FORM_BYTES)
-    async def logout(
-        self, request: Request[Any, Any, Any], sessions: NamedDependency[WebSessions]
-    ) -> Redirect:
+    async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
         """End the session on the server (its cookie opens nothing afterwards) and forget the cookie."""
-        form = await request.form()
-        await sessions.logout(request.cookies.get(SESSION_COOKIE), form.get("csrf_token"))
-        cookies = [_forget(sessions, SESSION_COOKIE, "/catalog")]
-        return Redirect("/catalog/login?signed_out", status_code=303, cookies=cookies, headers=PAGE_HEADERS)
+        request.clear_session()
+        return Redirect("/catalog/login?signed_out", status_code=303, headers=PAGE_HEADERS)
 
     @get("/", cache=False)
     async def catalog_page(
@@ -189,11 +186,19 @@ class CatalogPagesController(Controller):
         request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
+        limit: CatalogLimit = 100,
+        cursor: CatalogCursor = "",
     ) -> Template:
         """The table for the filters of the query, with the counts of the same rows at the top."""
         params = request.query_params
-        page = await catalog.page(params)
-        counts = await catalog.counts(params)
+        where = catalog_filter(catalog, platform, kind, status, binding_state, q)
+        page = await catalog.page(where, limit=limit, cursor=cursor)
+        counts = await catalog.counts(where)
         query = {name: params[name] for name in FILTERS if params.get(name)}
         context = {
             "title": "Catalog",
@@ -214,12 +219,16 @@ class CatalogPagesController(Controller):
     @get("/export.csv", cache=False)
     async def catalog_csv(
         self,
-        request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         catalog: NamedDependency[Catalog],
+        platform: PlatformFilter = "",
+        kind: KindFilter = "",
+        status: StatusFilter = "",
+        binding_state: BindingFilter = "",
+        q: TextFilter = "",
     ) -> Stream:
         """The rows of the page's filters as CSV (every page of them), for the signed-in auditor."""
-        rows = await catalog.csv(request.query_params)
+        rows = await catalog.csv(catalog_filter(catalog, platform, kind, status, binding_state, q))
         headers = {"Content-Disposition": 'attachment; filename="catalog.csv"'} | PAGE_HEADERS
         return Stream(rows, media_type="text/csv; charset=utf-8", headers=headers)
 
@@ -229,9 +238,27 @@ class CatalogPagesController(Controller):
         request: Request[Any, Any, Any],
         auditor: NamedDependency[Auditor],
         store: NamedDependency[Store],
+        actor: Actor = "",
+        action: Action = "",
+        authorizer_appid: AuthorizerAppid = "",
+        platform: PlatformId = "",
+        since: Since = None,
+        until: Until = None,
+        limit: AuditLimit = 100,
+        cursor: AuditCursor = None,
     ) -> Template:
         """The audit log, newest first; the filters of ``/v1/audit-log`` apply (one account, …)."""
-        log = await read_audit_log(store, request.query_params)
+        log = await read_audit_log(
+            store,
+            actor=actor,
+            action=action,
+            authorizer_appid=authorizer_appid,
+            platform=platform,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
         query = {k: request.query_params[k] for k in AUDIT_FILTERS if request.query_params.get(k)}
         context = {
             "title": "Audit log",
@@ -266,3 +293,13 @@ class CatalogPagesController(Controller):
             "binding_meanings": BINDING_MEANINGS,
         }
         return _page("account.html", context)
+
+
+def catalog_pages(*, csrf_secret: bytes, secure: bool) -> Router:
+    """The pages behind their session and CSRF middleware; ``secure``: the gateway's public URL is https
+    (its cookies are then Secure)."""
+    return Router(
+        path="/",
+        route_handlers=[CatalogPagesController],
+        middleware=[form_protection(csrf_secret, secure=secure), auditor_sessions(secure=secure)],
+    )

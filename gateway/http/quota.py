@@ -7,9 +7,9 @@ from litestar import Controller, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from gateway.access.service import require
 from gateway.credentials.quota import QuotaCleared, QuotaClearing
-from gateway.http.errors import V1_ERRORS
+from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.registry.model import Client
 
 __all__ = ["ClearQuotaRequest", "QuotaController"]
@@ -26,6 +26,8 @@ class QuotaController(Controller):
 
     path = "/v1/platforms"
     tags = ["admin"]
+    guards = [Requires("admin")]
+    security = CLIENT_KEY
 
     @post(
         "/{platform:str}/clear-quota",
@@ -42,6 +44,5 @@ class QuotaController(Controller):
     ) -> QuotaCleared:
         """Clear the platform's own quota, or ``authorizer_appid``'s; lifts the gateway's 45009 breaker
         for it. Audited; never done automatically."""
-        require(client, "admin")
         appid = data.authorizer_appid if data is not None else None
         return await quota.clear(platform, appid, actor=client.id)

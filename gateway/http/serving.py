@@ -2,7 +2,7 @@
 
 The event loop and HTTP parser were chosen by measurement (docs/benchmarks.md, "The ASGI server"):
 uvloop and httptools, where installed. ``GATEWAY_EVENT_LOOP=asyncio`` and ``GATEWAY_HTTP_PARSER=h11``
-select the standard library's loop and the pure-Python parser instead.
+(`gateway.settings`) select the standard library's loop and the pure-Python parser instead.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
-import os
 import signal
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 import uvicorn
 from litestar import Litestar
 
-from gateway.errors import ConfigError
+from gateway.settings import EventLoop, HttpParser
 
 __all__ = ["DRAIN_S", "Listener", "run_event_loop", "serve"]
 
@@ -51,13 +50,14 @@ async def serve(
     listeners: Sequence[Listener],
     *,
     on_started: Callable[[], object] | None = None,
+    http: HttpParser = "auto",
 ) -> None:
     """Serve every listener until SIGINT or SIGTERM (a second SIGINT forces the exit); connections stop
     being accepted at once and requests in flight get ``DRAIN_S`` to finish.
 
     Once every listener accepts connections, what start-up made is frozen out of the garbage collector
     (`_freeze_startup_objects`); then ``on_started`` runs (and is awaited if it returns an awaitable);
-    if it fails, everything stops.
+    if it fails, everything stops. ``http``: uvicorn's HTTP/1.1 parser (`_http_parser`).
     """
     servers = [
         _Server(
@@ -68,7 +68,7 @@ async def serve(
                 log_level="warning",
                 log_config=None,  # uvicorn's lines go through the process's handler (JSON), not its own
                 lifespan="on",
-                http=_http_parser(),
+                http=_http_parser(http),
                 timeout_graceful_shutdown=DRAIN_S,
             )
         )
@@ -118,12 +118,9 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+def run_event_loop(main: Coroutine[Any, Any, T], choice: EventLoop = "auto") -> T:
     """Run ``main`` (serving, say) to its end on the chosen event loop: uvloop when it is installed,
-    unless ``GATEWAY_EVENT_LOOP`` is ``asyncio``."""
-    choice = os.environ.get("GATEWAY_EVENT_LOOP", "") or "auto"
-    if choice not in ("auto", "uvloop", "asyncio"):
-        raise ConfigError("GATEWAY_EVENT_LOOP must be auto, uvloop or asyncio")
+    unless ``choice`` is ``asyncio``."""
     if choice == "asyncio" or (choice == "auto" and importlib.util.find_spec("uvloop") is None):
         return asyncio.run(main)
     import uvloop  # optional: only where it is installed (not on Windows)
@@ -132,11 +129,8 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def _http_parser() -> str:
-    """uvicorn's ``http``: httptools when installed, unless ``GATEWAY_HTTP_PARSER`` is ``h11``."""
-    choice = os.environ.get("GATEWAY_HTTP_PARSER", "") or "auto"
-    if choice not in ("auto", "httptools", "h11"):
-        raise ConfigError("GATEWAY_HTTP_PARSER must be auto, httptools or h11")
+def _http_parser(choice: HttpParser) -> str:
+    """uvicorn's ``http``: httptools when installed, unless ``choice`` is ``h11``."""
     if choice == "auto":
         return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     return choice

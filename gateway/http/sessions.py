@@ -1,90 +1,81 @@
-"""Signing in to the auditors' pages: sessions kept in the database, and the CSRF tokens of their forms.
+"""Signing in to the auditors' pages: Litestar's server-side sessions and its CSRF middleware.
 
-An auditor signs in with a client key that holds the ``catalog`` scope. The browser then keeps a random
-session token in an HttpOnly cookie; the database keeps only its sha-256, with the client and the end of
-the session (``SESSION_LIFETIME_S`` after signing in), so every replica knows every session and signing
-out on one ends it on all. Each request checks again that the client is still in the registry and still
-holds ``catalog``: taking a key or a scope out of the registry ends its sessions.
+An auditor signs in with a client key that holds the ``catalog`` scope.
 
-Every form is protected against requests forged by other sites:
+- Sessions (`auditor_sessions`): Litestar's ``ServerSideSessionConfig`` over the database
+  (``gateway.store.web_sessions``, a Litestar ``Store``), so every replica knows every session and signing
+  out on one ends it on all. The browser keeps a random session id in an HttpOnly cookie; the table keeps
+  its sha-256 and the session: the client and when it ends (``SESSION_LIFETIME_S`` after signing in,
+  however active). Each request checks again that the client is still in the registry and still holds
+  ``catalog``: taking a key or a scope out of the registry ends its sessions. A sign-in always gets a
+  new session id (an id planted in the browser before opens nothing), and a session with nothing in it is
+  never stored: visitors who do not sign in leave no row.
+- CSRF (`form_protection`): Litestar's double-submit middleware. A signed random token is both in a
+  cookie of its own (HttpOnly, SameSite=Strict, sent to the pages only) and in every form; a POST without
+  the pair is refused with 403 before its handler runs. Another site can make a browser post a form but
+  can neither read nor set that cookie. The signing secret is derived from ``GATEWAY_SECRET_KEY``.
 
-- the login form by a double-submit token: a random value both in a short-lived cookie of its own
-  (HttpOnly, SameSite=Strict, sent to the login path only) and in a hidden field, compared on submit.
-  Another site can make a browser post the form but can neither read nor set that cookie;
-- the forms of a signed-in auditor (sign out) by the session's CSRF token, an HMAC of the session token:
-  stable for the session, shown in the page, and impossible to compute without the HttpOnly cookie.
+Both are middleware of the pages only: the API routes never carry a session or a form.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Cookie, MutableScopeHeaders
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.csrf import CSRFMiddleware
+from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.types import Message, ScopeSession
+from litestar.utils.dataclass import extract_dataclass_items
 
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
-from gateway.store.web_sessions import WebSessionStore
 
 __all__ = [
-    "LOGIN_COOKIE",
-    "LOGIN_FORM_LIFETIME_S",
+    "CSRF_COOKIE",
     "SESSION_COOKIE",
     "SESSION_LIFETIME_S",
+    "SESSION_STORE",
     "Auditor",
     "WebSessions",
+    "auditor_sessions",
+    "form_protection",
 ]
 
 SESSION_COOKIE = "gw_session"
-LOGIN_COOKIE = "gw_login"
+CSRF_COOKIE = "gw_csrf"
+SESSION_STORE = "web_sessions"
+"""The name under which `create_app` registers the database `Store` the sessions are kept in."""
 SESSION_LIFETIME_S = 8 * 3600
-LOGIN_FORM_LIFETIME_S = 3600
-_MAX_TOKEN = 128  # longer cookie or form values are refused before any hashing or lookup
+PAGES_PATH = "/catalog"
+_SIGNED_IN_AT = "signed_in_at"
+_LOADED = "gateway.session_signed_in_at"  # the connection state's note of the session the request came with
 
 
 class Auditor(msgspec.Struct, frozen=True):
-    """A signed-in auditor: the client whose key was given, the session's CSRF token, its end."""
+    """A signed-in auditor: the client whose key was given, and when the session ends."""
 
     client_id: str
-    csrf_token: str
     expires_at: float
 
 
 class WebSessions(ReadsRegistry):
-    """Signs auditors in and out, and recognises their sessions."""
+    """Signs auditors in, and recognises them in their session."""
 
-    def __init__(
-        self,
-        registry: LiveRegistry,
-        store: WebSessionStore,
-        *,
-        secure_cookies: bool,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, registry: LiveRegistry, *, clock: Callable[[], float] = time.time) -> None:
         self._live = registry
-        self._store = store
         self._clock = clock
-        self.secure_cookies = secure_cookies
-        """Whether cookies are marked Secure (the gateway's public URL is https)."""
 
-    @staticmethod
-    def new_login_token() -> str:
-        """A fresh double-submit token for the login form and its cookie."""
-        return secrets.token_urlsafe(32)
-
-    @staticmethod
-    def check_login_token(cookie: str | None, submitted: str | None) -> None:
-        """403 unless the login form came back with the token its own cookie holds."""
-        if not cookie or not submitted or len(submitted) > _MAX_TOKEN:
-            raise Forbidden("The sign-in form has expired. Load it again and retry.")
-        if not hmac.compare_digest(cookie.encode(), submitted.encode()):
-            raise Forbidden("The sign-in form has expired. Load it again and retry.")
-
-    async def login(self, key: str) -> tuple[str, Auditor]:
-        """Open a session for the client whose key this is: its token (for the cookie) and the auditor.
+    def sign_in(self, key: str) -> dict[str, Any]:
+        """The session of the client whose key this is.
 
         A key that is unknown is refused with one message whatever is wrong with it; a known key without
         the ``catalog`` scope is told so.
@@ -97,42 +88,85 @@ class WebSessions(ReadsRegistry):
             raise Unauthenticated("This key was not accepted. Check it and try again.")
         if "catalog" not in client.scopes:
             raise Forbidden("This key does not open the catalog: it lacks the scope 'catalog'.")
-        await self._store.purge_expired(self._clock())
-        token = secrets.token_urlsafe(32)
-        stored = await self._store.add(token, client.id, SESSION_LIFETIME_S)
-        return token, Auditor(client.id, _csrf_token(token), stored.expires_at)
+        now = self._clock()
+        return {"client_id": client.id, _SIGNED_IN_AT: now, "expires_at": now + SESSION_LIFETIME_S}
 
-    async def resolve(self, token: str | None) -> Auditor | None:
-        """The auditor of a live session, or None (no cookie, unknown, ended, expired, or the client has
-        since lost its key or its scope in the registry)."""
-        if not token or len(token) > _MAX_TOKEN:
+    def auditor(self, session: Mapping[str, Any]) -> Auditor | None:
+        """The auditor of a live session, or None (no session, ended, or its client has since lost its
+        key or its scope in the registry)."""
+        client_id, expires_at = session.get("client_id"), session.get("expires_at")
+        if not isinstance(client_id, str) or not isinstance(expires_at, int | float):
             return None
-        stored = await self._store.get(token)
-        if stored is None:
+        client = self._registry.client(client_id)
+        if expires_at <= self._clock() or client is None or "catalog" not in client.scopes:
             return None
-        client = self._registry.client(stored.client_id)
-        if stored.expires_at <= self._clock() or client is None or "catalog" not in client.scopes:
-            await self._store.delete(token)
-            return None
-        return Auditor(client.id, _csrf_token(token), stored.expires_at)
+        return Auditor(client.id, float(expires_at))
 
-    async def logout(self, token: str | None, submitted_csrf: str | None) -> None:
-        """End the session of ``token``; 403 unless the form carried the session's CSRF token.
 
-        Without a session there is nothing to end and nothing to forge.
-        """
-        if not token or len(token) > _MAX_TOKEN:
+class _AuditorSessionBackend(ServerSideSessionBackend):
+    """Litestar's server-side sessions, written only when a sign-in or a sign-out changes them.
+
+    A new sign-in gets a new session id and ends the session the browser came with; a session emptied
+    (signed out, or no longer valid) is deleted and its cookie forgotten; any other answer writes nothing
+    and sets no cookie.
+    """
+
+    async def load_from_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> dict[str, Any]:
+        session = await super().load_from_connection(connection)
+        connection.state[_LOADED] = session.get(_SIGNED_IN_AT)
+        return session
+
+    async def store_in_message(
+        self, scope_session: ScopeSession, message: Message, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> None:
+        signed_in_at = scope_session.get(_SIGNED_IN_AT) if isinstance(scope_session, dict) else None
+        if signed_in_at == connection.state.get(_LOADED):
             return
-        expected = _csrf_token(token).encode()
-        if not submitted_csrf or not hmac.compare_digest(expected, submitted_csrf.encode()):
-            raise Forbidden("The sign-out form has expired. Load the page again and retry.")
-        await self._store.delete(token)
+        store = self.config.get_store_from_app(connection.scope["app"])
+        headers = MutableScopeHeaders.from_message(message)
+        cookie = dict(extract_dataclass_items(self.config, exclude_none=True, include=Cookie.__dict__.keys()))
+        came_with = connection.cookies.get(self.config.key)
+        if came_with:
+            await self.delete(came_with, store)
+        if not isinstance(scope_session, dict) or signed_in_at is None:
+            if came_with:
+                forget = Cookie(key=self.config.key, value="null", expires=0, **cookie)
+                headers.add("Set-Cookie", forget.to_header(header=""))
+            return
+        session_id = self.generate_session_id()
+        await self.set(session_id, self.serialize_data(scope_session, connection.scope), store)
+        headers.add(
+            "Set-Cookie", Cookie(key=self.config.key, value=session_id, **cookie).to_header(header="")
+        )
 
-    async def end(self, token: str | None) -> None:
-        """End the session of ``token`` if there is one (a new sign-in replaces the old session)."""
-        if token and len(token) <= _MAX_TOKEN:
-            await self._store.delete(token)
+
+@dataclass
+class _AuditorSessionConfig(ServerSideSessionConfig):
+    _backend_class = _AuditorSessionBackend
 
 
-def _csrf_token(session_token: str) -> str:
-    return hmac.new(session_token.encode(), b"gateway catalog csrf v1", hashlib.sha256).hexdigest()
+def auditor_sessions(*, secure: bool) -> DefineMiddleware:
+    """The session middleware of the pages; ``secure``: the gateway's public URL is https."""
+    config = _AuditorSessionConfig(
+        key=SESSION_COOKIE,
+        max_age=SESSION_LIFETIME_S,
+        path=PAGES_PATH,
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+        store=SESSION_STORE,
+    )
+    return config.middleware
+
+
+def form_protection(secret: bytes, *, secure: bool) -> DefineMiddleware:
+    """The CSRF middleware of the pages' forms, signing its tokens with ``secret``."""
+    config = CSRFConfig(
+        secret=secret.hex(),
+        cookie_name=CSRF_COOKIE,
+        cookie_path=PAGES_PATH,
+        cookie_secure=secure,
+        cookie_httponly=True,  # the pages carry the token in their forms, and run no script
+        cookie_samesite="strict",
+    )
+    return DefineMiddleware(CSRFMiddleware, config=config)

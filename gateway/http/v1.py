@@ -2,62 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from gateway.access.service import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending, require
+from gateway.access.service import STALE_MAX_LENGTH, IssuedTicket, IssuedToken, TokenVending
 from gateway.binding.service import OpenBinding, OpenBindingService
-from gateway.http.errors import V1_ERRORS
-from gateway.http.params import reads_query, text_param
+from gateway.http.guards import CLIENT_KEY, Requires
+from gateway.http.openapi import V1_ERRORS
 from gateway.onboarding.service import AuthorizationLinks, LinkRequest, Onboarding
 from gateway.registry.model import Client
 
-__all__ = [
-    "AuthorizerTokensController",
-    "OpenBindingController",
-    "PlatformsController",
-    "provide_client",
-]
+__all__ = ["AuthorizerTokensController", "OpenBindingController", "PlatformsController"]
 
 _NO_STORE = [ResponseHeader(name="Cache-Control", value="no-store")]
-_STALE_TOKEN = reads_query(
-    text_param(
-        "stale",
-        "The token WeChat just refused (40001, 40014 or 42001): renewed if it is still the current one",
+# Its shape (printable ASCII, no space) is checked by the vending service, after the client's scope.
+StaleToken = Annotated[
+    str,
+    QueryParameter(
         max_length=STALE_MAX_LENGTH,
-    )
-)
-_STALE_TICKET = reads_query(
-    text_param(
-        "stale",
-        "The ticket WeChat just refused: renewed if it is still the current one",
+        description="The token WeChat just refused (40001, 40014 or 42001): renewed if it is still the "
+        "current one",
+    ),
+]
+StaleTicket = Annotated[
+    str,
+    QueryParameter(
         max_length=STALE_MAX_LENGTH,
-    )
-)
-
-
-def stale_param(request: Request[Any, Any, Any]) -> str | None:
-    """The ``stale`` query parameter as sent (checked by the vending service, after the client's scope);
-    a request without a query (nearly all) skips Litestar's parsing of it."""
-    return request.query_params.get("stale") if request.scope["query_string"] else None
-
-
-def authorization_header(request: Request[Any, Any, Any]) -> str | None:
-    """The request's first ``Authorization`` header, read from the raw ASGI headers: on the token route,
-    Litestar's parsing of every header into its multi-dict costs more than checking the key."""
-    for name, value in request.scope["headers"]:
-        if name == b"authorization":
-            return value.decode("latin-1")
-    return None
-
-
-async def provide_client(request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]) -> Client:
-    """The calling client, from its bearer key (401 when missing or unknown; 429 past its rate limit)."""
-    return await vending.authenticate(authorization_header(request))
+        description="The ticket WeChat just refused: renewed if it is still the current one",
+    ),
+]
 
 
 class AuthorizerTokensController(Controller):
@@ -65,38 +42,45 @@ class AuthorizerTokensController(Controller):
 
     path = "/v1/authorizers"
     tags = ["tokens"]
+    guards = [Requires("token", authorizer=True)]
+    security = CLIENT_KEY
 
     # The hot path takes ONE dependency: Litestar resolves two independent ones in an anyio task group,
-    # which costs more than everything else the request does (docs/benchmarks.md).
+    # which costs more than everything else the request does (docs/benchmarks.md). The client is the
+    # request's user, set by the guard.
 
     @get(
         "/{appid:str}/access-token",
         summary="An authorizer's access token",
         response_headers=_NO_STORE,
         responses=V1_ERRORS,
-        operation_class=_STALE_TOKEN,
     )
     async def access_token(
-        self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
+        self,
+        appid: FromPath[str],
+        request: Request[Client, Any, Any],
+        vending: NamedDependency[TokenVending],
+        stale: StaleToken = "",
     ) -> IssuedToken:
         """The authorizer_access_token, from the platform routing picks for this authorizer; with
         ``stale``, a fresh one if that is the one stored (renewed once however many report it)."""
-        client = await vending.authenticate(authorization_header(request))
-        return await vending.access_token(client, appid, stale=stale_param(request))
+        return await vending.access_token(request.user, appid, stale=stale)
 
     @get(
         "/{appid:str}/jsapi-ticket",
         summary="An authorizer's JS-SDK ticket",
         response_headers=_NO_STORE,
         responses=V1_ERRORS,
-        operation_class=_STALE_TICKET,
     )
     async def jsapi_ticket(
-        self, appid: FromPath[str], request: Request[Any, Any, Any], vending: NamedDependency[TokenVending]
+        self,
+        appid: FromPath[str],
+        request: Request[Client, Any, Any],
+        vending: NamedDependency[TokenVending],
+        stale: StaleTicket = "",
     ) -> IssuedTicket:
         """The JS-SDK ticket, cached centrally like a token; with ``stale``, as for the access token."""
-        client = await vending.authenticate(authorization_header(request))
-        return await vending.jsapi_ticket(client, appid, stale=stale_param(request))
+        return await vending.jsapi_ticket(request.user, appid, stale=stale)
 
 
 class PlatformsController(Controller):
@@ -104,6 +88,8 @@ class PlatformsController(Controller):
 
     path = "/v1/platforms"
     tags = ["onboarding"]
+    guards = [Requires("onboard")]
+    security = CLIENT_KEY
 
     @post(
         "/{platform:str}/authorization-links",
@@ -119,7 +105,6 @@ class PlatformsController(Controller):
         onboarding: NamedDependency[Onboarding],
     ) -> Response[AuthorizationLinks]:
         """A fresh single-use pre-auth code, as PC and H5 links for the account's administrator."""
-        require(client, "onboard")
         return Response(
             await onboarding.create_link(client.id, platform, data), headers={"Cache-Control": "no-store"}
         )
@@ -130,6 +115,8 @@ class OpenBindingController(Controller):
 
     path = "/v1/authorizers"
     tags = ["binding"]
+    guards = [Requires("bind", authorizer=True)]
+    security = CLIENT_KEY
 
     @post(
         "/{appid:str}/open-binding",
@@ -145,5 +132,4 @@ class OpenBindingController(Controller):
     ) -> OpenBinding:
         """Bound, newly bound, or bound elsewhere (an audit finding: nothing is ever unbound here); 409
         without calling WeChat where its API cannot bind (another principal, a full open account)."""
-        require(client, "bind", appid)
         return await binding.ensure(appid, actor=client.id)

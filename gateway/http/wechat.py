@@ -11,6 +11,7 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from gateway.callbacks.intake import MAX_PUSH_BYTES, EventIntake
+from gateway.http.openapi import PUSH_ERRORS
 from gateway.onboarding.service import Onboarding
 
 __all__ = ["START_PAGE_HEADERS", "WeChatEventsController"]
@@ -44,6 +45,7 @@ class WeChatEventsController(Controller):
         media_type=MediaType.TEXT,
         request_max_body_size=MAX_PUSH_BYTES,
         summary="Authorization event URL of one platform",
+        responses=PUSH_ERRORS,
     )
     async def platform_events(
         self, platform: FromPath[str], request: Request[Any, Any, Any], intake: NamedDependency[EventIntake]
@@ -58,6 +60,7 @@ class WeChatEventsController(Controller):
         media_type=MediaType.TEXT,
         request_max_body_size=MAX_PUSH_BYTES,
         summary="Authorization event URL shared by every platform",
+        responses=PUSH_ERRORS,
     )
     async def shared_events(
         self, request: Request[Any, Any, Any], intake: NamedDependency[EventIntake]

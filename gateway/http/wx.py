@@ -12,6 +12,8 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.errors import WxError
+from gateway.http.guards import CLIENT_KEY
+from gateway.http.openapi import GATEWAY_TOKEN, WX_FORWARDED, WX_TOKEN
 from gateway.proxy.forwarding import Reply
 from gateway.proxy.policy import WxProxy
 
@@ -62,7 +64,7 @@ class WxController(Controller):
         """``/wx`` itself names no API: WeChat's 40066 (invalid url), as every other refusal here."""
         raise NotFoundException
 
-    @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape")
+    @get("/cgi-bin/token", summary="A gateway token, in WeChat's shape", responses=WX_TOKEN)
     async def token(
         self,
         request: Request[Any, Any, Any],
@@ -78,6 +80,8 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=STABLE_TOKEN_MAX_BODY,
         summary="A gateway token, in WeChat's shape (stable_token)",
+        status_code=200,
+        responses=WX_TOKEN,
     )
     async def stable_token(
         self,
@@ -96,6 +100,9 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=MAX_UPLOAD_BYTES,
         summary="A component API, with the component_access_token",
+        status_code=200,
+        responses=WX_FORWARDED,
+        security=CLIENT_KEY,
     )
     async def component(
         self,
@@ -120,6 +127,9 @@ class WxController(Controller):
         http_method=_METHODS,
         request_max_body_size=MAX_UPLOAD_BYTES,
         summary="Any authorizer API, with the real token substituted",
+        status_code=200,
+        responses=WX_FORWARDED,
+        security=GATEWAY_TOKEN,
     )
     async def forward(
         self,

@@ -18,18 +18,19 @@ import datetime
 import logging
 import sys
 from contextvars import ContextVar
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 import msgspec
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
 from gateway.errors import ConfigError
+from gateway.settings import LogFormat, LogLevel
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "REQUEST_ID", "configure_logging"]
 
-LOG_FORMATS = ("json", "text")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 # The request a line is logged in, if any: set around each HTTP request by ``gateway.http.observe``.
 REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
 # Each upstream request at INFO would drown the gateway's own lines (and carry query strings).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -24,6 +25,7 @@ from gateway.store.tables import Delivery, InboundMessage
 __all__ = [
     "DELIVERY_STATUSES",
     "DeliveryRecord",
+    "DeliveryStatus",
     "DeliveryStore",
     "DueDelivery",
     "NewDelivery",
@@ -32,7 +34,8 @@ __all__ = [
     "new_record_id",
 ]
 
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+DELIVERY_STATUSES: tuple[DeliveryStatus, ...] = get_args(DeliveryStatus)
 _RECORD_ID = re.compile(r"[0-9a-f]{24}")
 
 

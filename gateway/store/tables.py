@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -244,14 +245,14 @@ class CatalogEntry(SQLModel, table=True):
 
 
 class WebSession(SQLModel, table=True):
-    """An auditor signed in to the catalog pages: only the sha-256 of the cookie's token is kept."""
+    """A session of the auditors' pages (Litestar's server-side session data): only the sha-256 of the
+    cookie's session id is kept."""
 
     __tablename__ = "web_sessions"
     __table_args__ = (Index("ix_web_sessions_expires_at", "expires_at"),)
 
     token_sha256: str = Field(primary_key=True, max_length=64)
-    client_id: str = Field(max_length=64)
-    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     expires_at: float = Field(sa_column=Column(Float, nullable=False))
 
 

@@ -1,65 +1,107 @@
-"""Sessions of the auditors' pages, kept in the database so every replica knows them.
+"""Sessions of the auditors' pages, kept in the database so every replica knows them: the Litestar `Store`
+that Litestar's server-side sessions (``gateway.http.sessions``) keep their data in.
 
-Only the sha-256 of a session's token is stored: a copy of the table opens no session.
+Only the sha-256 of a session id is stored: a copy of the table opens no session. An expired session is
+gone for every reader at once, and its row deleted when read or by `delete_expired`.
 """
 
 from __future__ import annotations
 
-import msgspec
-from sqlalchemy import delete, insert
+import math
+from datetime import timedelta
+
+from litestar.stores.base import Store
+from sqlalchemy import delete, select, update
 from sqlmodel import col
 
 from gateway.store.database import Database
 from gateway.store.gateway_tokens import token_digest
 from gateway.store.tables import WebSession
 
-__all__ = ["StoredWebSession", "WebSessionStore"]
+__all__ = ["WebSessionStore"]
 
 
-class StoredWebSession(msgspec.Struct, frozen=True):
-    """Who a session belongs to and when it ends."""
-
-    client_id: str
-    created_at: float
-    expires_at: float
+def _seconds(value: int | timedelta | None) -> float:
+    if value is None:
+        return math.inf
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class WebSessionStore:
-    """Open, look up and end sessions."""
+class WebSessionStore(Store):
+    """Session data by session id, each with its end."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, token: str, client_id: str, lifetime_s: float) -> StoredWebSession:
-        """Store a new session for ``client_id`` under ``token``, ending ``lifetime_s`` from now."""
-        now = self._db.clock()
-        session = StoredWebSession(client_id, now, now + lifetime_s)
-        async with self._db.sessions.begin() as db_session:
-            await db_session.execute(
-                insert(WebSession).values(
-                    token_sha256=token_digest(token),
-                    client_id=client_id,
-                    created_at=session.created_at,
-                    expires_at=session.expires_at,
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        """Store ``value`` under ``key`` (replacing what was there), ending ``expires_in`` from now."""
+        data = value.encode() if isinstance(value, str) else value
+        values = {"data": data, "expires_at": self._db.clock() + _seconds(expires_in)}
+        upsert = (
+            self._db.insert(WebSession)
+            .values(token_sha256=token_digest(key), **values)
+            .on_conflict_do_update(index_elements=["token_sha256"], set_=values)
+        )
+        await self._db.write(lambda conn: conn.execute(upsert))
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        """The data of a live session, or None (none, or ended: its row is deleted); ``renew_for``
+        moves its end that far from now."""
+        digest = token_digest(key)
+        async with self._db.sessions() as session:
+            row = (
+                await session.execute(
+                    select(col(WebSession.data), col(WebSession.expires_at)).where(
+                        col(WebSession.token_sha256) == digest
+                    )
                 )
-            )
-        return session
+            ).first()
+        if row is None:
+            return None
+        now = self._db.clock()
+        if row.expires_at <= now:
+            await self.delete(key)
+            return None
+        if renew_for is not None:
+            async with self._db.sessions.begin() as session:
+                await session.execute(
+                    update(WebSession)
+                    .where(col(WebSession.token_sha256) == digest)
+                    .values(expires_at=now + _seconds(renew_for))
+                )
+        return bytes(row.data)
 
-    async def get(self, token: str) -> StoredWebSession | None:
-        """The session of ``token``, expired or not (the caller judges), or None."""
-        async with self._db.sessions() as db_session:
-            row = await db_session.get(WebSession, token_digest(token))
-        return None if row is None else StoredWebSession(row.client_id, row.created_at, row.expires_at)
+    async def delete(self, key: str) -> None:
+        """End the session of ``key`` (nothing happens when there is none)."""
+        digest = token_digest(key)
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(WebSession).where(col(WebSession.token_sha256) == digest))
 
-    async def delete(self, token: str) -> None:
-        """End the session of ``token`` (nothing happens when there is none)."""
-        async with self._db.sessions.begin() as db_session:
-            await db_session.execute(
-                delete(WebSession).where(col(WebSession.token_sha256) == token_digest(token))
-            )
+    async def delete_all(self) -> None:
+        """End every session."""
+        async with self._db.sessions.begin() as session:
+            await session.execute(delete(WebSession))
 
-    async def purge_expired(self, before: float) -> int:
-        """Forget sessions that ended before ``before``; returns how many."""
-        async with self._db.sessions.begin() as db_session:
-            result = await db_session.execute(delete(WebSession).where(col(WebSession.expires_at) < before))
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` names a live session."""
+        return await self.expires_in(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        """Whole seconds until the session of ``key`` ends; None without a live one."""
+        async with self._db.sessions() as session:
+            expires_at = (
+                await session.execute(
+                    select(col(WebSession.expires_at)).where(
+                        col(WebSession.token_sha256) == token_digest(key)
+                    )
+                )
+            ).scalar_one_or_none()
+        left = None if expires_at is None else expires_at - self._db.clock()
+        return None if left is None or left <= 0 else int(left) if math.isfinite(left) else None
+
+    async def delete_expired(self) -> int:
+        """Forget the sessions that have ended; returns how many."""
+        now = self._db.clock()
+        async with self._db.sessions.begin() as session:
+            result = await session.execute(delete(WebSession).where(col(WebSession.expires_at) <= now))
             return int(result.rowcount)  # type: ignore[attr-defined]

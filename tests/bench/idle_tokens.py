@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from sqlalchemy import bindparam, text
 
 from gateway.crypto import SecretBox
@@ -107,15 +108,7 @@ def _settings(database_url: str, box: SecretBox, *, old_policy: bool) -> Setting
     }
     if old_policy:
         env |= {"GATEWAY_TOKEN_WARM_WINDOW_S": "inf", "GATEWAY_BINDING_RECHECK_S": "0"}
-    settings = Settings.from_environ(env)
-    return Settings(
-        settings.config_path,
-        settings.database_url,
-        box,
-        settings.public_url,
-        token_warm_window_s=settings.token_warm_window_s,
-        binding_recheck_s=settings.binding_recheck_s,
-    )
+    return msgspec.structs.replace(Settings.from_environ(env), secret_keys=box)
 
 
 async def _seed(world: World, count: int) -> None:
