@@ -183,13 +183,7 @@ def _http_imports(path: Path) -> list[str]:
         if isinstance(n, ast.ImportFrom) and n.module
         for a in n.names
     ]
-    # litestar.stores is a key/value store interface with expiry, not HTTP: the sessions' table implements it
-    return [
-        name
-        for name in names
-        if name.startswith(("litestar", "starlette", "http.HTTPStatus"))
-        and not name.startswith("litestar.stores")
-    ]
+    return [name for name in names if name.startswith(("litestar", "starlette", "http.HTTPStatus"))]
 
 
 def test_only_the_http_layer_speaks_http() -> None:
