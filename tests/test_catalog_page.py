@@ -15,6 +15,7 @@ import io
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,7 @@ from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from sqlalchemy import text
 
 from gateway.http.app import create_app
-from gateway.http.sessions import CSRF_COOKIE, SESSION_COOKIE
+from gateway.http.sessions import CSRF_COOKIE, SESSION_COOKIE, SessionStore
 from gateway.registry.model import Registry
 from tests.conftest import CLIENT_KEYS, PLATFORM_SECRETS, make_settings
 from tests.support.asgi import running
@@ -409,6 +410,24 @@ async def _session_rows(world: World) -> list[tuple[str, float]]:
     async with world.services.store.engine.connect() as conn:
         rows = await conn.execute(text("SELECT token_sha256, expires_at FROM web_sessions"))
         return [(row[0], row[1]) for row in rows]
+
+
+async def test_the_session_store_keeps_litestars_contract(world: World) -> None:
+    store = SessionStore(world.services.store.web_sessions)
+    await store.set("id-1", "{}", expires_in=60)
+    await store.set("id-2", b"two", expires_in=timedelta(seconds=1))
+    assert (await store.get("id-1"), await store.exists("id-1")) == (b"{}", True)
+    assert 0 < (await store.expires_in("id-1") or 0) <= 60
+    await store.set("id-1", b"again")  # replaced, and no end any more
+    assert (await store.get("id-1"), await store.expires_in("id-1")) == (b"again", None)
+    async with world.services.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE web_sessions SET expires_at = 1 WHERE expires_at < 1e15"))
+    assert (await store.get("id-2"), await store.exists("id-2")) == (None, False)  # ended: gone
+    await store.delete("id-1")
+    assert await store.get("id-1") is None
+    await store.set("id-3", b"three", expires_in=60)
+    await store.delete_all()
+    assert await sessions_stored(world) == 0
 
 
 async def test_a_session_is_known_to_every_replica(registry: Registry, database_url: str) -> None:

@@ -34,7 +34,7 @@ from gateway.http.observe import observed
 from gateway.http.openapi import openapi_config
 from gateway.http.pages import catalog_pages
 from gateway.http.quota import QuotaController
-from gateway.http.sessions import SESSION_STORE, WebSessions
+from gateway.http.sessions import SESSION_STORE, SessionStore, WebSessions
 from gateway.http.tokens_from_memory import answer_tokens_from_memory
 from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, PlatformsController
 from gateway.http.wechat import WeChatEventsController
@@ -151,7 +151,7 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         before_request=refuse_announced_oversize,
         state=State({"services": services, ACCESS: services.vending}),
-        stores={SESSION_STORE: store.web_sessions},
+        stores={SESSION_STORE: SessionStore(store.web_sessions)},
     )
     # The busiest routes, and the event URL, are answered in front of Litestar's request pipeline, their
     # errors by their routers' handlers.

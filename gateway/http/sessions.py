@@ -2,8 +2,8 @@
 
 An auditor signs in with a client key that holds the ``catalog`` scope.
 
-- Sessions (`auditor_sessions`): Litestar's ``ServerSideSessionConfig`` over the database
-  (``gateway.store.web_sessions``, a Litestar ``Store``), so every replica knows every session and signing
+- Sessions (`auditor_sessions`): Litestar's ``ServerSideSessionConfig`` over the database (`SessionStore`,
+  a Litestar ``Store`` on ``gateway.store.web_sessions``), so every replica knows every session and signing
   out on one ends it on all. The browser keeps a random session id in an HttpOnly cookie; the table keeps
   its sha-256 and the session: the client and when it ends (``SESSION_LIFETIME_S`` after signing in,
   however active). Each request checks again that the client is still in the registry and still holds
@@ -21,9 +21,11 @@ Both are middleware of the pages only: the API routes never carry a session or a
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -33,11 +35,13 @@ from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.middleware.session.server_side import ServerSideSessionBackend, ServerSideSessionConfig
+from litestar.stores.base import Store
 from litestar.types import Message, ScopeSession
 from litestar.utils.dataclass import extract_dataclass_items
 
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
+from gateway.store.web_sessions import WebSessionStore
 
 __all__ = [
     "CSRF_COOKIE",
@@ -45,6 +49,7 @@ __all__ = [
     "SESSION_LIFETIME_S",
     "SESSION_STORE",
     "Auditor",
+    "SessionStore",
     "WebSessions",
     "auditor_sessions",
     "form_protection",
@@ -101,6 +106,36 @@ class WebSessions(ReadsRegistry):
         if expires_at <= self._clock() or client is None or "catalog" not in client.scopes:
             return None
         return Auditor(client.id, float(expires_at))
+
+
+def _seconds(value: int | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class SessionStore(Store):
+    """Litestar's ``Store`` over the database's table of sessions, which keeps only each id's sha-256."""
+
+    def __init__(self, table: WebSessionStore) -> None:
+        self._table = table
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        await self._table.set(key, data, math.inf if expires_in is None else _seconds(expires_in))
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        return await self._table.get(key, None if renew_for is None else _seconds(renew_for))
+
+    async def delete(self, key: str) -> None:
+        await self._table.delete(key)
+
+    async def delete_all(self) -> None:
+        await self._table.delete_all()
+
+    async def exists(self, key: str) -> bool:
+        return await self._table.get(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        return await self._table.expires_in(key)
 
 
 class _AuditorSessionBackend(ServerSideSessionBackend):

@@ -1,5 +1,5 @@
-"""Sessions of the auditors' pages, kept in the database so every replica knows them: the Litestar `Store`
-that Litestar's server-side sessions (``gateway.http.sessions``) keep their data in.
+"""Sessions of the auditors' pages, kept in the database so every replica knows them: the table under
+the Litestar ``Store`` that Litestar's server-side sessions keep their data in (``gateway.http.sessions``).
 
 Only the sha-256 of a session id is stored: a copy of the table opens no session. An expired session is
 gone for every reader at once, and its row deleted when read or by `delete_expired`.
@@ -8,9 +8,7 @@ gone for every reader at once, and its row deleted when read or by `delete_expir
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
-from litestar.stores.base import Store
 from sqlalchemy import delete, select, update
 from sqlmodel import col
 
@@ -21,22 +19,15 @@ from gateway.store.tables import WebSession
 __all__ = ["WebSessionStore"]
 
 
-def _seconds(value: int | timedelta | None) -> float:
-    if value is None:
-        return math.inf
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-class WebSessionStore(Store):
+class WebSessionStore:
     """Session data by session id, each with its end."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
-        """Store ``value`` under ``key`` (replacing what was there), ending ``expires_in`` from now."""
-        data = value.encode() if isinstance(value, str) else value
-        values = {"data": data, "expires_at": self._db.clock() + _seconds(expires_in)}
+    async def set(self, key: str, data: bytes, expires_in_s: float = math.inf) -> None:
+        """Store ``data`` under ``key`` (replacing what was there), ending ``expires_in_s`` from now."""
+        values = {"data": data, "expires_at": self._db.clock() + expires_in_s}
         upsert = (
             self._db.insert(WebSession)
             .values(token_sha256=token_digest(key), **values)
@@ -44,8 +35,8 @@ class WebSessionStore(Store):
         )
         await self._db.write(lambda conn: conn.execute(upsert))
 
-    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
-        """The data of a live session, or None (none, or ended: its row is deleted); ``renew_for``
+    async def get(self, key: str, renew_for_s: float | None = None) -> bytes | None:
+        """The data of a live session, or None (none, or ended: its row is deleted); ``renew_for_s``
         moves its end that far from now."""
         digest = token_digest(key)
         async with self._db.sessions() as session:
@@ -62,12 +53,12 @@ class WebSessionStore(Store):
         if row.expires_at <= now:
             await self.delete(key)
             return None
-        if renew_for is not None:
+        if renew_for_s is not None:
             async with self._db.sessions.begin() as session:
                 await session.execute(
                     update(WebSession)
                     .where(col(WebSession.token_sha256) == digest)
-                    .values(expires_at=now + _seconds(renew_for))
+                    .values(expires_at=now + renew_for_s)
                 )
         return bytes(row.data)
 
@@ -81,10 +72,6 @@ class WebSessionStore(Store):
         """End every session."""
         async with self._db.sessions.begin() as session:
             await session.execute(delete(WebSession))
-
-    async def exists(self, key: str) -> bool:
-        """Whether ``key`` names a live session."""
-        return await self.expires_in(key) is not None
 
     async def expires_in(self, key: str) -> int | None:
         """Whole seconds until the session of ``key`` ends; None without a live one."""
