@@ -38,7 +38,7 @@ from gateway.observability.metrics import Metrics
 from gateway.onboarding.invites import INVITE_KEY_PURPOSE, InviteSigner
 from gateway.onboarding.service import Onboarding
 from gateway.proxy.policy import WxProxy
-from gateway.registry.live import LiveRegistry, RegistryChanges
+from gateway.registry.live import LiveRegistry, RegistryChanges, ReloadOutcome
 from gateway.registry.model import Registry
 from gateway.settings import Settings
 from gateway.store import Store, create_engine, upgrade
@@ -122,16 +122,19 @@ def build_services(
     clock: Callable[[], float] = time.time,
     transport: httpx.AsyncBaseTransport | None = None,
     delivery_policy: DeliveryPolicy | None = None,
+    registry_sha256: str | None = None,
 ) -> Services:
-    """Every service, starting with ``registry`` (a reload swaps in another: `LiveRegistry`).
+    """Every service, starting with ``registry`` (a reload swaps in another: `LiveRegistry`), read from
+    the file of ``registry_sha256`` if it was.
 
     ``transport`` replaces the network under the upstream client (tests reach the simulator in-process
     this way); ``delivery_policy`` sets the pace of forwarding to subscribers.
     """
     store = Store(create_engine(settings.database_url), settings.secret_box, clock=clock)
-    live = LiveRegistry(registry)
+    live = LiveRegistry(registry, sha256=registry_sha256, clock=clock)
     http = new_http_client(transport=transport)
     metrics = Metrics()
+    metrics.registry_in_force(live.sha256, live.loaded_at)
     breakers = UpstreamBreakers(
         BreakerPolicy(settings.upstream_breaker_threshold, settings.upstream_breaker_cooldown_s),
         on_change=metrics.breaker_changed,
@@ -166,6 +169,16 @@ def build_services(
         warm_window_s=settings.token_warm_window_s,
     )
     audit = AuditTrail(store.audit, clock=clock)
+
+    def reloaded(outcome: ReloadOutcome) -> None:
+        metrics.registry_reloaded(outcome.ok)
+        if outcome.ok:
+            metrics.registry_in_force(live.sha256, live.loaded_at)
+        action = "registry.reloaded" if outcome.ok else "registry.reload_refused"
+        detail = f"sha256={outcome.sha256 or 'unreadable'} source={outcome.source}: {outcome.detail}"
+        audit.record(outcome.actor, action, detail=detail[:400])  # the column's size
+
+    live.on_reload(reloaded)
     authorizations = AuthorizationService(live, store, tokens, audit, clock=clock, owner=owner)
     intake = EventIntake(
         live,

@@ -38,6 +38,7 @@ caller (its status, WeChat's errcode, a page) is decided by ``gateway.http.error
         │   └── WeChatTimedOut        WeChat did not answer in time
         ├── WeChatRefused             wechat_error: WeChat refused a call with no better meaning here
         ├── RateLimited               rate_limited: past the client's rate limit, `retry_after_s`
+        ├── RegistryRefused           registry_refused: a reload asked for found the file invalid
         └── PushRejected              a push from WeChat that fails its checks; nothing is stored
             ├── PushTooLarge          body_too_large
             ├── PushParameterMissing  missing_parameter (`field`)
@@ -74,10 +75,11 @@ class RegistryError(ConfigError):
     ``str(error)`` is the one-line message operators see: ``FILE: PATH: PROBLEM``.
     """
 
-    def __init__(self, source: str, path: str, problem: str) -> None:
+    def __init__(self, source: str, path: str, problem: str, *, digest: str | None = None) -> None:
         self.source = source
         self.path = path
         self.problem = problem
+        self.digest = digest  # the sha-256 of the file refused, once it could be read
         where = f"{source}: {path}" if path else source
         super().__init__(f"{where}: {problem}")
 
@@ -361,6 +363,17 @@ class RateLimited(Refused):
     def retry_after(self) -> int:
         """``Retry-After`` in whole seconds, rounded up (at least 1: ``0`` would invite a retry at once)."""
         return max(1, math.ceil(self.retry_after_s))
+
+
+class RegistryRefused(Refused):
+    """A registry reload asked for refused the file (it does not validate); the running registry stays."""
+
+    code = "registry_refused"
+    title = "Registry refused"
+
+    def __init__(self, message: str, sha256: str | None) -> None:
+        self.sha256 = sha256
+        super().__init__(message)
 
 
 class PushRejected(Refused):

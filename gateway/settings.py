@@ -123,6 +123,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
         float,
         msgspec.Meta(ge=0, description="0 (every binding read at every sync) or a number of seconds"),
     ] = DEFAULT_BINDING_RECHECK_S
+    # Re-read the registry file this often and reload it when its bytes change (0: only SIGHUP and the
+    # admin endpoint reload): how a ConfigMap edit reaches every replica.
+    registry_watch_s: Annotated[
+        float, msgspec.Meta(ge=0, le=3600, description="0 (no watch) or a number of seconds up to 3600")
+    ] = 0.0
+    # Serve /metrics on this port only, not on the public one.
+    admin_port: (
+        Annotated[int, msgspec.Meta(ge=1, le=65535, description="a port number from 1 to 65535")] | None
+    ) = None
+    # One line per request on the logger gateway.access.
+    access_log: Annotated[bool, msgspec.Meta(description="true or false")] = True
+    # OpenTelemetry traces, exported over OTLP as the OTEL_* variables say (needs the otel extra).
+    otel: Annotated[bool, msgspec.Meta(description="true or false")] = False
     event_loop: Annotated[EventLoop, msgspec.Meta(description="auto, uvloop or asyncio")] = "auto"
     http_parser: Annotated[HttpParser, msgspec.Meta(description="auto, httptools or h11")] = "auto"
     log_level: Annotated[LogLevel, msgspec.Meta(description="one of DEBUG, INFO, WARNING, ERROR")] = "INFO"
@@ -200,7 +213,9 @@ def _refusal(field: str) -> str:
     info = msgspec.inspect.type_info(Settings)
     assert isinstance(info, msgspec.inspect.StructType)
     spec = next(f for f in info.fields if f.name == field)
-    extra = spec.type.extra_json_schema if isinstance(spec.type, msgspec.inspect.Metadata) else None
+    kinds = spec.type.types if isinstance(spec.type, msgspec.inspect.UnionType) else (spec.type,)
+    described = [t.extra_json_schema for t in kinds if isinstance(t, msgspec.inspect.Metadata)]
+    extra = described[0] if described else None
     description = (extra or {}).get("description", "valid")
     return f"{spec.encode_name} must be {description}"
 

@@ -12,7 +12,7 @@ from gateway.cli.shared import Commands, add_config_flag, in_event_loop, positiv
 from gateway.errors import ConfigError
 from gateway.http.app import create_app
 from gateway.http.serving import Listener, serve
-from gateway.registry.model import load_registry
+from gateway.registry.model import load_registry_digest
 from gateway.settings import Settings
 
 __all__ = ["add_commands"]
@@ -43,8 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
     # Until the app takes SIGHUP as "reload", its default action would end the process: a reload sent to
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    registry = load_registry(settings.config_path)
-    app = create_app(settings, registry)
+    registry, sha256 = load_registry_digest(settings.config_path)
+    app = create_app(settings, registry, registry_sha256=sha256)
     in_event_loop(lambda: serve([Listener(app, args.host, args.port)], http=settings.http_parser))
     return 0
 

@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 
 from gateway.container import build_services
 from gateway.delivery.worker import DeliveryPolicy
+from gateway.http.admin import RegistryController
 from gateway.http.catalog import AuditLogController, CatalogController
 from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import HOUSE_HANDLERS, PUSH_HANDLERS, WECHAT_HANDLERS
@@ -40,7 +41,7 @@ from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, P
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.http.wx_front import answer_wx_calls_up_front
-from gateway.registry.live import reload_on_sighup
+from gateway.registry.live import reload_on_sighup, watch_registry_file
 from gateway.registry.model import Registry
 from gateway.settings import Settings
 
@@ -66,15 +67,21 @@ def create_app(
     background: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
     delivery_policy: DeliveryPolicy | None = None,
+    registry_sha256: str | None = None,
 ) -> Litestar:
     """The gateway serving the services `build_services` makes of ``settings`` and ``registry``.
 
     ``migrate`` applies the schema on start-up; ``background`` runs the workers (`Services.running`;
-    the audit flush always runs); ``clock``, ``transport`` and ``delivery_policy`` go to
-    `build_services`.
+    the audit flush always runs); ``clock``, ``transport``, ``delivery_policy`` and ``registry_sha256``
+    (the sha-256 of the file ``registry`` was read from) go to `build_services`.
     """
     services = build_services(
-        settings, registry, clock=clock, transport=transport, delivery_policy=delivery_policy
+        settings,
+        registry,
+        clock=clock,
+        transport=transport,
+        delivery_policy=delivery_policy,
+        registry_sha256=registry_sha256,
     )
     live, store = services.registry, services.store
     sessions = WebSessions(live, clock=clock)
@@ -87,7 +94,8 @@ def create_app(
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         async with services.running(migrate=migrate, background=background):
             with reload_on_sighup(live, settings.config_path, settings.pid_file):
-                yield
+                async with watch_registry_file(live, settings.config_path, settings.registry_watch_s):
+                    yield
 
     # Each audience's router renders errors in its shape (gateway.http.errors); the app's own handlers
     # answer everything else (routing, health, the pages' fallbacks) in the house's.
@@ -109,6 +117,7 @@ def create_app(
                     AuditLogController,
                     DeliveriesController,
                     QuotaController,
+                    RegistryController,
                 ],
                 exception_handlers=HOUSE_HANDLERS,
             ),
@@ -141,6 +150,7 @@ def create_app(
             "deliveries": _constant(services.deliveries),
             "quota": _constant(services.quota),
             "sessions": _constant(sessions),
+            "live_registry": _constant(live),
             "clock": _constant(clock),
             "client": Provide(provide_client, sync_to_thread=False),
         },

@@ -10,10 +10,20 @@ transition.
 from __future__ import annotations
 
 import math
+import platform
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
+from gateway import __version__
 from gateway.wechat.breaker import BreakerKey, BreakerState
 
 __all__ = ["CREDENTIAL_KINDS", "Metrics"]
@@ -135,6 +145,45 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.registry_info = Gauge(
+            "gateway_registry_info",
+            "1, labelled with the sha-256 of the registry file this replica runs (unknown: not read from "
+            "a file)",
+            ["sha256"],
+            registry=self.registry,
+        )
+        self.registry_loaded_at = Gauge(
+            "gateway_registry_last_reload_timestamp_seconds",
+            "When this replica put the registry in force: start-up, or the last reload that swapped one in",
+            registry=self.registry,
+        )
+        self.registry_reloads = Counter(
+            "gateway_registry_reloads",
+            "Registry reloads of this replica (SIGHUP, file watch, admin endpoint), by outcome: ok, or "
+            "refused (the file did not validate and the running registry stays)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        build = Gauge(
+            "gateway_build_info",
+            "1, labelled with the gateway's version and the Python it runs on",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        # CPU, memory, open files and start time of the process; the Python implementation and version.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def registry_in_force(self, sha256: str | None, since: float) -> None:
+        """The registry in force is the file of ``sha256`` (None: not read from a file), since ``since``."""
+        self.registry_info.clear()
+        self.registry_info.labels(sha256 or "unknown").set(1)
+        self.registry_loaded_at.set(since)
+
+    def registry_reloaded(self, ok: bool) -> None:
+        """A reload swapped a registry in, or was refused."""
+        self.registry_reloads.labels("ok" if ok else "refused").inc()
 
     def observe_wechat_call(self, api: str, errcode: str, seconds: float) -> None:
         """One attempt of a call to WeChat (``WeChatClient``'s observer)."""

@@ -25,15 +25,24 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from gateway.errors import RegistryError
-from gateway.registry.model import Registry, load_registry
+from gateway.registry.model import Registry, file_digest, load_registry_digest
 
-__all__ = ["LiveRegistry", "ReadsRegistry", "RegistryChanges", "reload_on_sighup"]
+__all__ = [
+    "LiveRegistry",
+    "ReadsRegistry",
+    "RegistryChanges",
+    "ReloadOutcome",
+    "ReloadSource",
+    "reload_on_sighup",
+    "watch_registry_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,45 +94,91 @@ class RegistryChanges:
         return "; ".join(parts)
 
 
+ReloadSource = Literal["signal", "watch", "endpoint"]
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """One reload, swapped in (``ok``) or refused: for the metrics and the audit trail.
+
+    ``sha256`` is the file's (None when it could not be read); ``source`` what asked (SIGHUP, the file
+    watch, the admin endpoint); ``actor`` who (a client id, or ``operator`` for a signal, ``gateway`` for
+    the watch); ``detail`` the changes, or why the file was refused (never a secret: `RegistryError`
+    names fields, not values).
+    """
+
+    ok: bool
+    sha256: str | None
+    source: ReloadSource
+    actor: str
+    detail: str
+    at: float
+
+
 class LiveRegistry:
     """The registry in force; `swap` and `reload` replace it whole."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, *, sha256: str | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self._current = registry
+        self._clock = clock
+        self.sha256 = sha256
+        """The sha-256 of the file the registry in force was read from (None: not read from a file)."""
+        self.loaded_at = clock()
+        """When the registry in force was put in force (start-up, or the last reload that swapped)."""
         self._listeners: list[Callable[[RegistryChanges], None]] = []
+        self._reload_listeners: list[Callable[[ReloadOutcome], None]] = []
 
     def on_swap(self, listener: Callable[[RegistryChanges], None]) -> None:
         """Call ``listener`` with what changed after every swap (the new registry already in force)."""
         self._listeners.append(listener)
+
+    def on_reload(self, listener: Callable[[ReloadOutcome], None]) -> None:
+        """Call ``listener`` after every `reload`, swapped in or refused."""
+        self._reload_listeners.append(listener)
 
     @property
     def current(self) -> Registry:
         """The registry in force now. Read it once per unit of work where two reads must agree."""
         return self._current
 
-    def swap(self, registry: Registry) -> RegistryChanges:
+    def swap(self, registry: Registry, *, sha256: str | None = None) -> RegistryChanges:
         """Put ``registry`` (already validated) in force and say what changed."""
         changes = RegistryChanges.between(self._current, registry)
         self._current = registry
+        self.sha256 = sha256
+        self.loaded_at = self._clock()
         for listener in self._listeners:
             listener(changes)
         return changes
 
-    def reload(self, path: str | Path) -> bool:
+    def reload(self, path: str | Path, *, source: ReloadSource = "signal", actor: str = "operator") -> bool:
         """Read and validate the registry at ``path`` and swap it in; a file that does not validate is
         refused whole, logged with the same message as at start-up, and the running registry stays.
+        Either way the `on_reload` listeners hear of it.
 
         The file is read on the calling thread: a registry is a few kilobytes, read in milliseconds, and
         reading it here keeps reloads in the order their signals came.
         """
+        return self.reload_outcome(path, source=source, actor=actor).ok
+
+    def reload_outcome(
+        self, path: str | Path, *, source: ReloadSource = "signal", actor: str = "operator"
+    ) -> ReloadOutcome:
+        """`reload`, saying what happened."""
         try:
-            registry = load_registry(path)
+            registry, sha256 = load_registry_digest(path)
         except RegistryError as exc:
             log.error("registry reload refused, the running registry stays: %s", exc)
-            return False
-        changes = self.swap(registry)
-        log.info("registry reloaded from %s: %s", path, changes.describe())
-        return True
+            outcome = ReloadOutcome(False, exc.digest, source, actor, str(exc), self._clock())
+        else:
+            changes = self.swap(registry, sha256=sha256)
+            log.info("registry reloaded from %s: %s", path, changes.describe())
+            outcome = ReloadOutcome(True, sha256, source, actor, changes.describe(), self.loaded_at)
+        for listener in self._reload_listeners:
+            listener(outcome)
+        return outcome
 
 
 class ReadsRegistry:
@@ -163,6 +218,45 @@ def reload_on_sighup(live: LiveRegistry, path: str | Path, pid_file: str | None 
         loop.remove_signal_handler(signal.SIGHUP)
         if pid_file is not None:
             _remove_pid_file(Path(pid_file))
+
+
+@contextlib.asynccontextmanager
+async def watch_registry_file(live: LiveRegistry, path: str | Path, interval_s: float) -> AsyncIterator[None]:
+    """While inside, re-read ``path`` every ``interval_s`` seconds and reload ``live`` when the file's
+    sha-256 differs from the registry in force (0: no watch).
+
+    This is how an edit reaches every replica: each reads its own copy (a Kubernetes ConfigMap is
+    updated in every pod by the kubelet) and each notices it. The bytes are compared, not the mtime,
+    since a ConfigMap swaps a symlink and a copy may keep its time; a refused file is not tried again
+    until it changes once more, so one bad edit is one refusal in the log and the audit trail.
+    """
+    if interval_s <= 0:
+        yield
+        return
+    task = asyncio.create_task(_watch(live, Path(path), interval_s), name="registry-watch")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _watch(live: LiveRegistry, path: Path, interval_s: float) -> None:
+    tried = live.sha256 if live.sha256 is not None else _digest_of(path)
+    while True:
+        await asyncio.sleep(interval_s)
+        seen = _digest_of(path)
+        if seen is None or seen in (tried, live.sha256):
+            continue  # a file missing for a moment (being replaced) is not a registry to refuse
+        tried = live.reload_outcome(path, source="watch", actor="gateway").sha256 or seen
+
+
+def _digest_of(path: Path) -> str | None:
+    try:
+        return file_digest(path.read_bytes())
+    except OSError:
+        return None
 
 
 def _write_pid_file(path: Path) -> None:

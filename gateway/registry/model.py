@@ -16,6 +16,7 @@ the environment appears as its ``${VAR}`` reference.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import math
@@ -47,7 +48,9 @@ __all__ = [
     "Secret",
     "Subscription",
     "WechatSettings",
+    "file_digest",
     "load_registry",
+    "load_registry_digest",
     "parse_registry",
     "principal_key",
 ]
@@ -216,14 +219,34 @@ class Registry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 def load_registry(path: str | Path, environ: Mapping[str, str] | None = None) -> Registry:
     """Read, resolve and validate the registry file at `path`; ``${VAR}`` comes from `environ` (default
     `os.environ`). Raises `RegistryError` whose source is `path` as given."""
+    return load_registry_digest(path, environ)[0]
+
+
+def load_registry_digest(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Registry, str]:
+    """`load_registry`, and the sha-256 (hex) of the file's bytes as read: what ``sha256sum`` prints, so
+    an operator can tell which file each replica runs. Raises `RegistryError`, whose ``digest`` is set
+    once the file could be read."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RegistryError(source, "", "cannot read file: not UTF-8 text") from None
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise RegistryError(source, "", f"cannot read file: {exc.strerror or exc}") from None
-    return parse_registry(text, source=source, environ=os.environ if environ is None else environ)
+    digest = file_digest(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RegistryError(source, "", "cannot read file: not UTF-8 text", digest=digest) from None
+    try:
+        registry = parse_registry(text, source=source, environ=os.environ if environ is None else environ)
+    except RegistryError as exc:
+        exc.digest = digest
+        raise
+    return registry, digest
+
+
+def file_digest(data: bytes) -> str:
+    """The sha-256 (hex) of a registry file's bytes."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def parse_registry(text: str, *, source: str, environ: Mapping[str, str]) -> Registry:
