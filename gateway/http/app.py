@@ -168,6 +168,8 @@ def create_app(
     front = answer_tokens_from_memory(app.asgi_handler, services.vending, HOUSE_HANDLERS)
     front = answer_wx_calls_up_front(front, services.proxy, WECHAT_HANDLERS)
     app.asgi_handler = observed(
-        answer_pushes_up_front(front, services.intake, PUSH_HANDLERS), services.metrics
+        answer_pushes_up_front(front, services.intake, PUSH_HANDLERS),
+        services.metrics,
+        log_access=settings.access_log,
     )
     return app

@@ -1,15 +1,21 @@
-"""Every HTTP request: a request id bound to its log lines and echoed back, and its route, status and
-latency counted.
+"""Every HTTP request: a request id bound to its log lines and echoed back, its route, status and
+latency counted, and one access line logged (``gateway.access``).
 
 It wraps the app's ASGI handler, outside Litestar's routing, so that requests matching no route (404,
 405) are counted and carry a request id too: Litestar's own middleware runs only around matched handlers.
 The route label is Litestar's path template (``/v1/authorizers/{appid}/access-token``), never the raw
 path, so no appid or id becomes a label. The token route is benchmarked: this adds a few microseconds.
+
+The access line names the client (the registry's id of the client a guard or the token lane admitted:
+``scope["user"]``; else the peer's address), the route template, method, status, duration and request id:
+never the raw path, query string or a header, where keys and tokens travel. Refusals are logged like
+any answer. Every lane answers inside this wrapper, so every request gets its line.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -33,10 +39,11 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _ID_PREFIX = secrets.token_hex(4)
 _next_id = itertools.count(1)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+access_log = logging.getLogger("gateway.access")
 
 
-def observed(app: ASGIApp, metrics: Metrics) -> ASGIApp:
-    """``app`` with request ids and HTTP metrics."""
+def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGIApp:
+    """``app`` with request ids, HTTP metrics and (``log_access``) an access line per request."""
     # The labelled children, looked up once per (route, method, status): ``labels()`` costs more than the
     # increments themselves. Bounded, since routes are the app's templates and methods a fixed set.
     children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -60,9 +67,12 @@ def observed(app: ASGIApp, metrics: Metrics) -> ASGIApp:
         try:
             await app(scope, receive, send_with_id)
         finally:
-            REQUEST_ID.reset(bound)
             route = scope.get("path_template") or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
+            seconds = time.perf_counter() - started
+            if log_access and access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, route, method, status, seconds)
+            REQUEST_ID.reset(bound)
             key = (route, method, status)
             if key not in children:
                 children[key] = (
@@ -71,9 +81,30 @@ def observed(app: ASGIApp, metrics: Metrics) -> ASGIApp:
                 )
             requests, latency = children[key]
             requests.inc()
-            latency.observe(time.perf_counter() - started)
+            latency.observe(seconds)
 
     return handle
+
+
+def _log_access(scope: Scope, route: str, method: str, status: int, seconds: float) -> None:
+    user = scope.get("user")
+    client = getattr(user, "id", None)
+    if client is None:
+        peer = scope.get("client")
+        client = peer[0] if peer else "-"
+    access_log.info(
+        "%s %s %d",
+        method,
+        route,
+        status,
+        extra={
+            "client": client,
+            "route": route,
+            "method": method,
+            "status": status,
+            "duration_s": round(seconds, 6),
+        },
+    )
 
 
 def _request_id(scope: Scope) -> str:
