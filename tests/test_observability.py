@@ -62,7 +62,9 @@ async def test_requests_upstream_calls_renewals_and_state_are_measured(ready: Wo
     for platform in ("retail", "finance"):
         assert 0 <= value(after, "gateway_ticket_age_seconds", platform=platform) < 60
         for kind in ("component", "authorizer", "jsapi"):
-            assert (("gateway_breakers_open", frozenset({("kind", kind), ("platform", platform)}))) in after
+            assert (
+                ("gateway_quota_held_credentials", frozenset({("kind", kind), ("platform", platform)}))
+            ) in after
     assert ("gateway_deliveries", frozenset({("status", "pending")})) in after
     # Labels carry templates and registry ids, never an appid or a secret.
     labels = {v for _, pairs in after for _, v in pairs}
@@ -83,8 +85,8 @@ async def test_45009_counts_a_quota_error_and_shows_the_open_breaker(ready: Worl
     )
     outcome = {"kind": "authorizer", "platform": "retail", "outcome": "wechat_quota_exhausted"}
     assert grew(before, after, "gateway_renewals_total", **outcome) == 1  # the breaker holds the others
-    assert value(after, "gateway_breakers_open", kind="authorizer", platform="retail") == 1
-    assert value(after, "gateway_breakers_open", kind="component", platform="retail") == 0
+    assert value(after, "gateway_quota_held_credentials", kind="authorizer", platform="retail") == 1
+    assert value(after, "gateway_quota_held_credentials", kind="component", platform="retail") == 0
     refused = {"route": TOKEN_ROUTE, "method": "GET", "status": "503"}
     assert grew(before, after, "gateway_http_requests_total", **refused) == 3
 

@@ -119,8 +119,8 @@ class Metrics:
             ["platform"],
             registry=self.registry,
         )
-        self.breakers_open = Gauge(
-            "gateway_breakers_open",
+        self.quota_held = Gauge(
+            "gateway_quota_held_credentials",
             "Credentials whose renewal the 45009 breaker holds until the quota resets or is cleared",
             ["kind", "platform"],
             registry=self.registry,
@@ -210,7 +210,7 @@ class Metrics:
         """
         self.database_up.set(1)
         self.ticket_age.clear()
-        self.breakers_open.clear()
+        self.quota_held.clear()
         known = set(platforms)
         for platform_id in sorted(known):
             received = received_at.get(platform_id)
@@ -218,17 +218,17 @@ class Metrics:
                 math.inf if received is None else max(0.0, now - received)
             )
             for kind in CREDENTIAL_KINDS:
-                self.breakers_open.labels(kind, platform_id).set(0)
+                self.quota_held.labels(kind, platform_id).set(0)
         for kind, platform_id in blocked:
             if platform_id in known and kind in CREDENTIAL_KINDS:
-                self.breakers_open.labels(kind, platform_id).inc()
+                self.quota_held.labels(kind, platform_id).inc()
         for status, count in deliveries.items():
             self.deliveries.labels(status).set(count)
 
     def sample_failed(self) -> None:
         """The database did not answer: drop the state gauges rather than show stale values."""
         self.database_up.set(0)
-        for gauge in (self.ticket_age, self.breakers_open, self.deliveries):
+        for gauge in (self.ticket_age, self.quota_held, self.deliveries):
             gauge.clear()
 
     def render(self) -> bytes:
