@@ -8,9 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
+import msgspec
+
 from gateway.cli.shared import Commands, add_config_flag, in_event_loop, positive_int
 from gateway.errors import ConfigError
-from gateway.http.app import create_app
+from gateway.http.app import create_admin_app, create_app
 from gateway.http.serving import Listener, serve
 from gateway.registry.model import load_registry_digest
 from gateway.settings import Settings
@@ -24,6 +26,12 @@ def add_commands(commands: Commands) -> None:
     add_config_flag(serving)
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=8000)
+    serving.add_argument(
+        "--admin-port",
+        type=_port,
+        help="serve /metrics on this port only, not on --port (default $GATEWAY_ADMIN_PORT)",
+    )
+    serving.add_argument("--admin-host", help="the admin port's address (default: --host's)")
     serving.add_argument(
         "--pid-file", help="write the process id here for `gateway reload` (default $GATEWAY_PID_FILE)"
     )
@@ -43,10 +51,22 @@ def _serve(args: argparse.Namespace) -> int:
     # Until the app takes SIGHUP as "reload", its default action would end the process: a reload sent to
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if args.admin_port is not None:
+        settings = msgspec.structs.replace(settings, admin_port=args.admin_port)
     registry, sha256 = load_registry_digest(settings.config_path)
     app = create_app(settings, registry, registry_sha256=sha256)
-    in_event_loop(lambda: serve([Listener(app, args.host, args.port)], http=settings.http_parser))
+    listeners = [Listener(app, args.host, args.port)]
+    if settings.admin_port is not None:
+        listeners.append(Listener(create_admin_app(app), args.admin_host or args.host, settings.admin_port))
+    in_event_loop(lambda: serve(listeners, http=settings.http_parser))
     return 0
+
+
+def _port(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    return port
 
 
 def _reload(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from gateway.container import build_services
+from gateway.container import Services, build_services
 from gateway.delivery.worker import DeliveryPolicy
 from gateway.http.admin import RegistryController
 from gateway.http.catalog import AuditLogController, CatalogController
@@ -28,7 +28,7 @@ from gateway.http.deliveries import DeliveriesController
 from gateway.http.errors import HOUSE_HANDLERS, PUSH_HANDLERS, WECHAT_HANDLERS
 from gateway.http.event_url import answer_pushes_up_front
 from gateway.http.guards import ACCESS, provide_client
-from gateway.http.health import HealthController
+from gateway.http.health import HealthController, MetricsController
 from gateway.http.limits import MAX_BODY_BYTES, refuse_announced_oversize
 from gateway.http.messages import WeChatMessagesController
 from gateway.http.observe import observed
@@ -45,7 +45,7 @@ from gateway.registry.live import reload_on_sighup, watch_registry_file
 from gateway.registry.model import Registry
 from gateway.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["create_admin_app", "create_app"]
 
 _STATIC_CACHE = CacheControlHeader(max_age=3600, public=True)  # the pages' stylesheet and icon
 CSRF_KEY_PURPOSE = "catalog pages csrf"  # the pages' CSRF tokens are signed under this derived key
@@ -99,9 +99,12 @@ def create_app(
 
     # Each audience's router renders errors in its shape (gateway.http.errors); the app's own handlers
     # answer everything else (routing, health, the pages' fallbacks) in the house's.
+    # With an admin port, /metrics is served there only (`create_admin_app`), not to the public.
+    public_metrics = [MetricsController] if settings.admin_port is None else []
     app = Litestar(
         route_handlers=[
             HealthController,
+            *public_metrics,
             Router(
                 "/",
                 route_handlers=[WeChatEventsController, WeChatMessagesController],
@@ -173,3 +176,26 @@ def create_app(
         log_access=settings.access_log,
     )
     return app
+
+
+def create_admin_app(app: Litestar) -> Litestar:
+    """``/metrics`` of ``app`` (a `create_app` app) alone, for the admin port: it runs on ``app``'s
+    services, which ``app``'s lifespan opens and closes, so both are served in one process."""
+    services: Services = app.state["services"]
+    live = services.registry
+
+    def current_registry() -> Registry:
+        return live.current
+
+    return Litestar(
+        route_handlers=[MetricsController],
+        dependencies={
+            "metrics": _constant(services.metrics),
+            "store": _constant(services.store),
+            "registry": Provide(current_registry, sync_to_thread=False),
+            "clock": _constant(services.clock),
+        },
+        exception_handlers=HOUSE_HANDLERS,
+        openapi_config=None,
+        logging_config=None,
+    )

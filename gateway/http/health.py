@@ -1,4 +1,5 @@
-"""Liveness, readiness and metrics."""
+"""Liveness and readiness (`HealthController`), and metrics (`MetricsController`: on the public port,
+or alone on the admin port when ``GATEWAY_ADMIN_PORT`` is set)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from gateway.registry.model import Registry
 from gateway.store import Store
 from gateway.store.credentials import StoredCredential
 
-__all__ = ["HealthController", "PlatformReadiness", "Readiness"]
+__all__ = ["HealthController", "MetricsController", "PlatformReadiness", "Readiness"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,37 @@ class HealthController(Controller):
         """The process is alive."""
         return Alive("ok")
 
+    @get("/readyz", cache=False)
+    async def readyz(
+        self,
+        store: NamedDependency[Store],
+        registry: NamedDependency[Registry],
+        clock: NamedDependency[Callable[[], float]],
+    ) -> Response[Readiness]:
+        """Ready to serve; each platform says whether it has a ticket, and how old it is."""
+        try:
+            await store.ping()
+            receipts = await store.ticket_receipts()
+            component_tokens = {
+                c.key.removeprefix("component:"): c for c in await store.credentials.get_many("component:")
+            }
+        except Exception as exc:  # any database failure means "not ready", whatever its kind
+            log.warning("readiness: database unavailable: %s", type(exc).__name__)
+            down = [PlatformReadiness(p.id, None, None, "database unavailable") for p in registry.platforms]
+            return Response(Readiness("not_ready", down), status_code=503)
+        now = clock()
+        platforms = [
+            _platform_readiness(p.id, receipts.get(p.id), component_tokens.get(p.id), now)
+            for p in registry.platforms
+        ]
+        return Response(Readiness("ready", platforms), status_code=200)
+
+
+class MetricsController(Controller):
+    """Prometheus' scrape."""
+
+    tags = ["operations"]
+
     @get("/metrics", cache=False, media_type="text/plain; version=0.0.4")
     async def metrics(
         self,
@@ -82,31 +114,6 @@ class HealthController(Controller):
                 now,
             )
         return metrics.render()
-
-    @get("/readyz", cache=False)
-    async def readyz(
-        self,
-        store: NamedDependency[Store],
-        registry: NamedDependency[Registry],
-        clock: NamedDependency[Callable[[], float]],
-    ) -> Response[Readiness]:
-        """Ready to serve; each platform says whether it has a ticket, and how old it is."""
-        try:
-            await store.ping()
-            receipts = await store.ticket_receipts()
-            component_tokens = {
-                c.key.removeprefix("component:"): c for c in await store.credentials.get_many("component:")
-            }
-        except Exception as exc:  # any database failure means "not ready", whatever its kind
-            log.warning("readiness: database unavailable: %s", type(exc).__name__)
-            down = [PlatformReadiness(p.id, None, None, "database unavailable") for p in registry.platforms]
-            return Response(Readiness("not_ready", down), status_code=503)
-        now = clock()
-        platforms = [
-            _platform_readiness(p.id, receipts.get(p.id), component_tokens.get(p.id), now)
-            for p in registry.platforms
-        ]
-        return Response(Readiness("ready", platforms), status_code=200)
 
 
 def _platform_readiness(
