@@ -2,7 +2,15 @@
 can read, every refusal of ``/v1`` by status with the codes it carries, and ``/wx`` as WeChat's SDKs meet
 it: WeChat's answers passed through, and the gateway's own refusals in WeChat's errcode shape.
 
-Nothing secret is in it: the document is built from types and words, never from the registry."""
+Nothing secret is in it: the document is built from types and words, never from the registry.
+
+``/schema`` (and ``/schema/redoc``) is the document as a page, Redoc's, whose script is served from the
+package (``gateway/http/static/redoc.standalone.js``: npm's ``redoc`` 2.5.4, ``bundles/``, unchanged),
+never from a CDN: the gateway runs where the internet may be out of reach, and a docs page should not tell a
+third party who reads it. The page's Content-Security-Policy keeps the browser from loading anything
+elsewhere (Redoc's footer would fetch its maker's logo; refused, Redoc hides it). ``/schema/openapi.json``
+and ``/schema/openapi.yaml`` are the document itself.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,11 @@ import re
 from typing import Any, Literal, cast
 
 import msgspec
-from litestar import MediaType
+from litestar import MediaType, Router
+from litestar.datastructures import ResponseHeader
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, Reference, SecurityRequirement, SecurityScheme
 from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
@@ -189,6 +199,15 @@ _GATEWAY_TOKEN_SCHEME = SecurityScheme(
 
 _WORD = re.compile(r"[^A-Za-z0-9]+")
 
+REDOC_JS = "/static/redoc.standalone.js"
+_FAVICON = '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
+# Redoc runs an inline init script, styles itself inline (styled-components) and searches in a blob: worker.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
 
 def _operation_id(handler: HTTPRouteHandler, method: Method, _: list[str | PathParameterDefinition]) -> str:
     """The handler's name in camelCase (``access_token`` -> ``accessToken``); a handler of several
@@ -214,4 +233,15 @@ def openapi_config() -> OpenAPIConfig:
         path="/schema",
         components=components,
         operation_id_creator=_operation_id,
+        render_plugins=[
+            RedocRenderPlugin(path=["/", "/redoc"], js_url=REDOC_JS, google_fonts=False, favicon=_FAVICON),
+            JsonRenderPlugin(),
+            YamlRenderPlugin(),
+        ],
+        openapi_router=Router(
+            "/schema",
+            route_handlers=[],
+            response_headers=[ResponseHeader(name="Content-Security-Policy", value=DOCS_CSP)],
+            include_in_schema=False,
+        ),
     )
