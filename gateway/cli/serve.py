@@ -14,6 +14,7 @@ from gateway.cli.shared import Commands, add_config_flag, in_event_loop, positiv
 from gateway.errors import ConfigError
 from gateway.http.app import create_admin_app, create_app
 from gateway.http.serving import Listener, serve
+from gateway.observability.tracing import configure_tracing
 from gateway.registry.model import load_registry_digest
 from gateway.settings import Settings
 
@@ -54,11 +55,17 @@ def _serve(args: argparse.Namespace) -> int:
     if args.admin_port is not None:
         settings = msgspec.structs.replace(settings, admin_port=args.admin_port)
     registry, sha256 = load_registry_digest(settings.config_path)
-    app = create_app(settings, registry, registry_sha256=sha256)
-    listeners = [Listener(app, args.host, args.port)]
-    if settings.admin_port is not None:
-        listeners.append(Listener(create_admin_app(app), args.admin_host or args.host, settings.admin_port))
-    in_event_loop(lambda: serve(listeners, http=settings.http_parser))
+    tracing = configure_tracing() if settings.otel else None
+    try:
+        app = create_app(settings, registry, registry_sha256=sha256)
+        listeners = [Listener(app, args.host, args.port)]
+        if settings.admin_port is not None:
+            admin = create_admin_app(app)
+            listeners.append(Listener(admin, args.admin_host or args.host, settings.admin_port))
+        in_event_loop(lambda: serve(listeners, http=settings.http_parser))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the spans still batched are sent
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from litestar import Litestar, Router
@@ -22,6 +23,7 @@ from litestar.template.config import TemplateConfig
 
 from gateway.container import Services, build_services
 from gateway.delivery.worker import DeliveryPolicy
+from gateway.errors import ConfigError
 from gateway.http.admin import RegistryController
 from gateway.http.catalog import AuditLogController, CatalogController
 from gateway.http.deliveries import DeliveriesController
@@ -41,9 +43,13 @@ from gateway.http.v1 import AuthorizerTokensController, OpenBindingController, P
 from gateway.http.wechat import WeChatEventsController
 from gateway.http.wx import WxController
 from gateway.http.wx_front import answer_wx_calls_up_front
+from gateway.observability.tracing import tracing_installed
 from gateway.registry.live import reload_on_sighup, watch_registry_file
 from gateway.registry.model import Registry
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 __all__ = ["create_admin_app", "create_app"]
 
@@ -68,12 +74,14 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     delivery_policy: DeliveryPolicy | None = None,
     registry_sha256: str | None = None,
+    tracer: Tracer | None = None,
 ) -> Litestar:
     """The gateway serving the services `build_services` makes of ``settings`` and ``registry``.
 
     ``migrate`` applies the schema on start-up; ``background`` runs the workers (`Services.running`;
     the audit flush always runs); ``clock``, ``transport``, ``delivery_policy`` and ``registry_sha256``
-    (the sha-256 of the file ``registry`` was read from) go to `build_services`.
+    (the sha-256 of the file ``registry`` was read from) go to `build_services`. With
+    ``settings.otel``, every request is a span of ``tracer`` (default: the process provider's).
     """
     services = build_services(
         settings,
@@ -170,11 +178,14 @@ def create_app(
     # errors by their routers' handlers.
     front = answer_tokens_from_memory(app.asgi_handler, services.vending, HOUSE_HANDLERS)
     front = answer_wx_calls_up_front(front, services.proxy, WECHAT_HANDLERS)
-    app.asgi_handler = observed(
-        answer_pushes_up_front(front, services.intake, PUSH_HANDLERS),
-        services.metrics,
-        log_access=settings.access_log,
-    )
+    front = answer_pushes_up_front(front, services.intake, PUSH_HANDLERS)
+    if settings.otel:
+        if not tracing_installed():
+            raise ConfigError("GATEWAY_OTEL is set but OpenTelemetry is not installed: pip install '.[otel]'")
+        from gateway.http.traced import traced  # the otel extra: imported only when tracing
+
+        front = traced(front, tracer)
+    app.asgi_handler = observed(front, services.metrics, log_access=settings.access_log)
     return app
 
 
