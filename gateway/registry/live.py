@@ -16,6 +16,10 @@ with the registry it started with.
 
 `reload_on_sighup` wires the signal: the handler is installed for as long as the app runs and, where
 one is asked for, a pid file names the process for ``gateway reload`` while a SIGHUP reloads it.
+`watch_registry_file` reloads when the file's bytes change (``GATEWAY_REGISTRY_WATCH_S``): each replica
+watches its own copy, so an edit that reaches every copy reaches every replica. Whatever asked (signal,
+watch, the admin endpoint), each reload's `ReloadOutcome` goes to the `on_reload` listeners: the container
+counts it and writes it to the audit trail.
 """
 
 from __future__ import annotations
