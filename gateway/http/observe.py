@@ -92,19 +92,19 @@ def _log_access(scope: Scope, route: str, method: str, status: int, seconds: flo
     if client is None:
         peer = scope.get("client")
         client = peer[0] if peer else "-"
-    access_log.info(
-        "%s %s %d",
-        method,
-        route,
-        status,
-        extra={
-            "client": client,
-            "route": route,
-            "method": method,
-            "status": status,
-            "duration_s": round(seconds, 6),
-        },
+    fields = {
+        "client": client,
+        "route": route,
+        "method": method,
+        "status": status,
+        "duration_s": round(seconds, 6),
+    }
+    # The record made directly and handled: `Logger.info` would first walk the stack for the caller's file
+    # and line, which no line of ours shows, and that walk was a third of the line's cost.
+    record = access_log.makeRecord(
+        access_log.name, logging.INFO, "", 0, "%s %s %d", (method, route, status), None, extra=fields
     )
+    access_log.handle(record)
 
 
 def _request_id(scope: Scope) -> str:
