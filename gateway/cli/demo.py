@@ -143,7 +143,10 @@ async def run_demo(config_path: Path, host: str, port: int, simulator_port: int)
     environ.update(demo_environment(config_path, environ))
     environ.setdefault("GATEWAY_DATABASE_URL", f"sqlite+aiosqlite:///{workdir / 'gateway.db'}")
     environ.setdefault("GATEWAY_PUBLIC_URL", f"http://{host}:{port}")
-    settings = Settings.from_environ(environ, config_path=str(config_path))
+    # The demo serves the gateway on one port, /metrics included, whatever GATEWAY_ADMIN_PORT says.
+    settings = msgspec.structs.replace(
+        Settings.from_environ(environ, config_path=str(config_path)), admin_port=None
+    )
     registry = load_registry(config_path, environ)
     simulator_url = f"http://{host}:{simulator_port}"
     # The demo's WeChat is its own simulator, whatever port it was given: its API and the authorization

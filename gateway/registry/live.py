@@ -253,7 +253,11 @@ async def _watch(live: LiveRegistry, path: Path, interval_s: float) -> None:
         seen = _digest_of(path)
         if seen is None or seen in (tried, live.sha256):
             continue  # a file missing for a moment (being replaced) is not a registry to refuse
-        tried = live.reload_outcome(path, source="watch", actor="gateway").sha256 or seen
+        try:
+            tried = live.reload_outcome(path, source="watch", actor="gateway").sha256 or seen
+        except Exception:  # a listener's fault must not end the watch: the next edit is still watched
+            log.exception("registry watch: a reload listener failed")
+            tried = seen
 
 
 def _digest_of(path: Path) -> str | None:
