@@ -64,8 +64,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def standard_secret(secret: str) -> str:
-    """``secret`` as the Standard Webhooks libraries take it (``whsec_`` + base64 of its key): the same
-    string for a ``whsec_`` secret, the converted one for a plain secret."""
+    """``secret`` as the Standard Webhooks libraries take it (``whsec_`` + padded base64 of its key): a
+    ``whsec_`` secret as written (padding added if it had none), a plain secret converted."""
     return STANDARD_SECRET_PREFIX + base64.b64encode(standard_key(secret)).decode()
 
 
