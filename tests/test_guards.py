@@ -33,6 +33,7 @@ ROUTES = [
     ("GET", "/v1/deliveries", None, "audit", "admin"),
     ("POST", REPLAY, None, "audit", "admin"),
     ("POST", "/v1/platforms/retail/clear-quota", None, "audit", "admin"),
+    ("POST", "/v1/admin/registry/reload", None, "audit", "admin"),
 ]
 
 
