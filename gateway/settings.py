@@ -135,7 +135,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
     migrate: Annotated[bool, msgspec.Meta(description="1 or 0 (true or false)")] = True
     # `serve`'s refusals an operator chose to run past, by name (comma-separated in the environment)
     allow_unsafe: Annotated[
-        frozenset[Unsafe], msgspec.Meta(description="a comma-separated list of: example-keys, http-public-url")
+        frozenset[Unsafe],
+        msgspec.Meta(description="a comma-separated list of: example-keys, http-public-url"),
     ] = frozenset()
     # Which of the variables `serve` will not leave to a default were left to it (not read from the
     # environment: from_environ fills it in).

@@ -131,7 +131,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> SchemaStatus:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         before = await conn.run_sync(_status)
         if before.state == "ahead":
-            log.warning("%s; not migrating it (docs/operations.md, Upgrades and rollbacks)", before.describe())
+            log.warning("%s; not migrating it (docs/operations.md: rollbacks)", before.describe())
             return before
         try:
             await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), revision))
