@@ -6,7 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import binding, catalog, config, db, deliveries, demo, keys, onboarding, serve, simulate
+from gateway.cli import (
+    binding,
+    catalog,
+    config,
+    db,
+    deliveries,
+    demo,
+    doctor,
+    keys,
+    onboarding,
+    serve,
+    simulate,
+)
 from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
@@ -15,7 +27,7 @@ __all__ = ["main"]
 
 EXIT_INVALID = 2
 # In the order `gateway --help` lists their commands.
-_COMMAND_MODULES = (serve, demo, config, db, binding, catalog, onboarding, deliveries, keys, simulate)
+_COMMAND_MODULES = (serve, demo, doctor, config, db, binding, catalog, onboarding, deliveries, keys, simulate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
