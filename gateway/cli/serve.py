@@ -73,6 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Until the app takes SIGHUP as "reload", its default action would end the process: a reload sent to
     # an instance still starting is ignored instead.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    settings.secret_box  # noqa: B018  # refused first: nothing runs without it
     registry = load_registry(settings.config_path)
     refusals = unsafe_settings(settings, registry)
     for refusal in refusals:
