@@ -49,6 +49,7 @@ CLOCK_WARN_S = 2.0
 CLOCK_FAIL_S = 10.0
 WECHAT_HOSTS = ("https://api.weixin.qq.com", "https://api2.weixin.qq.com")
 _TIMEOUT_S = 5.0
+_READ_TABLES = "the user of GATEWAY_DATABASE_URL needs to read the gateway's tables"
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -189,8 +190,13 @@ async def _database_findings(
                 "skipped)",
             )
         ]
-    findings = [Finding("database", "ok", f"{engine.dialect.name} answers")]
-    status = await schema_status(engine)
+    dialect = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(engine.dialect.name, engine.dialect.name)
+    findings = [Finding("database", "ok", f"{dialect} answers")]
+    try:
+        status = await schema_status(engine)
+    except DBAPIError as exc:
+        findings.append(Finding("schema", "fail", f"cannot be read: {_reason(exc)}", _READ_TABLES))
+        return findings
     if status.state == "at_head":
         findings.append(Finding("schema", "ok", status.describe()))
     elif status.state == "ahead":
@@ -199,8 +205,8 @@ async def _database_findings(
                 "schema",
                 "warn",
                 status.describe(),
-                "this release runs on it only with `gateway serve --no-migrate` (docs/operations.md, "
-                "Upgrades and rollbacks)",
+                "this release serves it without migrating it, as after a rollback (docs/operations.md, "
+                "Upgrades and rollbacks); the release that migrated it checks it fully",
             )
         )
     else:
@@ -213,9 +219,12 @@ async def _database_findings(
     # Without a key nothing opens; a throwaway one still reads what needs no opening (ticket receipts).
     box = settings.secret_keys or SecretBox(os.urandom(32))
     store = Store(engine, box, clock=clock)
-    findings += await _credential_findings(
-        store, registry, settings.public_url, settings.secret_keys is not None, clock()
-    )
+    try:
+        findings += await _credential_findings(
+            store, registry, settings.public_url, settings.secret_keys is not None, clock()
+        )
+    except DBAPIError as exc:
+        findings.append(Finding("credentials", "fail", f"cannot be read: {_reason(exc)}", _READ_TABLES))
     return findings
 
 
