@@ -39,8 +39,8 @@ def add_commands(commands: Commands) -> None:
     serving.add_argument(
         "--no-migrate",
         action="store_true",
-        help="leave the schema as it is (default $GATEWAY_MIGRATE, 1); refuse to start on a database "
-        "behind this release (`gateway db upgrade` brings it up)",
+        help="leave the schema as it is, as GATEWAY_MIGRATE=0 does: refuse to start on a database behind "
+        "this release (`gateway db upgrade` brings it up), serve a newer one",
     )
     serving.add_argument(
         "--allow-unsafe",
