@@ -7,7 +7,7 @@ import argparse
 
 import msgspec
 
-from gateway.cli.shared import Commands, add_config_flag, in_event_loop
+from gateway.cli.shared import Commands, add_config_flag, add_json_flag, in_event_loop, print_json
 from gateway.errors import ConfigError
 from gateway.observability.doctor import Finding, examine
 from gateway.registry.model import Registry, load_registry
@@ -33,7 +33,7 @@ def add_commands(commands: Commands) -> None:
         "on; exit 1 if any check fails",
     )
     add_config_flag(doctor)
-    doctor.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    add_json_flag(doctor, "the checks as one JSON document")
     doctor.set_defaults(run=_doctor)
 
 
@@ -48,7 +48,7 @@ def _doctor(args: argparse.Namespace) -> int:
     findings = in_event_loop(lambda: examine(settings, registry, problem))
     failed = any(finding.verdict == "fail" for finding in findings)
     if args.json:
-        print(msgspec.json.encode(Report(not failed, findings)).decode())
+        print_json(Report(not failed, findings))
     else:
         width = max(len(finding.check) for finding in findings)
         for finding in findings:
