@@ -7,7 +7,19 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import binding, catalog, config, db, deliveries, demo, keys, onboarding, serve, simulate
+from gateway.cli import (
+    binding,
+    catalog,
+    config,
+    db,
+    deliveries,
+    demo,
+    doctor,
+    keys,
+    onboarding,
+    serve,
+    simulate,
+)
 from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
@@ -17,7 +29,7 @@ __all__ = ["main", "version"]
 EXIT_INVALID = 2
 DISTRIBUTION = "group-gateway"  # the name pyproject.toml gives the package
 # In the order `gateway --help` lists their commands.
-_COMMAND_MODULES = (serve, demo, config, db, binding, catalog, onboarding, deliveries, keys, simulate)
+_COMMAND_MODULES = (serve, demo, doctor, config, db, binding, catalog, onboarding, deliveries, keys, simulate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
