@@ -113,7 +113,7 @@ def add_commands(commands: Commands) -> None:
     """``demo``."""
     demo = commands.add_parser("demo", help="run the gateway beside the WeChat simulator, with demo data")
     demo.add_argument(
-        "--config", type=Path, help="the registry (default: the packaged copy of config/registry.example.yaml)"
+        "--config", type=Path, help="the registry (default: config/registry.example.yaml, as packaged)"
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
