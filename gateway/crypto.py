@@ -1,4 +1,5 @@
-"""WeChat message crypto (WXBizMsgCrypt) and the sealing of secrets at rest. Pure: no I/O.
+"""WeChat message crypto (WXBizMsgCrypt), the sealing of secrets at rest, and the HMAC key of a webhook
+secret. Pure: no I/O.
 
 WXBizMsgCrypt (protocol §1): AES-256-CBC with the IV taken from the key, PKCS#7 padding to a 32-byte
 block, plaintext ``random(16) || len(4, big-endian) || msg || appid``, signature
@@ -36,7 +37,18 @@ from gateway.errors import (
 )
 from gateway.xml import build_xml
 
-__all__ = ["MessageCrypto", "SecretBox", "aes_key_from_encoding_key", "key_id", "signature"]
+__all__ = [
+    "WEBHOOK_SECRET_PREFIX",
+    "MessageCrypto",
+    "SecretBox",
+    "aes_key_from_encoding_key",
+    "key_id",
+    "signature",
+    "webhook_key",
+]
+
+# Standard Webhooks: the key's bytes in base64 follow it (a prefix, not a secret).
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105
 
 _BLOCK = 32  # WXBizMsgCrypt pads to 32 bytes, not to the AES block size
 _AES_KEY_CHARS = re.compile(r"[A-Za-z0-9]{43}")
@@ -255,6 +267,26 @@ class SecretBox:
             except ValueError:
                 continue
         raise SealedSecretError(f"sealed value for {context} does not open with the keys this box holds")
+
+
+def webhook_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key of a subscription's ``secret``: the bytes after ``whsec_`` decoded
+    from base64 for a secret so written; the UTF-8 bytes of the secret otherwise, so secrets given before
+    Standard Webhooks keep working (their app verifies with ``whsec_`` + base64 of those bytes).
+
+    Raises ValueError, quoting no part of the secret, when a ``whsec_`` secret is not base64 or is empty.
+    """
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        return secret.encode()
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        # Padding optional, as the Standard Webhooks libraries take it; no other character is skipped.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("after whsec_ must come the key in base64 (A-Z a-z 0-9 + /)") from None
+    if not key:
+        raise ValueError("after whsec_ must come the key in base64, at least one byte")
+    return key
 
 
 def key_id(key: bytes) -> str:

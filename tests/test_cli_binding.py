@@ -172,6 +172,18 @@ def test_dry_run_table_json_and_the_console_list(setup: Setup, tmp_path: Path) -
     ]
     shown = setup.gateway("open-binding", "console-list", "--config", config)
     assert OUTSIDE in shown.stdout and "Open Platform console" in shown.stdout
+    as_json = setup.gateway("open-binding", "console-list", "--json", "--config", config)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == [
+        {
+            "authorizer_appid": OUTSIDE,
+            "name": OUTSIDE,
+            "principal_name": "Outside Co",
+            "target_open_appid": GROUP_OPEN,
+        }
+    ]
+    both = setup.gateway("open-binding", "console-list", "--json", "--csv", "--config", config)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
 def test_mark_verified_names_only_open_accounts_the_gateway_made(setup: Setup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.catalog.service import BINDINGS
 from tests.conftest import PLATFORM_SECRETS
 from tests.support.sockets import served
 
@@ -94,6 +96,41 @@ def test_sync_prints_a_summary_and_exits_0_then_1_when_something_failed(setup: S
         "finance  wxa0000000000022  authorizer info: WeChat api_get_authorizer_info answered errcode 45009"
     )
     assert problem in again.stdout
+
+
+def test_sync_json_is_the_summary_with_every_problem(setup: Setup) -> None:
+    fault = {"endpoint": "api_get_authorizer_info", "errcode": 45009, "key": "wxa0000000000022"}
+    httpx.post(f"{setup.sim}/sim/faults", json=fault).raise_for_status()
+    synced = setup.gateway("catalog", "sync", "--json")
+    assert synced.returncode == 1, synced.stderr
+    document = json.loads(synced.stdout)  # stdout is the one document, nothing else
+    assert list(document) == [
+        "platforms",
+        "authorizations",
+        "authorizers",
+        "new",
+        "updated",
+        "revoked",
+        "refresh_tokens_recovered",
+        "reauthorization_required",
+        "bindings",
+        "bound_unidentified",
+        "bindings_kept",
+        "problems",
+        "duration_s",
+        "failures",
+    ]
+    assert document["authorizations"] == 5 and document["failures"] == 1
+    assert set(document["bindings"]) == set(BINDINGS) and document["bindings"]["unknown"] == 1
+    (problem,) = document["problems"]
+    assert (problem["platform_id"], problem["authorizer_appid"]) == ("finance", "wxa0000000000022")
+    assert problem["problem"].startswith(
+        "authorizer info: WeChat api_get_authorizer_info answered errcode 45009"
+    )
+    assert isinstance(document["duration_s"], float)
+    for name, value in setup.env.items():  # no secret of the environment in it
+        if name.endswith(("APPSECRET", "TOKEN", "AES_KEY", "SECRET_KEY")) and len(value) > 3:
+            assert value not in synced.stdout, name
 
 
 def test_bad_arguments_are_refused(setup: Setup) -> None:

@@ -1,5 +1,5 @@
 """``gateway deliveries list [--status S] [--client ID] [--limit N] [--before ID] [--json]`` and
-``gateway deliveries replay ID…``, run in-process against a SQLite file seeded through the store."""
+``gateway deliveries replay ID… [--json]``, run in-process against a SQLite file seeded through the store."""
 
 from __future__ import annotations
 
@@ -281,3 +281,16 @@ def test_replay_names_unknown_ids_and_still_replays_the_others(
     assert list(rows(out)) == [seeded.failed]
     assert seeded.get(seeded.failed).status == "pending"
     assert [a.detail for a in seeded.audit("delivery_replayed")] == [f"{seeded.failed} to crm"]
+
+
+def test_replay_json_lists_the_replayed_as_the_api_items(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = gateway(capsys, "deliveries", "replay", "--json", seeded.failed, UNKNOWN)
+
+    assert status == 1
+    (item,) = json.loads(out)  # stdout holds the document alone; the rest is on stderr
+    assert item["id"] == seeded.failed and item["status"] == "pending" and item["client"] == "crm"
+    assert list(item) == list(DeliveryRecord.__struct_fields__)  # the keys of GET /v1/deliveries' items
+    assert "?" not in item["url"]  # the query of the subscriber's URL may hold a credential
+    assert "1 replayed: due now" in err and f"no delivery '{UNKNOWN}'" in err

@@ -3,8 +3,11 @@ run against the gateway's own code so they cannot drift from it."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from gateway.delivery.webhooks import WebhookSender, new_webhook_client, sign
 from gateway.delivery.worker import DeliveryBody, delivery_body
 from gateway.registry.model import load_registry
 from gateway.store.deliveries import DueDelivery, new_record_id
+from tests.support.subscriber import served_subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "receiving-messages.md").read_text()
@@ -110,11 +114,52 @@ async def test_the_receiver_takes_what_the_gateway_sends(receiver: dict[str, Any
     assert receiver["done"] == {text.id, event.id}
 
 
+@pytest.mark.parametrize("app_secret", ["new", "old"])
+async def test_the_standard_webhooks_example_verifies_what_the_gateway_sends(
+    app_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The document's ``standardwebhooks`` verifier, configured with either secret of a rotation (the old
+    one plain, converted by the document's one-liner), takes a real delivery and refuses it tampered."""
+    new = "whsec_" + base64.b64encode(b"a new key of thirty-two bytes!!!").decode()
+    converted = _converted(SECRET)
+    monkeypatch.setenv("WEBHOOK_SECRET", new if app_secret == "new" else converted)
+    (source,) = [b for b in blocks("python") if "standardwebhooks" in b]
+    namespace: dict[str, Any] = {"__name__": "verifier"}
+    exec(compile(source, "docs/receiving-messages.md", "exec"), namespace)  # noqa: S102  # our own document
+    delivery_or_none = namespace["delivery_or_none"]
+
+    body = b'{"id":"018f332ae47b297659a12d3f","message":{"MsgType":"text"}}'
+    with served_subscriber(new) as (subscriber, url):
+        async with new_webhook_client() as http:
+            outcome = await WebhookSender(http).send(
+                url, new, "018f332ae47b297659a12d3f", body, 5.0, previous_secrets=[SECRET]
+            )
+    assert outcome.ok
+    (arrived,) = subscriber.received
+    assert delivery_or_none(arrived.body, arrived.headers) == json.loads(body)
+    assert delivery_or_none(arrived.body.replace(b"text", b"image"), arrived.headers) is None
+    assert delivery_or_none(body, {k: v for k, v in arrived.headers.items() if k != "webhook-id"}) is None
+
+
+def _converted(secret: str) -> str:
+    """``secret`` turned into the whsec_ form by the document's own shell line."""
+    (line,) = re.findall(r"`(python3 -c 'import base64.*?\"\$SECRET\")`", DOC)
+    run = subprocess.run(
+        ["sh", "-c", line, "sh"],
+        env={**os.environ, "SECRET": secret},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout.strip()
+
+
 def test_the_example_body_is_what_the_gateway_sends() -> None:
     (body,) = [b for b in blocks("json") if '"authorizer_appid"' in b]
     decoded = msgspec.json.decode(body.encode(), type=DeliveryBody)
     assert set(json.loads(body)) == set(DeliveryBody.__struct_fields__)
     assert f"X-Gateway-Delivery: {decoded.id}" in DOC  # the headers shown are this body's
+    assert f"webhook-id: {decoded.id}" in DOC
 
 
 def test_every_documented_reply_is_accepted() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -370,6 +371,47 @@ async def test_the_command_names_rows_no_key_opens_and_fails(
         assert secret not in out + err
     found = await raw_sealed(seeded.engine)
     assert (lost, "refresh:retail:wxb0000000000002") in found["authorizations"]  # left as it was
+
+
+@pytest.mark.usefixtures("environment")
+async def test_the_command_prints_json_per_column_naming_rows_never_values(
+    seeded: Seeded, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lost = SecretBox(STRANGER).seal("stranger-token", context="refresh:retail:wxb0000000000002")
+    table = metadata.tables["authorizations"]
+    async with seeded.engine.begin() as conn:
+        await conn.execute(
+            update(table)
+            .where(table.c.authorizer_appid == "wxb0000000000002")
+            .values(refresh_token_sealed=lost)
+        )
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", database_url)
+    monkeypatch.setenv("GATEWAY_SECRET_KEY", b64(NEW))
+    monkeypatch.setenv("GATEWAY_PREVIOUS_SECRET_KEYS", b64(OLD))
+
+    status, out, err = await gateway(capsys, "rotate-secret-key", "--json")
+
+    assert status == 1
+    reports = json.loads(out)  # stdout is the one document; the advice stays on stderr
+    assert [(r["table"], r["column"]) for r in reports] == [(c.table, c.column) for c in SEALED_COLUMNS]
+    by_table = {r["table"]: r for r in reports}
+    assert by_table["credentials"] == {
+        "table": "credentials",
+        "column": "value_sealed",
+        "resealed": len(CREDENTIALS),
+        "current": 0,
+        "key_id": key_id(NEW),
+        "unreadable": [],
+        "unsettled": [],
+        "ok": True,
+    }
+    assert by_table["authorizations"]["unreadable"] == [
+        "authorizations (platform_id=retail, authorizer_appid=wxb0000000000002)"
+    ]
+    assert by_table["authorizations"]["ok"] is False
+    assert "GATEWAY_PREVIOUS_SECRET_KEYS" in err
+    for secret in (lost, "stranger-token", b64(NEW), b64(OLD), b64(STRANGER)):
+        assert secret not in out + err
 
 
 @pytest.mark.usefixtures("environment")

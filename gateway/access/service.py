@@ -11,7 +11,7 @@ import msgspec
 from gateway.access.ratelimit import RateLimiter
 from gateway.authorizations.service import AuthorizationService
 from gateway.credentials.tokens import Token, TokenService
-from gateway.errors import Forbidden, InvalidInput, Refused, Unauthenticated
+from gateway.errors import Forbidden, InvalidInput, Unauthenticated
 from gateway.registry.live import LiveRegistry, ReadsRegistry
 from gateway.registry.model import Client, Registry, Scope
 from gateway.store.audit_trail import AuditTrail
@@ -165,39 +165,6 @@ class TokenVending(ReadsRegistry):
         else:
             raise ValueError(f"nothing vended is of kind {what.kind!r}")
         return self._issued(client, appid, what, token)
-
-    def from_memory(
-        self, authorization: str | None, appid: str, what: Vended[Issued]
-    ) -> tuple[Client, Token] | None:
-        """The client and the token that `authenticate` then `issue` would settle on, when every check
-        passes and all they need is in this process's memory; None otherwise, and then only the full
-        path can answer (it also words every refusal). Counts and records nothing: see `hand_over`."""
-        try:
-            client = authenticate(self._registry, authorization)
-        except Refused:
-            return None
-        token = self._remembered(client, appid, what)
-        return None if token is None else (client, token)
-
-    async def hand_over(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
-        """What `from_memory` found, once the client's rate limit admits it (`RateLimited` if not):
-        audited and counted as the full path would have."""
-        await self._limiter.admit(client)
-        # Admission may have waited (on Redis) through a revocation, a reload or a renewal: when memory no
-        # longer says the same, the rest of the full path answers, as it would have after admission.
-        if self._remembered(client, appid, what) != token:
-            require(client, "token", appid)
-            return await self.issue(client, appid, what)
-        return self._issued(client, appid, what, token)
-
-    def _remembered(self, client: Client, appid: str, what: Vended[Issued]) -> Token | None:
-        """The token `issue` would answer at once from memory, or None (a check refuses, or it would read)."""
-        try:
-            require(client, "token", appid)
-            platform_id = self._authorizations.route_from_memory(appid, None)
-        except Refused:
-            return None
-        return None if platform_id is None else self._tokens.from_memory(what.kind, platform_id, appid)
 
     def _issued(self, client: Client, appid: str, what: Vended[Issued], token: Token) -> Issued:
         self._audit.record(client.id, what.action, platform_id=token.platform_id, authorizer_appid=appid)

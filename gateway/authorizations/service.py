@@ -127,14 +127,6 @@ class AuthorizationService(ReadsRegistry):
         """The platform that serves ``appid`` for ``api_path`` (None: any API, as for token vending)."""
         return self._choose(appid, await self.grants(appid), api_path)
 
-    def route_from_memory(self, appid: str, api_path: str | None) -> str | None:
-        """What `route` answers, when the grants are cached and fresh; None when they are not (nothing is
-        read). Raises as `route` does."""
-        cached = self._grants.get(appid)
-        if cached is None or cached[0] <= self._clock():
-            return None
-        return self._choose(appid, cached[1], api_path)
-
     def _choose(self, appid: str, grants: list[Grant], api_path: str | None) -> str:
         registry = self._registry  # one registry for the order and the pins, whatever a reload does
         return choose_platform([p.id for p in registry.platforms], registry.pins, appid, grants, api_path)

@@ -7,11 +7,16 @@ import sys
 from collections import Counter
 from typing import TextIO
 
-import msgspec
-
 from gateway.binding.service import PassResult, PassRow
 from gateway.catalog.service import csv_line
-from gateway.cli.shared import Commands, add_config_flag, with_services
+from gateway.cli.shared import (
+    Commands,
+    add_config_flag,
+    add_json_flag,
+    print_json,
+    print_table,
+    with_services,
+)
 from gateway.container import Services
 from gateway.store.authorizations import AuthorizationStore
 
@@ -48,7 +53,9 @@ def add_commands(commands: Commands) -> None:
     console_list = binding_commands.add_parser(
         "console-list", help="accounts only the Open Platform console can bind, with the target to use"
     )
-    console_list.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    console_format = console_list.add_mutually_exclusive_group()
+    console_format.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    add_json_flag(console_format)
     console_list.set_defaults(run=_console_list)
     verified = binding_commands.add_parser(
         "mark-verified",
@@ -57,7 +64,7 @@ def add_commands(commands: Commands) -> None:
     verified.add_argument("open_appid", metavar="OPEN_APPID")
     verified.set_defaults(run=_mark_verified)
     for sub in (check_binding, ensure):
-        sub.add_argument("--json", action="store_true", help="JSON instead of a table")
+        add_json_flag(sub, 'one JSON object: "dry_run", "accounts" (a list) and "summary"')
     for sub in (check_binding, ensure, create, console_list, verified):
         add_config_flag(sub)
 
@@ -91,7 +98,7 @@ def _mark_verified(args: argparse.Namespace) -> int:
 
 def _console_list(args: argparse.Namespace) -> int:
     async def run(services: Services) -> int:
-        await print_console_list(services.store.authorizations, as_csv=args.csv)
+        await print_console_list(services.store.authorizations, as_csv=args.csv, as_json=args.json)
         return 0
 
     return with_services(args, run)
@@ -123,14 +130,10 @@ def print_binding_pass(result: PassResult, out: TextIO = sys.stdout, *, as_json:
             "accounts": [_pass_entry(row) for row in result.rows],
             "summary": dict(sorted(counts.items())),
         }
-        out.write(msgspec.json.encode(document).decode() + "\n")
+        print_json(document, out)
         return len(attention)
     header = ("appid", "principal", "bound to", "action", "target", "result")
-    table = [header, *(_pass_cells(row) for row in result.rows)]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
-    for cells in table:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
-        out.write("\n")
+    print_table(header, [_pass_cells(row) for row in result.rows], out)
     out.write(f"\n{'result':<32} {'accounts':>8}\n")
     for state, count in sorted(counts.items()):
         out.write(f"{state:<32} {count:>8}\n")
@@ -172,11 +175,16 @@ def _pass_entry(row: PassRow) -> dict[str, object]:
 
 
 async def print_console_list(
-    records: AuthorizationStore, out: TextIO = sys.stdout, *, as_csv: bool = False
+    records: AuthorizationStore, out: TextIO = sys.stdout, *, as_csv: bool = False, as_json: bool = False
 ) -> int:
     """The accounts only the Open Platform console can bind (SPEC §11), with the open account to bind
-    each to, as the last check, ensure or catalog sync recorded them; returns how many."""
+    each to, as the last check, ensure or catalog sync recorded them; returns how many. In JSON an
+    unknown target is null."""
     facts = await records.binding_facts("console_binding_needed")
+    if as_json:
+        targets = [(f.authorizer_appid, f.nick_name, f.principal_name, f.target) for f in facts]
+        print_json([dict(zip(CONSOLE_COLUMNS, row, strict=True)) for row in targets], out)
+        return len(facts)
     # No target recorded: said so, never guessed here (the binding rules decide it in one place).
     rows = [(f.authorizer_appid, f.nick_name, f.principal_name, f.target or UNKNOWN_TARGET) for f in facts]
     if as_csv:
@@ -187,9 +195,7 @@ async def print_console_list(
     if not rows:
         out.write("no account needs the Open Platform console\n")
         return 0
-    widths = [max(len(r[i]) for r in (CONSOLE_COLUMNS, *rows)) for i in range(len(CONSOLE_COLUMNS))]
-    for cells in (CONSOLE_COLUMNS, *rows):
-        out.write("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n")
+    print_table(CONSOLE_COLUMNS, rows, out)
     out.write(
         f"\n{len(rows)} account(s): bind each in the Open Platform console (管理中心 → 绑定) to its "
         "target; WeChat's API binds only accounts of the open account's own principal\n"

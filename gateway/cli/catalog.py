@@ -8,12 +8,21 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+import msgspec
+
 from gateway.catalog.service import BINDINGS
 from gateway.catalog.sync import DEFAULT_CONCURRENCY, SyncSummary
-from gateway.cli.shared import Commands, add_config_flag, positive_int, with_services
+from gateway.cli.shared import (
+    Commands,
+    add_config_flag,
+    add_json_flag,
+    positive_int,
+    print_json,
+    with_services,
+)
 from gateway.container import Services
 
-__all__ = ["Progress", "add_commands", "print_sync_summary", "progress_bars"]
+__all__ = ["Progress", "add_commands", "print_sync_summary", "progress_bars", "sync_summary_document"]
 
 PROBLEMS_SHOWN = 50
 
@@ -33,6 +42,7 @@ def add_commands(commands: Commands) -> None:
         metavar="N",
         help=f"WeChat calls at a time (default {DEFAULT_CONCURRENCY})",
     )
+    add_json_flag(sync, "the summary as one JSON object, with every problem")
     add_config_flag(sync)
     sync.set_defaults(run=_sync)
 
@@ -47,7 +57,10 @@ def _sync(args: argparse.Namespace) -> int:
         summary = await services.catalog_sync.run(
             args.platform, concurrency=args.concurrency, track=progress_bars
         )
-        print_sync_summary(summary)
+        if args.json:
+            print_json(sync_summary_document(summary))
+        else:
+            print_sync_summary(summary)
         return 1 if summary.failures else 0
 
     return with_services(args, run)
@@ -79,6 +92,15 @@ class Progress:
 def progress_bars(label: str, total: int) -> Callable[[], None]:
     """A progress bar per stage of a catalog sync (its ``Tracker``)."""
     return Progress(total, label).step
+
+
+def sync_summary_document(summary: SyncSummary) -> dict[str, object]:
+    """The summary for ``--json``: the table's counts under the summary's own field names, every binding
+    state (0 when none), ``failures``, and every problem (the table shows the first ``PROBLEMS_SHOWN``)."""
+    document = msgspec.structs.asdict(summary)
+    document["bindings"] = {state: summary.bindings.get(state, 0) for state in BINDINGS}
+    document["failures"] = summary.failures
+    return document
 
 
 def print_sync_summary(summary: SyncSummary, out: TextIO = sys.stdout) -> None:

@@ -7,9 +7,15 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import msgspec
-
-from gateway.cli.shared import Commands, add_config_flag, positive_int, with_services
+from gateway.cli.shared import (
+    Commands,
+    add_config_flag,
+    add_json_flag,
+    positive_int,
+    print_json,
+    print_table,
+    with_services,
+)
 from gateway.container import Services
 from gateway.errors import DeliveryUnknown
 from gateway.http.deliveries import DeliveriesPage
@@ -58,6 +64,7 @@ def add_commands(commands: Commands) -> None:
         "replay", help="make deliveries due now, whatever their state (exit 1 if an id is unknown)"
     )
     replay.add_argument("ids", nargs="+", metavar="ID")
+    add_json_flag(replay, "the replayed deliveries as a JSON list (the items of GET /v1/deliveries)")
     replay.set_defaults(run=_replay)
     for sub in (listing, replay):
         add_config_flag(sub)
@@ -70,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
         )
         next_cursor = items[-1].id if more and items else None
         if args.json:
-            print(msgspec.json.encode(DeliveriesPage(items, next_cursor)).decode())
+            print_json(DeliveriesPage(items, next_cursor))
             return 0
         _print_deliveries(items)
         if next_cursor is not None:
@@ -94,10 +101,15 @@ def _replay(args: argparse.Namespace) -> int:
         finally:
             # Written now, so a failure to write it is seen; the lifespan's last flush only logs one.
             await services.audit.flush()
-        if replayed:
+        if args.json:
+            print_json(replayed)
+        elif replayed:
             _print_deliveries(replayed)
+        if replayed:
             print(
-                f"{len(replayed)} replayed: due now; a running `gateway serve` delivers them at its next poll"
+                f"{len(replayed)} replayed: due now; a running `gateway serve` delivers them at its next "
+                "poll",
+                file=sys.stderr if args.json else sys.stdout,  # stdout holds the JSON document alone
             )
         return 1 if unknown else 0
 
@@ -109,10 +121,7 @@ def _print_deliveries(records: Sequence[DeliveryRecord]) -> None:
     if not records:
         print("no deliveries")
         return
-    rows = [_COLUMNS, *(_delivery_row(r) for r in records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(_COLUMNS, [_delivery_row(r) for r in records])
 
 
 def _delivery_row(record: DeliveryRecord) -> tuple[str, ...]:

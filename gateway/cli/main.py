@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -11,9 +12,10 @@ from gateway.errors import ConfigError
 from gateway.observability.logs import configure_logging
 from gateway.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["main", "version"]
 
 EXIT_INVALID = 2
+DISTRIBUTION = "group-gateway"  # the name pyproject.toml gives the package
 # In the order `gateway --help` lists their commands.
 _COMMAND_MODULES = (serve, demo, config, db, binding, catalog, onboarding, deliveries, keys, simulate)
 
@@ -34,10 +36,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Group Gateway for WeChat components")
+    parser.add_argument(
+        "--version", action="version", version=f"gateway {version()}", help="print the version and exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _COMMAND_MODULES:
         module.add_commands(commands)
     return parser
+
+
+def version() -> str:
+    """The installed package's version, as its metadata says (pyproject.toml's ``version``)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _configure_logging(command: str, settings: Settings) -> None:

@@ -6,7 +6,14 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from gateway.cli.shared import Commands, add_config_flag, positive_int, with_services
+from gateway.cli.shared import (
+    Commands,
+    add_config_flag,
+    add_json_flag,
+    positive_int,
+    print_json,
+    with_services,
+)
 from gateway.container import Services
 from gateway.onboarding.invites import DEFAULT_INVITE_VALID_S, MAX_INVITE_VALID_S
 from gateway.onboarding.service import LinkRequest
@@ -40,6 +47,7 @@ def add_commands(commands: Commands) -> None:
         help=f"days the invite opens the page (default {DEFAULT_INVITE_VALID_S // 86400}, "
         f"at most {MAX_INVITE_VALID_S // 86400})",
     )
+    add_json_flag(invite, 'one JSON object: "platform", "auth_type", "biz_appid", "url" and "expires_at"')
     add_config_flag(invite)
     invite.set_defaults(run=_invite)
 
@@ -53,6 +61,17 @@ def _invite(args: argparse.Namespace) -> int:
             invite = services.onboarding.create_invite("cli", args.platform, request)
         finally:
             await services.audit.flush()  # the invite is in the audit log before its URL is shown
+        if args.json:
+            print_json(
+                {
+                    "platform": args.platform,
+                    "auth_type": args.auth_type,
+                    "biz_appid": args.biz_appid,
+                    "url": invite.url,
+                    "expires_at": invite.expires_at,
+                }
+            )
+            return 0
         expires = datetime.fromtimestamp(invite.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(invite.url)
         print(f"valid until {expires}; send it to the account's administrator", file=sys.stderr)

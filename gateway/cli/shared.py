@@ -1,12 +1,14 @@
-"""What the command modules share: their argument types, the ``--config`` flag, and one way to run an
-operation on the gateway's services."""
+"""What the command modules share: their argument types, the ``--config`` and ``--json`` flags, one way to
+print a table or its JSON, and one way to run an operation on the gateway's services."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TextIO, TypeAlias, TypeVar
+
+import msgspec
 
 from gateway.container import Services, build_services
 from gateway.errors import Refused
@@ -14,7 +16,16 @@ from gateway.http.serving import run_event_loop
 from gateway.registry.model import load_registry
 from gateway.settings import DEFAULT_CONFIG, Settings
 
-__all__ = ["Commands", "add_config_flag", "in_event_loop", "positive_int", "with_services"]
+__all__ = [
+    "Commands",
+    "add_config_flag",
+    "add_json_flag",
+    "in_event_loop",
+    "positive_int",
+    "print_json",
+    "print_table",
+    "with_services",
+]
 
 T = TypeVar("T")
 
@@ -26,6 +37,30 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
     """``--config``: the registry the command reads."""
     parser.add_argument("--config", help=f"the registry (default $GATEWAY_CONFIG or {DEFAULT_CONFIG})")
+
+
+def add_json_flag(
+    parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup,
+    what: str = "the rows as a JSON list of objects",
+) -> None:
+    """``--json``: ``what`` as one JSON document on stdout instead of the table (``args.json``)."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} instead of the table")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO | None = None) -> None:
+    """``rows`` under ``header``, each column as wide as its widest cell, two spaces apart."""
+    out = out or sys.stdout
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
+    for cells in table:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+def print_json(document: Any, out: TextIO | None = None) -> None:
+    """``document`` (dicts, lists, msgspec Structs …) as one line of JSON: keys as the caller orders them,
+    so a script may rely on them; secrets are the caller's to leave out, as the table leaves them out."""
+    (out or sys.stdout).write(msgspec.json.encode(document).decode() + "\n")
 
 
 def positive_int(text: str) -> int:

@@ -240,17 +240,6 @@ class TokenService(ReadsRegistry):
 
         return self._wechat.bound(_Held(token, "access_token", renewal))
 
-    def from_memory(self, kind: str, platform_id: str, appid: str) -> Token | None:
-        """The ``authorizer`` token or ``jsapi`` ticket that `authorizer_token` or `jsapi_ticket` would
-        answer at once from this process's cache; None when they would have to read or renew it."""
-        name = str(CredentialKey(kind, platform_id, appid))
-        cached = self._cache.get(name)
-        now = self._clock()
-        if cached is not None and now < cached.until:
-            self._used[name] = now  # handed out by the caller: a use (a dict write, no I/O)
-            return cached.token
-        return None
-
     @staticmethod
     @contextlib.contextmanager
     def untracked() -> Iterator[None]:

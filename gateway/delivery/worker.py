@@ -36,7 +36,7 @@ WAKE_DELAY_S = 0.01
 
 
 class DeliveryBody(msgspec.Struct, frozen=True):
-    """The JSON POSTed to a subscriber; ``id`` is the delivery's (also ``X-Gateway-Delivery``)."""
+    """The JSON POSTed to a subscriber; ``id`` is the delivery's (also ``webhook-id``)."""
 
     id: str
     platform: str
@@ -160,7 +160,12 @@ class DeliveryService:
 
     async def _send(self, subscription: Subscription, due: DueDelivery) -> Outcome:
         return await self._sender.send(
-            due.url, subscription.secret.reveal(), due.id, delivery_body(due), self.policy.attempt_timeout_s
+            due.url,
+            subscription.secret.reveal(),
+            due.id,
+            delivery_body(due),
+            self.policy.attempt_timeout_s,
+            previous_secrets=[previous.reveal() for previous in subscription.previous_secrets],
         )
 
     async def _settle(self, due: DueDelivery, outcome: Outcome) -> None:

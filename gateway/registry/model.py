@@ -31,6 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 import yaml
 
+from gateway.crypto import webhook_key
 from gateway.errors import RegistryError
 
 __all__ = [
@@ -173,6 +174,8 @@ class Subscription(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     client: str
     url: str
     secret: Secret
+    # Secrets of a rotation still in use by the subscriber: webhook-signature carries a signature for each.
+    previous_secrets: tuple[Secret, ...] = ()
     authorizers: tuple[str, ...] = ("*",)
     types: tuple[str, ...] = ("*",)
     reply: bool = False
@@ -501,8 +504,11 @@ def _check_subscriptions(
         _check_unique(
             f"{subscription.client} {subscription.url}", f"{at}.url", destinations, "client and url", spelled
         )
-        if not subscription.secret.reveal():
-            raise _Fault(f"{at}.secret", "must not be empty")
+        _check_webhook_secret(subscription.secret, f"{at}.secret")
+        for j, previous in enumerate(subscription.previous_secrets):
+            _check_webhook_secret(previous, f"{at}.previous_secrets[{j}]")
+            if previous == subscription.secret:
+                raise _Fault(f"{at}.previous_secrets[{j}]", "is the same as secret")
         _check_authorizers(subscription.authorizers, f"{at}.authorizers", spelled, "a subscription")
         _check_types(subscription.types, f"{at}.types", spelled)
         if subscription.reply:
@@ -514,6 +520,15 @@ def _check_subscriptions(
                         f"(the other is subscriptions[{j}])",
                     )
             replying.append((i, subscription))
+
+
+def _check_webhook_secret(secret: Secret, path: str) -> None:
+    if not secret.reveal():
+        raise _Fault(path, "must not be empty")
+    try:
+        webhook_key(secret.reveal())
+    except ValueError as exc:  # its message quotes no part of the secret
+        raise _Fault(path, str(exc)) from None
 
 
 def _check_types(types: tuple[str, ...], path: str, spelled: Mapping[str, str]) -> None:

@@ -1,12 +1,12 @@
-"""The token routes answered from memory in front of Litestar (`gateway.http.tokens_from_memory`): the
-same answers as the route, and every request it may not answer left to the route."""
+"""The token routes in the fast lane (`gateway.http.fast_lane`): the same answers as the controller, and
+every request of a shape the lane does not take left to the controller."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -14,38 +14,44 @@ import msgspec
 import pytest
 from sqlalchemy import text
 
-from gateway.access.service import TokenVending
 from gateway.crypto import SecretBox
+from gateway.http import fast_lane
 from gateway.registry.model import RateLimit, Registry
 from tests.conftest import CLIENT_KEYS
 from tests.support.flows import push_ticket
 from tests.support.world import OA, OA2, RETAIL, World, open_world
 
 KINDS = ["access-token", "jsapi-ticket"]
-# A request with a body header is one the wrapper never answers: the route does, as without the wrapper.
+# A request with a body header is one the lane never takes: the controller answers, as without the lane.
 TO_THE_ROUTE = {"Content-Length": "0"}
 
 
-class HandOvers:
-    """Counts the answers given from memory (`TokenVending.hand_over` is only called there)."""
+class Taken:
+    """Counts the requests the lane answered (only the lane answers with `_json` or `_refusal`); with
+    ``fail`` set, the lane's answer fails after every check."""
 
-    def __init__(self, vending: TokenVending, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
         self.fail: Exception | None = None
-        original: Callable[..., Awaitable[Any]] = vending.hand_over
+        answers: dict[str, Callable[..., Any]] = {
+            name: getattr(fast_lane, name) for name in ("_json", "_refusal")
+        }
+        for name, original in answers.items():
+            monkeypatch.setattr(fast_lane, name, self._counting(name, original))
 
-        async def counted(*args: Any) -> Any:
+    def _counting(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
             self.count += 1
-            if self.fail is not None:
+            if self.fail is not None and name == "_json":
                 raise self.fail
-            return await original(*args)
+            return original(*args)
 
-        monkeypatch.setattr(vending, "hand_over", counted)
+        return counted
 
 
 @pytest.fixture
-def from_memory(ready: World, monkeypatch: pytest.MonkeyPatch) -> HandOvers:
-    return HandOvers(ready.services.vending, monkeypatch)
+def taken(ready: World, monkeypatch: pytest.MonkeyPatch) -> Taken:
+    return Taken(monkeypatch)
 
 
 def bearer(client: str) -> dict[str, str]:
@@ -60,21 +66,20 @@ def comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, st
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_cached_token_is_answered_exactly_as_the_route_answers_it(
-    ready: World, from_memory: HandOvers, kind: str
+async def test_a_token_is_answered_exactly_as_the_controller_answers_it(
+    ready: World, taken: Taken, kind: str
 ) -> None:
     path = f"/v1/authorizers/{OA}/{kind}"
-    first = await ready.gateway.get(path, headers=bearer("crm"))  # reads and fetches: the route
+    first = await ready.gateway.get(path, headers=bearer("crm"))  # reads and fetches
     assert first.status_code == 200, first.text
-    assert from_memory.count == 0
-
-    remembered = await ready.gateway.get(path, headers=bearer("crm"))
-    assert from_memory.count == 1
+    assert taken.count == 1
+    cached = await ready.gateway.get(path, headers=bearer("crm"))
+    assert taken.count == 2
     routed = await ready.gateway.get(path, headers=bearer("crm") | TO_THE_ROUTE)
-    assert from_memory.count == 1
+    assert taken.count == 2
 
-    assert comparable(remembered) == comparable(routed) == comparable(first)
-    # Audited and counted like the route's answers: one audit record and one metric sample each.
+    assert comparable(cached) == comparable(routed) == comparable(first)
+    # Audited and counted like the controller's answers: one audit record and one metric sample each.
     await ready.services.audit.flush()
     action = "token.issued" if kind == "access-token" else "jsapi_ticket.issued"
     records = await ready.services.store.audit.recent(authorizer_appid=OA)
@@ -93,9 +98,7 @@ async def test_a_cached_token_is_answered_exactly_as_the_route_answers_it(
     ]
 
 
-async def test_every_refusal_comes_from_the_route_even_with_the_token_in_memory(
-    ready: World, from_memory: HandOvers
-) -> None:
+async def test_every_refusal_is_worded_as_the_controller_words_it(ready: World, taken: Taken) -> None:
     assert (await ready.token(OA)).status_code == 200
     path = f"/v1/authorizers/{OA}/access-token"
     refusals = {
@@ -105,48 +108,53 @@ async def test_every_refusal_comes_from_the_route_even_with_the_token_in_memory(
         "no token scope": bearer("audit"),
     }
     for why, headers in refusals.items():
+        before = taken.count
         refused = await ready.gateway.get(path, headers=headers)
+        assert taken.count == before + 1, why
         routed = await ready.gateway.get(path, headers=headers | TO_THE_ROUTE)
         assert refused.status_code in (401, 403), why
         assert comparable(refused) == comparable(routed), why
-    # A client limited to some authorizers: answered from memory for those, refused by the route for
-    # another whose token is in memory too.
+        assert taken.count == before + 1, why
+    # A client limited to some authorizers: refused for another, whatever is cached.
     assert (await ready.gateway.get(path, headers=bearer("limited"))).status_code == 200
-    assert from_memory.count == 1
     await ready.authorize("retail", OA2, [1])
     assert (await ready.token(OA2)).status_code == 200
-    assert (await ready.token(OA2)).status_code == 200
-    assert from_memory.count == 2
     outside = await ready.gateway.get(f"/v1/authorizers/{OA2}/access-token", headers=bearer("limited"))
     assert (outside.status_code, outside.json()["error"]["code"]) == (403, "forbidden")
-    assert from_memory.count == 2
+    # An unknown authorizer, and one of the wrong shape, as the controller words them.
+    for appid in ("wx0000000000000000", "not-an-appid"):
+        url = f"/v1/authorizers/{appid}/access-token"
+        fast = await ready.gateway.get(url, headers=bearer("crm"))
+        routed = await ready.gateway.get(url, headers=bearer("crm") | TO_THE_ROUTE)
+        assert fast.status_code in (404, 422), fast.text
+        assert comparable(fast) == comparable(routed), appid
 
-    # A revocation stops the answers from memory at once: the route says 410.
+    # A revocation is seen at once: 410.
     revoke = await ready.sim.post(
         "/sim/authorizations/revoke", json={"component_appid": RETAIL["appid"], "authorizer_appid": OA}
     )
     assert revoke.status_code == 200
     await ready.services.authorizations.process_pending()
+    before = taken.count
     gone = await ready.token(OA)
     assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
-    assert from_memory.count == 2
+    assert taken.count == before + 1
+    assert comparable(gone) == comparable(await ready.gateway.get(path, headers=bearer("crm") | TO_THE_ROUTE))
 
 
-async def test_an_expired_token_is_renewed_by_the_route_then_answered_from_memory(
-    ready: World, from_memory: HandOvers
-) -> None:
+async def test_an_expired_token_is_renewed_in_the_lane(ready: World, taken: Taken) -> None:
     before = (await ready.token(OA)).json()["access_token"]
     await ready.expire_everything()
     await ready.reset_counters()
     renewed = await ready.token(OA)
     assert renewed.json()["access_token"] != before
-    assert (from_memory.count, await ready.calls("api_authorizer_token", OA)) == (0, 1)
+    assert await ready.calls("api_authorizer_token", OA) == 1
     assert (await ready.token(OA)).json() == renewed.json()
-    assert from_memory.count == 1
+    assert (taken.count, await ready.calls("api_authorizer_token", OA)) == (3, 1)
 
 
-async def test_a_revocation_during_the_rate_limits_wait_is_answered_by_the_route(
-    ready: World, from_memory: HandOvers, monkeypatch: pytest.MonkeyPatch
+async def test_a_revocation_during_the_rate_limits_wait_is_seen(
+    ready: World, taken: Taken, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert (await ready.token(OA)).status_code == 200
     limiter = ready.services.vending._limiter
@@ -168,7 +176,7 @@ async def test_a_revocation_during_the_rate_limits_wait_is_answered_by_the_route
 
     answer = await asyncio.wait_for(asked, 5)
     assert (answer.status_code, answer.json()["error"]["code"]) == (410, "authorization_revoked")
-    assert from_memory.count == 1
+    assert taken.count == 2
     await ready.services.audit.flush()
     records = await ready.services.store.audit.recent(authorizer_appid=OA)
     assert len([r for r in records if r.action == "token.issued"]) == 1  # the first request's only
@@ -176,33 +184,29 @@ async def test_a_revocation_during_the_rate_limits_wait_is_answered_by_the_route
 
 @pytest.fixture
 async def shifted(
-    registry: Registry, database_url: str, secret_box: SecretBox, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[World, list[float], HandOvers]]:
-    """``ready``'s world on a clock the test moves forward: (world, [seconds ahead], hand-overs)."""
+    registry: Registry, database_url: str, secret_box: SecretBox
+) -> AsyncIterator[tuple[World, list[float]]]:
+    """``ready``'s world on a clock the test moves forward: (world, [seconds ahead])."""
     ahead = [0.0]
     async with open_world(registry, database_url, secret_box, clock=lambda: time.time() + ahead[0]) as w:
         assert (await push_ticket(w.sim, RETAIL["appid"]))["body"] == "success"
         await w.authorize("retail", OA, [1, 2, 24])
-        yield w, ahead, HandOvers(w.services.vending, monkeypatch)
+        yield w, ahead
 
 
-async def test_grants_are_answered_from_memory_only_while_their_cache_holds(
-    shifted: tuple[World, list[float], HandOvers],
+async def test_grants_changed_elsewhere_are_seen_once_their_cache_lapses(
+    shifted: tuple[World, list[float]],
 ) -> None:
-    world, ahead, from_memory = shifted
+    world, ahead = shifted
     assert (await world.token(OA)).status_code == 200
-    assert (await world.token(OA)).status_code == 200
-    assert from_memory.count == 1
     # Revoked behind the process's back (another replica acted on the event): the cached grants hold
-    # for their 2 s, the token's cache for its 5 s.
+    # for their 2 s.
     async with world.services.store.engine.begin() as conn:
         await conn.execute(text("UPDATE authorizations SET status = 'revoked', revoked_at = 1"))
     assert (await world.token(OA)).status_code == 200
-    assert from_memory.count == 2
     ahead[0] = 3.0
     gone = await world.token(OA)
     assert (gone.status_code, gone.json()["error"]["code"]) == (410, "authorization_revoked")
-    assert from_memory.count == 2
 
 
 @pytest.mark.parametrize(
@@ -210,39 +214,42 @@ async def test_grants_are_answered_from_memory_only_while_their_cache_holds(
     [
         ("HEAD", "HEAD", "", {}),
         ("POST", "POST", "", {}),
-        ("a trailing slash", "GET", "/", {}),
         ("a further segment", "GET", "/more", {}),
         ("a body", "GET", "", {"Transfer-Encoding": "chunked"}),
         ("an unusual Host", "GET", "", {"Host": "gateway.test!"}),
     ],
 )
-async def test_requests_of_other_shapes_go_to_the_route(
-    ready: World, from_memory: HandOvers, what: str, method: str, suffix: str, headers: dict[str, str]
+async def test_requests_of_other_shapes_go_to_the_app(
+    ready: World, taken: Taken, what: str, method: str, suffix: str, headers: dict[str, str]
 ) -> None:
     assert (await ready.token(OA)).status_code == 200
     path = f"/v1/authorizers/{OA}/access-token{suffix}"
     response = await ready.gateway.request(method, path, headers=bearer("crm") | headers)
-    assert from_memory.count == 0, what
+    assert taken.count == 1, what
     assert response.status_code != 500, response.text
 
 
-async def test_a_query_string_changes_nothing(ready: World, from_memory: HandOvers) -> None:
-    assert (await ready.token(OA)).status_code == 200
+async def test_a_trailing_slash_is_the_same_route(ready: World, taken: Taken) -> None:
+    path = f"/v1/authorizers/{OA}/access-token/"
+    fast = await ready.gateway.get(path, headers=bearer("crm"))
+    routed = await ready.gateway.get(path, headers=bearer("crm") | TO_THE_ROUTE)
+    assert (fast.status_code, taken.count) == (200, 1)
+    assert comparable(fast) == comparable(routed)
+
+
+async def test_a_query_string_changes_nothing(ready: World, taken: Taken) -> None:
     response = await ready.gateway.get(f"/v1/authorizers/{OA}/access-token?fresh=1", headers=bearer("crm"))
-    assert (response.status_code, from_memory.count) == (200, 1)
+    assert (response.status_code, taken.count) == (200, 1)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_stale_report_is_answered_by_the_route_even_with_the_token_in_memory(
-    ready: World, from_memory: HandOvers, kind: str
-) -> None:
+async def test_a_stale_report_goes_to_the_controller(ready: World, taken: Taken, kind: str) -> None:
     field, endpoint = ("access_token", "api_authorizer_token")
     if kind == "jsapi-ticket":
         field, endpoint = ("ticket", "ticket/getticket")
     path = f"/v1/authorizers/{OA}/{kind}"
-    await ready.gateway.get(path, headers=bearer("crm"))
     value = (await ready.gateway.get(path, headers=bearer("crm"))).json()[field]
-    assert from_memory.count == 1  # in memory: the wrapper would answer a plain request
+    assert taken.count == 1
     await ready.reset_counters()
 
     renewed = await ready.gateway.get(path, headers=bearer("crm"), params={"stale": value})
@@ -250,35 +257,36 @@ async def test_a_stale_report_is_answered_by_the_route_even_with_the_token_in_me
     assert await ready.calls(endpoint) == 1  # the stored value was the one reported: renewed
     if kind == "access-token":
         assert renewed.json()[field] != value
-    assert (await ready.gateway.get(path, headers=bearer("crm"))).json() == renewed.json()  # from memory
-    assert from_memory.count == 2
-    # Whatever is reported, in whatever spelling, the answer is the route's, as without the wrapper.
+    assert (await ready.gateway.get(path, headers=bearer("crm"))).json() == renewed.json()
+    assert taken.count == 2
+    # Whatever is reported, in whatever spelling, the controller answers.
     for query in (f"stale={value}", f"st%61le={value}", "stale=garbage", "stale=" + "x" * 513, "stale="):
         fast = await ready.gateway.get(f"{path}?{query}", headers=bearer("crm"))
         routed = await ready.gateway.get(f"{path}?{query}", headers=bearer("crm") | TO_THE_ROUTE)
         assert comparable(fast) == comparable(routed), query
         assert fast.status_code == (422 if "x" * 513 in query else 200), query
-    assert from_memory.count == 2  # every one went to the route
+    assert taken.count == 2  # every one went to the controller
     assert await ready.calls(endpoint) == 1
 
 
 async def test_a_failure_after_the_checks_is_answered_as_the_app_answers_it(
-    ready: World, from_memory: HandOvers, caplog: pytest.LogCaptureFixture
+    ready: World, taken: Taken, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert (await ready.token(OA)).status_code == 200
-    from_memory.fail = RuntimeError("the secret token value")
+    taken.fail = RuntimeError("the secret token value")
     with caplog.at_level(logging.ERROR):
         failed = await ready.token(OA)
     assert failed.status_code == 500
     assert failed.json()["error"] == {"code": "internal_error", "message": "the gateway failed; see its log"}
     assert "RuntimeError" in caplog.text and "access-token" in caplog.text
+    assert "the secret token value" not in failed.text
     assert failed.headers["x-request-id"]
 
 
 @pytest.fixture
 async def limited_crm(
     registry: Registry, database_url: str, secret_box: SecretBox, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[World, HandOvers]]:
+) -> AsyncIterator[tuple[World, Taken]]:
     slow = RateLimit(per_second=0.01, burst=2)  # no refill during the test
     clients = tuple(
         msgspec.structs.replace(c, rate_limit=slow) if c.id == "crm" else c for c in registry.clients
@@ -286,17 +294,15 @@ async def limited_crm(
     async with open_world(msgspec.structs.replace(registry, clients=clients), database_url, secret_box) as w:
         assert (await push_ticket(w.sim, RETAIL["appid"]))["body"] == "success"
         await w.authorize("retail", OA, [1, 2, 24])
-        yield w, HandOvers(w.services.vending, monkeypatch)
+        yield w, Taken(monkeypatch)
 
 
-async def test_the_rate_limit_refuses_from_memory_as_the_route_does(
-    limited_crm: tuple[World, HandOvers],
-) -> None:
-    world, from_memory = limited_crm
-    assert (await world.token(OA)).status_code == 200  # the route, which warms the cache
-    assert (await world.token(OA)).status_code == 200  # from memory: the burst of 2 is spent
+async def test_the_rate_limit_refuses_as_the_controller_does(limited_crm: tuple[World, Taken]) -> None:
+    world, taken = limited_crm
+    assert (await world.token(OA)).status_code == 200
+    assert (await world.token(OA)).status_code == 200  # the burst of 2 is spent
     refused = await world.token(OA)
-    assert from_memory.count == 2
+    assert taken.count == 3
     routed = await world.gateway.get(
         f"/v1/authorizers/{OA}/access-token", headers=bearer("crm") | TO_THE_ROUTE
     )
