@@ -226,6 +226,11 @@ class SecretBox:
         """The id of the current key, as sealed values carry it."""
         return self._keys[0][0]
 
+    def looks_random(self) -> bool:
+        """Whether the current key could have come from a random source: 32 random bytes hold about 30
+        distinct values, a placeholder (zeros, one repeated letter, a short phrase) far fewer."""
+        return len(set(self._key)) >= 16
+
     def is_current(self, sealed: str) -> bool:
         """Whether ``sealed`` is of the current form under the current key (nothing to re-seal).
 

@@ -28,12 +28,15 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "Settings",
+    "Unsafe",
 ]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
 HttpParser = Literal["auto", "httptools", "h11"]
+# What `gateway serve` refuses unless told (GATEWAY_ALLOW_UNSAFE, --allow-unsafe): docs/operations.md.
+Unsafe = Literal["example-keys", "http-public-url"]
 
 DEFAULT_CONFIG = "config/registry.yaml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
@@ -54,7 +57,7 @@ _MISSING_SECRET_KEY = (
     f"{_SECRET_KEY} is not set: it must hold 32 random bytes in base64 "
     "(python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())')"
 )
-_AT = re.compile(r" - at `\$\.(GATEWAY_\w+)`$")
+_AT = re.compile(r" - at `\$\.(GATEWAY_\w+)(?:\[\d+\])?`$")
 
 
 def _variable(field: str) -> str:
@@ -141,6 +144,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
     log_level: Annotated[LogLevel, msgspec.Meta(description="one of DEBUG, INFO, WARNING, ERROR")] = "INFO"
     # None: the command's own (JSON lines for `serve`, readable lines at a terminal)
     log_format: Annotated[LogFormat | None, msgspec.Meta(description="json or text")] = None
+    # False: `serve` leaves the schema alone and refuses a database behind this release (`--no-migrate`)
+    migrate: Annotated[bool, msgspec.Meta(description="1 or 0 (true or false)")] = True
+    # `serve`'s refusals an operator chose to run past, by name (comma-separated in the environment)
+    allow_unsafe: Annotated[
+        frozenset[Unsafe],
+        msgspec.Meta(description="a comma-separated list of: example-keys, http-public-url"),
+    ] = frozenset()
+    # Which of the variables `serve` will not leave to a default were left to it (not read from the
+    # environment: from_environ fills it in).
+    defaulted: frozenset[str] = msgspec.field(default=frozenset(), name="defaulted")
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "public_url", self.public_url.rstrip("/"))
@@ -185,6 +198,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
             and name not in (_SECRET_KEY, _PREVIOUS_SECRET_KEYS)
             and value.strip()
         }
+        if "GATEWAY_ALLOW_UNSAFE" in values:
+            names = str(values["GATEWAY_ALLOW_UNSAFE"]).split(",")
+            values["GATEWAY_ALLOW_UNSAFE"] = [name.strip().lower() for name in names if name.strip()]
+        values["defaulted"] = [name for name in _NO_QUIET_DEFAULT if name not in values]
         if "GATEWAY_LOG_LEVEL" in values:
             values["GATEWAY_LOG_LEVEL"] = str(values["GATEWAY_LOG_LEVEL"]).upper()
         if config_path:
@@ -206,6 +223,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, rename=_variable):
 
 # variable -> field
 _FIELDS = dict(zip(Settings.__struct_encode_fields__, Settings.__struct_fields__, strict=True))
+# `serve` refuses to run on these variables' defaults (a database beside wherever it was started; a public
+# URL no one else reaches, over http): each must be given, even if to its default value.
+_NO_QUIET_DEFAULT = ("GATEWAY_DATABASE_URL", "GATEWAY_PUBLIC_URL")
 
 
 def _refusal(field: str) -> str:

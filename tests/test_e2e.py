@@ -77,6 +77,9 @@ def environment(tmp_path: Path) -> dict[str, str]:
         env[f"{prefix}_AES_KEY"] = (prefix * 10)[:43]
     env["GATEWAY_SECRET_KEY"] = base64.b64encode(os.urandom(32)).decode()
     env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    # Outside the demo, serve runs on the example registry's public keys and a loopback URL only when told.
+    env["GATEWAY_PUBLIC_URL"] = "http://127.0.0.1:8000"
+    env["GATEWAY_ALLOW_UNSAFE"] = "example-keys"
     return env
 
 

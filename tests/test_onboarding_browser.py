@@ -66,6 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'gateway.db'}",
         "GATEWAY_PUBLIC_URL": gateway,
+        "GATEWAY_ALLOW_UNSAFE": "example-keys",
         "GATEWAY_CONFIG": str(registry),
         "GATEWAY_CATALOG_SYNC_INTERVAL_S": "0",
     }

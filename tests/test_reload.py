@@ -345,6 +345,7 @@ def test_gateway_reload_swaps_a_serving_process_and_refuses_a_bad_file(tmp_path:
         "GATEWAY_SECRET_KEY": base64.b64encode(os.urandom(32)).decode(),
         "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
         "GATEWAY_CATALOG_SYNC_INTERVAL_S": "0",
+        "GATEWAY_PUBLIC_URL": "http://127.0.0.1:8000",
     }
     path.write_text(yaml.safe_dump(document(platforms=without_platform("finance"))))
     port = free_port()

@@ -139,6 +139,9 @@ def _environment(database_url: str) -> dict[str, str]:
     env["GATEWAY_SECRET_KEY"] = base64.b64encode(os.urandom(32)).decode()
     env["GATEWAY_DATABASE_URL"] = database_url
     env["GATEWAY_RENEWAL_LEASE_S"] = str(LEASE_S)
+    # Outside the demo, serve runs on the example registry's public keys and a loopback URL only when told.
+    env["GATEWAY_PUBLIC_URL"] = "http://127.0.0.1:8000"
+    env["GATEWAY_ALLOW_UNSAFE"] = "example-keys"
     return env
 
 

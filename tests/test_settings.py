@@ -40,6 +40,8 @@ BAD = {
     "GATEWAY_LOG_FORMAT": "xml",
     "GATEWAY_SECRET_KEY": "hunter2",
     "GATEWAY_PREVIOUS_SECRET_KEYS": "hunter2",
+    "GATEWAY_MIGRATE": "perhaps",
+    "GATEWAY_ALLOW_UNSAFE": "example-keys,everything",
 }
 # Free text: any value is one.
 FREE = {"GATEWAY_CONFIG", "GATEWAY_PID_FILE", "GATEWAY_REDIS_KEY_PREFIX"}
@@ -47,7 +49,23 @@ FREE = {"GATEWAY_CONFIG", "GATEWAY_PID_FILE", "GATEWAY_REDIS_KEY_PREFIX"}
 
 def test_every_variable_is_a_field_of_the_struct() -> None:
     variables = set(Settings.__struct_encode_fields__) | {"GATEWAY_PREVIOUS_SECRET_KEYS"}
-    assert variables == set(BAD) | FREE
+    assert variables == set(BAD) | FREE | {"defaulted"}  # the one field no variable sets
+
+
+def test_what_serve_will_not_leave_to_a_default_and_what_it_may_run_past() -> None:
+    quiet = Settings.from_environ({"defaulted": "", "GATEWAY_DEFAULTED": "x"})
+    assert quiet.defaulted == {"GATEWAY_DATABASE_URL", "GATEWAY_PUBLIC_URL"}
+    assert (quiet.migrate, quiet.allow_unsafe) == (True, frozenset())
+    given = Settings.from_environ(
+        {
+            "GATEWAY_DATABASE_URL": "sqlite+aiosqlite:///./gateway.db",  # the default, but given
+            "GATEWAY_MIGRATE": "0",
+            "GATEWAY_ALLOW_UNSAFE": " Example-Keys ,http-public-url,",
+        }
+    )
+    assert given.defaulted == {"GATEWAY_PUBLIC_URL"}
+    assert given.migrate is False
+    assert given.allow_unsafe == {"example-keys", "http-public-url"}
 
 
 @pytest.mark.parametrize(("variable", "value"), sorted(BAD.items()))

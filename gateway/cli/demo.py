@@ -10,6 +10,7 @@ import secrets
 import string
 import tempfile
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +36,9 @@ __all__ = [
     "run_demo",
 ]
 
-DEMO_CONFIG = "config/registry.example.yaml"
+# The demo's registry ships inside the package, since an installed wheel has no config/ folder; it is
+# config/registry.example.yaml, byte for byte (tests/test_deploy.py holds the two equal).
+DEMO_CONFIG = resources.files("gateway.registry").joinpath("example.yaml")
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ALNUM = string.ascii_letters + string.digits
@@ -109,7 +112,9 @@ DEMO_OPEN_ACCOUNTS: tuple[tuple[str, str, list[str]], ...] = (
 def add_commands(commands: Commands) -> None:
     """``demo``."""
     demo = commands.add_parser("demo", help="run the gateway beside the WeChat simulator, with demo data")
-    demo.add_argument("--config", default=DEMO_CONFIG)
+    demo.add_argument(
+        "--config", type=Path, help="the registry (default: config/registry.example.yaml, as packaged)"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--simulator-port", type=int, default=8001)
@@ -117,7 +122,9 @@ def add_commands(commands: Commands) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    in_event_loop(lambda: run_demo(Path(args.config), args.host, args.port, args.simulator_port))
+    with resources.as_file(DEMO_CONFIG) as example:
+        config: Path = args.config or example
+        in_event_loop(lambda: run_demo(config, args.host, args.port, args.simulator_port))
     return 0
 
 

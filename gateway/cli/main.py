@@ -14,6 +14,7 @@ from gateway.cli import (
     db,
     deliveries,
     demo,
+    doctor,
     keys,
     onboarding,
     schema,
@@ -29,7 +30,20 @@ __all__ = ["main", "version"]
 EXIT_INVALID = 2
 DISTRIBUTION = "group-gateway"  # the name pyproject.toml gives the package
 # In the order `gateway --help` lists their commands.
-_COMMAND_MODULES = (serve, demo, config, schema, db, binding, catalog, onboarding, deliveries, keys, simulate)
+_COMMAND_MODULES = (
+    serve,
+    demo,
+    doctor,
+    config,
+    schema,
+    db,
+    binding,
+    catalog,
+    onboarding,
+    deliveries,
+    keys,
+    simulate,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

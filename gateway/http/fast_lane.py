@@ -48,9 +48,6 @@ class Raw:
     def query(self) -> list[tuple[str, str]]:
         return query_pairs(self.scope["query_string"])
 
-    def header(self, name: bytes) -> bytes | None:
-        return next((value for key, value in self.scope["headers"] if key == name), None)
-
     def request(self) -> Request[Any, Any, Any]:
         return Request(self.scope, self.receive)
 
@@ -101,9 +98,8 @@ def fast_routes(vending: TokenVending, intake: EventIntake, proxy: WxProxy) -> l
         return answer_token
 
     async def forward(raw: Raw) -> ASGIApp:
-        reply = await proxy.call(
-            "GET", raw.path_params["api"], raw.query(), Headers.from_scope(raw.scope), _no_body()
-        )
+        api = raw.path_params["api"].lstrip("/")
+        reply = await proxy.call("GET", api, raw.query(), Headers.from_scope(raw.scope), _no_body())
         return answer(reply).to_asgi_response(app=None, request=raw.request())
 
     def receive(platform: Callable[[Raw], str | None]) -> Answer:
@@ -179,11 +175,8 @@ def _takes_token_request(raw: Raw) -> bool:
 
 def _takes_call(raw: Raw) -> bool:
     """``GET /wx/<api>`` without a body, of a path the controller takes as it is."""
-    api: str = raw.path_params["api"].lstrip("/")
-    if not is_api_path(api) or any(name in _BODY_HEADERS for name, _ in raw.scope["headers"]):
-        return False
-    raw.path_params["api"] = api
-    return True
+    api: str = raw.path_params["api"].lstrip("/")  # as the controller reads it
+    return is_api_path(api) and not any(name in _BODY_HEADERS for name, _ in raw.scope["headers"])
 
 
 def _takes_push(raw: Raw) -> bool:

@@ -479,6 +479,7 @@ def deploy(
         env = {k: v for k, v in os.environ.items() if not k.startswith(ours) or k in kept}
         env.update(demo_environment(EXAMPLE, {}))
         env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{workdir / 'gateway.db'}"
+        env["GATEWAY_ALLOW_UNSAFE"] = "example-keys"  # the example registry's public demo keys
         deployment = Deployment(workdir, env, registry, simulator_url)
         try:
             (first, first_env), *others = named.items()

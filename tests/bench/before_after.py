@@ -51,8 +51,15 @@ def _suite(tree: Path, python: Path, args: Sequence[str]) -> tuple[list[tuple[st
     except ValueError:
         raise SystemExit(f"no results table from {tree} (exit {done.returncode})") from None
     rows = [row for line in lines[start + 2 :] if (row := _row(line)) is not None]
-    machine = [line for line in lines if line.startswith(("machine before", "machine after"))]
+    suite = max(i for i, line in enumerate(lines) if line.startswith("===== the suite"))
+    machine = [line for line in lines[suite:start] if line.startswith(("machine before", "machine after"))]
     return rows, machine
+
+
+def _figure(bench: str, figure: str) -> tuple[str, str]:
+    """The join key: the proxy's simulator rows were named by the client stack alone before they were
+    measured against a second upstream."""
+    return bench, figure.removeprefix("simulator · ")
 
 
 def _checkout(rev: str, into: Path) -> tuple[Path, Path]:
@@ -95,11 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, machine in (("before", machine_before), ("after", machine_after)):
         for line in machine:
             print(f"{label}: {line}")
-    found = {(r[0], r[1]): r for r in before}
+    found = {_figure(r[0], r[1]): r for r in before}
     header = ("bench", "figure", "before ratio", "after ratio", "target", "before", "after")
     table = [header]
     for row in after:
-        old = found.pop((row[0], row[1]), None)
+        old = found.pop(_figure(row[0], row[1]), None)
         table.append((row[0], row[1], old[4] if old else "–", row[4], row[5], old[6] if old else "–", row[6]))
     table += [(r[0], r[1], r[4], "–", r[5], r[6], "–") for r in found.values()]  # gone since
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
