@@ -85,6 +85,14 @@ async def test_no_key_or_token_reaches_the_access_log(ready: World, stream: io.S
     lines = access_lines(stream)
     assert len(lines) == 3
     assert {line["route"] for line in lines} >= {"/wx/cgi-bin/token", TOKEN_ROUTE}
+    # The /wx proxy's callers are named too: by their key (cgi-bin/token) or their gateway token (a call).
+    assert [(line["route"], line["client"]) for line in lines] == [
+        ("/wx/cgi-bin/token", "crm"),
+        ("/wx/{api}", "crm"),
+        (TOKEN_ROUTE, "crm"),
+    ]
+    bad = await ready.gateway.get("/wx/cgi-bin/get_current_selfmenu_info", params={"access_token": "gw_nope"})
+    assert line_of(stream, bad.headers["x-request-id"])["client"] == "127.0.0.1"  # not identified
     for secret in (key, gateway_token, OA):  # nor the raw path: an appid is a template's {appid}
         assert secret not in json.dumps(lines)
     assert key not in text and gateway_token not in text

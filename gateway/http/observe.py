@@ -6,9 +6,10 @@ It wraps the app's ASGI handler, outside Litestar's routing, so that requests ma
 The route label is Litestar's path template (``/v1/authorizers/{appid}/access-token``), never the raw
 path, so no appid or id becomes a label. The token route is benchmarked: this adds a few microseconds.
 
-The access line names the client (the registry's id of the client a guard or the token lane admitted:
-``scope["user"]``; else the peer's address), the route template, method, status, duration and request id:
-never the raw path, query string or a header, where keys and tokens travel. Refusals are logged like
+The access line names the client (the registry's id of the client a guard admitted, ``scope["user"]``,
+or the ``/wx`` proxy identified, ``REQUEST_CLIENT``; else the peer's address), the route template, method,
+status, duration and request id: never the raw path, query string or a header, where keys and tokens
+travel. Refusals are logged like
 any answer. Every lane answers inside this wrapper, so every request gets its line.
 """
 
@@ -24,7 +25,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
-from gateway.observability.logs import REQUEST_ID
+from gateway.observability.logs import REQUEST_CLIENT, REQUEST_ID
 from gateway.observability.metrics import Metrics
 
 __all__ = ["REQUEST_ID_HEADER", "observed"]
@@ -64,6 +65,7 @@ def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGI
             await send(message)
 
         bound = REQUEST_ID.set(request_id)
+        unknown = REQUEST_CLIENT.set(None)
         try:
             await app(scope, receive, send_with_id)
         finally:
@@ -72,6 +74,7 @@ def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGI
             seconds = time.perf_counter() - started
             if log_access and access_log.isEnabledFor(logging.INFO):
                 _log_access(scope, route, method, status, seconds)
+            REQUEST_CLIENT.reset(unknown)
             REQUEST_ID.reset(bound)
             key = (route, method, status)
             if key not in children:
@@ -88,7 +91,7 @@ def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGI
 
 def _log_access(scope: Scope, route: str, method: str, status: int, seconds: float) -> None:
     user = scope.get("user")
-    client = getattr(user, "id", None)
+    client = getattr(user, "id", None) or REQUEST_CLIENT.get()
     if client is None:
         peer = scope.get("client")
         client = peer[0] if peer else "-"

@@ -27,12 +27,16 @@ from structlog.tracebacks import ExceptionDictTransformer
 from gateway.errors import ConfigError
 from gateway.settings import LogFormat, LogLevel
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "REQUEST_ID", "configure_logging"]
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "REQUEST_CLIENT", "REQUEST_ID", "configure_logging"]
 
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 # The request a line is logged in, if any: set around each HTTP request by ``gateway.http.observe``.
 REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
+# The client an HTTP request came from, once known, where no guard names it (the /wx proxy identifies its
+# callers by gateway token or key): set by whoever identified it, read by ``gateway.http.observe``'s access
+# line, reset around each request.
+REQUEST_CLIENT: ContextVar[str | None] = ContextVar("gateway_request_client", default=None)
 # Each upstream request at INFO would drown the gateway's own lines (and carry query strings).
 _CHATTY = ("httpx", "httpcore", "alembic")
 # What every record has; anything else on it came from ``extra=``. ``message`` and ``asctime`` are what

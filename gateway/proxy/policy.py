@@ -40,6 +40,7 @@ from gateway.authorizations.service import AuthorizationService
 from gateway.credentials.single_flight import SingleFlight
 from gateway.credentials.tokens import QUOTA_ERRCODE, TokenService
 from gateway.errors import CircuitOpen, Refused, Unauthenticated, WeChatTimedOut, WeChatUnavailable, WxError
+from gateway.observability.logs import REQUEST_CLIENT
 from gateway.observability.metrics import Metrics
 from gateway.proxy.forwarding import Reply, SpooledBody, errcode_of, forward
 from gateway.registry.live import LiveRegistry, ReadsRegistry
@@ -229,6 +230,7 @@ class WxProxy(ReadsRegistry):
             client = authenticate(self._registry, f"Bearer {secret}")
         except Unauthenticated:
             raise WxError(40125, "invalid appsecret: not a known client key") from None
+        REQUEST_CLIENT.set(client.id)
         await self._limiter.admit(client)
         await self._admit(client, appid)
         return client
@@ -383,6 +385,7 @@ class WxProxy(ReadsRegistry):
             client = authenticate(self._registry, headers.get("authorization"))
         except Unauthenticated as exc:
             raise WxError(40001, f"invalid credential: {exc.message}") from None
+        REQUEST_CLIENT.set(client.id)
         await self._limiter.admit(client)
         if "component" not in client.scopes:
             raise WxError(
@@ -415,6 +418,7 @@ class WxProxy(ReadsRegistry):
             client = self._registry.client(issued.client_id)
             if client is None:
                 raise WxError(40001, "invalid credential: the client of this token is no longer registered")
+            REQUEST_CLIENT.set(client.id)
             appid = issued.authorizer_appid
         elif headers.get("authorization"):
             appid = headers.get("x-authorizer-appid", "")
