@@ -1,4 +1,5 @@
-"""The access log: one JSON line per request on ``gateway.access`` — client, route template, method,
+"""The access log: one JSON line per request (``GATEWAY_ACCESS_LOG=all``; by default only
+refusals) on ``gateway.access`` — client, route template, method,
 status, duration, request id — for answers and refusals alike, from every lane (the token lane in front of
 Litestar, the routes, unmatched paths), and never a key or token, whether it came in a header or a query."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -18,6 +20,14 @@ from tests.conftest import CLIENT_KEYS, make_settings
 from tests.support.world import OA, World, open_world
 
 TOKEN_ROUTE = "/v1/authorizers/{appid}/access-token"
+
+
+@pytest.fixture
+async def world(registry: Registry, database_url: str, secret_box: SecretBox) -> AsyncIterator[World]:
+    """The world of `ready`, every request logged (``GATEWAY_ACCESS_LOG=all``)."""
+    settings = msgspec.structs.replace(make_settings(database_url, secret_box), access_log="all")
+    async with open_world(registry, database_url, secret_box, settings=settings) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -98,11 +108,28 @@ async def test_no_key_or_token_reaches_the_access_log(ready: World, stream: io.S
     assert key not in text and gateway_token not in text
 
 
+async def test_by_default_only_refusals_are_logged(
+    registry: Registry, sqlite_url: str, secret_box: SecretBox, stream: io.StringIO
+) -> None:
+    async with open_world(
+        registry, sqlite_url, secret_box, settings=make_settings(sqlite_url, secret_box)
+    ) as world:
+        answered = await world.gateway.get("/healthz")
+        refused = await world.gateway.get(f"/v1/authorizers/{OA}/access-token")
+        failed = await world.gateway.get("/nowhere")
+    assert (answered.status_code, refused.status_code, failed.status_code) == (200, 401, 404)
+    assert [(line["route"], line["status"]) for line in access_lines(stream)] == [
+        (TOKEN_ROUTE, 401),
+        ("unmatched", 404),
+    ]
+
+
 async def test_the_access_log_can_be_turned_off(
     registry: Registry, sqlite_url: str, secret_box: SecretBox, stream: io.StringIO
 ) -> None:
-    settings = msgspec.structs.replace(make_settings(sqlite_url, secret_box), access_log=False)
+    settings = msgspec.structs.replace(make_settings(sqlite_url, secret_box), access_log="off")
     async with open_world(registry, sqlite_url, secret_box, settings=settings) as world:
         response = await world.gateway.get("/healthz")
-    assert response.status_code == 200
+        refused = await world.gateway.get(f"/v1/authorizers/{OA}/access-token")
+    assert (response.status_code, refused.status_code) == (200, 401)
     assert access_lines(stream) == []

@@ -180,7 +180,7 @@ def create_app(
         from gateway.http.traced import traced  # the otel extra: imported only when tracing
 
         lane = traced(lane, tracer)
-    app.asgi_handler = observed(lane, services.metrics, log_access=settings.access_log)
+    app.asgi_handler = observed(lane, services.metrics, access_log=settings.access_log)
     return app
 
 

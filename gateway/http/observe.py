@@ -9,8 +9,9 @@ path, so no appid or id becomes a label. The token route is benchmarked: this ad
 The access line names the client (the registry's id of the client a guard admitted, ``scope["user"]``,
 or the ``/wx`` proxy identified, ``REQUEST_CLIENT``; else the peer's address), the route template, method,
 status, duration and request id: never the raw path, query string or a header, where keys and tokens
-travel. Refusals are logged like
-any answer. Every lane answers inside this wrapper, so every request gets its line.
+travel. Every lane answers inside this wrapper, so every request can have its line; by default
+(``GATEWAY_ACCESS_LOG=refusals``) only those answered 4xx or 5xx do, since a line costs the server about as
+much CPU as a cached token request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client import Counter, Histogram
 
 from gateway.observability.logs import REQUEST_CLIENT, REQUEST_ID
 from gateway.observability.metrics import Metrics
+from gateway.settings import AccessLog
 
 __all__ = ["REQUEST_ID_HEADER", "observed"]
 
@@ -40,11 +42,14 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _ID_PREFIX = secrets.token_hex(4)
 _next_id = itertools.count(1)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-access_log = logging.getLogger("gateway.access")
+access_logger = logging.getLogger("gateway.access")
 
 
-def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGIApp:
-    """``app`` with request ids, HTTP metrics and (``log_access``) an access line per request."""
+def observed(app: ASGIApp, metrics: Metrics, *, access_log: AccessLog = "all") -> ASGIApp:
+    """``app`` with request ids, HTTP metrics and access lines: of every request (``all``), of those
+    answered 4xx or 5xx (``refusals``), or none (``off``)."""
+    # The lowest status logged: 0 logs everything; past any status, nothing.
+    lowest = {"all": 0, "refusals": 400, "off": 1000}[access_log]
     # The labelled children, looked up once per (route, method, status): ``labels()`` costs more than the
     # increments themselves. Bounded, since routes are the app's templates and methods a fixed set.
     children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -72,7 +77,7 @@ def observed(app: ASGIApp, metrics: Metrics, *, log_access: bool = True) -> ASGI
             route = scope.get("path_template") or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
             seconds = time.perf_counter() - started
-            if log_access and access_log.isEnabledFor(logging.INFO):
+            if status >= lowest and access_logger.isEnabledFor(logging.INFO):
                 _log_access(scope, route, method, status, seconds)
             REQUEST_CLIENT.reset(unknown)
             REQUEST_ID.reset(bound)
@@ -104,10 +109,10 @@ def _log_access(scope: Scope, route: str, method: str, status: int, seconds: flo
     }
     # The record made directly and handled: `Logger.info` would first walk the stack for the caller's file
     # and line, which no line of ours shows, and that walk was a third of the line's cost.
-    record = access_log.makeRecord(
-        access_log.name, logging.INFO, "", 0, "%s %s %d", (method, route, status), None, extra=fields
+    record = access_logger.makeRecord(
+        access_logger.name, logging.INFO, "", 0, "%s %s %d", (method, route, status), None, extra=fields
     )
-    access_log.handle(record)
+    access_logger.handle(record)
 
 
 def _request_id(scope: Scope) -> str:
