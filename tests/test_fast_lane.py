@@ -7,7 +7,6 @@ The per-route details (refusals, shapes left to Litestar, streaming, disconnects
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ from gateway.http import fast_lane
 from tests.conftest import CLIENT_KEYS
 from tests.support.world import OA, World
 from tests.test_event_intake import ticket_xml, wechatpy_push
+from tests.test_fast_lane_wx import comparable
 from tests.test_proxy import gateway_token
 
 # What only the lane calls to answer: one of these answers every request it takes.
@@ -89,18 +89,6 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         lambda w, n: _push_request(w, n, "/wechat/events"), {"Transfer-Encoding": "chunked"}
     ),
 }
-
-
-def comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, str]]]:
-    """Status, body and headers, but what differs on every request (its id, an upstream's date and
-    WeChat's ``rid``)."""
-    assert response.headers["x-request-id"]
-    varying = ("x-request-id", "date")
-    return (
-        response.status_code,
-        re.sub(rb"rid: [0-9a-f-]+", b"rid: -", response.content),
-        sorted((k, v) for k, v in response.headers.items() if k not in varying),
-    )
 
 
 def test_every_fast_route_has_an_example() -> None:
