@@ -27,6 +27,7 @@ def test_metrics_on_the_admin_port_only_and_the_file_watched(
     registry = tmp_path / "registry.yaml"
     registry.write_text(EXAMPLE.read_text())
     environment["GATEWAY_REGISTRY_WATCH_S"] = "0.2"
+    environment["GATEWAY_ACCESS_LOG"] = "all"  # the answered requests logged too
     gateway = Process(
         ["serve", "--config", str(registry), "--port", str(port), "--admin-port", str(admin_port)],
         environment,
