@@ -128,7 +128,11 @@ async def test_a_bad_edit_is_refused_once_and_the_old_registry_keeps_serving(fle
     replica = fleet[0]
     running = replica.services.registry.current
     bad = document(clients=[{"id": "crm", "key_sha256": "short", "scopes": ["token"]}])
-    replica.path.write_text(bad)
+    # Moved in whole, as a ConfigMap swaps its files: written in place, the watch may read it half
+    # written, refuse that, then refuse the whole file too (another sha-256): two refusals.
+    partial = replica.path.with_suffix(".new")
+    partial.write_text(bad)
+    partial.replace(replica.path)
 
     async def refused() -> bool:
         return 'gateway_registry_reloads_total{outcome="refused"} 1.0' in await replica.metrics()
