@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,12 @@ from gateway.crypto import SecretBox
 from gateway.http.app import create_app
 from gateway.registry.model import load_registry_digest
 from gateway.store.audit import AuditRecord
-from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, make_settings, registry_environ
+from tests.conftest import CLIENT_KEYS, REGISTRY_YAML, make_settings
+from tests.test_reload import environ
+
+__all__ = ["environ"]  # the fixture, shared with the reload tests
 
 WATCH_S = 0.05
-
-
-@pytest.fixture
-def environ() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:  # the registry's ${VAR}s, read again by every reload
-        for name, value in registry_environ().items():
-            patch.setenv(name, value)
-        yield
 
 
 def document(**changes: Any) -> str:

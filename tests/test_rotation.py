@@ -341,10 +341,11 @@ async def test_the_command_rotates_and_prints_counts_per_table(
     assert f"credentials.value_sealed: 0 re-sealed, {len(CREDENTIALS)} already under key {kid}" in out
 
 
-@pytest.mark.usefixtures("environment")
-async def test_the_command_names_rows_no_key_opens_and_fails(
-    seeded: Seeded, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def seal_one_under_a_stranger_key(
+    seeded: Seeded, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """One refresh token sealed under a key the command is not given, and the command's environment
+    (NEW, with OLD as the previous key); the sealed value."""
     lost = SecretBox(STRANGER).seal("stranger-token", context="refresh:retail:wxb0000000000002")
     table = metadata.tables["authorizations"]
     async with seeded.engine.begin() as conn:
@@ -356,6 +357,14 @@ async def test_the_command_names_rows_no_key_opens_and_fails(
     monkeypatch.setenv("GATEWAY_DATABASE_URL", database_url)
     monkeypatch.setenv("GATEWAY_SECRET_KEY", b64(NEW))
     monkeypatch.setenv("GATEWAY_PREVIOUS_SECRET_KEYS", b64(OLD))
+    return lost
+
+
+@pytest.mark.usefixtures("environment")
+async def test_the_command_names_rows_no_key_opens_and_fails(
+    seeded: Seeded, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lost = await seal_one_under_a_stranger_key(seeded, database_url, monkeypatch)
 
     status, out, err = await gateway(capsys, "rotate-secret-key")
 
@@ -377,17 +386,7 @@ async def test_the_command_names_rows_no_key_opens_and_fails(
 async def test_the_command_prints_json_per_column_naming_rows_never_values(
     seeded: Seeded, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lost = SecretBox(STRANGER).seal("stranger-token", context="refresh:retail:wxb0000000000002")
-    table = metadata.tables["authorizations"]
-    async with seeded.engine.begin() as conn:
-        await conn.execute(
-            update(table)
-            .where(table.c.authorizer_appid == "wxb0000000000002")
-            .values(refresh_token_sealed=lost)
-        )
-    monkeypatch.setenv("GATEWAY_DATABASE_URL", database_url)
-    monkeypatch.setenv("GATEWAY_SECRET_KEY", b64(NEW))
-    monkeypatch.setenv("GATEWAY_PREVIOUS_SECRET_KEYS", b64(OLD))
+    lost = await seal_one_under_a_stranger_key(seeded, database_url, monkeypatch)
 
     status, out, err = await gateway(capsys, "rotate-secret-key", "--json")
 
